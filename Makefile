@@ -1,0 +1,66 @@
+# Weft. `make demo` and `make test` are the quick start; both install what
+# they need (Debian packages as root, Go tools into ./bin).
+
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+CONNECT_VERSION := v1.21.1
+GOFLAGS_TEST ?=
+# Lab and cluster tests start real processes and namespaces; one package at a
+# time keeps them inside two cores.
+TEST_PARALLEL ?= 2
+
+.PHONY: all build test unit-test check-generate generate tools lint bench demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/weft ./cmd/weft
+
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go
+
+$(BIN)/buf:
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-connect-go:
+	GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_VERSION)
+
+generate: tools
+	cd proto && $(BIN)/buf lint && $(BIN)/buf generate
+
+# check-generate fails when committed generated code differs from what
+# `make generate` produces (connect-go's checkgenerate pattern).
+check-generate: generate
+	@if [ -n "$$(git status --porcelain -- proto)" ]; then \
+		echo "generated code is stale; run 'make generate' and commit:"; \
+		git status --porcelain -- proto; git diff --stat -- proto; exit 1; fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit-test:
+	$(GO) test -count=1 -p $(TEST_PARALLEL) $(GOFLAGS_TEST) ./...
+
+# fuzz runs every fuzz target briefly (longer with FUZZTIME=5m).
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; done
+
+test: lint check-generate unit-test fuzz
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./raftfsm/... ./dataplane/... | tee /tmp/weft-bench-go.txt
+	./deploy/bench/raft.sh
+
+demo: build
+	./deploy/demo/dev.sh
+
+clean:
+	rm -rf $(BIN)
