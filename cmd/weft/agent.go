@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftlb/weft/node"
+)
+
+func newAgentCmd() *cobra.Command {
+	var (
+		cfg                 node.Config
+		dev                 bool
+		logLevel, logFormat string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a Weft node",
+		Long: `Run a Weft node.
+
+  weft agent --init ...                 create a cluster (prints the admin and join tokens once)
+  weft agent --join HOST:PORT --token T join a cluster through any member
+  weft agent --data-dir DIR             restart a node from its data directory
+  weft agent --dev                      a single node on loopback with a temporary data dir`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			if dev {
+				dir, err := os.MkdirTemp("", "weft-dev-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				cfg.DataDir, cfg.Init = dir, true
+				if cfg.Name == "" {
+					cfg.Name = "dev"
+				}
+			}
+			if cfg.Name == "" {
+				if cfg.Name, err = os.Hostname(); err != nil {
+					return err
+				}
+			}
+			out := cmd.OutOrStdout()
+			a, err := node.Start(cmd.Context(), cfg, out)
+			if err != nil {
+				return err
+			}
+			if dev {
+				fmt.Fprintf(out, "dev node %s serving the API on %s\n", cfg.Name, cfg.APIAddr)
+				fmt.Fprintf(out, "  export WEFT_ADDR=%s WEFT_CA_FILE=%s WEFT_TOKEN=$(cat %s/%s)\n",
+					cfg.APIAddr, node.CAFile(cfg.DataDir), cfg.DataDir, node.AdminTokenFile)
+			}
+			select {
+			case <-cmd.Context().Done():
+				logger.Info("shutting down")
+			case err := <-a.Done():
+				if err != nil {
+					a.Close()
+					return fmt.Errorf("api server: %w", err)
+				}
+			}
+			return a.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/weft", "node state: identity, certificates, Raft log and snapshots")
+	f.StringVar(&cfg.Name, "name", "", "node name, a DNS label (default: host name)")
+	f.StringVar(&cfg.Region, "region", "default", "region of the node")
+	f.StringVar(&cfg.Zone, "zone", "default", "zone of the node")
+	f.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:7400", "API listen address")
+	f.StringVar(&cfg.APIAdvertise, "advertise-api", "", "API address others dial (default: --api-addr)")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7401", "Raft listen address")
+	f.StringVar(&cfg.RaftAdvertise, "advertise-raft", "", "Raft address others dial (default: --raft-addr)")
+	f.BoolVar(&cfg.Init, "init", false, "create a new cluster with this node as its first member")
+	f.StringVar(&cfg.Join, "join", "", "join the cluster of the member at HOST:PORT (its API address)")
+	f.StringVar(&cfg.Token, "token", os.Getenv("WEFT_JOIN_TOKEN"), "join token (WEFT_JOIN_TOKEN)")
+	f.Uint32Var(&cfg.JoinTokenUses, "join-token-uses", 2, "uses of the join token printed by --init")
+	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (0: default)")
+	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often Raft checks whether to snapshot (0: default)")
+	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 0, "Raft log entries kept after a snapshot (0: default)")
+	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", 0, "how long a voter may be unreachable before it is replaced (0: default)")
+	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}

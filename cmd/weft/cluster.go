@@ -1,0 +1,251 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/manifest"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+)
+
+// clientCmd builds a command that runs fn with a connected client.
+func clientCmd(cf *clientFlags, use, short string, args cobra.PositionalArgs,
+	fn func(cmd *cobra.Command, c *api.Client, args []string) error,
+) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short, Args: args,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return fn(cmd, c, args)
+		},
+	}
+}
+
+// printMessage writes a response as JSON or YAML, or as a table via rows.
+func printMessage(w io.Writer, format string, m proto.Message, header []string, rows [][]string) error {
+	switch format {
+	case "json":
+		return manifest.JSON(w, m)
+	case "yaml":
+		return manifest.YAML(w, m)
+	case "table", "":
+		return manifest.Table(w, header, rows)
+	}
+	return fmt.Errorf("-o: %q is not table, json or yaml", format)
+}
+
+func nodeRows(nodes []*weftv1.Node) [][]string {
+	var rows [][]string
+	for _, n := range nodes {
+		role := n.GetStatus().GetSuffrage()
+		if n.GetStatus().GetLeader() {
+			role += " (leader)"
+		}
+		drain := ""
+		if n.GetSpec().GetDrain() {
+			drain = "draining"
+		}
+		rows = append(rows, []string{n.GetMetadata().GetName(), n.GetSpec().GetRegion(), n.GetSpec().GetZone(),
+			n.GetSpec().GetApiAddress(), n.GetSpec().GetRaftAddress(), role, drain})
+	}
+	return rows
+}
+
+var nodeHeader = []string{"name", "region", "zone", "api", "raft", "raft role", "drain"}
+
+func newNodesCmd(cf *clientFlags) *cobra.Command {
+	return clientCmd(cf, "nodes", "List the cluster's nodes", cobra.NoArgs,
+		func(cmd *cobra.Command, c *api.Client, _ []string) error {
+			res, err := c.Cluster.ListNodes(cmd.Context(), connect.NewRequest(&weftv1.ListNodesRequest{}))
+			if err != nil {
+				return err
+			}
+			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, nodeHeader, nodeRows(res.Msg.GetNodes()))
+		})
+}
+
+func newStatusCmd(cf *clientFlags) *cobra.Command {
+	return clientCmd(cf, "status", "Show the Raft status of the node at --addr", cobra.NoArgs,
+		func(cmd *cobra.Command, c *api.Client, _ []string) error {
+			res, err := c.Cluster.Status(cmd.Context(), connect.NewRequest(&weftv1.StatusRequest{}))
+			if err != nil {
+				return err
+			}
+			m := res.Msg
+			if cf.output != "table" && cf.output != "" {
+				return printMessage(cmd.OutOrStdout(), cf.output, m, nil, nil)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "node:    %s (%s)\nleader:  %s %s\nterm:    %d\ncommit:  %d\napplied: %d\n\n",
+				m.GetNodeName(), m.GetState(), m.GetLeaderName(), m.GetLeaderApiAddress(),
+				m.GetTerm(), m.GetCommitIndex(), m.GetAppliedIndex())
+			return manifest.Table(w, nodeHeader, nodeRows(m.GetNodes()))
+		})
+}
+
+func newNodeCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Drain, undrain or remove a node"}
+	printNode := func(cmd *cobra.Command, n *weftv1.Node) error {
+		return printMessage(cmd.OutOrStdout(), cf.output, n, nodeHeader, nodeRows([]*weftv1.Node{n}))
+	}
+	cmd.AddCommand(
+		clientCmd(cf, "drain NAME", "Stop sending new traffic to a node", cobra.ExactArgs(1),
+			func(cmd *cobra.Command, c *api.Client, args []string) error {
+				res, err := c.Cluster.DrainNode(cmd.Context(), connect.NewRequest(&weftv1.DrainNodeRequest{Name: args[0]}))
+				if err != nil {
+					return err
+				}
+				return printNode(cmd, res.Msg.GetNode())
+			}),
+		clientCmd(cf, "undrain NAME", "Let a drained node take traffic again", cobra.ExactArgs(1),
+			func(cmd *cobra.Command, c *api.Client, args []string) error {
+				res, err := c.Cluster.UndrainNode(cmd.Context(), connect.NewRequest(&weftv1.UndrainNodeRequest{Name: args[0]}))
+				if err != nil {
+					return err
+				}
+				return printNode(cmd, res.Msg.GetNode())
+			}),
+		clientCmd(cf, "remove NAME", "Remove a node from the cluster and its Raft configuration", cobra.ExactArgs(1),
+			func(cmd *cobra.Command, c *api.Client, args []string) error {
+				if _, err := c.Cluster.RemoveNode(cmd.Context(), connect.NewRequest(&weftv1.RemoveNodeRequest{Name: args[0]})); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node/%s removed\n", args[0])
+				return nil
+			}),
+	)
+	return cmd
+}
+
+func newLeaderCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "leader", Short: "Raft leadership"}
+	cmd.AddCommand(clientCmd(cf, "transfer [NAME]", "Hand leadership to a node (or any voter)", cobra.MaximumNArgs(1),
+		func(cmd *cobra.Command, c *api.Client, args []string) error {
+			req := &weftv1.TransferLeadershipRequest{}
+			if len(args) == 1 {
+				req.Name = args[0]
+			}
+			res, err := c.Cluster.TransferLeadership(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "leader: %s\n", res.Msg.GetLeaderName())
+			return nil
+		}))
+	return cmd
+}
+
+func expires(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "never"
+	}
+	return ts.AsTime().Format(time.RFC3339)
+}
+
+func newTokenCmd(cf *clientFlags) *cobra.Command {
+	var role, description string
+	var ttl time.Duration
+	cmd := &cobra.Command{Use: "token", Short: "Manage API tokens (admin)"}
+	create := clientCmd(cf, "create", "Create an API token; its secret is printed once", cobra.NoArgs,
+		func(cmd *cobra.Command, c *api.Client, _ []string) error {
+			req := &weftv1.CreateAPITokenRequest{Role: role, Description: description}
+			if ttl > 0 {
+				req.Ttl = durationpb.New(ttl)
+			}
+			res, err := c.Cluster.CreateAPIToken(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, nil, nil)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Msg.GetSecret())
+			return nil
+		})
+	create.Flags().StringVar(&role, "role", "viewer", "admin, operator or viewer")
+	create.Flags().StringVar(&description, "description", "", "what the token is for")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "expire after this long (0: never)")
+	list := clientCmd(cf, "list", "List API tokens (never their secrets)", cobra.NoArgs,
+		func(cmd *cobra.Command, c *api.Client, _ []string) error {
+			res, err := c.Cluster.ListAPITokens(cmd.Context(), connect.NewRequest(&weftv1.ListAPITokensRequest{}))
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, t := range res.Msg.GetTokens() {
+				rows = append(rows, []string{t.GetId(), t.GetRole(), expires(t.GetExpiresAt()), t.GetDescription()})
+			}
+			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, []string{"id", "role", "expires", "description"}, rows)
+		})
+	revoke := clientCmd(cf, "revoke ID", "Revoke an API token", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, c *api.Client, args []string) error {
+			if _, err := c.Cluster.RevokeAPIToken(cmd.Context(), connect.NewRequest(&weftv1.RevokeAPITokenRequest{Id: args[0]})); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token/%s revoked\n", args[0])
+			return nil
+		})
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func newJoinTokenCmd(cf *clientFlags) *cobra.Command {
+	var uses uint32
+	var ttl time.Duration
+	var description string
+	cmd := &cobra.Command{Use: "join-token", Short: "Manage join tokens (admin)"}
+	create := clientCmd(cf, "create", "Create a join token; it is printed once", cobra.NoArgs,
+		func(cmd *cobra.Command, c *api.Client, _ []string) error {
+			req := &weftv1.CreateJoinTokenRequest{Uses: uses, Description: description}
+			if ttl > 0 {
+				req.Ttl = durationpb.New(ttl)
+			}
+			res, err := c.Cluster.CreateJoinToken(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, nil, nil)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Msg.GetSecret())
+			return nil
+		})
+	create.Flags().Uint32Var(&uses, "uses", 1, "how many nodes may join with it")
+	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long it is valid")
+	create.Flags().StringVar(&description, "description", "", "what the token is for")
+	list := clientCmd(cf, "list", "List join tokens (never their secrets)", cobra.NoArgs,
+		func(cmd *cobra.Command, c *api.Client, _ []string) error {
+			res, err := c.Cluster.ListJoinTokens(cmd.Context(), connect.NewRequest(&weftv1.ListJoinTokensRequest{}))
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, t := range res.Msg.GetTokens() {
+				rows = append(rows, []string{t.GetId(), strconv.Itoa(int(t.GetUsesRemaining())), expires(t.GetExpiresAt()), t.GetDescription()})
+			}
+			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, []string{"id", "uses left", "expires", "description"}, rows)
+		})
+	revoke := clientCmd(cf, "revoke ID", "Revoke a join token", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, c *api.Client, args []string) error {
+			if _, err := c.Cluster.RevokeJoinToken(cmd.Context(), connect.NewRequest(&weftv1.RevokeJoinTokenRequest{Id: args[0]})); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "join-token/%s revoked\n", args[0])
+			return nil
+		})
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}

@@ -1,0 +1,285 @@
+// Package node is the Weft daemon: it turns a data directory and flags into
+// a running node (Raft replica, API server) and stops it in order.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/pki"
+	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/raftfsm"
+	"github.com/weftlb/weft/tokens"
+)
+
+// caKeyFile holds the CA key only while `--init` has not finished: its
+// presence tells a restarted node to finish the initialisation.
+const caKeyFile = "tls/ca.key"
+
+// Agent is a running node.
+type Agent struct {
+	cfg   Config
+	id    identity
+	raft  *raftfsm.Raft
+	api   *api.Server
+	apiLn net.Listener
+	done  chan error
+}
+
+// Start brings a node up: creates or joins a cluster, or restarts from the
+// data directory, then opens Raft and serves the API. Secrets printed at
+// init (admin and join tokens) go to out, never to the log.
+func Start(ctx context.Context, cfg Config, out io.Writer) (*Agent, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	d := dataDir(cfg.DataDir)
+	have, err := d.exists()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Init && cfg.Join != "":
+		return nil, errors.New("--init and --join exclude each other")
+	case have && (cfg.Init || cfg.Join != ""):
+		return nil, fmt.Errorf("data dir %s already holds a node: start without --init/--join to restart it", cfg.DataDir)
+	case cfg.Init:
+		if err := initFiles(cfg, d); err != nil {
+			return nil, err
+		}
+	case cfg.Join != "":
+		if err := joinCluster(ctx, cfg, d); err != nil {
+			return nil, err
+		}
+	case !have:
+		return nil, fmt.Errorf("data dir %s holds no node: start with --init to create a cluster or --join to join one", cfg.DataDir)
+	}
+	id, err := d.readIdentity()
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, id: id, done: make(chan error, 1)}
+	if err := a.open(d); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if _, err := os.Stat(d.path(caKeyFile)); err == nil {
+		if err := a.finishInit(ctx, d, out); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("initialise cluster: %w", err)
+		}
+	}
+	cfg.Logger.Info("node started", "node", id.Name, "region", id.Region, "zone", id.Zone,
+		"api", id.APIAdvertise, "raft", id.RaftAdvertise)
+	return a, nil
+}
+
+// open starts Raft and the API server from the data directory.
+func (a *Agent) open(d dataDir) error {
+	caPEM, certPEM, keyPEM, err := d.tlsFiles()
+	if err != nil {
+		return err
+	}
+	apiTLS, err := pki.ServerTLS(certPEM, keyPEM, caPEM, tls.VerifyClientCertIfGiven)
+	if err != nil {
+		return fmt.Errorf("api tls: %w", err)
+	}
+	raftTLS, err := pki.ServerTLS(certPEM, keyPEM, caPEM, tls.RequireAndVerifyClientCert)
+	if err != nil {
+		return fmt.Errorf("raft tls: %w", err)
+	}
+	peerTLS, err := pki.ClientTLS(caPEM, certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("peer tls: %w", err)
+	}
+	raftTLS.RootCAs = peerTLS.RootCAs
+	raftTLS.NextProtos = nil
+
+	// Placement asks peers for their progress through the API, which
+	// exists only after Raft: the closure bridges the two.
+	var srv *api.Server
+	r, err := raftfsm.Open(raftfsm.Config{
+		ID:                a.id.Name,
+		DataDir:           d.path(raftDir),
+		BindAddr:          a.cfg.RaftAddr,
+		AdvertiseAddr:     a.id.RaftAdvertise,
+		TLS:               raftTLS,
+		Bootstrap:         a.cfg.Init,
+		SnapshotThreshold: a.cfg.SnapshotThreshold,
+		SnapshotInterval:  a.cfg.SnapshotInterval,
+		TrailingLogs:      a.cfg.TrailingLogs,
+		DeadServerTimeout: a.cfg.DeadServerTimeout,
+		Logger:            a.cfg.Logger,
+		FetchStats: func(ctx context.Context, id, addr string) (uint64, error) {
+			return srv.FetchStats(ctx, id)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft: %w", err)
+	}
+	a.raft = r
+	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger})
+	a.api = srv
+	ln, err := net.Listen("tcp", a.cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("api listen: %w", err)
+	}
+	a.apiLn = ln
+	go func() { a.done <- srv.Serve(ln, apiTLS) }()
+	return nil
+}
+
+// initFiles creates the cluster CA and this node's certificate.
+func initFiles(cfg Config, d dataDir) error {
+	clusterID := randomID()
+	ca, err := pki.NewCA(clusterID)
+	if err != nil {
+		return err
+	}
+	certPEM, keyPEM, err := ca.IssueNode(cfg.Name, certHosts(cfg), pki.NodeCertValidity)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.path("tls"), 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if err := pki.WriteFile(d.path(caKeyFile), ca.KeyPEM); err != nil {
+		return fmt.Errorf("write ca key: %w", err)
+	}
+	return d.writeNode(identityOf(cfg), ca.CertPEM, certPEM, keyPEM)
+}
+
+// finishInit replicates the cluster secrets and records this node, makes
+// the first admin and join tokens, then forgets the local CA key. Every step
+// is safe to repeat, so a node that crashed half-way finishes on restart.
+func (a *Agent) finishInit(ctx context.Context, d dataDir, out io.Writer) error {
+	if err := a.waitLeader(ctx, 15*time.Second); err != nil {
+		return err
+	}
+	st := a.raft.FSM().State()
+	if st.Secrets() == nil {
+		caPEM, err := os.ReadFile(d.path(caCertFile))
+		if err != nil {
+			return err
+		}
+		caKey, err := os.ReadFile(d.path(caKeyFile))
+		if err != nil {
+			return err
+		}
+		gossipKey := make([]byte, 32)
+		if _, err := rand.Read(gossipKey); err != nil {
+			return err
+		}
+		_, _, err = a.raft.Apply(ctx, raftfsm.InitClusterType, &statev1.InitClusterCommand{Secrets: &statev1.ClusterSecrets{
+			ClusterId: randomID(), CaCertPem: string(caPEM), CaKeyPem: string(caKey), GossipKey: gossipKey,
+		}})
+		if err != nil {
+			return err
+		}
+	}
+	if st.Node(a.id.Name) == nil {
+		if _, _, err := a.raft.Apply(ctx, raftfsm.UpsertNodeType, &statev1.UpsertNodeCommand{Node: a.nodeRecord()}); err != nil {
+			return err
+		}
+	}
+	tokenPath := d.path(AdminTokenFile)
+	if _, err := os.Stat(tokenPath); err != nil {
+		admin, err := a.api.CreateAPIToken(ctx, tokens.RoleAdmin, "created by cluster init", 0)
+		if err != nil {
+			return err
+		}
+		if err := pki.WriteFile(tokenPath, []byte(admin.Secret+"\n")); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "admin token (also in %s, shown once): %s\n", tokenPath, admin.Secret)
+	}
+	join, err := a.api.CreateJoinToken(ctx, a.cfg.JoinTokenUses)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "join token (%d uses, 24h): %s\n", join.Token.GetUsesRemaining(), join.Secret)
+	fmt.Fprintf(out, "cluster CA: %s\n", CAFile(string(d)))
+	if err := os.Remove(d.path(caKeyFile)); err != nil {
+		return fmt.Errorf("remove local ca key: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) waitLeader(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for !a.raft.IsLeader() {
+		if time.Now().After(deadline) {
+			return errors.New("not leader after bootstrap")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (a *Agent) nodeRecord() *weftv1.Node {
+	return &weftv1.Node{
+		Metadata: &weftv1.Metadata{Name: a.id.Name},
+		Spec: &weftv1.NodeSpec{Region: a.id.Region, Zone: a.id.Zone,
+			RaftAddress: a.id.RaftAdvertise, ApiAddress: a.id.APIAdvertise},
+	}
+}
+
+// Done reports the API server's end.
+func (a *Agent) Done() <-chan error { return a.done }
+
+// Close stops the API (letting running calls finish for a few seconds),
+// then Raft.
+func (a *Agent) Close() error {
+	var errs []error
+	if a.api != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, a.api.Shutdown(ctx))
+		cancel()
+	}
+	if a.apiLn != nil {
+		a.apiLn.Close() // already closed by Shutdown when Serve had started
+	}
+	if a.raft != nil {
+		errs = append(errs, a.raft.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func identityOf(cfg Config) identity {
+	return identity{Name: cfg.Name, Region: cfg.Region, Zone: cfg.Zone,
+		APIAdvertise: cfg.APIAdvertise, RaftAdvertise: cfg.RaftAdvertise}
+}
+
+// certHosts are the names a node's certificate is valid for: its name and
+// the hosts of its advertised addresses.
+func certHosts(cfg Config) []string {
+	hosts := []string{cfg.Name}
+	for _, addr := range []string{cfg.APIAdvertise, cfg.RaftAdvertise} {
+		if h, _, err := net.SplitHostPort(addr); err == nil && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return fmt.Sprintf("%x", b)
+}

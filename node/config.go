@@ -1,0 +1,82 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config is how `weft agent` was started.
+type Config struct {
+	// DataDir holds the node's identity, certificates and Raft state.
+	DataDir string
+	// Name, Region and Zone identify the node; Name is its Raft server ID.
+	Name, Region, Zone string
+	// APIAddr and RaftAddr are host:port to listen on; the advertised
+	// addresses are what other nodes and clients dial (default: the listen
+	// address, which must then not be a wildcard).
+	APIAddr, APIAdvertise   string
+	RaftAddr, RaftAdvertise string
+
+	// Init creates a new cluster; Join (host:port of any member) with
+	// Token joins one. Neither: restart from DataDir.
+	Init  bool
+	Join  string
+	Token string
+	// JoinTokenUses is the uses of the join token printed by Init.
+	JoinTokenUses uint32
+
+	// SnapshotThreshold and SnapshotInterval tune Raft snapshots (0: the
+	// raftfsm defaults); tests lower them.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// DeadServerTimeout is how long a voter may be unreachable before
+	// placement replaces it (0: the raftfsm default).
+	DeadServerTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Region == "" {
+		c.Region = "default"
+	}
+	if c.Zone == "" {
+		c.Zone = "default"
+	}
+	if c.JoinTokenUses == 0 {
+		c.JoinTokenUses = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	var err error
+	if c.APIAdvertise, err = advertise("api", c.APIAddr, c.APIAdvertise); err != nil {
+		return err
+	}
+	if c.RaftAdvertise, err = advertise("raft", c.RaftAddr, c.RaftAdvertise); err != nil {
+		return err
+	}
+	return nil
+}
+
+// advertise picks the address others dial for a listen address.
+func advertise(what, listen, adv string) (string, error) {
+	if adv == "" {
+		adv = listen
+	}
+	host, port, err := net.SplitHostPort(adv)
+	if err != nil {
+		return "", fmt.Errorf("%s advertise address %q: %w", what, adv, err)
+	}
+	ip := net.ParseIP(host)
+	if host == "" || (ip != nil && ip.IsUnspecified()) {
+		return "", fmt.Errorf("%s address %q is a wildcard: set --advertise-%s to an address other nodes can dial", what, adv, what)
+	}
+	if port == "0" {
+		return "", fmt.Errorf("%s advertise address %q: port 0 cannot be dialled", what, adv)
+	}
+	return adv, nil
+}

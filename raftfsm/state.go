@@ -1,0 +1,93 @@
+package raftfsm
+
+import (
+	"fmt"
+
+	memdb "github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
+
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+)
+
+// State is an immutable snapshot of the state store at one log index. It is
+// cheap to take and safe to use from any goroutine; later writes do not show
+// through. Returned messages are shared with the store: callers must not
+// mutate them (clone first).
+type State struct {
+	txn *memdb.Txn
+}
+
+// Index is the log index of the last command applied to this state
+// (including commands that were rejected with an error), or the index
+// recorded in the snapshot it was restored from.
+func (s *State) Index() uint64 {
+	raw := s.first(tableIndex, singletonID)
+	if raw == nil {
+		return 0
+	}
+	return raw.(*indexRow).Value
+}
+
+// Resource returns the named resource of the given kind (KindPool, ...), or
+// nil when it does not exist or the kind is unknown.
+func (s *State) Resource(kind, name string) *weftv1.Resource {
+	k := kindByName(kind)
+	if k == nil {
+		return nil
+	}
+	raw := s.first(k.table, name)
+	if raw == nil {
+		return nil
+	}
+	return k.wrap(raw.(proto.Message))
+}
+
+// Resources returns every resource of the four kinds, by kind in dependency
+// order (Certificate, Pool, LoadBalancer, DNSRecord), then by name. Applying
+// them in this order never refers to a resource not yet applied.
+func (s *State) Resources() []*weftv1.Resource {
+	var out []*weftv1.Resource
+	for _, k := range resourceKinds {
+		for _, raw := range s.all(k.table) {
+			out = append(out, k.wrap(raw.(proto.Message)))
+		}
+	}
+	return out
+}
+
+// first returns the row of table with the given id, or nil.
+func (s *State) first(table, id string) any {
+	raw, err := s.txn.First(table, indexID, id)
+	if err != nil {
+		// Only a table or index missing from the schema fails a read.
+		panic(fmt.Sprintf("raftfsm: read %s: %v", table, err))
+	}
+	return raw
+}
+
+// all returns every row of table in id order.
+func (s *State) all(table string) []any {
+	it, err := s.txn.Get(table, indexID)
+	if err != nil {
+		panic(fmt.Sprintf("raftfsm: list %s: %v", table, err))
+	}
+	var out []any
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw)
+	}
+	return out
+}
+
+func getRow[T any](s *State, table, id string) T {
+	v, _ := s.first(table, id).(T)
+	return v
+}
+
+func listRows[T any](s *State, table string) []T {
+	rows := s.all(table)
+	out := make([]T, len(rows))
+	for i, raw := range rows {
+		out[i] = raw.(T)
+	}
+	return out
+}

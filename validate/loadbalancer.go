@@ -1,0 +1,271 @@
+package validate
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+)
+
+// Listener defaults and limits.
+const (
+	defaultMode       = "fullnat"
+	defaultScheduler  = "maglev"
+	defaultCookieName = "weft_sticky"
+	defaultRedirect   = 302
+	maxTimeout        = time.Hour
+)
+
+// LoadBalancer normalises and validates lb in place; see Resource.
+func LoadBalancer(lb *weftv1.LoadBalancer) error {
+	c, err := metadata(kindLoadBalancer, lb.GetMetadata())
+	if err != nil {
+		return err
+	}
+	if lb.Spec == nil {
+		lb.Spec = &weftv1.LoadBalancerSpec{}
+	}
+	s := lb.Spec
+	if s.Vip, err = c.address("spec.vip", s.Vip); err != nil {
+		return err
+	}
+	if err := c.optionalLabel("spec.region", s.Region); err != nil {
+		return err
+	}
+	if err := c.optionalLabel("spec.primary_zone", s.PrimaryZone); err != nil {
+		return err
+	}
+	if len(s.BackupZones) > 0 && s.PrimaryZone == "" {
+		return c.fail("spec.primary_zone", "must be set when backup_zones is set")
+	}
+	seenZone := map[string]bool{s.PrimaryZone: true}
+	for i, z := range s.BackupZones {
+		field := fmt.Sprintf("spec.backup_zones[%d]", i)
+		if err := c.label(field, z); err != nil {
+			return err
+		}
+		if z == s.PrimaryZone {
+			return c.fail(field, "%q is the primary zone", z)
+		}
+		if seenZone[z] {
+			return c.fail(field, "duplicate zone %q", z)
+		}
+		seenZone[z] = true
+	}
+
+	names := map[string]int{}
+	ports := map[string]int{}
+	for i, l := range s.Listeners {
+		if err := c.listener(i, l); err != nil {
+			return err
+		}
+		field := fmt.Sprintf("spec.listeners[%d]", i)
+		if j, dup := names[l.Name]; dup {
+			return c.fail(field+".name", "duplicate listener name %q (also spec.listeners[%d])", l.Name, j)
+		}
+		names[l.Name] = i
+		// http and https run over tcp, so they share its port space.
+		transport := "tcp"
+		if l.Protocol == "udp" {
+			transport = "udp"
+		}
+		key := fmt.Sprintf("%d/%s", l.Port, transport)
+		if j, dup := ports[key]; dup {
+			return c.fail(field+".port", "%s is already used by spec.listeners[%d]", key, j)
+		}
+		ports[key] = i
+	}
+	return nil
+}
+
+func (c checker) listener(i int, l *weftv1.Listener) error {
+	field := fmt.Sprintf("spec.listeners[%d]", i)
+	if l == nil {
+		return c.fail(field, "must not be null")
+	}
+	if err := c.port(field+".port", l.Port); err != nil {
+		return err
+	}
+	if err := c.oneOf(field+".protocol", l.Protocol, "tcp", "udp", "http", "https"); err != nil {
+		return err
+	}
+	if l.Name == "" {
+		l.Name = fmt.Sprintf("%s-%d", l.Protocol, l.Port)
+	}
+	if err := c.label(field+".name", l.Name); err != nil {
+		return err
+	}
+	l4 := l.Protocol == "tcp" || l.Protocol == "udp"
+	if l4 {
+		if err := c.l4Listener(field, l); err != nil {
+			return err
+		}
+	} else if err := c.l7Listener(field, l); err != nil {
+		return err
+	}
+	if t := l.Timeouts; t != nil {
+		if err := c.duration(field+".timeouts.connect", t.Connect, 0, maxTimeout); err != nil {
+			return err
+		}
+		if err := c.duration(field+".timeouts.idle", t.Idle, 0, maxTimeout); err != nil {
+			return err
+		}
+		if err := c.duration(field+".timeouts.response", t.Response, 0, maxTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c checker) l4Listener(field string, l *weftv1.Listener) error {
+	if l.Mode == "" {
+		l.Mode = defaultMode
+	}
+	if l.Scheduler == "" {
+		l.Scheduler = defaultScheduler
+	}
+	if err := c.oneOf(field+".mode", l.Mode, "fullnat", "dsr", "tunnel"); err != nil {
+		return err
+	}
+	if err := c.oneOf(field+".scheduler", l.Scheduler, "maglev", "source-hash"); err != nil {
+		return err
+	}
+	if l.Pool == "" {
+		return c.fail(field+".pool", "must be set for %s listeners", l.Protocol)
+	}
+	if err := c.label(field+".pool", l.Pool); err != nil {
+		return err
+	}
+	switch {
+	case len(l.Rules) > 0:
+		return c.fail(field+".rules", "only http and https listeners have rules")
+	case len(l.Certificates) > 0:
+		return c.fail(field+".certificates", "only https listeners have certificates")
+	case l.StickySession != nil:
+		return c.fail(field+".sticky_session", "only http and https listeners have sticky sessions; use scheduler source-hash")
+	}
+	return nil
+}
+
+func (c checker) l7Listener(field string, l *weftv1.Listener) error {
+	switch {
+	case l.Mode != "":
+		return c.fail(field+".mode", "only tcp and udp listeners have a mode")
+	case l.Scheduler != "":
+		return c.fail(field+".scheduler", "only tcp and udp listeners have a scheduler")
+	case l.Pool == "" && len(l.Rules) == 0:
+		return c.fail(field+".pool", "must be set when the listener has no rules")
+	}
+	if err := c.optionalLabel(field+".pool", l.Pool); err != nil {
+		return err
+	}
+	for j, r := range l.Rules {
+		last := j == len(l.Rules)-1
+		if err := c.rule(fmt.Sprintf("%s.rules[%d]", field, j), r, last); err != nil {
+			return err
+		}
+	}
+	switch {
+	case l.Protocol == "http" && len(l.Certificates) > 0:
+		return c.fail(field+".certificates", "only https listeners have certificates")
+	case l.Protocol == "https" && len(l.Certificates) == 0:
+		return c.fail(field+".certificates", "https listeners need at least one certificate")
+	}
+	seen := map[string]bool{}
+	for j, name := range l.Certificates {
+		f := fmt.Sprintf("%s.certificates[%d]", field, j)
+		if err := c.label(f, name); err != nil {
+			return err
+		}
+		if seen[name] {
+			return c.fail(f, "duplicate certificate %q", name)
+		}
+		seen[name] = true
+	}
+	if st := l.StickySession; st != nil {
+		if st.CookieName == "" {
+			st.CookieName = defaultCookieName
+		}
+		if !isToken(st.CookieName) {
+			return c.fail(field+".sticky_session.cookie_name", "%q is not a valid cookie name", st.CookieName)
+		}
+		// A cookie lifetime over a year outlives any deployment it pins to.
+		if err := c.duration(field+".sticky_session.ttl", st.Ttl, 0, 365*24*time.Hour); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c checker) rule(field string, r *weftv1.Rule, last bool) error {
+	if r == nil {
+		return c.fail(field, "must not be null")
+	}
+	hasCond := r.Host != "" || r.PathPrefix != "" || r.PathExact != "" || r.Header != nil
+	if !hasCond && !last {
+		return c.fail(field, "has no match condition (host, path_prefix, path_exact or header); only the last rule may match every request")
+	}
+	if r.Host != "" {
+		r.Host = strings.ToLower(r.Host)
+		h := r.Host
+		if rest, ok := strings.CutPrefix(h, "*."); ok {
+			h = rest
+		}
+		if p := hostProblem(h); p != "" {
+			return c.fail(field+".host", "%s (want an exact host or \"*.\" followed by one)", p)
+		}
+	}
+	switch {
+	case r.PathPrefix != "" && r.PathExact != "":
+		return c.fail(field+".path_exact", "cannot be set together with path_prefix")
+	case r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/"):
+		return c.fail(field+".path_prefix", "%q must start with \"/\"", r.PathPrefix)
+	case r.PathExact != "" && !strings.HasPrefix(r.PathExact, "/"):
+		return c.fail(field+".path_exact", "%q must start with \"/\"", r.PathExact)
+	}
+	if h := r.Header; h != nil {
+		if h.Name == "" {
+			return c.fail(field+".header.name", "must be set")
+		}
+		if !isToken(h.Name) {
+			return c.fail(field+".header.name", "%q is not a valid header name", h.Name)
+		}
+		if strings.ContainsFunc(h.Value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+			return c.fail(field+".header.value", "%q has control characters", h.Value)
+		}
+	}
+	switch {
+	case r.Pool == "" && r.Redirect == nil:
+		return c.fail(field, "must set exactly one of pool and redirect; it sets neither")
+	case r.Pool != "" && r.Redirect != nil:
+		return c.fail(field, "must set exactly one of pool and redirect; it sets both")
+	case r.Pool != "":
+		return c.label(field+".pool", r.Pool)
+	}
+	return c.redirect(field+".redirect", r.Redirect)
+}
+
+func (c checker) redirect(field string, r *weftv1.Redirect) error {
+	if r.Code == 0 {
+		r.Code = defaultRedirect
+	}
+	switch r.Code {
+	case 301, 302, 303, 307, 308:
+	default:
+		return c.fail(field+".code", "%d is not valid (301, 302, 303, 307 or 308)", r.Code)
+	}
+	if r.Scheme != "" && r.Scheme != "http" && r.Scheme != "https" {
+		return c.fail(field+".scheme", "%q is not valid (http, https or empty to keep the request's)", r.Scheme)
+	}
+	if r.Host != "" {
+		r.Host = strings.ToLower(r.Host)
+		if _, err := netip.ParseAddr(r.Host); err != nil {
+			if p := hostProblem(r.Host); p != "" {
+				return c.fail(field+".host", "%s (want a host name or an IP address)", p)
+			}
+		}
+	}
+	return c.optionalPort(field+".port", r.Port)
+}
