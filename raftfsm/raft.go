@@ -476,9 +476,11 @@ func (r *Raft) startPlacement() (stop func()) {
 // entries). Call it before Open: it needs the lock that Open takes.
 func HasState(dataDir string) (bool, error) {
 	path := filepath.Join(dataDir, raftDBFile)
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	_, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
-	} else if err != nil {
+	}
+	if err != nil {
 		return false, fmt.Errorf("check raft state: %w", err)
 	}
 	store, err := raftboltdb.New(raftboltdb.Options{
