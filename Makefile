@@ -50,14 +50,15 @@ FUZZTIME ?= 10s
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; done
 
 test: lint check-generate unit-test fuzz
 
+# bench runs every benchmark side by side (deploy/bench/run.sh) and prints
+# medians; BENCH_COUNT=5 for more runs.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./raftfsm/... ./dataplane/... | tee /tmp/weft-bench-go.txt
-	./deploy/bench/raft.sh
+	./deploy/bench/run.sh
 
 demo: build
 	./deploy/demo/dev.sh

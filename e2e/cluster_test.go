@@ -28,7 +28,7 @@ func status(ctx context.Context, c *api.Client) (*weftv1.StatusResponse, error) 
 
 // threeNodes forms the acceptance cluster: init, then two joins with the
 // printed join token, zones a, a, b; it waits until all three are voters.
-func threeNodes(t *testing.T, subnet int, extra ...string) *cluster {
+func threeNodes(t testing.TB, subnet int, extra ...string) *cluster {
 	t.Helper()
 	c := newCluster(t, subnet)
 	n1 := c.newAgent("node1", "a", extra...)
@@ -133,13 +133,19 @@ type ackLog struct {
 
 func (l *ackLog) add(name string) { l.mu.Lock(); l.names[name] = true; l.mu.Unlock() }
 
-// writePool upserts a one-member pool through any running agent, retrying
-// on other agents until acknowledged.
-func writePool(ctx context.Context, c *cluster, name string, start int) error {
+// applyPool upserts a one-member pool named name.
+func applyPool(ctx context.Context, cl *api.Client, name string) error {
 	res := &weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: &weftv1.Pool{
 		Metadata: &weftv1.Metadata{Name: name},
 		Spec:     &weftv1.PoolSpec{Members: []*weftv1.Member{{Address: "192.0.2.1", Port: 8080}}},
 	}}}
+	_, err := cl.LB.Apply(ctx, connect.NewRequest(&weftv1.ApplyRequest{Resources: []*weftv1.Resource{res}}))
+	return err
+}
+
+// writePool upserts a one-member pool through any running agent, retrying
+// on other agents until acknowledged.
+func writePool(ctx context.Context, c *cluster, name string, start int) error {
 	var lastErr error
 	for attempt := 0; attempt < 200; attempt++ {
 		a := c.agents[(start+attempt)%len(c.agents)]
@@ -147,7 +153,7 @@ func writePool(ctx context.Context, c *cluster, name string, start int) error {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err := c.client(a).LB.Apply(cctx, connect.NewRequest(&weftv1.ApplyRequest{Resources: []*weftv1.Resource{res}}))
+		err := applyPool(cctx, c.client(a), name)
 		cancel()
 		if err == nil {
 			return nil

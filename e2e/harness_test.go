@@ -59,7 +59,7 @@ func (a *agent) raftAddr() string { return net.JoinHostPort(a.ip, "7401") }
 // cluster is a set of agents on loopback addresses 127.0.<net>.<n>; each
 // test uses its own <net>, so tests never share ports.
 type cluster struct {
-	t          *testing.T
+	t          testing.TB
 	net        int
 	dir        string
 	agents     []*agent
@@ -68,7 +68,7 @@ type cluster struct {
 	caFile     string
 }
 
-func newCluster(t *testing.T, subnet int) *cluster {
+func newCluster(t testing.TB, subnet int) *cluster {
 	t.Helper()
 	c := &cluster{t: t, net: subnet, dir: t.TempDir()}
 	t.Cleanup(c.stopAll)
@@ -150,7 +150,7 @@ func (a *agent) kill() {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (a *agent) stop(t *testing.T) {
+func (a *agent) stop(t testing.TB) {
 	t.Helper()
 	if !a.running() {
 		return
@@ -227,7 +227,7 @@ func (c *cluster) weft(a *agent, stdin string, args ...string) (string, error) {
 }
 
 // waitFor polls cond until it returns nil or the time runs out.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {

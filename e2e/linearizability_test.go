@@ -215,3 +215,20 @@ func TestCluster_Linearizable(t *testing.T) {
 		}
 	}
 }
+
+// TestCASModel_RejectsStaleRead shows the checker can fail: a read that
+// returns the value from before an acknowledged write, after that write
+// returned, is not linearizable.
+func TestCASModel_RejectsStaleRead(t *testing.T) {
+	history := []porcupine.Operation{
+		{ClientId: 0, Call: 0, Return: 10, Input: casInput{key: "k", expect: 3, val: "a"}, Output: casOutput{ok: true, val: "a", ver: 5}},
+		{ClientId: 1, Call: 11, Return: 12, Input: casInput{read: true, key: "k"}, Output: casOutput{val: "a", ver: 5}},
+		{ClientId: 2, Call: 13, Return: 14, Input: casInput{read: true, key: "k"}, Output: casOutput{val: "init", ver: 3}},
+	}
+	if porcupine.CheckOperations(casModel.ToModel(), history[:2]) != true {
+		t.Fatal("a correct history was rejected")
+	}
+	if porcupine.CheckOperations(casModel.ToModel(), history) {
+		t.Fatal("a stale read was accepted")
+	}
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# make bench: every benchmark in one run, so figures measured on this shared
+# machine can be compared with each other. Each part is bounded and stops by
+# itself. Quote medians and ratios, not single runs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+COUNT=${BENCH_COUNT:-3}
+OUT=${BENCH_OUT:-/tmp/weft-bench}
+mkdir -p "$OUT"
+
+section() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+section "Raft: replicated writes on a 3-node loopback cluster (in-process, 16 writers)"
+go test -run '^$' -bench 'BenchmarkApply' -benchtime 2000x -count "$COUNT" ./raftfsm | tee "$OUT/raft.txt"
+
+section "API: acknowledged writes through weft agents (3 processes, 16 clients, leader and follower)"
+go test -run '^$' -bench 'BenchmarkClusterWrites' -benchtime 2000x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/api.txt"
+
+section "Maglev table build and lookup"
+go test -run '^$' -bench . -count "$COUNT" ./dataplane/maglev | tee "$OUT/maglev.txt"
+
+for extra in deploy/bench/*/run.sh; do
+	[[ -x "$extra" ]] || continue
+	section "$extra"
+	"$extra" | tee "$OUT/$(basename "$(dirname "$extra")").txt"
+done
+
+section "medians"
+go run ./deploy/bench/median "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/maglev.txt
