@@ -1,0 +1,56 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+)
+
+// Tools the lab uses, by the Debian package that provides each.
+var toolPackages = map[string]string{
+	"ping":    "iputils-ping",
+	"ethtool": "ethtool",
+	"bird":    "bird2",
+	"curl":    "curl",
+	"wrk":     "wrk",
+}
+
+var aptUpdate sync.Once
+
+// EnsureTools installs, as root with apt-get, the Debian packages of the
+// named tools that are missing, so a fresh machine needs no set-up by hand.
+func EnsureTools(ctx context.Context, tools ...string) error {
+	var missing []string
+	for _, t := range tools {
+		pkg, ok := toolPackages[t]
+		if !ok {
+			return fmt.Errorf("lab: no package known for tool %q", t)
+		}
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("lab: missing %v and not root to install them", missing)
+	}
+	var updateErr error
+	aptUpdate.Do(func() { updateErr = apt(ctx, "update", "-qq") })
+	if updateErr != nil {
+		return updateErr
+	}
+	return apt(ctx, append([]string{"install", "-y", "-qq", "--no-install-recommends"}, missing...)...)
+}
+
+func apt(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "apt-get", args...)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("apt-get %v: %w: %s", args, err, out)
+	}
+	return nil
+}
