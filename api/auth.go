@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -152,5 +151,5 @@ func (a *authInterceptor) authenticate(ctx context.Context, h http.Header) (Call
 }
 
 func unauthenticated(format string, args ...any) error {
-	return connect.NewError(connect.CodeUnauthenticated, errors.New(fmt.Sprintf(format, args...)))
+	return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf(format, args...))
 }
