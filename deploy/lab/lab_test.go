@@ -30,6 +30,14 @@ func TestUpDown(t *testing.T) {
 			t.Errorf("client cannot ping %s (%s): %v %s", to.Name, target, err, out)
 		}
 	}
+	pass, err := l.AttachPass(l.Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pass.Close()
+	if mac, err := l.MAC(l.Servers[0], "eth0"); err != nil || len(mac) != 6 {
+		t.Errorf("MAC of server1: %v %v", mac, err)
+	}
 	for _, to := range l.Servers {
 		if out, err := l.Command(ctx, l.Nodes[0], "ping", "-c1", "-W2", to.Addr.String()).CombinedOutput(); err != nil {
 			t.Errorf("node1 cannot reach %s: %v %s", to.Name, err, out)
