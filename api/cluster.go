@@ -68,6 +68,9 @@ func (c *clusterService) Status(ctx context.Context, req *connect.Request[weftv1
 		NodeName: s.cfg.NodeName, Term: term, CommitIndex: commit, AppliedIndex: applied, State: state,
 		Nodes: s.nodes(),
 	}
+	if s.cfg.Subsystems != nil {
+		res.Subsystems = s.cfg.Subsystems()
+	}
 	if id, _ := s.cfg.Replica.Leader(); id != "" {
 		res.LeaderName = id
 		if n := s.fsm.State().Node(id); n != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
 	"github.com/weftlb/weft/raftfsm"
 )
@@ -54,6 +55,8 @@ type Config struct {
 	// LeaderWait bounds how long a request waits for an election before
 	// failing with Unavailable; 0 means 5 s.
 	LeaderWait time.Duration
+	// Subsystems reports the node's subsystems for Status; nil: none.
+	Subsystems func() []*weftv1.SubsystemStatus
 }
 
 // Server is the API of one node.

@@ -21,21 +21,28 @@ import (
 	"github.com/weftlb/weft/node"
 )
 
-// weftBin is the binary under test, built once by TestMain.
-var weftBin string
+// weftBin is the binary under test and labServerBin the lab's real
+// server, built once by TestMain.
+var weftBin, labServerBin string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(forwarderEnv); path != "" {
+		runForwarder(path)
+		return
+	}
 	dir, err := os.MkdirTemp("", "weft-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	weftBin = filepath.Join(dir, "weft")
-	build := exec.Command("go", "build", "-o", weftBin, "../cmd/weft")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build weft:", err)
-		os.Exit(1)
+	weftBin, labServerBin = filepath.Join(dir, "weft"), filepath.Join(dir, "labserver")
+	for bin, pkg := range map[string]string{weftBin: "../cmd/weft", labServerBin: "../deploy/lab/labserver"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/dataplane"
+	"github.com/weftlb/weft/dataplane/userspace"
 	"github.com/weftlb/weft/pki"
 	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
@@ -34,6 +36,11 @@ type Agent struct {
 	api   *api.Server
 	apiLn net.Listener
 	done  chan error
+
+	rec       *reconciler
+	stopRec   context.CancelFunc
+	recDone   chan struct{}
+	dataplane dataplane.Driver
 }
 
 // Start brings a node up: creates or joins a cluster, or restarts from the
@@ -73,6 +80,7 @@ func Start(ctx context.Context, cfg Config, out io.Writer) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
+	a.startReconciler()
 	if _, err := os.Stat(d.path(caKeyFile)); err == nil {
 		if err := a.finishInit(ctx, d, out); err != nil {
 			a.Close()
@@ -128,7 +136,8 @@ func (a *Agent) open(d dataDir) error {
 		return fmt.Errorf("open raft: %w", err)
 	}
 	a.raft = r
-	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger})
+	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger,
+		Subsystems: a.subsystems})
 	a.api = srv
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
@@ -238,6 +247,28 @@ func (a *Agent) nodeRecord() *weftv1.Node {
 	}
 }
 
+// startReconciler starts the subsystems the configuration asks for and
+// the loop that keeps them in line with the committed state.
+func (a *Agent) startReconciler() {
+	a.rec = &reconciler{fsm: a.raft.FSM(), log: a.cfg.Logger}
+	if a.cfg.Dataplane == DataplaneUserspace {
+		a.dataplane = userspace.New(userspace.Options{Logger: a.cfg.Logger})
+		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: allHealthy}
+		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopRec, a.recDone = cancel, make(chan struct{})
+	go func() { defer close(a.recDone); a.rec.run(ctx) }()
+}
+
+// subsystems reports the subsystems' progress for Status.
+func (a *Agent) subsystems() []*weftv1.SubsystemStatus {
+	if a.rec == nil {
+		return nil
+	}
+	return a.rec.status()
+}
+
 // Done reports the API server's end.
 func (a *Agent) Done() <-chan error { return a.done }
 
@@ -252,6 +283,13 @@ func (a *Agent) Close() error {
 	}
 	if a.apiLn != nil {
 		a.apiLn.Close() // already closed by Shutdown when Serve had started
+	}
+	if a.stopRec != nil {
+		a.stopRec()
+		<-a.recDone
+	}
+	if a.dataplane != nil {
+		errs = append(errs, a.dataplane.Close())
 	}
 	if a.raft != nil {
 		errs = append(errs, a.raft.Close())

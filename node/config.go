@@ -36,8 +36,17 @@ type Config struct {
 	// placement replaces it (0: the raftfsm default).
 	DeadServerTimeout time.Duration
 
+	// Dataplane is the L4 driver: "none" (default) or "userspace".
+	Dataplane string
+
 	Logger *slog.Logger
 }
+
+// Dataplane drivers.
+const (
+	DataplaneNone      = "none"
+	DataplaneUserspace = "userspace"
+)
 
 func (c *Config) setDefaults() error {
 	if c.Region == "" {
@@ -51,6 +60,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	switch c.Dataplane {
+	case "":
+		c.Dataplane = DataplaneNone
+	case DataplaneNone, DataplaneUserspace:
+	default:
+		return fmt.Errorf("--dataplane: %q is not %s or %s", c.Dataplane, DataplaneNone, DataplaneUserspace)
 	}
 	var err error
 	if c.APIAdvertise, err = advertise("api", c.APIAddr, c.APIAdvertise); err != nil {

@@ -43,6 +43,9 @@ func newAgentCmd() *cobra.Command {
 				if cfg.Name == "" {
 					cfg.Name = "dev"
 				}
+				if !cmd.Flags().Changed("dataplane") {
+					cfg.Dataplane = node.DataplaneUserspace
+				}
 			}
 			if cfg.Name == "" {
 				if cfg.Name, err = os.Hostname(); err != nil {
@@ -88,6 +91,7 @@ func newAgentCmd() *cobra.Command {
 	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often Raft checks whether to snapshot (0: default)")
 	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 0, "Raft log entries kept after a snapshot (0: default)")
 	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", 0, "how long a voter may be unreachable before it is replaced (0: default)")
+	f.StringVar(&cfg.Dataplane, "dataplane", node.DataplaneNone, "L4 dataplane: none or userspace (--dev: userspace)")
 	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

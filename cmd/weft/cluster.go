@@ -89,9 +89,13 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 				return printMessage(cmd.OutOrStdout(), cf.output, m, nil, nil)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "node:    %s (%s)\nleader:  %s %s\nterm:    %d\ncommit:  %d\napplied: %d\n\n",
+			fmt.Fprintf(w, "node:    %s (%s)\nleader:  %s %s\nterm:    %d\ncommit:  %d\napplied: %d\n",
 				m.GetNodeName(), m.GetState(), m.GetLeaderName(), m.GetLeaderApiAddress(),
 				m.GetTerm(), m.GetCommitIndex(), m.GetAppliedIndex())
+			for _, s := range m.GetSubsystems() {
+				fmt.Fprintf(w, "%-8s applied %d %s\n", s.GetName()+":", s.GetAppliedIndex(), s.GetError())
+			}
+			fmt.Fprintln(w)
 			return manifest.Table(w, nodeHeader, nodeRows(m.GetNodes()))
 		})
 }

@@ -15,6 +15,8 @@ var toolPackages = map[string]string{
 	"bird":    "bird2",
 	"curl":    "curl",
 	"wrk":     "wrk",
+	"nft":     "nftables",
+	"nstat":   "iproute2",
 }
 
 var aptUpdate sync.Once

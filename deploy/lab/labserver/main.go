@@ -10,13 +10,14 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 )
 
 func main() {
 	var (
 		name = flag.String("name", "", "name to answer with (default: host name)")
-		addr = flag.String("addr", ":80", "listen address")
+		addrs = flag.String("addr", ":80", "listen addresses, comma-separated")
 		down = flag.String("down", "", "while this file exists, /healthz answers 503")
 	)
 	flag.Parse()
@@ -37,6 +38,10 @@ func main() {
 		w.Header().Set("X-Server", *name)
 		fmt.Fprintln(w, *name)
 	})
-	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
-	log.Fatal(srv.ListenAndServe())
+	errs := make(chan error)
+	for _, addr := range strings.Split(*addrs, ",") {
+		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
+		go func() { errs <- srv.ListenAndServe() }()
+	}
+	log.Fatal(<-errs)
 }

@@ -67,8 +67,10 @@ type StatusResponse struct {
 	CommitIndex      uint64                 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	AppliedIndex     uint64                 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// State is Leader, Follower or Candidate.
-	State         string  `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
-	Nodes         []*Node `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	State string  `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	Nodes []*Node `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Subsystems report how far this node has applied the committed state.
+	Subsystems    []*SubsystemStatus `protobuf:"bytes,9,rep,name=subsystems,proto3" json:"subsystems,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -159,6 +161,76 @@ func (x *StatusResponse) GetNodes() []*Node {
 	return nil
 }
 
+func (x *StatusResponse) GetSubsystems() []*SubsystemStatus {
+	if x != nil {
+		return x.Subsystems
+	}
+	return nil
+}
+
+// SubsystemStatus is one subsystem's (dataplane, l7, bgp, ...) progress.
+type SubsystemStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// AppliedIndex is the Raft index whose state the subsystem runs.
+	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Error is the last apply's failure, empty when it succeeded.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubsystemStatus) Reset() {
+	*x = SubsystemStatus{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubsystemStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubsystemStatus) ProtoMessage() {}
+
+func (x *SubsystemStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubsystemStatus.ProtoReflect.Descriptor instead.
+func (*SubsystemStatus) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SubsystemStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SubsystemStatus) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SubsystemStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
@@ -168,7 +240,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +252,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +265,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListNodesRequest) GetStale() bool {
@@ -212,7 +284,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -224,7 +296,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -237,7 +309,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -256,7 +328,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +340,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +353,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -299,7 +371,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +383,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +396,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
 }
 
 type DrainNodeRequest struct {
@@ -336,7 +408,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +420,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +433,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DrainNodeRequest) GetName() string {
@@ -380,7 +452,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +464,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +477,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -424,7 +496,7 @@ type UndrainNodeRequest struct {
 
 func (x *UndrainNodeRequest) Reset() {
 	*x = UndrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +508,7 @@ func (x *UndrainNodeRequest) String() string {
 func (*UndrainNodeRequest) ProtoMessage() {}
 
 func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +521,7 @@ func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*UndrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UndrainNodeRequest) GetName() string {
@@ -468,7 +540,7 @@ type UndrainNodeResponse struct {
 
 func (x *UndrainNodeResponse) Reset() {
 	*x = UndrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +552,7 @@ func (x *UndrainNodeResponse) String() string {
 func (*UndrainNodeResponse) ProtoMessage() {}
 
 func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +565,7 @@ func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*UndrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UndrainNodeResponse) GetNode() *Node {
@@ -513,7 +585,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +597,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +610,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferLeadershipRequest) GetName() string {
@@ -557,7 +629,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +641,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +654,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderName() string {
@@ -604,7 +676,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +688,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +701,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
@@ -664,7 +736,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +748,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +761,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -714,7 +786,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +798,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +811,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
 }
 
 type ListJoinTokensResponse struct {
@@ -751,7 +823,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +835,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +848,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -795,7 +867,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +879,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +892,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -838,7 +910,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +922,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +935,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
 }
 
 type CreateAPITokenRequest struct {
@@ -878,7 +950,7 @@ type CreateAPITokenRequest struct {
 
 func (x *CreateAPITokenRequest) Reset() {
 	*x = CreateAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +962,7 @@ func (x *CreateAPITokenRequest) String() string {
 func (*CreateAPITokenRequest) ProtoMessage() {}
 
 func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +975,7 @@ func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateAPITokenRequest) GetRole() string {
@@ -938,7 +1010,7 @@ type CreateAPITokenResponse struct {
 
 func (x *CreateAPITokenResponse) Reset() {
 	*x = CreateAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1022,7 @@ func (x *CreateAPITokenResponse) String() string {
 func (*CreateAPITokenResponse) ProtoMessage() {}
 
 func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1035,7 @@ func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateAPITokenResponse) GetToken() *APIToken {
@@ -988,7 +1060,7 @@ type ListAPITokensRequest struct {
 
 func (x *ListAPITokensRequest) Reset() {
 	*x = ListAPITokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1072,7 @@ func (x *ListAPITokensRequest) String() string {
 func (*ListAPITokensRequest) ProtoMessage() {}
 
 func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1085,7 @@ func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAPITokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
 }
 
 type ListAPITokensResponse struct {
@@ -1025,7 +1097,7 @@ type ListAPITokensResponse struct {
 
 func (x *ListAPITokensResponse) Reset() {
 	*x = ListAPITokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1109,7 @@ func (x *ListAPITokensResponse) String() string {
 func (*ListAPITokensResponse) ProtoMessage() {}
 
 func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1122,7 @@ func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAPITokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListAPITokensResponse) GetTokens() []*APIToken {
@@ -1069,7 +1141,7 @@ type RevokeAPITokenRequest struct {
 
 func (x *RevokeAPITokenRequest) Reset() {
 	*x = RevokeAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1153,7 @@ func (x *RevokeAPITokenRequest) String() string {
 func (*RevokeAPITokenRequest) ProtoMessage() {}
 
 func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1166,7 @@ func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeAPITokenRequest) GetId() string {
@@ -1112,7 +1184,7 @@ type RevokeAPITokenResponse struct {
 
 func (x *RevokeAPITokenResponse) Reset() {
 	*x = RevokeAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1196,7 @@ func (x *RevokeAPITokenResponse) String() string {
 func (*RevokeAPITokenResponse) ProtoMessage() {}
 
 func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1209,7 @@ func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
 }
 
 type JoinRequest struct {
@@ -1157,7 +1229,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1241,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1254,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -1244,7 +1316,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1328,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1341,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *JoinResponse) GetCertificatePem() string {
@@ -1291,7 +1363,7 @@ var File_weft_v1_cluster_service_proto protoreflect.FileDescriptor
 const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
-	"\rStatusRequest\"\x93\x02\n" +
+	"\rStatusRequest\"\xcd\x02\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vleader_name\x18\x02 \x01(\tR\n" +
@@ -1301,7 +1373,14 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12\x14\n" +
 	"\x05state\x18\a \x01(\tR\x05state\x12#\n" +
-	"\x05nodes\x18\b \x03(\v2\r.weft.v1.NodeR\x05nodes\"(\n" +
+	"\x05nodes\x18\b \x03(\v2\r.weft.v1.NodeR\x05nodes\x128\n" +
+	"\n" +
+	"subsystems\x18\t \x03(\v2\x18.weft.v1.SubsystemStatusR\n" +
+	"subsystems\"`\n" +
+	"\x0fSubsystemStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"(\n" +
 	"\x10ListNodesRequest\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\"8\n" +
 	"\x11ListNodesResponse\x12#\n" +
@@ -1388,81 +1467,83 @@ func file_weft_v1_cluster_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_cluster_service_proto_rawDescData
 }
 
-var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_weft_v1_cluster_service_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: weft.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: weft.v1.StatusResponse
-	(*ListNodesRequest)(nil),           // 2: weft.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 3: weft.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),          // 4: weft.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 5: weft.v1.RemoveNodeResponse
-	(*DrainNodeRequest)(nil),           // 6: weft.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),          // 7: weft.v1.DrainNodeResponse
-	(*UndrainNodeRequest)(nil),         // 8: weft.v1.UndrainNodeRequest
-	(*UndrainNodeResponse)(nil),        // 9: weft.v1.UndrainNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 10: weft.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 11: weft.v1.TransferLeadershipResponse
-	(*CreateJoinTokenRequest)(nil),     // 12: weft.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 13: weft.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 14: weft.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 15: weft.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),     // 16: weft.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),    // 17: weft.v1.RevokeJoinTokenResponse
-	(*CreateAPITokenRequest)(nil),      // 18: weft.v1.CreateAPITokenRequest
-	(*CreateAPITokenResponse)(nil),     // 19: weft.v1.CreateAPITokenResponse
-	(*ListAPITokensRequest)(nil),       // 20: weft.v1.ListAPITokensRequest
-	(*ListAPITokensResponse)(nil),      // 21: weft.v1.ListAPITokensResponse
-	(*RevokeAPITokenRequest)(nil),      // 22: weft.v1.RevokeAPITokenRequest
-	(*RevokeAPITokenResponse)(nil),     // 23: weft.v1.RevokeAPITokenResponse
-	(*JoinRequest)(nil),                // 24: weft.v1.JoinRequest
-	(*JoinResponse)(nil),               // 25: weft.v1.JoinResponse
-	(*Node)(nil),                       // 26: weft.v1.Node
-	(*durationpb.Duration)(nil),        // 27: google.protobuf.Duration
-	(*JoinToken)(nil),                  // 28: weft.v1.JoinToken
-	(*APIToken)(nil),                   // 29: weft.v1.APIToken
+	(*SubsystemStatus)(nil),            // 2: weft.v1.SubsystemStatus
+	(*ListNodesRequest)(nil),           // 3: weft.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 4: weft.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),          // 5: weft.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 6: weft.v1.RemoveNodeResponse
+	(*DrainNodeRequest)(nil),           // 7: weft.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 8: weft.v1.DrainNodeResponse
+	(*UndrainNodeRequest)(nil),         // 9: weft.v1.UndrainNodeRequest
+	(*UndrainNodeResponse)(nil),        // 10: weft.v1.UndrainNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 11: weft.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 12: weft.v1.TransferLeadershipResponse
+	(*CreateJoinTokenRequest)(nil),     // 13: weft.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 14: weft.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 15: weft.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 16: weft.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),     // 17: weft.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),    // 18: weft.v1.RevokeJoinTokenResponse
+	(*CreateAPITokenRequest)(nil),      // 19: weft.v1.CreateAPITokenRequest
+	(*CreateAPITokenResponse)(nil),     // 20: weft.v1.CreateAPITokenResponse
+	(*ListAPITokensRequest)(nil),       // 21: weft.v1.ListAPITokensRequest
+	(*ListAPITokensResponse)(nil),      // 22: weft.v1.ListAPITokensResponse
+	(*RevokeAPITokenRequest)(nil),      // 23: weft.v1.RevokeAPITokenRequest
+	(*RevokeAPITokenResponse)(nil),     // 24: weft.v1.RevokeAPITokenResponse
+	(*JoinRequest)(nil),                // 25: weft.v1.JoinRequest
+	(*JoinResponse)(nil),               // 26: weft.v1.JoinResponse
+	(*Node)(nil),                       // 27: weft.v1.Node
+	(*durationpb.Duration)(nil),        // 28: google.protobuf.Duration
+	(*JoinToken)(nil),                  // 29: weft.v1.JoinToken
+	(*APIToken)(nil),                   // 30: weft.v1.APIToken
 }
 var file_weft_v1_cluster_service_proto_depIdxs = []int32{
-	26, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
-	26, // 1: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
-	26, // 2: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
-	26, // 3: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
-	27, // 4: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	28, // 5: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
-	28, // 6: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
-	27, // 7: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
-	29, // 8: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
-	29, // 9: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
-	0,  // 10: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
-	2,  // 11: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
-	4,  // 12: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
-	6,  // 13: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
-	8,  // 14: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
-	10, // 15: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
-	12, // 16: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
-	14, // 17: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
-	16, // 18: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
-	18, // 19: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
-	20, // 20: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
-	22, // 21: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
-	24, // 22: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
-	1,  // 23: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
-	3,  // 24: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
-	5,  // 25: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
-	7,  // 26: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
-	9,  // 27: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
-	11, // 28: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
-	13, // 29: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
-	15, // 30: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
-	17, // 31: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
-	19, // 32: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
-	21, // 33: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
-	23, // 34: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
-	25, // 35: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
-	23, // [23:36] is the sub-list for method output_type
-	10, // [10:23] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	27, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
+	2,  // 1: weft.v1.StatusResponse.subsystems:type_name -> weft.v1.SubsystemStatus
+	27, // 2: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
+	27, // 3: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
+	27, // 4: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
+	28, // 5: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	29, // 6: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
+	29, // 7: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
+	28, // 8: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 9: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
+	30, // 10: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
+	0,  // 11: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
+	3,  // 12: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
+	5,  // 13: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
+	7,  // 14: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
+	9,  // 15: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
+	11, // 16: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
+	13, // 17: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
+	15, // 18: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
+	17, // 19: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
+	19, // 20: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
+	21, // 21: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
+	23, // 22: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
+	25, // 23: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
+	1,  // 24: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
+	4,  // 25: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
+	6,  // 26: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
+	8,  // 27: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
+	10, // 28: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
+	12, // 29: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
+	14, // 30: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
+	16, // 31: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
+	18, // 32: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
+	20, // 33: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
+	22, // 34: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
+	24, // 35: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
+	26, // 36: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
+	24, // [24:37] is the sub-list for method output_type
+	11, // [11:24] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_cluster_service_proto_init() }
@@ -1477,7 +1558,7 @@ func file_weft_v1_cluster_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_cluster_service_proto_rawDesc), len(file_weft_v1_cluster_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,80 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/raftfsm"
+)
+
+// retryDelay is how soon a subsystem whose apply failed is tried again.
+const retryDelay = time.Second
+
+// subsystem is a part of the node that the reconciler keeps in line with
+// the committed state (DESIGN.md principle 3: it is given the whole state
+// each time and makes reality match it, idempotently).
+type subsystem struct {
+	name  string
+	apply func(ctx context.Context, st *raftfsm.State) error
+
+	mu      sync.Mutex
+	applied uint64
+	err     error
+}
+
+// reconciler applies every new state to every subsystem. It never misses
+// a change: it waits on the FSM's change channel taken before reading the
+// state, and a failed apply is retried with the then-current state.
+type reconciler struct {
+	fsm  *raftfsm.FSM
+	subs []*subsystem
+	log  *slog.Logger
+}
+
+func (r *reconciler) run(ctx context.Context) {
+	for {
+		changed := r.fsm.Changed()
+		st := r.fsm.State()
+		failed := false
+		for _, s := range r.subs {
+			err := s.apply(ctx, st)
+			s.mu.Lock()
+			if err == nil {
+				s.applied = st.Index()
+			} else if s.err == nil || s.err.Error() != err.Error() {
+				r.log.Error("apply state", "subsystem", s.name, "index", st.Index(), "error", err)
+			}
+			s.err = err
+			s.mu.Unlock()
+			failed = failed || err != nil
+		}
+		var retry <-chan time.Time
+		if failed {
+			retry = time.After(retryDelay)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-retry:
+		}
+	}
+}
+
+// status reports each subsystem's applied index and last error.
+func (r *reconciler) status() []*weftv1.SubsystemStatus {
+	var out []*weftv1.SubsystemStatus
+	for _, s := range r.subs {
+		s.mu.Lock()
+		st := &weftv1.SubsystemStatus{Name: s.name, AppliedIndex: s.applied}
+		if s.err != nil {
+			st.Error = s.err.Error()
+		}
+		s.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
