@@ -12,7 +12,7 @@ GOFLAGS_TEST ?=
 # time keeps them inside two cores.
 TEST_PARALLEL ?= 2
 
-.PHONY: all build test unit-test check-generate generate tools lint bench demo fuzz clean
+.PHONY: all build test unit-test check-generate generate tools bpf-tools lint bench demo fuzz clean
 
 all: build
 
@@ -28,15 +28,21 @@ $(BIN)/protoc-gen-go:
 $(BIN)/protoc-gen-connect-go:
 	GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_VERSION)
 
-generate: tools
+# The XDP program is compiled by bpf2go (a go tool in go.mod) with clang.
+bpf-tools:
+	@command -v clang >/dev/null && command -v llvm-strip >/dev/null && [ -e /usr/include/bpf/bpf_helpers.h ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev linux-libc-dev)
+
+generate: tools bpf-tools
 	cd proto && $(BIN)/buf lint && $(BIN)/buf generate
+	$(GO) generate ./dataplane/xdp
 
 # check-generate fails when committed generated code differs from what
 # `make generate` produces (connect-go's checkgenerate pattern).
 check-generate: generate
-	@if [ -n "$$(git status --porcelain -- proto)" ]; then \
+	@if [ -n "$$(git status --porcelain -- proto dataplane/xdp)" ]; then \
 		echo "generated code is stale; run 'make generate' and commit:"; \
-		git status --porcelain -- proto; git diff --stat -- proto; exit 1; fi
+		git status --porcelain -- proto dataplane/xdp; git diff --stat -- proto dataplane/xdp; exit 1; fi
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -166,6 +166,9 @@ func TestLab_Userspace(t *testing.T) {
 	for id := range after {
 		total += after[id] - before[id]
 	}
+	if total < uint64(reqs) {
+		t.Fatalf("the forwarder counted %d new flows for %d new connections", total, reqs)
+	}
 	for _, s := range l.Servers {
 		id := netip.AddrPortFrom(s.Addr, 8080).String()
 		share := float64(after[id]-before[id]) / float64(total)

@@ -16,6 +16,12 @@ go test -run '^$' -bench 'BenchmarkApply' -benchtime 2000x -count "$COUNT" ./raf
 section "API: acknowledged writes through weft agents (3 processes, 16 clients, leader and follower)"
 go test -run '^$' -bench 'BenchmarkClusterWrites' -benchtime 2000x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/api.txt"
 
+section "XDP program: ns per packet through BPF_PROG_TEST_RUN (root)"
+go test -run '^$' -bench 'BenchmarkXDP' -count "$COUNT" ./dataplane/xdp | tee "$OUT/xdp.txt"
+
+section "L4 in the lab: Weft XDP FullNAT and DSR against nftables DNAT on the same node (root)"
+go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-l4.txt"
+
 section "Maglev table build and lookup"
 go test -run '^$' -bench . -count "$COUNT" ./dataplane/maglev | tee "$OUT/maglev.txt"
 
@@ -26,4 +32,4 @@ for extra in deploy/bench/*/run.sh; do
 done
 
 section "medians"
-go run ./deploy/bench/median "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/maglev.txt
+go run ./deploy/bench/median "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/maglev.txt

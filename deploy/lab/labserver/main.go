@@ -16,9 +16,9 @@ import (
 
 func main() {
 	var (
-		name = flag.String("name", "", "name to answer with (default: host name)")
+		name  = flag.String("name", "", "name to answer with (default: host name)")
 		addrs = flag.String("addr", ":80", "listen addresses, comma-separated")
-		down = flag.String("down", "", "while this file exists, /healthz answers 503")
+		down  = flag.String("down", "", "while this file exists, /healthz answers 503")
 	)
 	flag.Parse()
 	if *name == "" {

@@ -1,0 +1,100 @@
+/* consts.h: limits and constants of the XDP load balancer. Every limit can be
+ * overridden at build time (-DNAME=value); the map sizes the Go loader may
+ * change before load (conntrack size, Maglev ring size) are marked so. */
+#ifndef WEFT_CONSTS_H
+#define WEFT_CONSTS_H
+
+/* Services (VIP, port, protocol) the program can hold. */
+#ifndef MAX_SERVICES
+#define MAX_SERVICES 1024
+#endif
+
+/* Backends (address, port), shared by all services. */
+#ifndef MAX_BACKENDS
+#define MAX_BACKENDS 4096
+#endif
+
+/* Maglev table slots: one per service plus as many spares, so every
+ * service can have a new table written beside its live one. */
+#ifndef MAX_TABLES
+#define MAX_TABLES (2 * MAX_SERVICES)
+#endif
+
+/* Default Maglev table size M (prime). The loader sets both the inner
+ * table's max_entries and the ring_size constant from its option. */
+#ifndef MAGLEV_RING_SIZE
+#define MAGLEV_RING_SIZE 65537
+#endif
+
+/* Connection-table entries (forward and reverse maps each); the loader
+ * sets max_entries from its ConnTrackSize option. */
+#ifndef CONNTRACK_SIZE
+#define CONNTRACK_SIZE 65536
+#endif
+
+/* Local (source) addresses for FullNAT, per address family. */
+#ifndef MAX_LOCAL_ADDRS
+#define MAX_LOCAL_ADDRS 16
+#endif
+
+/* FullNAT source ports are taken from [NAT_PORT_MIN, NAT_PORT_MAX]. The
+ * default stays below Linux's ephemeral range (32768-60999), so that the
+ * node's own connections from a local address (health checks to a
+ * backend, say) never share a reply tuple with a FullNAT flow. */
+#ifndef NAT_PORT_MIN
+#define NAT_PORT_MIN 1024
+#endif
+#ifndef NAT_PORT_MAX
+#define NAT_PORT_MAX 32767
+#endif
+#define NAT_PORT_RANGE (NAT_PORT_MAX - NAT_PORT_MIN + 1)
+
+/* Ports tried, one after the other, when the port derived from the flow
+ * hash is already taken towards the same backend. */
+#ifndef NAT_PORT_PROBES
+#define NAT_PORT_PROBES 32
+#endif
+
+/* Connection-table entry lifetimes in seconds since the flow's last
+ * packet: a TCP flow that only sent its SYN, an established one, one that
+ * sent a FIN or RST, and a UDP flow. An expired entry counts as absent:
+ * a SYN or UDP packet opens a new flow (which may go elsewhere), other TCP
+ * segments are dropped. */
+#ifndef CT_TIMEOUT_SYN
+#define CT_TIMEOUT_SYN 30
+#endif
+#ifndef CT_TIMEOUT_TCP
+#define CT_TIMEOUT_TCP 900
+#endif
+#ifndef CT_TIMEOUT_CLOSING
+#define CT_TIMEOUT_CLOSING 10
+#endif
+#ifndef CT_TIMEOUT_UDP
+#define CT_TIMEOUT_UDP 300
+#endif
+
+/* VLAN tags (802.1Q / 802.1ad) skipped before the L3 header. */
+#ifndef MAX_VLAN_TAGS
+#define MAX_VLAN_TAGS 2
+#endif
+
+/* Seeds of the flow hash and of the FullNAT port choice. Changing them
+ * moves every new flow, and nodes running different values disagree. */
+#define FLOW_HASH_SEED 0x77656674 /* "weft" */
+#define NAT_HASH_SEED 0x6e617470  /* "natp" */
+
+/* Table entry of a Maglev slot with no backend. */
+#define NO_BACKEND 0xffffffff
+
+/* Protocol numbers, EtherTypes (host order). */
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_ICMPV6_ 58
+#define ETH_P_IP_ 0x0800
+#define ETH_P_IPV6_ 0x86DD
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+
+#endif /* WEFT_CONSTS_H */

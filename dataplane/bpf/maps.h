@@ -1,0 +1,131 @@
+/* maps.h: the program's maps. The Go loader writes every map but conntrack,
+ * nat_reverse and the stats, which only the program writes. */
+#ifndef WEFT_MAPS_H
+#define WEFT_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "structs.h"
+
+/* Maglev table size M; the loader overrides it before load, together with
+ * the max_entries of maglev_ring. */
+volatile const __u32 ring_size = MAGLEV_RING_SIZE;
+
+/* lb_drop_max is never read: it puts enum lb_drop in BTF, so that bpf2go
+ * generates the Go names of the drop reasons. */
+volatile const enum lb_drop lb_drop_max = LB_DROP_MAX;
+
+/* services: (VIP, port, protocol) -> configuration. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct svc_key);
+	__type(value, struct svc_value);
+} services SEC(".maps");
+
+/* vips: addresses that have at least one service -> number of services.
+ * Fragments and unparsable L4 headers to these are dropped, not passed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct lb_addr);
+	__type(value, __u32);
+} vips SEC(".maps");
+
+/* backends: backend id -> address and port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend);
+} backends SEC(".maps");
+
+/* maglev_ring is the template of one Maglev table: slot -> backend id. */
+struct maglev_ring {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAGLEV_RING_SIZE);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+/* maglev_tables: table slot -> Maglev table. A service names its slot; a
+ * new table is written into a free slot and the service switched to it
+ * with one update of services. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_TABLES);
+	__type(key, __u32);
+	__array(values, struct maglev_ring);
+} maglev_tables SEC(".maps");
+
+/* conntrack: client flow -> backend (and FullNAT source). Shared by all
+ * CPUs, not per-CPU: a per-CPU table relies on RSS keeping a flow on one
+ * CPU, which veth (the lab) and NICs rehashing after a queue change do not;
+ * a flow seen on another CPU would miss and, not being a SYN, be dropped
+ * (docs/decisions.md). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CONNTRACK_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct ct_value);
+} conntrack SEC(".maps");
+
+/* nat_reverse: reply flow (backend -> local address) -> client flow. Not
+ * per-CPU: replies come in on whatever CPU the backend's flow hashes to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CONNTRACK_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct nat_value);
+} nat_reverse SEC(".maps");
+
+/* local_addrs: FullNAT source addresses; IPv4 ones at [0, n_local4), IPv6
+ * ones at [MAX_LOCAL_ADDRS, MAX_LOCAL_ADDRS + n_local6). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * MAX_LOCAL_ADDRS);
+	__type(key, __u32);
+	__type(value, struct lb_addr);
+} local_addrs SEC(".maps");
+
+/* neighbors: next-hop address -> MAC, for backends and clients on link. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, struct lb_addr);
+	__type(value, struct neigh);
+} neighbors SEC(".maps");
+
+/* config: the one lb_config. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+} config SEC(".maps");
+
+/* svc_stats: service id -> counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct lb_stats);
+} svc_stats SEC(".maps");
+
+/* backend_stats: backend id -> counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct lb_stats);
+} backend_stats SEC(".maps");
+
+/* global_stats: drops that belong to no service (fragments, malformed). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_stats);
+} global_stats SEC(".maps");
+
+#endif /* WEFT_MAPS_H */

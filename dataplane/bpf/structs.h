@@ -1,0 +1,148 @@
+/* structs.h: map keys and values shared with the Go loader (bpf2go -type
+ * generates the Go side of each). Addresses are always 16 bytes: an IPv4
+ * address is stored IPv4-mapped (::ffff:a.b.c.d), as Go's netip.Addr.As16
+ * gives it, so one key type serves both families. */
+#ifndef WEFT_STRUCTS_H
+#define WEFT_STRUCTS_H
+
+#include <linux/types.h>
+#include "consts.h"
+
+/* lb_addr is an IPv6 or IPv4-mapped address. */
+struct lb_addr {
+	__be32 a[4]; /* network order */
+};
+
+/* svc_key identifies a service: (VIP, port, protocol). */
+struct svc_key {
+	struct lb_addr vip; /* network order */
+	__be16 port;        /* network order */
+	__u8 proto;         /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;           /* zero */
+};
+
+/* The enums below that are struct fields have a one-byte underlying type
+ * (a clang extension) so that BTF, and so bpf2go, names them. */
+
+/* lb_mode is how a service forwards. */
+enum lb_mode : __u8 {
+	LB_MODE_FULLNAT = 0, /* rewrite both addresses and ports */
+	LB_MODE_DSR = 1,     /* rewrite the destination MAC only */
+};
+
+/* lb_sched is what a service hashes to pick a backend for a new flow. */
+enum lb_sched : __u8 {
+	LB_SCHED_MAGLEV = 0,      /* the 5-tuple */
+	LB_SCHED_SOURCE_HASH = 1, /* the source address only */
+};
+
+/* svc_value is a service's configuration. */
+struct svc_value {
+	__u32 id;    /* host order; index into svc_stats */
+	__u32 table; /* host order; slot of its Maglev table in maglev_tables */
+	enum lb_mode mode;   /* one byte */
+	enum lb_sched sched; /* one byte */
+	__u16 flags; /* host order; none defined yet, zero */
+};
+
+/* backend_flags are the bits of backend.flags. */
+enum backend_flags : __u8 {
+	BACKEND_VALID = 1, /* the entry is in use */
+};
+
+/* backend is an entry of the backends array, indexed by backend id. */
+struct backend {
+	struct lb_addr addr; /* network order */
+	__be16 port;         /* network order; ignored in DSR mode */
+	enum backend_flags flags; /* one byte */
+	__u8 pad;            /* zero */
+};
+
+/* flow_key is a 5-tuple as seen on the wire; conntrack and nat_reverse are
+ * keyed by it. */
+struct flow_key {
+	struct lb_addr src; /* network order */
+	struct lb_addr dst; /* network order */
+	__be16 sport;       /* network order */
+	__be16 dport;       /* network order */
+	__u8 proto;         /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad[3];        /* zero */
+};
+
+/* ct_flags are the bits of ct_value.flags. */
+enum ct_flags : __u8 {
+	CT_VALID = 1,       /* set on every entry: a zeroed value is no entry */
+	CT_ESTABLISHED = 2, /* a TCP packet other than a SYN was seen */
+	CT_CLOSING = 4,     /* a TCP FIN or RST was seen */
+};
+
+/* ct_value is a conntrack entry: where a client flow to a service goes. */
+struct ct_value {
+	struct lb_addr backend; /* network order */
+	struct lb_addr local;   /* network order; FullNAT source address */
+	__be16 bport;           /* network order; backend port */
+	__be16 lport;           /* network order; FullNAT source port */
+	__u32 backend_id;       /* host order; index into backend_stats */
+	enum ct_flags flags;    /* one byte */
+	__u8 pad[3];            /* zero */
+	__u32 last_seen;        /* host order; seconds of CLOCK_MONOTONIC_COARSE */
+};
+
+/* nat_flags are the bits of nat_value.flags. */
+enum nat_flags : __u8 {
+	NAT_REPLIED = 1, /* the backend answered */
+	NAT_CLOSING = 2, /* a TCP FIN or RST was seen, either way */
+};
+
+/* nat_value is a FullNAT reverse entry, keyed by the reply's 5-tuple
+ * (backend -> local address): what to rewrite the reply to. Once expired
+ * (the conntrack lifetimes, from last_seen) its port may be taken over. */
+struct nat_value {
+	struct lb_addr client; /* network order */
+	struct lb_addr vip;    /* network order */
+	__be16 cport;          /* network order */
+	__be16 vport;          /* network order */
+	__u32 svc_id;          /* host order; index into svc_stats */
+	__u32 backend_id;      /* host order; index into backend_stats */
+	__u32 last_seen;       /* host order; seconds of CLOCK_MONOTONIC_COARSE */
+	enum nat_flags flags;  /* one byte */
+	__u8 pad[3];           /* zero */
+};
+
+/* neigh is a next-hop MAC address. */
+struct neigh {
+	__u8 mac[6];
+	__u16 pad; /* zero */
+};
+
+/* lb_config is the program's global configuration (one entry). */
+struct lb_config {
+	__u32 n_local4;   /* host order; IPv4 local addresses in use */
+	__u32 n_local6;   /* host order; IPv6 local addresses in use */
+	__u8 gw_mac[6];   /* MAC of the default gateway */
+	__u8 has_gw;      /* gw_mac is set */
+	__u8 pad;         /* zero */
+};
+
+/* lb_drop is why a packet was dropped; indexes lb_stats.drops. */
+enum lb_drop {
+	LB_DROP_TTL = 0,         /* TTL or hop limit <= 1 */
+	LB_DROP_NO_CONN = 1,     /* TCP non-SYN with no conntrack entry */
+	LB_DROP_NO_BACKEND = 2,  /* the service's table has no backend */
+	LB_DROP_NO_NEIGH = 3,    /* no next-hop MAC for the destination */
+	LB_DROP_NAT_PORTS = 4,   /* no FullNAT local address or free port */
+	LB_DROP_FRAGMENT = 5,    /* IP fragment to an L4 VIP */
+	LB_DROP_MALFORMED = 6,   /* truncated or invalid header to an L4 VIP */
+	LB_DROP_MAX = 8,
+};
+
+/* lb_stats are per-CPU counters of a service, a backend or the whole
+ * program (drops that belong to no service). */
+struct lb_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+	__u64 drops[LB_DROP_MAX];
+};
+
+#endif /* WEFT_STRUCTS_H */

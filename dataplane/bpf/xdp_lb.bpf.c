@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* xdp_lb.bpf.c: Weft's L4 load balancer. Per packet: parse -> service
+ * lookup by (VIP, port, protocol) -> conntrack -> on a miss, the service's
+ * Maglev table -> FullNAT or DSR rewrite -> XDP_TX. Replies of FullNAT flows
+ * (backend -> local address) are rewritten back to VIP -> client, ICMP
+ * errors about tracked flows are sent on (icmp.h). Anything else is passed
+ * to the stack untouched. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "parse.h"
+#include "hash.h"
+#include "csum.h"
+#include "nat.h"
+#include "icmp.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* drop_backend counts a drop against both the service and the backend. */
+static __always_inline int drop_backend(struct lb_stats *ss, struct lb_stats *bs, enum lb_drop why)
+{
+	drop(bs, why);
+	return drop(ss, why);
+}
+
+/* drop_if_vip drops (and counts globally) a packet it could not attribute
+ * to a service if it is addressed to a VIP, and passes it otherwise: the
+ * stack has nothing to do with L4 VIP traffic, and other traffic is not
+ * ours to judge. */
+static __always_inline int drop_if_vip(const struct pkt *p, enum lb_drop why)
+{
+	if (!bpf_map_lookup_elem(&vips, &p->key.dst))
+		return XDP_PASS;
+	__u32 zero = 0;
+	return drop(bpf_map_lookup_elem(&global_stats, &zero), why);
+}
+
+/* pick_backend fills ct with the backend the service's Maglev table gives
+ * for the flow. Returns 0, or -1 if the table has no backend there. */
+static __always_inline int pick_backend(const struct pkt *p, const struct svc_value *svc,
+					__u32 hash, struct ct_value *ct)
+{
+	__u32 table = svc->table;
+	void *ring = bpf_map_lookup_elem(&maglev_tables, &table);
+	if (!ring)
+		return -1;
+	__u32 slot = (svc->sched == LB_SCHED_SOURCE_HASH ? source_hash(&p->key) : hash) % ring_size;
+	__u32 *id = bpf_map_lookup_elem(ring, &slot);
+	if (!id || *id == NO_BACKEND)
+		return -1;
+	__u32 bid = *id;
+	struct backend *be = bpf_map_lookup_elem(&backends, &bid);
+	if (!be || !(be->flags & BACKEND_VALID))
+		return -1;
+	ct->backend = be->addr;
+	ct->bport = svc->mode == LB_MODE_DSR ? p->key.dport : be->port;
+	ct->backend_id = bid;
+	ct->flags = CT_VALID;
+	return 0;
+}
+
+/* ct_usable reports whether a conntrack entry still decides where p
+ * goes: it is set on this CPU and not expired, and, for a SYN (a new
+ * connection reusing the tuple, or a retransmission), the flow is not
+ * closing and its backend is still configured. */
+static __always_inline int ct_usable(const struct pkt *p, const struct svc_value *svc,
+				     const struct ct_value *ct, __u32 now)
+{
+	if (!ct || !(ct->flags & CT_VALID))
+		return 0;
+	if (now - ct->last_seen >
+	    ct_timeout(p->key.proto, ct->flags & CT_ESTABLISHED, ct->flags & CT_CLOSING))
+		return 0;
+	if (!is_syn(p))
+		return 1;
+	if (ct->flags & CT_CLOSING)
+		return 0;
+	__u32 bid = ct->backend_id;
+	struct backend *be = bpf_map_lookup_elem(&backends, &bid);
+	return be && (be->flags & BACKEND_VALID) && addr_eq(&be->addr, &ct->backend) &&
+	       (svc->mode == LB_MODE_DSR || be->port == ct->bport);
+}
+
+/* ct_touch records a packet of a tracked flow: its time, and the TCP
+ * flags that set the entry's lifetime. Only changed fields are written.
+ * A FullNAT flow's reverse entry is refreshed too, but only when the
+ * second or the flags change, so the hit path seldom touches the shared
+ * map. */
+static __always_inline void ct_touch(const struct pkt *p, const struct svc_value *svc,
+				     struct ct_value *ct, __u32 now)
+{
+	__u8 flags = ct->flags;
+	if (p->key.proto == IPPROTO_TCP_) {
+		if (!is_syn(p))
+			flags |= CT_ESTABLISHED;
+		if (p->tcp_flags & (TCP_FLAG_FIN_ | TCP_FLAG_RST_))
+			flags |= CT_CLOSING;
+	}
+	if (flags == ct->flags && ct->last_seen == now)
+		return;
+	ct->flags = flags;
+	ct->last_seen = now;
+	if (svc->mode != LB_MODE_FULLNAT)
+		return;
+	struct flow_key rk = {
+		.src = ct->backend,
+		.dst = ct->local,
+		.sport = ct->bport,
+		.dport = ct->lport,
+		.proto = p->key.proto,
+	};
+	struct nat_value *nv = bpf_map_lookup_elem(&nat_reverse, &rk);
+	if (nv && addr_eq(&nv->client, &p->key.src) && nv->cport == p->key.sport)
+		nat_touch(nv, p, 0, now);
+}
+
+/* forward handles a packet to a service. */
+static __always_inline int forward(struct pkt *p, const struct svc_value *svc, __u64 bytes)
+{
+	__u32 sid = svc->id;
+	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);
+
+	if (!ttl_ok(p))
+		return drop(ss, LB_DROP_TTL);
+
+	struct ct_value fresh = {};
+	__u32 now = bpf_ktime_get_coarse_ns() / 1000000000;
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p->key);
+	int is_new = !ct_usable(p, svc, ct, now);
+	const __u8 *mac;
+	__u32 hash = 0;
+
+	if (is_new) {
+		/* Only a SYN opens a TCP flow: a flood of other segments
+		 * cannot evict established flows from the LRU. */
+		if (p->key.proto == IPPROTO_TCP_ && !is_syn(p))
+			return drop(ss, LB_DROP_NO_CONN);
+		hash = flow_hash(&p->key);
+		if (pick_backend(p, svc, hash, &fresh) < 0)
+			return drop(ss, LB_DROP_NO_BACKEND);
+		fresh.last_seen = now;
+		if (p->key.proto == IPPROTO_UDP_)
+			fresh.flags |= CT_ESTABLISHED;
+		ct = &fresh;
+	}
+
+	__u32 bid = ct->backend_id;
+	struct lb_stats *bs = bpf_map_lookup_elem(&backend_stats, &bid);
+	mac = next_hop(&ct->backend, svc->mode == LB_MODE_FULLNAT);
+	if (!mac)
+		return drop_backend(ss, bs, LB_DROP_NO_NEIGH);
+	if (is_new) {
+		if (svc->mode == LB_MODE_FULLNAT && nat_alloc(p, hash, svc, ct, now) < 0)
+			return drop_backend(ss, bs, LB_DROP_NAT_PORTS);
+		bpf_map_update_elem(&conntrack, &p->key, ct, BPF_ANY);
+		if (ss)
+			ss->new_flows++;
+		if (bs)
+			bs->new_flows++;
+	} else {
+		ct_touch(p, svc, ct, now);
+	}
+	count(ss, bytes);
+	count(bs, bytes);
+
+	dec_ttl(p);
+	if (svc->mode == LB_MODE_FULLNAT)
+		rewrite_flow(p, &ct->local, ct->lport, &ct->backend, ct->bport);
+	set_macs(p, mac);
+	return XDP_TX;
+}
+
+/* reverse handles a packet that is no service's: a FullNAT reply is
+ * rewritten back to VIP -> client, anything else passed. */
+static __always_inline int reverse(struct pkt *p, __u64 bytes)
+{
+	struct nat_value *nv = bpf_map_lookup_elem(&nat_reverse, &p->key);
+	if (!nv)
+		return XDP_PASS;
+	__u32 sid = nv->svc_id, bid = nv->backend_id;
+	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);
+	if (!ttl_ok(p))
+		return drop(ss, LB_DROP_TTL);
+	const __u8 *mac = next_hop(&nv->client, 1);
+	if (!mac)
+		return drop(ss, LB_DROP_NO_NEIGH);
+	nat_touch(nv, p, 1, bpf_ktime_get_coarse_ns() / 1000000000);
+	count(ss, bytes);
+	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
+	dec_ttl(p);
+	rewrite_flow(p, &nv->vip, nv->vport, &nv->client, nv->cport);
+	set_macs(p, mac);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	struct pkt p = {};
+	__u64 bytes = ctx->data_end - ctx->data;
+
+	switch (parse_packet(ctx, &p)) {
+	case PARSE_OK:
+		break;
+	case PARSE_ICMP:
+		if (p.is_v6)
+			return handle_icmp6(&p, bytes);
+		return handle_icmp4(&p, bytes);
+	case PARSE_FRAGMENT:
+		return drop_if_vip(&p, LB_DROP_FRAGMENT);
+	case PARSE_MALFORMED:
+		return drop_if_vip(&p, LB_DROP_MALFORMED);
+	default:
+		return XDP_PASS;
+	}
+
+	struct svc_key sk = {
+		.vip = p.key.dst,
+		.port = p.key.dport,
+		.proto = p.key.proto,
+	};
+	struct svc_value *svc = bpf_map_lookup_elem(&services, &sk);
+	if (svc)
+		return forward(&p, svc, bytes);
+	return reverse(&p, bytes);
+}

@@ -1,0 +1,456 @@
+package xdp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/weftlb/weft/dataplane/maglev"
+)
+
+// noBackend is the table entry of a slot with no backend (NO_BACKEND).
+const noBackend = 0xffffffff
+
+// state is what Apply has written to the maps, so the next Apply can
+// change only what differs.
+type state struct {
+	services  map[serviceKey]*serviceState
+	backends  map[backendKey]*backendRef
+	vips      map[netip.Addr]uint32 // services per VIP
+	neighbors map[netip.Addr]string // MAC as written
+	svcIDs    idPool
+	backIDs   idPool
+	tables    idPool
+}
+
+type serviceState struct {
+	value    lbSvcValue
+	sig      string // backends and weights the table was built from
+	backends []backendKey
+}
+
+type backendRef struct {
+	id   uint32
+	refs int
+}
+
+func newState(lim limits) state {
+	return state{
+		services:  map[serviceKey]*serviceState{},
+		backends:  map[backendKey]*backendRef{},
+		vips:      map[netip.Addr]uint32{},
+		neighbors: map[netip.Addr]string{},
+		svcIDs:    idPool{max: lim.services},
+		backIDs:   idPool{max: lim.backends},
+		tables:    idPool{max: lim.tables},
+	}
+}
+
+// idPool hands out ids below max. It prefers ids never used to freed ones,
+// and reuses freed ones oldest first, so that an id (and its counters)
+// comes back as late as possible: connection-table entries of a removed
+// backend still count against its id until they expire.
+type idPool struct {
+	next, max uint32
+	free      []uint32
+}
+
+func (p *idPool) get() (uint32, bool) {
+	if p.next < p.max {
+		p.next++
+		return p.next - 1, true
+	}
+	if len(p.free) == 0 {
+		return 0, false
+	}
+	id := p.free[0]
+	p.free = p.free[1:]
+	return id, true
+}
+
+func (p *idPool) put(id uint32) { p.free = append(p.free, id) }
+
+// Apply makes the maps match cfg: services added, changed and removed in
+// place, without disturbing flows in the connection table. A service whose
+// backends or weights changed gets a new Maglev table, written into a free
+// table slot and switched to with one update of its service entry, so no
+// packet sees a half-written table. An invalid cfg (ErrInvalidConfig)
+// changes nothing; a failed map update leaves the maps partly updated,
+// and the next Apply completes them.
+func (d *Dataplane) Apply(ctx context.Context, cfg Config) error {
+	desired, err := validate(cfg, d.limits)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	if err := d.applyNeighbors(cfg); err != nil {
+		return err
+	}
+	if err := d.applyLocal(cfg); err != nil {
+		return err
+	}
+	keys := make([]serviceKey, 0, len(desired))
+	for k := range desired {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareServiceKeys)
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("apply xdp config: %w", err)
+		}
+		if err := d.applyService(k, desired[k]); err != nil {
+			return fmt.Errorf("apply service %s: %w", k, err)
+		}
+	}
+	for k := range d.state.services {
+		if _, ok := desired[k]; ok {
+			continue
+		}
+		if err := d.removeService(k); err != nil {
+			return fmt.Errorf("remove service %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func compareServiceKeys(a, b serviceKey) int {
+	if c := a.vip.Compare(b.vip); c != 0 {
+		return c
+	}
+	if a.port != b.port {
+		return int(a.port) - int(b.port)
+	}
+	return int(a.proto) - int(b.proto)
+}
+
+func (d *Dataplane) applyNeighbors(cfg Config) error {
+	want := make(map[netip.Addr]string, len(cfg.Neighbors))
+	for a, mac := range cfg.Neighbors {
+		a = a.Unmap()
+		want[a] = string(mac)
+		if d.state.neighbors[a] == string(mac) {
+			continue
+		}
+		var n lbNeigh
+		copy(n.Mac[:], mac)
+		if err := d.objs.Neighbors.Put(lbAddr(a), n); err != nil {
+			return fmt.Errorf("write neighbor %v: %w", a, err)
+		}
+		d.state.neighbors[a] = string(mac)
+	}
+	for a := range d.state.neighbors {
+		if _, ok := want[a]; ok {
+			continue
+		}
+		if err := d.objs.Neighbors.Delete(lbAddr(a)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete neighbor %v: %w", a, err)
+		}
+		delete(d.state.neighbors, a)
+	}
+	return nil
+}
+
+// applyLocal writes the FullNAT local addresses and then the counts and
+// gateway that make the program use them. Local addresses are few and
+// rarely change, so they are simply rewritten.
+func (d *Dataplane) applyLocal(cfg Config) error {
+	var c lbLbConfig
+	for _, a := range cfg.LocalAddrs {
+		a = a.Unmap()
+		idx := c.N_local4
+		if a.Is6() {
+			idx = d.limits.localAddrs + c.N_local6
+			c.N_local6++
+		} else {
+			c.N_local4++
+		}
+		if err := d.objs.LocalAddrs.Put(idx, lbAddr(a)); err != nil {
+			return fmt.Errorf("write local address %v: %w", a, err)
+		}
+	}
+	if len(cfg.Gateway) == 6 {
+		copy(c.GwMac[:], cfg.Gateway)
+		c.HasGw = 1
+	}
+	if err := d.objs.Config.Put(uint32(0), c); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+func (d *Dataplane) applyService(k serviceKey, s Service) error {
+	st := &d.state
+	old := st.services[k]
+
+	bks := make([]backendKey, len(s.Backends))
+	for i, b := range s.Backends {
+		bks[i] = backendKey{b.Addr, b.Port}
+	}
+	// Take the new references before dropping the old ones, so a
+	// backend that stays keeps its id.
+	ids, err := d.acquireBackends(bks)
+	if err != nil {
+		return err
+	}
+	release := bks
+	defer func() { d.releaseBackends(release) }()
+
+	value := lbSvcValue{Mode: lbLbModeLB_MODE_FULLNAT, Sched: lbLbSchedLB_SCHED_MAGLEV}
+	if s.Mode == ModeDSR {
+		value.Mode = lbLbModeLB_MODE_DSR
+	}
+	if s.Scheduler == SchedulerSourceHash {
+		value.Sched = lbLbSchedLB_SCHED_SOURCE_HASH
+	}
+	sig := signature(s.Backends, ids)
+
+	if old == nil {
+		id, ok := st.svcIDs.get()
+		if !ok {
+			return errors.New("no free service id")
+		}
+		if err := d.zeroStats(d.objs.SvcStats, id); err != nil {
+			st.svcIDs.put(id)
+			return err
+		}
+		value.Id = id
+	} else {
+		value.Id = old.value.Id
+		value.Table = old.value.Table
+	}
+
+	newTable := old == nil || old.sig != sig
+	if newTable {
+		slot, err := d.writeTable(s.Backends, ids)
+		if err != nil {
+			if old == nil {
+				st.svcIDs.put(value.Id)
+			}
+			return err
+		}
+		value.Table = slot
+	}
+	// undo releases what this call took when it fails from here on.
+	undo := func() {
+		if newTable {
+			d.freeTable(value.Table)
+		}
+		if old == nil {
+			st.svcIDs.put(value.Id)
+		}
+	}
+	if old == nil {
+		if err := d.addVIP(k.vip); err != nil {
+			undo()
+			return err
+		}
+	}
+	if old == nil || old.value != value {
+		// The switch: from here on new flows use the new table.
+		if err := d.objs.Services.Put(svcKey(k), value); err != nil {
+			undo()
+			err = fmt.Errorf("write service: %w", err)
+			if old == nil {
+				// The VIP count was raised for this service.
+				err = errors.Join(err, d.removeVIP(k.vip))
+			}
+			return err
+		}
+	}
+	if old != nil && newTable {
+		d.freeTable(old.value.Table)
+	}
+	release = nil
+	if old != nil {
+		release = old.backends
+	}
+	st.services[k] = &serviceState{value: value, sig: sig, backends: bks}
+	return nil
+}
+
+func (d *Dataplane) removeService(k serviceKey) error {
+	old := d.state.services[k]
+	if err := d.objs.Services.Delete(svcKey(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service: %w", err)
+	}
+	delete(d.state.services, k)
+	d.freeTable(old.value.Table)
+	d.state.svcIDs.put(old.value.Id)
+	d.releaseBackends(old.backends)
+	return d.removeVIP(k.vip)
+}
+
+// signature describes the input of a service's Maglev table.
+func signature(bs []Backend, ids []uint32) string {
+	parts := make([]string, len(bs))
+	for i, b := range bs {
+		parts[i] = strconv.FormatUint(uint64(ids[i]), 10) + "/" + strconv.FormatUint(uint64(b.Weight), 10)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+// writeTable builds the Maglev table of bs (whose backend ids are ids)
+// into a new inner map and stores it in a free slot, returned.
+func (d *Dataplane) writeTable(bs []Backend, ids []uint32) (uint32, error) {
+	mbs := make([]maglev.Backend, len(bs))
+	idOf := make(map[string]uint32, len(bs))
+	for i, b := range bs {
+		// The ID seeds the permutation: the address and port, the same on
+		// every node (and in the userspace driver) whatever ids it
+		// allocated.
+		id := b.ID()
+		mbs[i] = maglev.Backend{ID: id, Weight: b.Weight}
+		idOf[id] = ids[i]
+	}
+	t, err := maglev.Build(mbs, d.tableSize)
+	if err != nil {
+		return 0, fmt.Errorf("build maglev table: %w", err)
+	}
+	keys := make([]uint32, len(t.Entries))
+	vals := make([]uint32, len(t.Entries))
+	for i, e := range t.Entries {
+		keys[i] = uint32(i)
+		vals[i] = noBackend
+		if e != maglev.NoBackend {
+			vals[i] = idOf[t.Backends[e].ID]
+		}
+	}
+	ring, err := ebpf.NewMap(d.ringSpec)
+	if err != nil {
+		return 0, fmt.Errorf("create maglev table: %w", err)
+	}
+	defer ring.Close() // maglev_tables holds its own reference.
+	if _, err := ring.BatchUpdate(keys, vals, nil); err != nil {
+		return 0, fmt.Errorf("write maglev table: %w", err)
+	}
+	slot, ok := d.state.tables.get()
+	if !ok {
+		return 0, errors.New("no free maglev table slot")
+	}
+	if err := d.objs.MaglevTables.Put(slot, ring); err != nil {
+		d.state.tables.put(slot)
+		return 0, fmt.Errorf("store maglev table: %w", err)
+	}
+	return slot, nil
+}
+
+// freeTable empties a table slot no service names any more. The kernel
+// frees the table once no running program holds it.
+func (d *Dataplane) freeTable(slot uint32) {
+	if err := d.objs.MaglevTables.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		// The slot stays unused but occupied; a later Put replaces it.
+		d.log.Warn("free maglev table slot", "slot", slot, "error", err)
+	}
+	d.state.tables.put(slot)
+}
+
+func (d *Dataplane) acquireBackends(bks []backendKey) ([]uint32, error) {
+	ids := make([]uint32, len(bks))
+	for i, k := range bks {
+		if r := d.state.backends[k]; r != nil {
+			r.refs++
+			ids[i] = r.id
+			continue
+		}
+		id, ok := d.state.backIDs.get()
+		if !ok {
+			d.releaseBackends(bks[:i])
+			return nil, errors.New("no free backend id")
+		}
+		err := d.zeroStats(d.objs.BackendStats, id)
+		if err == nil {
+			err = d.objs.Backends.Put(id, lbBackend{Addr: lbAddr(k.addr), Port: be16(k.port), Flags: lbBackendFlagsBACKEND_VALID})
+		}
+		if err != nil {
+			d.state.backIDs.put(id)
+			d.releaseBackends(bks[:i])
+			return nil, fmt.Errorf("write backend %s: %w", k, err)
+		}
+		d.state.backends[k] = &backendRef{id: id, refs: 1}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// releaseBackends drops references; a backend no service uses is marked
+// invalid and its id freed. Flows in the connection table keep going to
+// it: their entries hold its address.
+func (d *Dataplane) releaseBackends(bks []backendKey) {
+	for _, k := range bks {
+		r := d.state.backends[k]
+		if r == nil {
+			continue
+		}
+		if r.refs--; r.refs > 0 {
+			continue
+		}
+		if err := d.objs.Backends.Put(r.id, lbBackend{}); err != nil {
+			d.log.Warn("clear backend", "backend", k.String(), "error", err)
+		}
+		delete(d.state.backends, k)
+		d.state.backIDs.put(r.id)
+	}
+}
+
+func (d *Dataplane) addVIP(a netip.Addr) error {
+	n := d.state.vips[a] + 1
+	if err := d.objs.Vips.Put(lbAddr(a), n); err != nil {
+		return fmt.Errorf("write vip %v: %w", a, err)
+	}
+	d.state.vips[a] = n
+	return nil
+}
+
+func (d *Dataplane) removeVIP(a netip.Addr) error {
+	n := d.state.vips[a] - 1
+	if n == 0 {
+		delete(d.state.vips, a)
+		if err := d.objs.Vips.Delete(lbAddr(a)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete vip %v: %w", a, err)
+		}
+		return nil
+	}
+	d.state.vips[a] = n
+	if err := d.objs.Vips.Put(lbAddr(a), n); err != nil {
+		return fmt.Errorf("write vip %v: %w", a, err)
+	}
+	return nil
+}
+
+func (d *Dataplane) zeroStats(m *ebpf.Map, id uint32) error {
+	if err := m.Put(id, make([]lbLbStats, ebpf.MustPossibleCPU())); err != nil {
+		return fmt.Errorf("zero counters %d: %w", id, err)
+	}
+	return nil
+}
+
+func svcKey(k serviceKey) lbSvcKey {
+	return lbSvcKey{Vip: lbAddr(k.vip), Port: be16(k.port), Proto: k.proto}
+}
+
+// lbAddr stores a in network order, IPv4 addresses IPv4-mapped.
+func lbAddr(a netip.Addr) lbLbAddr {
+	b := a.As16()
+	var x lbLbAddr
+	for i := range x.A {
+		x.A[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return x
+}
+
+// be16 returns v in network order, as a __be16 field holds it.
+func be16(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}

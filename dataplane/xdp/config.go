@@ -1,0 +1,172 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/weftlb/weft/dataplane"
+)
+
+// The dataplane's configuration types are the shared ones of package
+// dataplane, so that Dataplane is a dataplane.Driver.
+type (
+	// Config is the desired state, applied as a whole. LocalAddrs: at
+	// most 16 per family; their FullNAT source ports come from
+	// 1024-32767, below Linux's ephemeral range, so the node's own
+	// connections from them do not collide with FullNAT flows as long as
+	// ip_local_port_range stays above 32767. Neighbors: the MACs of every
+	// DSR backend and of FullNAT backends and clients not reached through
+	// Gateway.
+	Config = dataplane.Config
+	// Service is one (VIP, port, protocol). DSR: the backends have the
+	// VIP on loopback and answer the client directly; the port is not
+	// rewritten.
+	Service = dataplane.Service
+	// Backend is a destination of a service; weight 0 takes no new flows
+	// but keeps those in the connection table.
+	Backend = dataplane.Backend
+)
+
+// Protocol, mode and scheduler names accepted in a Service.
+const (
+	ProtoTCP = dataplane.ProtoTCP
+	ProtoUDP = dataplane.ProtoUDP
+
+	ModeFullNAT = dataplane.ModeFullNAT
+	ModeDSR     = dataplane.ModeDSR
+
+	SchedulerMaglev     = dataplane.SchedulerMaglev
+	SchedulerSourceHash = dataplane.SchedulerSourceHash
+)
+
+var _ dataplane.Driver = (*Dataplane)(nil)
+
+// ErrInvalidConfig is wrapped by the errors Apply returns for a Config it
+// rejects without changing anything.
+var ErrInvalidConfig = errors.New("invalid xdp config")
+
+// serviceKey identifies a service.
+type serviceKey struct {
+	vip   netip.Addr
+	port  uint16
+	proto uint8
+}
+
+func (k serviceKey) String() string {
+	p := ProtoTCP
+	if k.proto == protoUDP {
+		p = ProtoUDP
+	}
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.vip, k.port), p)
+}
+
+// backendKey identifies a backend; backends are shared by services.
+type backendKey struct {
+	addr netip.Addr
+	port uint16
+}
+
+func (k backendKey) String() string { return netip.AddrPortFrom(k.addr, k.port).String() }
+
+const (
+	protoTCP = 6
+	protoUDP = 17
+)
+
+// validate checks cfg against the program's limits and returns its
+// services keyed, with addresses unmapped (a ::ffff:a.b.c.d VIP is the
+// IPv4 VIP).
+func validate(cfg Config, lim limits) (map[serviceKey]Service, error) {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	var n4, n6 int
+	for _, a := range cfg.LocalAddrs {
+		switch {
+		case !a.IsValid():
+			return nil, fail("local address %v is not valid", a)
+		case a.Unmap().Is4():
+			n4++
+		default:
+			n6++
+		}
+	}
+	if uint32(n4) > lim.localAddrs || uint32(n6) > lim.localAddrs {
+		return nil, fail("at most %d local addresses per family", lim.localAddrs)
+	}
+	for a, mac := range cfg.Neighbors {
+		if !a.IsValid() || len(mac) != 6 {
+			return nil, fail("neighbor %v: need a valid address and a 6-byte MAC, got %q", a, mac)
+		}
+	}
+	if len(cfg.Gateway) != 0 && len(cfg.Gateway) != 6 {
+		return nil, fail("gateway MAC %q is not 6 bytes", cfg.Gateway)
+	}
+	if uint32(len(cfg.Services)) > lim.services {
+		return nil, fail("%d services, at most %d", len(cfg.Services), lim.services)
+	}
+	out := make(map[serviceKey]Service, len(cfg.Services))
+	backends := map[backendKey]bool{}
+	for i, s := range cfg.Services {
+		s.VIP = s.VIP.Unmap()
+		if !s.VIP.IsValid() {
+			return nil, fail("service %d: VIP is not valid", i)
+		}
+		k := serviceKey{vip: s.VIP, port: s.Port}
+		switch s.Proto {
+		case ProtoTCP:
+			k.proto = protoTCP
+		case ProtoUDP:
+			k.proto = protoUDP
+		default:
+			return nil, fail("service %s: protocol %q is not tcp or udp", netip.AddrPortFrom(s.VIP, s.Port), s.Proto)
+		}
+		if s.Port == 0 {
+			return nil, fail("service %s: port 0 is not valid", k)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fail("service %s is listed twice", k)
+		}
+		switch s.Mode {
+		case ModeFullNAT:
+			if (s.VIP.Is4() && n4 == 0) || (s.VIP.Is6() && n6 == 0) {
+				return nil, fail("service %s: fullnat needs a local address of the VIP's family", k)
+			}
+		case ModeDSR:
+		default:
+			return nil, fail("service %s: mode %q is not fullnat or dsr", k, s.Mode)
+		}
+		switch s.Scheduler {
+		case "":
+			s.Scheduler = SchedulerMaglev
+		case SchedulerMaglev, SchedulerSourceHash:
+		default:
+			return nil, fail("service %s: scheduler %q is not maglev or source-hash", k, s.Scheduler)
+		}
+		seen := map[backendKey]bool{}
+		bs := make([]Backend, len(s.Backends))
+		for j, b := range s.Backends {
+			b.Addr = b.Addr.Unmap()
+			if !b.Addr.IsValid() || b.Addr.Is4() != s.VIP.Is4() {
+				return nil, fail("service %s: backend %d: address %v is not valid or not of the VIP's family", k, j, b.Addr)
+			}
+			if s.Mode == ModeFullNAT && b.Port == 0 {
+				return nil, fail("service %s: backend %v: port 0 is not valid", k, b.Addr)
+			}
+			bk := backendKey{b.Addr, b.Port}
+			if seen[bk] {
+				return nil, fail("service %s: backend %s is listed twice", k, bk)
+			}
+			seen[bk] = true
+			backends[bk] = true
+			bs[j] = b
+		}
+		s.Backends = bs
+		out[k] = s
+	}
+	if uint32(len(backends)) > lim.backends {
+		return nil, fail("%d distinct backends, at most %d", len(backends), lim.backends)
+	}
+	return out, nil
+}

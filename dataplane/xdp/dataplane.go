@@ -1,0 +1,152 @@
+// Package xdp loads Weft's XDP load balancer (the C in ../bpf), attaches it
+// to interfaces and programs its maps from a Config: services, their
+// Maglev tables, backends, FullNAT local addresses and next-hop MACs.
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/weftlb/weft/dataplane/maglev"
+)
+
+// DefaultConnTrackSize is the default number of connection-table entries
+// (the forward and the FullNAT reverse tables each).
+const DefaultConnTrackSize = 1 << 20
+
+// Options configure New.
+type Options struct {
+	// ConnTrackSize is the number of entries of the connection table and
+	// of the FullNAT reverse table; 0 means DefaultConnTrackSize.
+	ConnTrackSize uint32
+	// TableSize is the Maglev table size M, a prime; 0 means
+	// maglev.DefaultSize.
+	TableSize uint32
+	// Logger receives warnings (generic-mode attach); nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Dataplane is the loaded XDP program and its maps.
+type Dataplane struct {
+	objs      lbObjects
+	ringSpec  *ebpf.MapSpec
+	tableSize uint32
+	limits    limits
+	log       *slog.Logger
+
+	mu    sync.Mutex
+	links []link.Link
+	state state
+}
+
+// limits are the map sizes the program was built with (../bpf/consts.h).
+type limits struct {
+	services, backends, tables, localAddrs uint32
+}
+
+// New loads the XDP program and its maps. It needs CAP_BPF (root) and a
+// kernel with BPF and BTF.
+func New(opts Options) (*Dataplane, error) {
+	if opts.ConnTrackSize == 0 {
+		opts.ConnTrackSize = DefaultConnTrackSize
+	}
+	if opts.TableSize == 0 {
+		opts.TableSize = maglev.DefaultSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := maglev.ValidateSize(opts.TableSize); err != nil {
+		return nil, fmt.Errorf("xdp options: %w", err)
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadLb()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp object: %w", err)
+	}
+	spec.Maps[lbMapConntrack].MaxEntries = opts.ConnTrackSize
+	spec.Maps[lbMapNatReverse].MaxEntries = opts.ConnTrackSize
+	ring := spec.Maps[lbMapMaglevTables].InnerMap
+	ring.MaxEntries = opts.TableSize
+	if err := spec.Variables[lbVarRingSize].Set(opts.TableSize); err != nil {
+		return nil, fmt.Errorf("set maglev table size: %w", err)
+	}
+	d := &Dataplane{
+		ringSpec:  ring.Copy(),
+		tableSize: opts.TableSize,
+		limits: limits{
+			services:   spec.Maps[lbMapServices].MaxEntries,
+			backends:   spec.Maps[lbMapBackends].MaxEntries,
+			tables:     spec.Maps[lbMapMaglevTables].MaxEntries,
+			localAddrs: spec.Maps[lbMapLocalAddrs].MaxEntries / 2,
+		},
+		log: opts.Logger,
+	}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load xdp program: %w\n%+v", err, verr)
+		}
+		return nil, fmt.Errorf("load xdp program: %w", err)
+	}
+	d.state = newState(d.limits)
+	return d, nil
+}
+
+// Attach attaches the program to the interface ifname in native (driver)
+// mode, falling back to generic mode, with a warning, where the driver has
+// no XDP support.
+func (d *Dataplane) Attach(ifname string) error {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("attach xdp: %w", err)
+	}
+	l, err := link.AttachXDP(link.XDPOptions{
+		Program:   d.objs.XdpLb,
+		Interface: iface.Index,
+		Flags:     link.XDPDriverMode,
+	})
+	if err != nil {
+		nativeErr := err
+		l, err = link.AttachXDP(link.XDPOptions{
+			Program:   d.objs.XdpLb,
+			Interface: iface.Index,
+			Flags:     link.XDPGenericMode,
+		})
+		if err != nil {
+			return fmt.Errorf("attach xdp to %s: native: %v; generic: %w", ifname, nativeErr, err)
+		}
+		d.log.Warn("xdp attached in generic mode, which is slower", "interface", ifname, "native_error", nativeErr)
+	}
+	d.mu.Lock()
+	d.links = append(d.links, l)
+	d.mu.Unlock()
+	return nil
+}
+
+// Close detaches the program from every interface and releases the maps.
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	d.links = nil
+	errs = append(errs, d.objs.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close xdp dataplane: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,126 @@
+package xdp
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/cilium/ebpf"
+)
+
+// Counters are a service's, a backend's or the program's counters, summed
+// over CPUs since the service or backend was added.
+type Counters struct {
+	Packets  uint64
+	Bytes    uint64 // whole frames, Ethernet header included
+	NewFlows uint64
+	Drops    Drops
+}
+
+// Drops counts dropped packets by reason.
+type Drops struct {
+	TTL        uint64 // TTL or hop limit <= 1
+	NoConn     uint64 // TCP segment other than a SYN with no connection entry
+	NoBackend  uint64 // the service has no backend (all weights 0)
+	NoNeighbor uint64 // no MAC for the next hop
+	NATPorts   uint64 // no FullNAT local address or free port
+	Fragment   uint64 // IP fragment to a VIP
+	Malformed  uint64 // truncated or inconsistent header to a VIP
+}
+
+// ServiceStats are the counters of one service, both directions of its
+// flows.
+type ServiceStats struct {
+	VIP   netip.Addr
+	Port  uint16
+	Proto string
+	Counters
+}
+
+// BackendStats are the counters of one backend over all its services.
+// Its drops are those decided after the backend was chosen: NoNeighbor and
+// NATPorts.
+type BackendStats struct {
+	Addr netip.Addr
+	Port uint16
+	Counters
+}
+
+// Stats are the dataplane's counters.
+type Stats struct {
+	Services []ServiceStats // sorted by VIP, port, protocol
+	Backends []BackendStats // sorted by address, port
+	// Global counts drops that belong to no service: fragments and
+	// malformed packets to a VIP.
+	Global Counters
+}
+
+// Stats reads the counters of the services and backends of the last
+// applied Config.
+func (d *Dataplane) Stats() (Stats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out Stats
+	for k, s := range d.state.services {
+		c, err := readCounters(d.objs.SvcStats, s.value.Id)
+		if err != nil {
+			return Stats{}, fmt.Errorf("read service %s counters: %w", k, err)
+		}
+		p := ProtoTCP
+		if k.proto == protoUDP {
+			p = ProtoUDP
+		}
+		out.Services = append(out.Services, ServiceStats{VIP: k.vip, Port: k.port, Proto: p, Counters: c})
+	}
+	slices.SortFunc(out.Services, func(a, b ServiceStats) int {
+		return compareServiceKeys(serviceKey{a.VIP, a.Port, protoNumber(a.Proto)}, serviceKey{b.VIP, b.Port, protoNumber(b.Proto)})
+	})
+	for k, r := range d.state.backends {
+		c, err := readCounters(d.objs.BackendStats, r.id)
+		if err != nil {
+			return Stats{}, fmt.Errorf("read backend %s counters: %w", k, err)
+		}
+		out.Backends = append(out.Backends, BackendStats{Addr: k.addr, Port: k.port, Counters: c})
+	}
+	slices.SortFunc(out.Backends, func(a, b BackendStats) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	g, err := readCounters(d.objs.GlobalStats, 0)
+	if err != nil {
+		return Stats{}, fmt.Errorf("read global counters: %w", err)
+	}
+	out.Global = g
+	return out, nil
+}
+
+func protoNumber(p string) uint8 {
+	if p == ProtoUDP {
+		return protoUDP
+	}
+	return protoTCP
+}
+
+// readCounters sums the per-CPU lb_stats at id.
+func readCounters(m *ebpf.Map, id uint32) (Counters, error) {
+	var per []lbLbStats
+	if err := m.Lookup(id, &per); err != nil {
+		return Counters{}, err
+	}
+	var c Counters
+	for _, s := range per {
+		c.Packets += s.Packets
+		c.Bytes += s.Bytes
+		c.NewFlows += s.NewFlows
+		c.Drops.TTL += s.Drops[lbLbDropLB_DROP_TTL]
+		c.Drops.NoConn += s.Drops[lbLbDropLB_DROP_NO_CONN]
+		c.Drops.NoBackend += s.Drops[lbLbDropLB_DROP_NO_BACKEND]
+		c.Drops.NoNeighbor += s.Drops[lbLbDropLB_DROP_NO_NEIGH]
+		c.Drops.NATPorts += s.Drops[lbLbDropLB_DROP_NAT_PORTS]
+		c.Drops.Fragment += s.Drops[lbLbDropLB_DROP_FRAGMENT]
+		c.Drops.Malformed += s.Drops[lbLbDropLB_DROP_MALFORMED]
+	}
+	return c, nil
+}

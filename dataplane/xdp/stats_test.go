@@ -1,0 +1,65 @@
+package xdp
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+)
+
+func TestStats(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 1024, TableSize: testTableSize})
+	if err := d.Apply(context.Background(), testConfig()); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	r := runner{d.objs.XdpLb}
+	syn := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: client4, dst: netip.MustParseAddrPort("192.0.2.1:80"), proto: "tcp", syn: true}
+	ack := syn.with(func(q *packet) { q.syn, q.ack = false, true })
+	stray := ack.with(func(q *packet) { q.src = netip.MustParseAddrPort("198.51.100.99:9") })
+	ttl := syn.with(func(q *packet) { q.ttl = 1 })
+	frag := syn.with(func(q *packet) { q.mf = true })
+	noNeigh := syn.with(func(q *packet) { q.dst = netip.MustParseAddrPort("192.0.2.5:80") })
+	var bytes uint64
+	for _, p := range []packet{syn, ack, ack, stray, ttl, frag, noNeigh} {
+		f := p.frame(t)
+		if p.ttl == 0 && !p.mf && p.src == client4 && p.dst == syn.dst {
+			bytes += uint64(len(f))
+		}
+		r.run(t, f)
+	}
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	var svc *ServiceStats
+	for i := range st.Services {
+		if st.Services[i].VIP == ip("192.0.2.1") && st.Services[i].Port == 80 && st.Services[i].Proto == "tcp" {
+			svc = &st.Services[i]
+		}
+	}
+	if svc == nil {
+		t.Fatalf("no stats for 192.0.2.1:80/tcp in %+v", st.Services)
+	}
+	want := Counters{Packets: 3, Bytes: bytes, NewFlows: 1, Drops: Drops{NoConn: 1, TTL: 1}}
+	if svc.Counters != want {
+		t.Errorf("service counters = %+v, want %+v", svc.Counters, want)
+	}
+	var backendPackets, backendFlows uint64
+	for _, b := range st.Backends {
+		backendPackets += b.Packets
+		backendFlows += b.NewFlows
+	}
+	if backendPackets != 3 || backendFlows != 1 {
+		t.Errorf("backend packets, new flows = %d, %d; want 3, 1", backendPackets, backendFlows)
+	}
+	for _, b := range st.Backends {
+		if b.Addr == ip("10.1.0.99") && b.Drops.NoNeighbor != 1 {
+			t.Errorf("backend %v: no-neighbor drops = %d, want 1", b.Addr, b.Drops.NoNeighbor)
+		}
+	}
+	if st.Global.Drops.Fragment != 1 {
+		t.Errorf("global fragment drops = %d, want 1", st.Global.Drops.Fragment)
+	}
+	if len(st.Services) != len(testConfig().Services) {
+		t.Errorf("%d services in stats, want %d", len(st.Services), len(testConfig().Services))
+	}
+}

@@ -1,0 +1,140 @@
+package gossip
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// MetaMaxSize is memberlist's limit for a node's metadata: an encoded
+// NodeMeta larger than this is rejected by New and UpdateMeta.
+const MetaMaxSize = 512
+
+// NodeMeta is what a node tells the cluster about itself through memberlist's
+// node metadata. The node's name is not part of it: memberlist already carries
+// it (Member.Name).
+type NodeMeta struct {
+	Region string
+	Zone   string
+	// Addrs names the node's addresses by role, e.g. "raft" or "api" ->
+	// "10.0.0.1:7000". The gossip package does not interpret them.
+	Addrs map[string]string
+	// Draining is set while the node is being drained (`weft node drain`).
+	Draining bool
+	// AppliedIndex is the Raft index the node's subsystems have applied.
+	AppliedIndex uint64
+
+	// leaving is set by Leave just before memberlist's leave message, so the
+	// others can tell a departure from a failure.
+	leaving bool
+}
+
+// The encoding is a version byte followed by tag-length-value fields, so a
+// newer node can add fields that older ones skip. Tags are append-only.
+const (
+	metaVersion = 1
+
+	tagRegion  = 1
+	tagZone    = 2
+	tagAddr    = 3 // value: uvarint key length, key, address
+	tagFlags   = 4 // value: one byte, bit 0 = draining, bit 1 = leaving
+	tagApplied = 5 // value: uvarint
+
+	flagDraining = 1 << 0
+	flagLeaving  = 1 << 1
+)
+
+// MarshalBinary encodes m compactly; it fails if the result would exceed
+// MetaMaxSize.
+func (m NodeMeta) MarshalBinary() ([]byte, error) {
+	b := []byte{metaVersion}
+	b = appendField(b, tagRegion, []byte(m.Region))
+	b = appendField(b, tagZone, []byte(m.Zone))
+	// Sorted so that the same meta always encodes to the same bytes.
+	for _, k := range slices.Sorted(maps.Keys(m.Addrs)) {
+		v := binary.AppendUvarint(nil, uint64(len(k)))
+		v = append(v, k...)
+		v = append(v, m.Addrs[k]...)
+		b = appendField(b, tagAddr, v)
+	}
+	// The flags are always there, so that setting leaving cannot push a
+	// meta over the limit.
+	var flags byte
+	if m.Draining {
+		flags |= flagDraining
+	}
+	if m.leaving {
+		flags |= flagLeaving
+	}
+	b = append(b, tagFlags, 1, flags)
+	if m.AppliedIndex != 0 {
+		b = appendField(b, tagApplied, binary.AppendUvarint(nil, m.AppliedIndex))
+	}
+	if len(b) > MetaMaxSize {
+		return nil, fmt.Errorf("node meta is %d bytes encoded, more than memberlist's limit of %d", len(b), MetaMaxSize)
+	}
+	return b, nil
+}
+
+func appendField(b []byte, tag byte, v []byte) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+var errTruncated = errors.New("truncated")
+
+// UnmarshalBinary decodes what MarshalBinary produced; unknown fields are
+// skipped.
+func (m *NodeMeta) UnmarshalBinary(b []byte) error {
+	*m = NodeMeta{}
+	if len(b) == 0 {
+		return nil // a node that never set meta
+	}
+	if b[0] != metaVersion {
+		return fmt.Errorf("node meta version %d is not supported", b[0])
+	}
+	b = b[1:]
+	for len(b) > 0 {
+		tag := b[0]
+		n, sz := binary.Uvarint(b[1:])
+		if sz <= 0 || n > uint64(len(b)-1-sz) {
+			return fmt.Errorf("node meta field %d: %w", tag, errTruncated)
+		}
+		v := b[1+sz : 1+sz+int(n)]
+		b = b[1+sz+int(n):]
+		switch tag {
+		case tagRegion:
+			m.Region = string(v)
+		case tagZone:
+			m.Zone = string(v)
+		case tagAddr:
+			kl, ksz := binary.Uvarint(v)
+			if ksz <= 0 || kl > uint64(len(v)-ksz) {
+				return fmt.Errorf("node meta address: %w", errTruncated)
+			}
+			if m.Addrs == nil {
+				m.Addrs = make(map[string]string)
+			}
+			m.Addrs[string(v[ksz:ksz+int(kl)])] = string(v[ksz+int(kl):])
+		case tagFlags:
+			if len(v) == 0 {
+				return fmt.Errorf("node meta flags: %w", errTruncated)
+			}
+			m.Draining = v[0]&flagDraining != 0
+			m.leaving = v[0]&flagLeaving != 0
+		case tagApplied:
+			idx, isz := binary.Uvarint(v)
+			if isz <= 0 {
+				return fmt.Errorf("node meta applied index: %w", errTruncated)
+			}
+			m.AppliedIndex = idx
+		}
+	}
+	return nil
+}
