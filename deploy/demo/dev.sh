@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# make demo (until the lab exists): one dev node on loopback, an example
-# load balancer applied through the CLI and read back, then a clean stop.
+# make demo (until the lab demo lands): one node on loopback, config applied
+# through the CLI and read back, then real traffic through a VIP served by
+# the node's userspace dataplane, a hot pool change, and a clean stop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WEFT=./bin/weft
 DATA=$(mktemp -d /tmp/weft-demo-XXXXXX)
 ADDR=127.0.0.1:7400
-cleanup() { [[ -n "${PID:-}" ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$DATA"; }
+SERVERS=()
+cleanup() {
+	for p in "${SERVERS[@]}"; do kill "$p" 2>/dev/null || true; done
+	[[ -n "${PID:-}" ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+	rm -rf "$DATA"
+}
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "start a one-node cluster (weft agent --init) in $DATA"
-$WEFT agent --init --name demo --zone a --data-dir "$DATA" --api-addr $ADDR --raft-addr 127.0.0.1:7401 \
+$WEFT agent --init --name demo --zone a --data-dir "$DATA" --api-addr $ADDR --raft-addr 127.0.0.1:7401 --dataplane userspace \
   >"$DATA/agent.out" 2>"$DATA/agent.log" &
 PID=$!
 for _ in $(seq 100); do [[ -s "$DATA/admin-token" ]] && grep -q '^cluster CA' "$DATA/agent.out" && break; sleep 0.1; done
@@ -45,6 +51,38 @@ step "the API speaks JSON over HTTP too (curl)"
 curl -sS --cacert "$WEFT_CA_FILE" -H "Authorization: Bearer $WEFT_TOKEN" -H 'Content-Type: application/json' \
   -d '{"name":"web"}' https://$ADDR/weft.v1.LoadBalancerService/GetPool
 echo
+
+step "traffic: three real servers behind VIP 127.0.100.10:8080 (the node's userspace dataplane, Maglev)"
+go build -o "$DATA/labserver" ./deploy/lab/labserver
+for i in 1 2 3; do
+	"$DATA/labserver" -name "server$i" -addr "127.0.0.1:1808$i" 2>/dev/null &
+	SERVERS+=($!)
+done
+traffic() {
+	cat <<YAML
+kind: Pool
+metadata: {name: demo}
+spec:
+  members: [$1]
+---
+kind: LoadBalancer
+metadata: {name: demo}
+spec:
+  vip: 127.0.100.10
+  listeners: [{port: 8080, protocol: tcp, pool: demo}]
+YAML
+}
+members="{address: 127.0.0.1, port: 18081}, {address: 127.0.0.1, port: 18082}, {address: 127.0.0.1, port: 18083}"
+traffic "$members" | $WEFT apply -f -
+sleep 0.5
+echo "30 new connections through the VIP, answered by:"
+for _ in $(seq 30); do curl -s -m 2 http://127.0.100.10:8080/; done | sort | uniq -c
+
+step "hot change: drain server2 (no restart, open connections unaffected)"
+traffic "{address: 127.0.0.1, port: 18081}, {address: 127.0.0.1, port: 18082, drain: true}, {address: 127.0.0.1, port: 18083}" | $WEFT apply -f -
+sleep 0.5
+for _ in $(seq 30); do curl -s -m 2 http://127.0.100.10:8080/; done | sort | uniq -c
+$WEFT status | grep -E '^(node|applied|dataplane)'
 
 step "stop the node"
 kill "$PID"; wait "$PID" || true; PID=
