@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -28,6 +29,9 @@ type ClientConfig struct {
 	// TLS replaces the TLS configuration built from the CA (joiners use a
 	// pinned one; nodes add their certificate).
 	TLS *tls.Config
+	// Dial, when set, opens the client's TCP connections (tests use it to
+	// reach nodes in another network namespace).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Client holds Connect clients for both services of one node.
@@ -72,6 +76,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     time.Minute,
 		TLSHandshakeTimeout: 10 * time.Second,
+		DialContext:         cfg.Dial,
 	}}
 	var opts []connect.ClientOption
 	if cfg.Token != "" {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/deploy/lab"
 	"github.com/weftlb/weft/node"
 )
 
@@ -52,6 +53,7 @@ func TestMain(m *testing.M) {
 // agent is one `weft agent` process.
 type agent struct {
 	name, ip, zone string
+	ns             string // network namespace to run in; "" for this one
 	dataDir        string
 	extra          []string // extra agent flags, kept across restarts
 	cmd            *exec.Cmd
@@ -73,6 +75,23 @@ type cluster struct {
 	adminToken string
 	joinToken  string
 	caFile     string
+	// lab, when set, holds the agents (in its node namespaces); clients
+	// reach them from its client namespace.
+	lab *lab.Lab
+}
+
+// dial opens a connection from where clients of the cluster run.
+func (c *cluster) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c.lab == nil {
+		return (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+	}
+	var conn net.Conn
+	err := c.lab.Do(c.lab.Client, func() error {
+		var err error
+		conn, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+		return err
+	})
+	return conn, err
 }
 
 func newCluster(t testing.TB, subnet int) *cluster {
@@ -98,6 +117,9 @@ func (c *cluster) start(a *agent, args ...string) {
 		"--api-addr", a.apiAddr(), "--raft-addr", a.raftAddr(), "--log-format", "json"}, a.extra...)
 	full = append(full, args...)
 	a.cmd = exec.Command(weftBin, full...)
+	if a.ns != "" {
+		a.cmd = exec.Command("ip", append([]string{"netns", "exec", a.ns, weftBin}, full...)...)
+	}
 	a.out, a.log = &syncBuffer{}, &syncBuffer{}
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.log
 	if err := a.cmd.Start(); err != nil {
@@ -195,7 +217,7 @@ func (c *cluster) waitAPI(a *agent) {
 		if !a.running() {
 			c.t.Fatalf("%s exited: %s", a.name, tail(a.log.String(), 30))
 		}
-		conn, err := net.DialTimeout("tcp", a.apiAddr(), time.Second)
+		conn, err := c.dial(context.Background(), "tcp", a.apiAddr())
 		if err != nil {
 			return err
 		}
@@ -211,7 +233,7 @@ func (c *cluster) client(a *agent) *api.Client {
 
 func (c *cluster) clientWith(a *agent, token string) *api.Client {
 	c.t.Helper()
-	cl, err := api.NewClient(api.ClientConfig{Addr: a.apiAddr(), Token: token, CAFile: c.caFile})
+	cl, err := api.NewClient(api.ClientConfig{Addr: a.apiAddr(), Token: token, CAFile: c.caFile, Dial: c.dial})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -222,6 +244,9 @@ func (c *cluster) clientWith(a *agent, token string) *api.Client {
 // weft runs the CLI against an agent with the admin token.
 func (c *cluster) weft(a *agent, stdin string, args ...string) (string, error) {
 	cmd := exec.Command(weftBin, args...)
+	if c.lab != nil {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", c.lab.Client.NS, weftBin}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), "WEFT_ADDR="+a.apiAddr(), "WEFT_TOKEN="+c.adminToken, "WEFT_CA_FILE="+c.caFile)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"time"
 
 	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/bgp"
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/userspace"
 	"github.com/weftlb/weft/pki"
@@ -41,6 +43,7 @@ type Agent struct {
 	stopRec   context.CancelFunc
 	recDone   chan struct{}
 	dataplane dataplane.Driver
+	speaker   *bgp.Speaker
 }
 
 // Start brings a node up: creates or joins a cluster, or restarts from the
@@ -80,7 +83,10 @@ func Start(ctx context.Context, cfg Config, out io.Writer) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
-	a.startReconciler()
+	if err := a.startReconciler(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if _, err := os.Stat(d.path(caKeyFile)); err == nil {
 		if err := a.finishInit(ctx, d, out); err != nil {
 			a.Close()
@@ -249,16 +255,35 @@ func (a *Agent) nodeRecord() *weftv1.Node {
 
 // startReconciler starts the subsystems the configuration asks for and
 // the loop that keeps them in line with the committed state.
-func (a *Agent) startReconciler() {
+func (a *Agent) startReconciler() error {
 	a.rec = &reconciler{fsm: a.raft.FSM(), log: a.cfg.Logger}
 	if a.cfg.Dataplane == DataplaneUserspace {
 		a.dataplane = userspace.New(userspace.Options{Logger: a.cfg.Logger})
 		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: allHealthy}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 	}
+	if a.cfg.BGP.ASN != 0 {
+		sp, err := bgp.New(bgp.Options{Logger: a.cfg.Logger})
+		if err != nil {
+			return err
+		}
+		a.speaker = sp
+		routerID := a.cfg.BGP.RouterID
+		if !routerID.IsValid() {
+			ap, err := netip.ParseAddrPort(a.id.RaftAdvertise)
+			if err != nil || !ap.Addr().Is4() {
+				return fmt.Errorf("bgp: set --bgp-router-id (the Raft address %q is not IPv4)", a.id.RaftAdvertise)
+			}
+			routerID = ap.Addr()
+		}
+		b := &bgpSubsystem{speaker: sp, self: a.id.Name, zone: a.id.Zone, prepend: a.cfg.BGP.PrependPerZone,
+			healthy: allHealthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers}}
+		a.rec.subs = append(a.rec.subs, &subsystem{name: "bgp", apply: b.apply})
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopRec, a.recDone = cancel, make(chan struct{})
 	go func() { defer close(a.recDone); a.rec.run(ctx) }()
+	return nil
 }
 
 // subsystems reports the subsystems' progress for Status.
@@ -274,8 +299,23 @@ func (a *Agent) Done() <-chan error { return a.done }
 
 // Close stops the API (letting running calls finish for a few seconds),
 // then Raft.
+//
+// A node that announces VIPs first withdraws them and keeps forwarding for
+// DrainDelay, so routers move traffic away before it stops.
 func (a *Agent) Close() error {
 	var errs []error
+	if a.speaker != nil {
+		if a.stopRec != nil {
+			a.stopRec() // no reconcile may announce again
+			<-a.recDone
+			a.stopRec = nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, a.speaker.WithdrawAll(ctx))
+		cancel()
+		a.cfg.Logger.Info("routes withdrawn; draining", "delay", a.cfg.DrainDelay)
+		time.Sleep(a.cfg.DrainDelay)
+	}
 	if a.api != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, a.api.Shutdown(ctx))
@@ -290,6 +330,9 @@ func (a *Agent) Close() error {
 	}
 	if a.dataplane != nil {
 		errs = append(errs, a.dataplane.Close())
+	}
+	if a.speaker != nil {
+		errs = append(errs, a.speaker.Close())
 	}
 	if a.raft != nil {
 		errs = append(errs, a.raft.Close())

@@ -1,10 +1,13 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/weftlb/weft/bgp"
 )
 
 // Config is how `weft agent` was started.
@@ -39,6 +42,13 @@ type Config struct {
 	// Dataplane is the L4 driver: "none" (default) or "userspace".
 	Dataplane string
 
+	// BGP peers the node with its routers; BGP.ASN 0 leaves it off.
+	BGP BGP
+	// DrainDelay is how long a stopping node keeps forwarding after it
+	// withdrew its routes, so routers move traffic away first.
+	DrainDelay time.Duration
+	bgpPeers   []bgp.Peer
+
 	Logger *slog.Logger
 }
 
@@ -67,6 +77,19 @@ func (c *Config) setDefaults() error {
 	case DataplaneNone, DataplaneUserspace:
 	default:
 		return fmt.Errorf("--dataplane: %q is not %s or %s", c.Dataplane, DataplaneNone, DataplaneUserspace)
+	}
+	for _, p := range c.BGP.Peers {
+		peer, err := ParsePeer(p)
+		if err != nil {
+			return fmt.Errorf("--bgp-peer: %w", err)
+		}
+		c.bgpPeers = append(c.bgpPeers, peer)
+	}
+	if c.BGP.ASN != 0 && len(c.bgpPeers) == 0 {
+		return errors.New("--bgp-asn needs at least one --bgp-peer")
+	}
+	if c.BGP.PrependPerZone == 0 {
+		c.BGP.PrependPerZone = 2
 	}
 	var err error
 	if c.APIAdvertise, err = advertise("api", c.APIAddr, c.APIAdvertise); err != nil {

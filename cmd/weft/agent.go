@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -92,11 +94,35 @@ func newAgentCmd() *cobra.Command {
 	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 0, "Raft log entries kept after a snapshot (0: default)")
 	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", 0, "how long a voter may be unreachable before it is replaced (0: default)")
 	f.StringVar(&cfg.Dataplane, "dataplane", node.DataplaneNone, "L4 dataplane: none or userspace (--dev: userspace)")
+	f.Uint32Var(&cfg.BGP.ASN, "bgp-asn", 0, "announce served VIPs over BGP from this AS (0: BGP off)")
+	f.StringSliceVar(&cfg.BGP.Peers, "bgp-peer", nil, "BGP router to peer with, ADDRESS:ASN (repeatable)")
+	f.Var(addrFlag{&cfg.BGP.RouterID}, "bgp-router-id", "BGP router id (default: the Raft address)")
+	f.IntVar(&cfg.BGP.PrependPerZone, "bgp-prepend", 2, "AS-path prepends per backup-zone rank")
+	f.DurationVar(&cfg.DrainDelay, "drain-delay", 2*time.Second, "on stop, forward this long after withdrawing routes")
 	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
 }
+
+// addrFlag is a netip.Addr flag.
+type addrFlag struct{ a *netip.Addr }
+
+func (f addrFlag) String() string {
+	if f.a == nil || !f.a.IsValid() {
+		return ""
+	}
+	return f.a.String()
+}
+func (f addrFlag) Set(s string) error {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return err
+	}
+	*f.a = a
+	return nil
+}
+func (f addrFlag) Type() string { return "address" }
 
 func newLogger(level, format string) (*slog.Logger, error) {
 	var lv slog.Level

@@ -18,8 +18,9 @@ func BenchmarkXDP(b *testing.B) {
 	d := newTestDataplane(b, Options{ConnTrackSize: 1 << 17})
 	cfg := testConfig()
 	// Enough FullNAT sources (31744 ports per local address and backend)
-	// for the misses' new flows.
-	for i := range uint32(3) {
+	// for the misses' new flows, which hold their ports for the SYN-only
+	// lifetime (30 s) and so accumulate over the runs.
+	for i := range uint32(15) {
 		cfg.LocalAddrs = append(cfg.LocalAddrs, addN(local4, 1+i), addN(local6, 1+i))
 	}
 	if err := d.Apply(context.Background(), cfg); err != nil {
@@ -104,7 +105,7 @@ func runTimed(b *testing.B, r runner, frame []byte) (uint32, uint64) {
 	return ret, uint64(dur.Nanoseconds())
 }
 
-// pin keeps the benchmark on CPU 0 (the connection table is per CPU).
+// pin keeps the benchmark on CPU 0, so runs are comparable.
 func pin(b *testing.B) {
 	runtime.LockOSThread()
 	var old, cpu0 unix.CPUSet

@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftlb/weft/deploy/lab"
+)
+
+// routeVia returns the next hops of the lab router's route to the VIP.
+func routeVia(l *lab.Lab) ([]string, error) {
+	out, err := exec.Command("ip", "-n", l.Router.NS, "-j", "route", "show", labVIP.String()).Output()
+	if err != nil {
+		return nil, err
+	}
+	var routes []struct {
+		Gateway  string `json:"gateway"`
+		Nexthops []struct {
+			Gateway string `json:"gateway"`
+		} `json:"nexthops"`
+	}
+	if err := json.Unmarshal(out, &routes); err != nil {
+		return nil, fmt.Errorf("ip route: %w: %s", err, out)
+	}
+	var via []string
+	for _, r := range routes {
+		if r.Gateway != "" {
+			via = append(via, r.Gateway)
+		}
+		for _, n := range r.Nexthops {
+			via = append(via, n.Gateway)
+		}
+	}
+	slices.Sort(via)
+	return via, nil
+}
+
+// waitRoute waits until the router's route to the VIP goes via exactly
+// the given nodes and returns how long that took.
+func waitRoute(t *testing.T, l *lab.Lab, limit time.Duration, nodes ...lab.Host) time.Duration {
+	t.Helper()
+	var want []string
+	for _, n := range nodes {
+		want = append(want, n.Addr.String())
+	}
+	slices.Sort(want)
+	start := time.Now()
+	waitFor(t, limit, fmt.Sprintf("route to the VIP via %v", want), func() error {
+		got, err := routeVia(l)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("route via %v", got)
+		}
+		return nil
+	})
+	return time.Since(start)
+}
+
+// TestLab_Fabric: three weft agents in two zones (2 + 1) peer over BGP with
+// the lab's bird2 router; a load balancer applied through the CLI becomes
+// an ECMP route via all three nodes, zone preference narrows it to the
+// primary zone, and losing the primary zone moves the VIP to the backup.
+// The nodes forward with the userspace dataplane (the VIP on their lo).
+func TestLab_Fabric(t *testing.T) {
+	if err := lab.Requirements(); err != nil {
+		t.Skipf("lab test skipped: %v", err)
+	}
+	ctx := context.Background()
+	if err := lab.EnsureTools(ctx, "curl", "wrk"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Up(ctx, lab.Topology{Prefix: "weftf", Servers: 2,
+		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Down() })
+	for _, s := range l.Servers {
+		cmd := exec.Command("ip", "netns", "exec", s.NS, labServerBin, "-name", s.Name, "-addr", ":8080")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	c := &cluster{t: t, dir: t.TempDir(), lab: l}
+	t.Cleanup(c.stopAll)
+	for i, h := range l.Nodes {
+		if out, err := exec.Command("ip", "-n", h.NS, "addr", "add", labVIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+			t.Fatalf("VIP on %s: %v %s", h.Name, err, out)
+		}
+		c.agents = append(c.agents, &agent{name: h.Name, ip: h.Addr.String(), zone: l.Topology.Nodes[i].Zone, ns: h.NS,
+			dataDir: filepath.Join(c.dir, h.Name), extra: []string{"--dataplane", "userspace",
+				"--bgp-asn", fmt.Sprint(lab.NodeASN), "--bgp-peer", fmt.Sprintf("%s:%d", lab.RouterInner, lab.RouterASN),
+				"--drain-delay", "500ms"}})
+	}
+	c.initCluster(c.agents[0])
+	c.join(c.agents[1], c.agents[0])
+	c.join(c.agents[2], c.agents[0])
+
+	manifest := func(zones string) string {
+		return fmt.Sprintf(`kind: Pool
+metadata: {name: web}
+spec: {members: [{address: %s, port: 8080}, {address: %s, port: 8080}]}
+---
+kind: LoadBalancer
+metadata: {name: web}
+spec:
+  vip: %s
+  %s
+  listeners: [{port: 80, protocol: tcp, pool: web}]
+`, l.Servers[0].Addr, l.Servers[1].Addr, labVIP, zones)
+	}
+	if _, err := c.weft(c.agents[0], manifest("region: lab"), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	took := waitRoute(t, l, 5*time.Second, l.Nodes...)
+	t.Logf("router has an ECMP route via all three nodes %.0f ms after apply returned", took.Seconds()*1000)
+	r := &labRig{t: t, l: l}
+	if body, err := r.curl("80"); err != nil || !strings.HasPrefix(body, "server") {
+		t.Fatalf("curl through the VIP: %q %v", body, err)
+	}
+	if reqs, errs := r.wrk("80", 2, "-H", "Connection: close"); reqs == 0 || errs != 0 {
+		t.Errorf("wrk over ECMP: %d requests, %d errors", reqs, errs)
+	}
+
+	// Zone preference: backup zone b announces with prepends.
+	if _, err := c.weft(c.agents[0], manifest("primaryZone: a\n  backupZones: [b]"), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, l, 5*time.Second, l.Nodes[0], l.Nodes[1])
+
+	// Planned drain: node2 withdraws, traffic stays on node1.
+	if _, err := c.weft(c.agents[0], "", "node", "drain", "node2"); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, l, 5*time.Second, l.Nodes[0])
+	if _, err := c.weft(c.agents[0], "", "node", "undrain", "node2"); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, l, 5*time.Second, l.Nodes[0], l.Nodes[1])
+
+	// Zone loss: both primary-zone nodes freeze (SIGSTOP: no FIN or RST
+	// reaches the router, as when machines or their links die); the
+	// backup zone takes over within the hold time (3 s) + 1 s.
+	for _, a := range c.agents[:2] {
+		a.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+	took = waitRoute(t, l, 4*time.Second, l.Nodes[2])
+	t.Logf("VIP served from the backup zone %.0f ms after the primary zone was lost", took.Seconds()*1000)
+	if body, err := r.curl("80"); err != nil || !strings.HasPrefix(body, "server") {
+		t.Fatalf("curl through the backup zone: %q %v", body, err)
+	}
+	// The zone returns: traffic moves back.
+	for _, a := range c.agents[:2] {
+		a.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	took = waitRoute(t, l, 15*time.Second, l.Nodes[0], l.Nodes[1])
+	t.Logf("traffic back in the primary zone %.0f ms after it returned", took.Seconds()*1000)
+}

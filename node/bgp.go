@@ -1,0 +1,115 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/weftlb/weft/bgp"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/raftfsm"
+)
+
+// BGP is how a node peers with its routers.
+type BGP struct {
+	// ASN is the node's AS number; 0 turns BGP off.
+	ASN uint32
+	// RouterID defaults to the host of the node's Raft address.
+	RouterID netip.Addr
+	// Peers are the routers, "ADDRESS:ASN" each.
+	Peers []string
+	// PrependPerZone is the AS-path prepends per backup-zone rank: the
+	// first backup zone announces with this many, the second with twice.
+	PrependPerZone int
+}
+
+// ParsePeer reads a "ADDRESS:ASN" router flag.
+func ParsePeer(s string) (bgp.Peer, error) {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return bgp.Peer{}, fmt.Errorf("bgp peer %q: want ADDRESS:ASN", s)
+	}
+	addr, err := netip.ParseAddr(strings.Trim(s[:i], "[]"))
+	if err != nil {
+		return bgp.Peer{}, fmt.Errorf("bgp peer %q: %w", s, err)
+	}
+	asn, err := strconv.ParseUint(s[i+1:], 10, 32)
+	if err != nil || asn == 0 {
+		return bgp.Peer{}, fmt.Errorf("bgp peer %q: ASN %q is not a number from 1 to 4294967295", s, s[i+1:])
+	}
+	return bgp.Peer{Address: addr, ASN: uint32(asn)}, nil
+}
+
+// announcements are the VIP routes a node announces (DESIGN.md "Routing
+// and steering"): none while it drains; for each load balancer with a
+// member able to take flows, plainly from its primary zone (or from every
+// zone when it names none), with prepends from its backup zones by rank,
+// and not at all from other zones.
+func announcements(st *raftfsm.State, self, zone string, prependPerZone int, healthy Healthy) []bgp.Announcement {
+	if n := st.Node(self); n != nil && n.GetSpec().GetDrain() {
+		return nil
+	}
+	var out []bgp.Announcement
+	for _, lb := range st.LoadBalancers() {
+		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
+		if err != nil || !servable(st, lb.GetSpec().GetListeners(), healthy) {
+			continue
+		}
+		prepend := -1
+		switch primary := lb.GetSpec().GetPrimaryZone(); {
+		case primary == "" || primary == zone:
+			prepend = 0
+		default:
+			for i, z := range lb.GetSpec().GetBackupZones() {
+				if z == zone {
+					prepend = (i + 1) * prependPerZone
+				}
+			}
+		}
+		if prepend < 0 {
+			continue
+		}
+		out = append(out, bgp.Announcement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Prepend: prepend})
+	}
+	return out
+}
+
+// servable reports whether any listener's pool has a member that may take
+// new flows.
+func servable(st *raftfsm.State, listeners []*weftv1.Listener, healthy Healthy) bool {
+	for _, l := range listeners {
+		for _, m := range st.Pool(l.GetPool()).GetSpec().GetMembers() {
+			if !m.GetDrain() && m.GetWeight() > 0 && healthy(l.GetPool(), m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// bgpSubsystem keeps the speaker's routes equal to announcements().
+type bgpSubsystem struct {
+	speaker *bgp.Speaker
+	base    bgp.Config
+	self    string
+	zone    string
+	prepend int
+	healthy Healthy
+	last    *bgp.Config
+}
+
+func (b *bgpSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
+	cfg := b.base
+	cfg.Announcements = announcements(st, b.self, b.zone, b.prepend, b.healthy)
+	if b.last != nil && reflect.DeepEqual(*b.last, cfg) {
+		return nil
+	}
+	if err := b.speaker.Apply(ctx, cfg); err != nil {
+		return err
+	}
+	b.last = &cfg
+	return nil
+}
