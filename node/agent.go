@@ -19,6 +19,7 @@ import (
 	"github.com/weftlb/weft/bgp"
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/userspace"
+	"github.com/weftlb/weft/health"
 	"github.com/weftlb/weft/pki"
 	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
@@ -44,6 +45,7 @@ type Agent struct {
 	recDone   chan struct{}
 	dataplane dataplane.Driver
 	speaker   *bgp.Speaker
+	health    *health.Health
 }
 
 // Start brings a node up: creates or joins a cluster, or restarts from the
@@ -257,9 +259,18 @@ func (a *Agent) nodeRecord() *weftv1.Node {
 // the loop that keeps them in line with the committed state.
 func (a *Agent) startReconciler() error {
 	a.rec = &reconciler{fsm: a.raft.FSM(), log: a.cfg.Logger}
+	healthy := Healthy(allHealthy)
+	if a.cfg.Dataplane != DataplaneNone || a.cfg.BGP.ASN != 0 {
+		// Only nodes that serve traffic check their pools' members.
+		a.health = health.New(noPublisher{}, a.cfg.Logger)
+		hs := &healthSubsystem{h: a.health, self: a.id.Name, zone: a.id.Zone}
+		healthy = hs.healthy
+		a.rec.subs = append(a.rec.subs, &subsystem{name: "health", apply: hs.apply})
+		a.rec.wake = append(a.rec.wake, a.health.Changed)
+	}
 	if a.cfg.Dataplane == DataplaneUserspace {
 		a.dataplane = userspace.New(userspace.Options{Logger: a.cfg.Logger})
-		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: allHealthy}
+		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 	}
 	if a.cfg.BGP.ASN != 0 {
@@ -277,7 +288,7 @@ func (a *Agent) startReconciler() error {
 			routerID = ap.Addr()
 		}
 		b := &bgpSubsystem{speaker: sp, self: a.id.Name, zone: a.id.Zone, prepend: a.cfg.BGP.PrependPerZone,
-			healthy: allHealthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers}}
+			healthy: healthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers}}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "bgp", apply: b.apply})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -333,6 +344,9 @@ func (a *Agent) Close() error {
 	}
 	if a.speaker != nil {
 		errs = append(errs, a.speaker.Close())
+	}
+	if a.health != nil {
+		errs = append(errs, a.health.Close())
 	}
 	if a.raft != nil {
 		errs = append(errs, a.raft.Close())

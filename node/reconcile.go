@@ -32,9 +32,28 @@ type reconciler struct {
 	fsm  *raftfsm.FSM
 	subs []*subsystem
 	log  *slog.Logger
+	// wake are other sources of change (the health view): each returns a
+	// channel closed at its next change.
+	wake []func() <-chan struct{}
 }
 
 func (r *reconciler) run(ctx context.Context) {
+	poke := make(chan struct{}, 1)
+	for _, w := range r.wake {
+		go func() {
+			for {
+				select {
+				case <-w():
+					select {
+					case poke <- struct{}{}:
+					default:
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	for {
 		changed := r.fsm.Changed()
 		st := r.fsm.State()
@@ -59,6 +78,7 @@ func (r *reconciler) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-poke:
 		case <-retry:
 		}
 	}
