@@ -199,6 +199,12 @@ func fastEligible(br *bufio.Reader, maxHeader int) (bool, error) {
 // method other than CONNECT and PRI, and no header announcing a body, an
 // upgrade or an expectation.
 func eligibleHead(head []byte) bool {
+	// net/http also ends lines at a bare LF; this pre-parse splits at CRLF
+	// only, so a head with a bare LF (or CR) goes to net/http (found by
+	// FuzzEligibleHead: "0:\nContent-Length:1" hid a body).
+	if n := bytes.Count(head, []byte("\r\n")); bytes.Count(head, []byte("\n")) != n || bytes.Count(head, []byte("\r")) != n {
+		return false
+	}
 	line, rest, ok := bytes.Cut(head, []byte("\r\n"))
 	if !ok {
 		return false
