@@ -51,8 +51,10 @@ lint:
 unit-test:
 	$(GO) test -count=1 -p $(TEST_PARALLEL) $(GOFLAGS_TEST) ./...
 
-# fuzz runs every fuzz target briefly (longer with FUZZTIME=5m).
-FUZZTIME ?= 10s
+# fuzz runs every fuzz target briefly (longer: FUZZTIME=2000000x, or 5m).
+# A count, not a duration: a time limit can end a run mid-minimisation
+# with a spurious "context deadline exceeded" failure.
+FUZZTIME ?= 20000x
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
