@@ -69,9 +69,16 @@ func waitRoute(t *testing.T, l *lab.Lab, limit time.Duration, nodes ...lab.Host)
 // TestLab_Fabric: three weft agents in two zones (2 + 1) peer over BGP with
 // the lab's bird2 router; a load balancer applied through the CLI becomes
 // an ECMP route via all three nodes, zone preference narrows it to the
-// primary zone, and losing the primary zone moves the VIP to the backup.
-// The nodes forward with the userspace dataplane (the VIP on their lo).
+// primary zone, a drained node withdraws, and losing the primary zone
+// moves the VIP to the backup. The nodes forward with XDP, and again with
+// the userspace dataplane (the VIP on their lo).
 func TestLab_Fabric(t *testing.T) {
+	for _, mode := range []string{"xdp", "userspace"} {
+		t.Run(mode, func(t *testing.T) { fabric(t, mode) })
+	}
+}
+
+func fabric(t *testing.T, mode string) {
 	if err := lab.Requirements(); err != nil {
 		t.Skipf("lab test skipped: %v", err)
 	}
@@ -95,13 +102,22 @@ func TestLab_Fabric(t *testing.T) {
 	c := &cluster{t: t, dir: t.TempDir(), lab: l}
 	t.Cleanup(c.stopAll)
 	for i, h := range l.Nodes {
-		if out, err := exec.Command("ip", "-n", h.NS, "addr", "add", labVIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		dataplane := []string{"--dataplane", "userspace"}
+		if mode == "xdp" {
+			dataplane = []string{"--dataplane", "xdp", "--interface", h.Iface}
+			pass, err := l.AttachPass(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pass.Close() })
+		} else if out, err := exec.Command("ip", "-n", h.NS, "addr", "add", labVIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
 			t.Fatalf("VIP on %s: %v %s", h.Name, err, out)
 		}
 		c.agents = append(c.agents, &agent{name: h.Name, ip: h.Addr.String(), zone: l.Topology.Nodes[i].Zone, ns: h.NS,
-			dataDir: filepath.Join(c.dir, h.Name), extra: []string{"--dataplane", "userspace",
+			dataDir: filepath.Join(c.dir, h.Name), extra: []string{dataplane[0], dataplane[1],
 				"--bgp-asn", fmt.Sprint(lab.NodeASN), "--bgp-peer", fmt.Sprintf("%s:%d", lab.RouterInner, lab.RouterASN),
 				"--drain-delay", "500ms"}})
+		c.agents[i].extra = append(c.agents[i].extra, dataplane[2:]...)
 	}
 	c.initCluster(c.agents[0])
 	c.join(c.agents[1], c.agents[0])
@@ -126,9 +142,14 @@ spec:
 	took := waitRoute(t, l, 5*time.Second, l.Nodes...)
 	t.Logf("router has an ECMP route via all three nodes %.0f ms after apply returned", took.Seconds()*1000)
 	r := &labRig{t: t, l: l}
-	if body, err := r.curl("80"); err != nil || !strings.HasPrefix(body, "server") {
-		t.Fatalf("curl through the VIP: %q %v", body, err)
-	}
+	// XDP nodes learn the servers' MACs from their own health checks.
+	waitFor(t, 10*time.Second, "curl through the VIP", func() error {
+		body, err := r.curl("80")
+		if err == nil && !strings.HasPrefix(body, "server") {
+			err = fmt.Errorf("answer %q", body)
+		}
+		return err
+	})
 	if reqs, errs := r.wrk("80", 2, "-H", "Connection: close"); reqs == 0 || errs != 0 {
 		t.Errorf("wrk over ECMP: %d requests, %d errors", reqs, errs)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/weftlb/weft/bgp"
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/userspace"
+	"github.com/weftlb/weft/dataplane/xdp"
 	"github.com/weftlb/weft/health"
 	"github.com/weftlb/weft/pki"
 	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
@@ -26,6 +27,9 @@ import (
 	"github.com/weftlb/weft/raftfsm"
 	"github.com/weftlb/weft/tokens"
 )
+
+// neighborRefresh is how often an XDP node rereads next-hop MACs.
+const neighborRefresh = 2 * time.Second
 
 // caKeyFile holds the CA key only while `--init` has not finished: its
 // presence tells a restarted node to finish the initialisation.
@@ -268,10 +272,33 @@ func (a *Agent) startReconciler() error {
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "health", apply: hs.apply})
 		a.rec.wake = append(a.rec.wake, a.health.Changed)
 	}
-	if a.cfg.Dataplane == DataplaneUserspace {
+	switch a.cfg.Dataplane {
+	case DataplaneUserspace:
 		a.dataplane = userspace.New(userspace.Options{Logger: a.cfg.Logger})
 		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
+	case DataplaneXDP:
+		d, err := xdp.New(xdp.Options{Logger: a.cfg.Logger})
+		if err != nil {
+			return err
+		}
+		a.dataplane = d
+		if err := d.Attach(a.cfg.Interface); err != nil {
+			return err
+		}
+		// FullNAT sends from the node's own address on that interface.
+		ap, err := netip.ParseAddrPort(a.id.RaftAdvertise)
+		if err != nil {
+			return fmt.Errorf("xdp: the Raft address %q is not an IP address and port: %w", a.id.RaftAdvertise, err)
+		}
+		dp := &dataplaneSubsystem{driver: d, healthy: healthy, iface: a.cfg.Interface, local: []netip.Addr{ap.Addr()}}
+		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
+		// Next hops are learnt outside Raft: look at the kernel's table again.
+		a.rec.wake = append(a.rec.wake, func() <-chan struct{} {
+			c := make(chan struct{})
+			time.AfterFunc(neighborRefresh, func() { close(c) })
+			return c
+		})
 	}
 	if a.cfg.BGP.ASN != 0 {
 		sp, err := bgp.New(bgp.Options{Logger: a.cfg.Logger})

@@ -39,8 +39,10 @@ type Config struct {
 	// placement replaces it (0: the raftfsm default).
 	DeadServerTimeout time.Duration
 
-	// Dataplane is the L4 driver: "none" (default) or "userspace".
+	// Dataplane is the L4 driver: "none" (default), "userspace" or "xdp".
 	Dataplane string
+	// Interface is where the XDP program runs (--dataplane xdp).
+	Interface string
 
 	// BGP peers the node with its routers; BGP.ASN 0 leaves it off.
 	BGP BGP
@@ -56,6 +58,7 @@ type Config struct {
 const (
 	DataplaneNone      = "none"
 	DataplaneUserspace = "userspace"
+	DataplaneXDP       = "xdp"
 )
 
 func (c *Config) setDefaults() error {
@@ -75,8 +78,12 @@ func (c *Config) setDefaults() error {
 	case "":
 		c.Dataplane = DataplaneNone
 	case DataplaneNone, DataplaneUserspace:
+	case DataplaneXDP:
+		if c.Interface == "" {
+			return errors.New("--dataplane xdp needs --interface")
+		}
 	default:
-		return fmt.Errorf("--dataplane: %q is not %s or %s", c.Dataplane, DataplaneNone, DataplaneUserspace)
+		return fmt.Errorf("--dataplane: %q is not %s, %s or %s", c.Dataplane, DataplaneNone, DataplaneUserspace, DataplaneXDP)
 	}
 	for _, p := range c.BGP.Peers {
 		peer, err := ParsePeer(p)

@@ -58,11 +58,19 @@ type dataplaneSubsystem struct {
 	driver  dataplane.Driver
 	local   []netip.Addr
 	healthy Healthy
-	last    *dataplane.Config
+	// iface, for XDP, is where next-hop MACs are read from.
+	iface string
+	last  *dataplane.Config
 }
 
 func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
 	cfg := dataplaneConfig(st, d.local, d.healthy)
+	if d.iface != "" {
+		var err error
+		if cfg.Neighbors, cfg.Gateway, err = neighbors(ctx, d.iface); err != nil {
+			return err
+		}
+	}
 	if d.last != nil && reflect.DeepEqual(*d.last, cfg) {
 		return nil
 	}
