@@ -41,6 +41,8 @@ const (
 	CreateAPITokenType
 	// RevokeAPITokenType carries a statev1.RevokeAPITokenCommand; returns the index (uint64).
 	RevokeAPITokenType
+	// RotateTicketKeysType carries a statev1.RotateTicketKeysCommand; returns the index (uint64).
+	RotateTicketKeysType
 )
 
 var commandNames = map[CommandType]string{
@@ -55,6 +57,7 @@ var commandNames = map[CommandType]string{
 	RevokeJoinTokenType:  "RevokeJoinToken",
 	CreateAPITokenType:   "CreateAPIToken",
 	RevokeAPITokenType:   "RevokeAPIToken",
+	RotateTicketKeysType: "RotateTicketKeys",
 }
 
 // String returns the command's name, for logs.

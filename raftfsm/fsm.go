@@ -88,6 +88,7 @@ var handlers = map[CommandType]handler{
 	RevokeJoinTokenType:  handle(RevokeJoinTokenType, (*writeTxn).revokeJoinToken),
 	CreateAPITokenType:   handle(CreateAPITokenType, (*writeTxn).createAPIToken),
 	RevokeAPITokenType:   handle(RevokeAPITokenType, (*writeTxn).revokeAPIToken),
+	RotateTicketKeysType: handle(RotateTicketKeysType, (*writeTxn).rotateTicketKeys),
 }
 
 // handle builds the handler of one command type: decode the body into a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,6 +35,42 @@ func TestFSM_InitCluster(t *testing.T) {
 	checkStateError(t, apply(t, f, 5, InitClusterType, &statev1.InitClusterCommand{}), Invalid, "")
 	if got := f.State().Secrets(); !proto.Equal(got, sec) {
 		t.Errorf("Secrets() after refused inits = %v, want %v", got, sec)
+	}
+}
+
+func TestFSM_RotateTicketKeys(t *testing.T) {
+	f := NewFSM(0)
+	key := func(b byte, created int64) *statev1.TicketKey {
+		return &statev1.TicketKey{Key: bytes.Repeat([]byte{b}, 32), CreatedUnixNano: created}
+	}
+	cookie := bytes.Repeat([]byte{9}, 32)
+	checkStateError(t, apply(t, f, 2, RotateTicketKeysType, &statev1.RotateTicketKeysCommand{Key: key(1, 10), Keep: 3}), FailedPrecondition, "rotate ticket keys: the cluster is not initialised")
+	mustApply(t, f, 3, InitClusterType, &statev1.InitClusterCommand{Secrets: &statev1.ClusterSecrets{ClusterId: "c1"}})
+
+	mustApply(t, f, 4, RotateTicketKeysType, &statev1.RotateTicketKeysCommand{Key: key(1, 10), Keep: 2, CookieKey: cookie})
+	mustApply(t, f, 5, RotateTicketKeysType, &statev1.RotateTicketKeysCommand{Key: key(2, 20), Keep: 2, PreviousCreatedUnixNano: 10, CookieKey: []byte("other")})
+	mustApply(t, f, 6, RotateTicketKeysType, &statev1.RotateTicketKeysCommand{Key: key(3, 30), Keep: 2, PreviousCreatedUnixNano: 20})
+	for _, tc := range []struct {
+		cmd  *statev1.RotateTicketKeysCommand
+		kind ErrorKind
+		msg  string
+	}{
+		{&statev1.RotateTicketKeysCommand{Key: key(4, 40), Keep: 2, PreviousCreatedUnixNano: 20}, Conflict, "rotate ticket keys: the newest key was created at 30, not 20"},
+		{&statev1.RotateTicketKeysCommand{Key: &statev1.TicketKey{Key: []byte("short")}, Keep: 2, PreviousCreatedUnixNano: 30}, Invalid, "rotate ticket keys: key is 5 bytes, want 32"},
+		{&statev1.RotateTicketKeysCommand{Key: key(4, 40), PreviousCreatedUnixNano: 30}, Invalid, "rotate ticket keys: keep is 0"},
+	} {
+		checkStateError(t, apply(t, f, 7, RotateTicketKeysType, tc.cmd), tc.kind, tc.msg)
+	}
+	sec := f.State().Secrets()
+	var got []int64
+	for _, k := range sec.GetTicketKeys() {
+		got = append(got, k.GetCreatedUnixNano())
+	}
+	if want := []int64{30, 20}; !slices.Equal(got, want) {
+		t.Errorf("ticket keys created at %v, want %v (newest first, keep 2)", got, want)
+	}
+	if !bytes.Equal(sec.GetCookieKey(), cookie) {
+		t.Errorf("cookie key = %x, want the first one set (%x)", sec.GetCookieKey(), cookie)
 	}
 }
 

@@ -1223,6 +1223,7 @@ type JoinRequest struct {
 	Zone          string `protobuf:"bytes,5,opt,name=zone,proto3" json:"zone,omitempty"`
 	RaftAddress   string `protobuf:"bytes,6,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	ApiAddress    string `protobuf:"bytes,7,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	GossipAddress string `protobuf:"bytes,8,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1302,6 +1303,13 @@ func (x *JoinRequest) GetRaftAddress() string {
 func (x *JoinRequest) GetApiAddress() string {
 	if x != nil {
 		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
 	}
 	return ""
 }
@@ -1426,7 +1434,7 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x11.weft.v1.APITokenR\x06tokens\"'\n" +
 	"\x15RevokeAPITokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x18\n" +
-	"\x16RevokeAPITokenResponse\"\xc0\x01\n" +
+	"\x16RevokeAPITokenResponse\"\xe7\x01\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_pem\x18\x02 \x01(\tR\x06csrPem\x12\x12\n" +
@@ -1435,7 +1443,8 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\x04zone\x18\x05 \x01(\tR\x04zone\x12!\n" +
 	"\fraft_address\x18\x06 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\a \x01(\tR\n" +
-	"apiAddress\"N\n" +
+	"apiAddress\x12%\n" +
+	"\x0egossip_address\x18\b \x01(\tR\rgossipAddress\"N\n" +
 	"\fJoinResponse\x12'\n" +
 	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12\x15\n" +
 	"\x06ca_pem\x18\x02 \x01(\tR\x05caPem2\x81\b\n" +

@@ -252,6 +252,9 @@ type Listener struct {
 	Certificates  []string       `protobuf:"bytes,8,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	StickySession *StickySession `protobuf:"bytes,9,opt,name=sticky_session,json=stickySession,proto3" json:"sticky_session,omitempty"`
 	Timeouts      *Timeouts      `protobuf:"bytes,10,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	// MaxBodyBytes bounds request bodies of http and https listeners (413
+	// above it); 0 means unlimited.
+	MaxBodyBytes  uint64 `protobuf:"varint,11,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -356,6 +359,13 @@ func (x *Listener) GetTimeouts() *Timeouts {
 	return nil
 }
 
+func (x *Listener) GetMaxBodyBytes() uint64 {
+	if x != nil {
+		return x.MaxBodyBytes
+	}
+	return 0
+}
+
 // Rule routes a request that matches every set condition.
 type Rule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -365,10 +375,14 @@ type Rule struct {
 	PathExact  string       `protobuf:"bytes,3,opt,name=path_exact,json=pathExact,proto3" json:"path_exact,omitempty"`
 	Header     *HeaderMatch `protobuf:"bytes,4,opt,name=header,proto3" json:"header,omitempty"`
 	// Pool receives matching requests; exactly one of pool and redirect.
-	Pool          string    `protobuf:"bytes,5,opt,name=pool,proto3" json:"pool,omitempty"`
-	Redirect      *Redirect `protobuf:"bytes,6,opt,name=redirect,proto3" json:"redirect,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pool     string    `protobuf:"bytes,5,opt,name=pool,proto3" json:"pool,omitempty"`
+	Redirect *Redirect `protobuf:"bytes,6,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	// RequestHeaders rewrite the request on its way to the member,
+	// ResponseHeaders the response on its way back.
+	RequestHeaders  *HeaderRewrite `protobuf:"bytes,7,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	ResponseHeaders *HeaderRewrite `protobuf:"bytes,8,opt,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Rule) Reset() {
@@ -443,6 +457,83 @@ func (x *Rule) GetRedirect() *Redirect {
 	return nil
 }
 
+func (x *Rule) GetRequestHeaders() *HeaderRewrite {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *Rule) GetResponseHeaders() *HeaderRewrite {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return nil
+}
+
+// HeaderRewrite edits a header set: remove first, then set, then add.
+type HeaderRewrite struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Remove []string               `protobuf:"bytes,1,rep,name=remove,proto3" json:"remove,omitempty"`
+	// Set replaces a header's values.
+	Set map[string]string `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Add appends a value.
+	Add           map[string]string `protobuf:"bytes,3,rep,name=add,proto3" json:"add,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderRewrite) Reset() {
+	*x = HeaderRewrite{}
+	mi := &file_weft_v1_resources_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderRewrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderRewrite) ProtoMessage() {}
+
+func (x *HeaderRewrite) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderRewrite.ProtoReflect.Descriptor instead.
+func (*HeaderRewrite) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *HeaderRewrite) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *HeaderRewrite) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *HeaderRewrite) GetAdd() map[string]string {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
 type HeaderMatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -453,7 +544,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_weft_v1_resources_proto_msgTypes[5]
+	mi := &file_weft_v1_resources_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +556,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[5]
+	mi := &file_weft_v1_resources_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +569,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -509,7 +600,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_weft_v1_resources_proto_msgTypes[6]
+	mi := &file_weft_v1_resources_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +612,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[6]
+	mi := &file_weft_v1_resources_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +625,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -578,7 +669,7 @@ type StickySession struct {
 
 func (x *StickySession) Reset() {
 	*x = StickySession{}
-	mi := &file_weft_v1_resources_proto_msgTypes[7]
+	mi := &file_weft_v1_resources_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +681,7 @@ func (x *StickySession) String() string {
 func (*StickySession) ProtoMessage() {}
 
 func (x *StickySession) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[7]
+	mi := &file_weft_v1_resources_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +694,7 @@ func (x *StickySession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StickySession.ProtoReflect.Descriptor instead.
 func (*StickySession) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StickySession) GetEnabled() bool {
@@ -638,7 +729,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_weft_v1_resources_proto_msgTypes[8]
+	mi := &file_weft_v1_resources_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +741,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[8]
+	mi := &file_weft_v1_resources_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +754,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Timeouts) GetConnect() *durationpb.Duration {
@@ -698,7 +789,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_weft_v1_resources_proto_msgTypes[9]
+	mi := &file_weft_v1_resources_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +801,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[9]
+	mi := &file_weft_v1_resources_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +814,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Pool) GetMetadata() *Metadata {
@@ -745,15 +836,24 @@ type PoolSpec struct {
 	Members     []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
 	HealthCheck *HealthCheck           `protobuf:"bytes,2,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
 	// Algorithm is for L7 listeners: round-robin (default), least-request,
-	// hash-client-ip.
-	Algorithm     string `protobuf:"bytes,3,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	// hash-client-ip, hash-header or hash-cookie.
+	Algorithm string `protobuf:"bytes,3,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	// HashKey names the header (hash-header) or cookie (hash-cookie).
+	HashKey string `protobuf:"bytes,4,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
+	// UpstreamProtocol is how L7 listeners speak to members: http1 (default),
+	// h2c (HTTP/2 with prior knowledge, e.g. gRPC) or h2 (HTTP/2 over TLS).
+	UpstreamProtocol string `protobuf:"bytes,5,opt,name=upstream_protocol,json=upstreamProtocol,proto3" json:"upstream_protocol,omitempty"`
+	// UpstreamTLSInsecure skips verifying members' certificates (h2).
+	UpstreamTlsInsecure bool `protobuf:"varint,6,opt,name=upstream_tls_insecure,json=upstreamTlsInsecure,proto3" json:"upstream_tls_insecure,omitempty"`
+	// ProxyProtocol sends a PROXY protocol v2 header to members (L7).
+	ProxyProtocol bool `protobuf:"varint,7,opt,name=proxy_protocol,json=proxyProtocol,proto3" json:"proxy_protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PoolSpec) Reset() {
 	*x = PoolSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[10]
+	mi := &file_weft_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +865,7 @@ func (x *PoolSpec) String() string {
 func (*PoolSpec) ProtoMessage() {}
 
 func (x *PoolSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[10]
+	mi := &file_weft_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +878,7 @@ func (x *PoolSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolSpec.ProtoReflect.Descriptor instead.
 func (*PoolSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PoolSpec) GetMembers() []*Member {
@@ -802,6 +902,34 @@ func (x *PoolSpec) GetAlgorithm() string {
 	return ""
 }
 
+func (x *PoolSpec) GetHashKey() string {
+	if x != nil {
+		return x.HashKey
+	}
+	return ""
+}
+
+func (x *PoolSpec) GetUpstreamProtocol() string {
+	if x != nil {
+		return x.UpstreamProtocol
+	}
+	return ""
+}
+
+func (x *PoolSpec) GetUpstreamTlsInsecure() bool {
+	if x != nil {
+		return x.UpstreamTlsInsecure
+	}
+	return false
+}
+
+func (x *PoolSpec) GetProxyProtocol() bool {
+	if x != nil {
+		return x.ProxyProtocol
+	}
+	return false
+}
+
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Address is an IPv4 or IPv6 address.
@@ -818,7 +946,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	mi := &file_weft_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +958,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	mi := &file_weft_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +971,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Member) GetAddress() string {
@@ -902,7 +1030,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_weft_v1_resources_proto_msgTypes[12]
+	mi := &file_weft_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1042,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[12]
+	mi := &file_weft_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1055,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HealthCheck) GetType() string {
@@ -999,7 +1127,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_weft_v1_resources_proto_msgTypes[13]
+	mi := &file_weft_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1139,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[13]
+	mi := &file_weft_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1152,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Certificate) GetMetadata() *Metadata {
@@ -1058,7 +1186,7 @@ type CertificateSpec struct {
 
 func (x *CertificateSpec) Reset() {
 	*x = CertificateSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[14]
+	mi := &file_weft_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1198,7 @@ func (x *CertificateSpec) String() string {
 func (*CertificateSpec) ProtoMessage() {}
 
 func (x *CertificateSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[14]
+	mi := &file_weft_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1211,7 @@ func (x *CertificateSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateSpec.ProtoReflect.Descriptor instead.
 func (*CertificateSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CertificateSpec) GetCertificatePem() string {
@@ -1113,7 +1241,7 @@ type CertificateStatus struct {
 
 func (x *CertificateStatus) Reset() {
 	*x = CertificateStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[15]
+	mi := &file_weft_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1253,7 @@ func (x *CertificateStatus) String() string {
 func (*CertificateStatus) ProtoMessage() {}
 
 func (x *CertificateStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[15]
+	mi := &file_weft_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1266,7 @@ func (x *CertificateStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateStatus.ProtoReflect.Descriptor instead.
 func (*CertificateStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CertificateStatus) GetDnsNames() []string {
@@ -1180,7 +1308,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_weft_v1_resources_proto_msgTypes[16]
+	mi := &file_weft_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1320,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[16]
+	mi := &file_weft_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1333,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DNSRecord) GetMetadata() *Metadata {
@@ -1236,7 +1364,7 @@ type DNSRecordSpec struct {
 
 func (x *DNSRecordSpec) Reset() {
 	*x = DNSRecordSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[17]
+	mi := &file_weft_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1376,7 @@ func (x *DNSRecordSpec) String() string {
 func (*DNSRecordSpec) ProtoMessage() {}
 
 func (x *DNSRecordSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[17]
+	mi := &file_weft_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1389,7 @@ func (x *DNSRecordSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecordSpec.ProtoReflect.Descriptor instead.
 func (*DNSRecordSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DNSRecordSpec) GetFqdn() string {
@@ -1306,7 +1434,7 @@ type DNSTarget struct {
 
 func (x *DNSTarget) Reset() {
 	*x = DNSTarget{}
-	mi := &file_weft_v1_resources_proto_msgTypes[18]
+	mi := &file_weft_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1446,7 @@ func (x *DNSTarget) String() string {
 func (*DNSTarget) ProtoMessage() {}
 
 func (x *DNSTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[18]
+	mi := &file_weft_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1459,7 @@ func (x *DNSTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSTarget.ProtoReflect.Descriptor instead.
 func (*DNSTarget) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DNSTarget) GetLoadBalancer() string {
@@ -1381,7 +1509,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_weft_v1_resources_proto_msgTypes[19]
+	mi := &file_weft_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1521,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[19]
+	mi := &file_weft_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1534,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Node) GetMetadata() *Metadata {
@@ -1435,16 +1563,18 @@ type NodeSpec struct {
 	Region string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
 	Zone   string                 `protobuf:"bytes,2,opt,name=zone,proto3" json:"zone,omitempty"`
 	// RaftAddress and ApiAddress are host:port.
-	RaftAddress   string `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	ApiAddress    string `protobuf:"bytes,4,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
-	Drain         bool   `protobuf:"varint,5,opt,name=drain,proto3" json:"drain,omitempty"`
+	RaftAddress string `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress  string `protobuf:"bytes,4,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	Drain       bool   `protobuf:"varint,5,opt,name=drain,proto3" json:"drain,omitempty"`
+	// GossipAddress is host:port of the node's membership gossip (UDP+TCP).
+	GossipAddress string `protobuf:"bytes,6,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeSpec) Reset() {
 	*x = NodeSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[20]
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1586,7 @@ func (x *NodeSpec) String() string {
 func (*NodeSpec) ProtoMessage() {}
 
 func (x *NodeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[20]
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1599,7 @@ func (x *NodeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSpec.ProtoReflect.Descriptor instead.
 func (*NodeSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeSpec) GetRegion() string {
@@ -1507,6 +1637,13 @@ func (x *NodeSpec) GetDrain() bool {
 	return false
 }
 
+func (x *NodeSpec) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
 type NodeStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Suffrage is voter or nonvoter (empty when not in the Raft configuration).
@@ -1518,7 +1655,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1667,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1680,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeStatus) GetSuffrage() string {
@@ -1574,7 +1711,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1723,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1736,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JoinToken) GetId() string {
@@ -1652,7 +1789,7 @@ type APIToken struct {
 
 func (x *APIToken) Reset() {
 	*x = APIToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1801,7 @@ func (x *APIToken) String() string {
 func (*APIToken) ProtoMessage() {}
 
 func (x *APIToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1814,7 @@ func (x *APIToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIToken.ProtoReflect.Descriptor instead.
 func (*APIToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *APIToken) GetId() string {
@@ -1731,7 +1868,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1880,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1893,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -1851,7 +1988,7 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
 	"\fprimary_zone\x18\x03 \x01(\tR\vprimaryZone\x12!\n" +
 	"\fbackup_zones\x18\x04 \x03(\tR\vbackupZones\x12/\n" +
-	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\xcb\x02\n" +
+	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\xf1\x02\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1a\n" +
@@ -1863,7 +2000,8 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\fcertificates\x18\b \x03(\tR\fcertificates\x12=\n" +
 	"\x0esticky_session\x18\t \x01(\v2\x16.weft.v1.StickySessionR\rstickySession\x12-\n" +
 	"\btimeouts\x18\n" +
-	" \x01(\v2\x11.weft.v1.TimeoutsR\btimeouts\"\xcb\x01\n" +
+	" \x01(\v2\x11.weft.v1.TimeoutsR\btimeouts\x12$\n" +
+	"\x0emax_body_bytes\x18\v \x01(\x04R\fmaxBodyBytes\"\xcf\x02\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x1f\n" +
 	"\vpath_prefix\x18\x02 \x01(\tR\n" +
@@ -1872,7 +2010,19 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"path_exact\x18\x03 \x01(\tR\tpathExact\x12,\n" +
 	"\x06header\x18\x04 \x01(\v2\x14.weft.v1.HeaderMatchR\x06header\x12\x12\n" +
 	"\x04pool\x18\x05 \x01(\tR\x04pool\x12-\n" +
-	"\bredirect\x18\x06 \x01(\v2\x11.weft.v1.RedirectR\bredirect\"7\n" +
+	"\bredirect\x18\x06 \x01(\v2\x11.weft.v1.RedirectR\bredirect\x12?\n" +
+	"\x0frequest_headers\x18\a \x01(\v2\x16.weft.v1.HeaderRewriteR\x0erequestHeaders\x12A\n" +
+	"\x10response_headers\x18\b \x01(\v2\x16.weft.v1.HeaderRewriteR\x0fresponseHeaders\"\xfd\x01\n" +
+	"\rHeaderRewrite\x12\x16\n" +
+	"\x06remove\x18\x01 \x03(\tR\x06remove\x121\n" +
+	"\x03set\x18\x02 \x03(\v2\x1f.weft.v1.HeaderRewrite.SetEntryR\x03set\x121\n" +
+	"\x03add\x18\x03 \x03(\v2\x1f.weft.v1.HeaderRewrite.AddEntryR\x03add\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a6\n" +
+	"\bAddEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"7\n" +
 	"\vHeaderMatch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"^\n" +
@@ -1892,11 +2042,15 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\bresponse\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bresponse\"\\\n" +
 	"\x04Pool\x12-\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x11.weft.v1.MetadataR\bmetadata\x12%\n" +
-	"\x04spec\x18\x02 \x01(\v2\x11.weft.v1.PoolSpecR\x04spec\"\x8c\x01\n" +
+	"\x04spec\x18\x02 \x01(\v2\x11.weft.v1.PoolSpecR\x04spec\"\xaf\x02\n" +
 	"\bPoolSpec\x12)\n" +
 	"\amembers\x18\x01 \x03(\v2\x0f.weft.v1.MemberR\amembers\x127\n" +
 	"\fhealth_check\x18\x02 \x01(\v2\x14.weft.v1.HealthCheckR\vhealthCheck\x12\x1c\n" +
-	"\talgorithm\x18\x03 \x01(\tR\talgorithm\"\x88\x01\n" +
+	"\talgorithm\x18\x03 \x01(\tR\talgorithm\x12\x19\n" +
+	"\bhash_key\x18\x04 \x01(\tR\ahashKey\x12+\n" +
+	"\x11upstream_protocol\x18\x05 \x01(\tR\x10upstreamProtocol\x122\n" +
+	"\x15upstream_tls_insecure\x18\x06 \x01(\bR\x13upstreamTlsInsecure\x12%\n" +
+	"\x0eproxy_protocol\x18\a \x01(\bR\rproxyProtocol\"\x88\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1b\n" +
@@ -1943,14 +2097,15 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x04Node\x12-\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x11.weft.v1.MetadataR\bmetadata\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.weft.v1.NodeSpecR\x04spec\x12+\n" +
-	"\x06status\x18\x03 \x01(\v2\x13.weft.v1.NodeStatusR\x06status\"\x90\x01\n" +
+	"\x06status\x18\x03 \x01(\v2\x13.weft.v1.NodeStatusR\x06status\"\xb7\x01\n" +
 	"\bNodeSpec\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x04 \x01(\tR\n" +
 	"apiAddress\x12\x14\n" +
-	"\x05drain\x18\x05 \x01(\bR\x05drain\"@\n" +
+	"\x05drain\x18\x05 \x01(\bR\x05drain\x12%\n" +
+	"\x0egossip_address\x18\x06 \x01(\tR\rgossipAddress\"@\n" +
 	"\n" +
 	"NodeStatus\x12\x1a\n" +
 	"\bsuffrage\x18\x01 \x01(\tR\bsuffrage\x12\x16\n" +
@@ -1989,79 +2144,86 @@ func file_weft_v1_resources_proto_rawDescGZIP() []byte {
 	return file_weft_v1_resources_proto_rawDescData
 }
 
-var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_weft_v1_resources_proto_goTypes = []any{
 	(*Metadata)(nil),              // 0: weft.v1.Metadata
 	(*LoadBalancer)(nil),          // 1: weft.v1.LoadBalancer
 	(*LoadBalancerSpec)(nil),      // 2: weft.v1.LoadBalancerSpec
 	(*Listener)(nil),              // 3: weft.v1.Listener
 	(*Rule)(nil),                  // 4: weft.v1.Rule
-	(*HeaderMatch)(nil),           // 5: weft.v1.HeaderMatch
-	(*Redirect)(nil),              // 6: weft.v1.Redirect
-	(*StickySession)(nil),         // 7: weft.v1.StickySession
-	(*Timeouts)(nil),              // 8: weft.v1.Timeouts
-	(*Pool)(nil),                  // 9: weft.v1.Pool
-	(*PoolSpec)(nil),              // 10: weft.v1.PoolSpec
-	(*Member)(nil),                // 11: weft.v1.Member
-	(*HealthCheck)(nil),           // 12: weft.v1.HealthCheck
-	(*Certificate)(nil),           // 13: weft.v1.Certificate
-	(*CertificateSpec)(nil),       // 14: weft.v1.CertificateSpec
-	(*CertificateStatus)(nil),     // 15: weft.v1.CertificateStatus
-	(*DNSRecord)(nil),             // 16: weft.v1.DNSRecord
-	(*DNSRecordSpec)(nil),         // 17: weft.v1.DNSRecordSpec
-	(*DNSTarget)(nil),             // 18: weft.v1.DNSTarget
-	(*Node)(nil),                  // 19: weft.v1.Node
-	(*NodeSpec)(nil),              // 20: weft.v1.NodeSpec
-	(*NodeStatus)(nil),            // 21: weft.v1.NodeStatus
-	(*JoinToken)(nil),             // 22: weft.v1.JoinToken
-	(*APIToken)(nil),              // 23: weft.v1.APIToken
-	(*Resource)(nil),              // 24: weft.v1.Resource
-	nil,                           // 25: weft.v1.Metadata.LabelsEntry
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*HeaderRewrite)(nil),         // 5: weft.v1.HeaderRewrite
+	(*HeaderMatch)(nil),           // 6: weft.v1.HeaderMatch
+	(*Redirect)(nil),              // 7: weft.v1.Redirect
+	(*StickySession)(nil),         // 8: weft.v1.StickySession
+	(*Timeouts)(nil),              // 9: weft.v1.Timeouts
+	(*Pool)(nil),                  // 10: weft.v1.Pool
+	(*PoolSpec)(nil),              // 11: weft.v1.PoolSpec
+	(*Member)(nil),                // 12: weft.v1.Member
+	(*HealthCheck)(nil),           // 13: weft.v1.HealthCheck
+	(*Certificate)(nil),           // 14: weft.v1.Certificate
+	(*CertificateSpec)(nil),       // 15: weft.v1.CertificateSpec
+	(*CertificateStatus)(nil),     // 16: weft.v1.CertificateStatus
+	(*DNSRecord)(nil),             // 17: weft.v1.DNSRecord
+	(*DNSRecordSpec)(nil),         // 18: weft.v1.DNSRecordSpec
+	(*DNSTarget)(nil),             // 19: weft.v1.DNSTarget
+	(*Node)(nil),                  // 20: weft.v1.Node
+	(*NodeSpec)(nil),              // 21: weft.v1.NodeSpec
+	(*NodeStatus)(nil),            // 22: weft.v1.NodeStatus
+	(*JoinToken)(nil),             // 23: weft.v1.JoinToken
+	(*APIToken)(nil),              // 24: weft.v1.APIToken
+	(*Resource)(nil),              // 25: weft.v1.Resource
+	nil,                           // 26: weft.v1.Metadata.LabelsEntry
+	nil,                           // 27: weft.v1.HeaderRewrite.SetEntry
+	nil,                           // 28: weft.v1.HeaderRewrite.AddEntry
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_weft_v1_resources_proto_depIdxs = []int32{
-	25, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
+	26, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
 	0,  // 1: weft.v1.LoadBalancer.metadata:type_name -> weft.v1.Metadata
 	2,  // 2: weft.v1.LoadBalancer.spec:type_name -> weft.v1.LoadBalancerSpec
 	3,  // 3: weft.v1.LoadBalancerSpec.listeners:type_name -> weft.v1.Listener
 	4,  // 4: weft.v1.Listener.rules:type_name -> weft.v1.Rule
-	7,  // 5: weft.v1.Listener.sticky_session:type_name -> weft.v1.StickySession
-	8,  // 6: weft.v1.Listener.timeouts:type_name -> weft.v1.Timeouts
-	5,  // 7: weft.v1.Rule.header:type_name -> weft.v1.HeaderMatch
-	6,  // 8: weft.v1.Rule.redirect:type_name -> weft.v1.Redirect
-	26, // 9: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
-	26, // 10: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
-	26, // 11: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
-	26, // 12: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
-	0,  // 13: weft.v1.Pool.metadata:type_name -> weft.v1.Metadata
-	10, // 14: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
-	11, // 15: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
-	12, // 16: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
-	26, // 17: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	26, // 18: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	0,  // 19: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
-	14, // 20: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
-	15, // 21: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
-	27, // 22: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
-	27, // 23: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
-	0,  // 24: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
-	17, // 25: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
-	18, // 26: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
-	0,  // 27: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
-	20, // 28: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
-	21, // 29: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
-	27, // 30: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 31: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 32: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
-	9,  // 33: weft.v1.Resource.pool:type_name -> weft.v1.Pool
-	13, // 34: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
-	16, // 35: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	8,  // 5: weft.v1.Listener.sticky_session:type_name -> weft.v1.StickySession
+	9,  // 6: weft.v1.Listener.timeouts:type_name -> weft.v1.Timeouts
+	6,  // 7: weft.v1.Rule.header:type_name -> weft.v1.HeaderMatch
+	7,  // 8: weft.v1.Rule.redirect:type_name -> weft.v1.Redirect
+	5,  // 9: weft.v1.Rule.request_headers:type_name -> weft.v1.HeaderRewrite
+	5,  // 10: weft.v1.Rule.response_headers:type_name -> weft.v1.HeaderRewrite
+	27, // 11: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
+	28, // 12: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
+	29, // 13: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
+	29, // 14: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
+	29, // 15: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	29, // 16: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
+	0,  // 17: weft.v1.Pool.metadata:type_name -> weft.v1.Metadata
+	11, // 18: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
+	12, // 19: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
+	13, // 20: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
+	29, // 21: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	29, // 22: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	0,  // 23: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
+	15, // 24: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
+	16, // 25: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
+	30, // 26: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
+	30, // 27: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
+	0,  // 28: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
+	18, // 29: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
+	19, // 30: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
+	0,  // 31: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
+	21, // 32: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
+	22, // 33: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
+	30, // 34: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 35: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 36: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
+	10, // 37: weft.v1.Resource.pool:type_name -> weft.v1.Pool
+	14, // 38: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
+	17, // 39: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_resources_proto_init() }
@@ -2069,8 +2231,8 @@ func file_weft_v1_resources_proto_init() {
 	if File_weft_v1_resources_proto != nil {
 		return
 	}
-	file_weft_v1_resources_proto_msgTypes[11].OneofWrappers = []any{}
-	file_weft_v1_resources_proto_msgTypes[24].OneofWrappers = []any{
+	file_weft_v1_resources_proto_msgTypes[12].OneofWrappers = []any{}
+	file_weft_v1_resources_proto_msgTypes[25].OneofWrappers = []any{
 		(*Resource_LoadBalancer)(nil),
 		(*Resource_Pool)(nil),
 		(*Resource_Certificate)(nil),
@@ -2082,7 +2244,7 @@ func file_weft_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_resources_proto_rawDesc), len(file_weft_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -90,7 +90,12 @@ type ClusterSecrets struct {
 	CaCertPem string                 `protobuf:"bytes,2,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
 	CaKeyPem  string                 `protobuf:"bytes,3,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
 	// GossipKey is the memberlist keyring key (32 bytes).
-	GossipKey     []byte `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
+	GossipKey []byte `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
+	// CookieKey signs L7 sticky-session cookies (32 bytes).
+	CookieKey []byte `protobuf:"bytes,5,opt,name=cookie_key,json=cookieKey,proto3" json:"cookie_key,omitempty"`
+	// TicketKeys are the TLS session-ticket keys, newest first: the first
+	// issues tickets, all of them resume sessions.
+	TicketKeys    []*TicketKey `protobuf:"bytes,6,rep,name=ticket_keys,json=ticketKeys,proto3" json:"ticket_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -153,6 +158,145 @@ func (x *ClusterSecrets) GetGossipKey() []byte {
 	return nil
 }
 
+func (x *ClusterSecrets) GetCookieKey() []byte {
+	if x != nil {
+		return x.CookieKey
+	}
+	return nil
+}
+
+func (x *ClusterSecrets) GetTicketKeys() []*TicketKey {
+	if x != nil {
+		return x.TicketKeys
+	}
+	return nil
+}
+
+type TicketKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key is 32 random bytes.
+	Key             []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	CreatedUnixNano int64  `protobuf:"varint,2,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TicketKey) Reset() {
+	*x = TicketKey{}
+	mi := &file_weft_state_v1_state_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TicketKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TicketKey) ProtoMessage() {}
+
+func (x *TicketKey) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_state_v1_state_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TicketKey.ProtoReflect.Descriptor instead.
+func (*TicketKey) Descriptor() ([]byte, []int) {
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TicketKey) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TicketKey) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+// RotateTicketKeysCommand puts a new key first and keeps the newest Keep.
+// CreatedUnixNano of the previous first key is the expected state
+// (compare-and-set), so two leaders in a row do not rotate twice.
+type RotateTicketKeysCommand struct {
+	state                   protoimpl.MessageState `protogen:"open.v1"`
+	Key                     *TicketKey             `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Keep                    uint32                 `protobuf:"varint,2,opt,name=keep,proto3" json:"keep,omitempty"`
+	PreviousCreatedUnixNano int64                  `protobuf:"varint,3,opt,name=previous_created_unix_nano,json=previousCreatedUnixNano,proto3" json:"previous_created_unix_nano,omitempty"`
+	// CookieKey is set only when the cluster has none yet.
+	CookieKey     []byte `protobuf:"bytes,4,opt,name=cookie_key,json=cookieKey,proto3" json:"cookie_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateTicketKeysCommand) Reset() {
+	*x = RotateTicketKeysCommand{}
+	mi := &file_weft_state_v1_state_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateTicketKeysCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateTicketKeysCommand) ProtoMessage() {}
+
+func (x *RotateTicketKeysCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_state_v1_state_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateTicketKeysCommand.ProtoReflect.Descriptor instead.
+func (*RotateTicketKeysCommand) Descriptor() ([]byte, []int) {
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RotateTicketKeysCommand) GetKey() *TicketKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RotateTicketKeysCommand) GetKeep() uint32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+func (x *RotateTicketKeysCommand) GetPreviousCreatedUnixNano() int64 {
+	if x != nil {
+		return x.PreviousCreatedUnixNano
+	}
+	return 0
+}
+
+func (x *RotateTicketKeysCommand) GetCookieKey() []byte {
+	if x != nil {
+		return x.CookieKey
+	}
+	return nil
+}
+
 type JoinTokenRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Token *v1.JoinToken          `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
@@ -164,7 +308,7 @@ type JoinTokenRecord struct {
 
 func (x *JoinTokenRecord) Reset() {
 	*x = JoinTokenRecord{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[1]
+	mi := &file_weft_state_v1_state_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +320,7 @@ func (x *JoinTokenRecord) String() string {
 func (*JoinTokenRecord) ProtoMessage() {}
 
 func (x *JoinTokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[1]
+	mi := &file_weft_state_v1_state_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +333,7 @@ func (x *JoinTokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinTokenRecord.ProtoReflect.Descriptor instead.
 func (*JoinTokenRecord) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{1}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JoinTokenRecord) GetToken() *v1.JoinToken {
@@ -216,7 +360,7 @@ type APITokenRecord struct {
 
 func (x *APITokenRecord) Reset() {
 	*x = APITokenRecord{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[2]
+	mi := &file_weft_state_v1_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +372,7 @@ func (x *APITokenRecord) String() string {
 func (*APITokenRecord) ProtoMessage() {}
 
 func (x *APITokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[2]
+	mi := &file_weft_state_v1_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +385,7 @@ func (x *APITokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APITokenRecord.ProtoReflect.Descriptor instead.
 func (*APITokenRecord) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *APITokenRecord) GetToken() *v1.APIToken {
@@ -270,7 +414,7 @@ type ApplyResourcesCommand struct {
 
 func (x *ApplyResourcesCommand) Reset() {
 	*x = ApplyResourcesCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[3]
+	mi := &file_weft_state_v1_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +426,7 @@ func (x *ApplyResourcesCommand) String() string {
 func (*ApplyResourcesCommand) ProtoMessage() {}
 
 func (x *ApplyResourcesCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[3]
+	mi := &file_weft_state_v1_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +439,7 @@ func (x *ApplyResourcesCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResourcesCommand.ProtoReflect.Descriptor instead.
 func (*ApplyResourcesCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ApplyResourcesCommand) GetMode() WriteMode {
@@ -324,7 +468,7 @@ type DeleteResourceCommand struct {
 
 func (x *DeleteResourceCommand) Reset() {
 	*x = DeleteResourceCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[4]
+	mi := &file_weft_state_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +480,7 @@ func (x *DeleteResourceCommand) String() string {
 func (*DeleteResourceCommand) ProtoMessage() {}
 
 func (x *DeleteResourceCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[4]
+	mi := &file_weft_state_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +493,7 @@ func (x *DeleteResourceCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceCommand.ProtoReflect.Descriptor instead.
 func (*DeleteResourceCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteResourceCommand) GetKind() string {
@@ -382,7 +526,7 @@ type InitClusterCommand struct {
 
 func (x *InitClusterCommand) Reset() {
 	*x = InitClusterCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[5]
+	mi := &file_weft_state_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +538,7 @@ func (x *InitClusterCommand) String() string {
 func (*InitClusterCommand) ProtoMessage() {}
 
 func (x *InitClusterCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[5]
+	mi := &file_weft_state_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +551,7 @@ func (x *InitClusterCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitClusterCommand.ProtoReflect.Descriptor instead.
 func (*InitClusterCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InitClusterCommand) GetSecrets() *ClusterSecrets {
@@ -426,7 +570,7 @@ type UpsertNodeCommand struct {
 
 func (x *UpsertNodeCommand) Reset() {
 	*x = UpsertNodeCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[6]
+	mi := &file_weft_state_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +582,7 @@ func (x *UpsertNodeCommand) String() string {
 func (*UpsertNodeCommand) ProtoMessage() {}
 
 func (x *UpsertNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[6]
+	mi := &file_weft_state_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +595,7 @@ func (x *UpsertNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertNodeCommand.ProtoReflect.Descriptor instead.
 func (*UpsertNodeCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpsertNodeCommand) GetNode() *v1.Node {
@@ -470,7 +614,7 @@ type DeleteNodeCommand struct {
 
 func (x *DeleteNodeCommand) Reset() {
 	*x = DeleteNodeCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[7]
+	mi := &file_weft_state_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +626,7 @@ func (x *DeleteNodeCommand) String() string {
 func (*DeleteNodeCommand) ProtoMessage() {}
 
 func (x *DeleteNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[7]
+	mi := &file_weft_state_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +639,7 @@ func (x *DeleteNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNodeCommand.ProtoReflect.Descriptor instead.
 func (*DeleteNodeCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteNodeCommand) GetName() string {
@@ -515,7 +659,7 @@ type SetNodeDrainCommand struct {
 
 func (x *SetNodeDrainCommand) Reset() {
 	*x = SetNodeDrainCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[8]
+	mi := &file_weft_state_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +671,7 @@ func (x *SetNodeDrainCommand) String() string {
 func (*SetNodeDrainCommand) ProtoMessage() {}
 
 func (x *SetNodeDrainCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[8]
+	mi := &file_weft_state_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +684,7 @@ func (x *SetNodeDrainCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeDrainCommand.ProtoReflect.Descriptor instead.
 func (*SetNodeDrainCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetNodeDrainCommand) GetName() string {
@@ -566,7 +710,7 @@ type CreateJoinTokenCommand struct {
 
 func (x *CreateJoinTokenCommand) Reset() {
 	*x = CreateJoinTokenCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[9]
+	mi := &file_weft_state_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +722,7 @@ func (x *CreateJoinTokenCommand) String() string {
 func (*CreateJoinTokenCommand) ProtoMessage() {}
 
 func (x *CreateJoinTokenCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[9]
+	mi := &file_weft_state_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +735,7 @@ func (x *CreateJoinTokenCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenCommand.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateJoinTokenCommand) GetRecord() *JoinTokenRecord {
@@ -614,7 +758,7 @@ type ConsumeJoinTokenCommand struct {
 
 func (x *ConsumeJoinTokenCommand) Reset() {
 	*x = ConsumeJoinTokenCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[10]
+	mi := &file_weft_state_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +770,7 @@ func (x *ConsumeJoinTokenCommand) String() string {
 func (*ConsumeJoinTokenCommand) ProtoMessage() {}
 
 func (x *ConsumeJoinTokenCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[10]
+	mi := &file_weft_state_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +783,7 @@ func (x *ConsumeJoinTokenCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinTokenCommand.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinTokenCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConsumeJoinTokenCommand) GetId() string {
@@ -672,7 +816,7 @@ type RevokeJoinTokenCommand struct {
 
 func (x *RevokeJoinTokenCommand) Reset() {
 	*x = RevokeJoinTokenCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[11]
+	mi := &file_weft_state_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +828,7 @@ func (x *RevokeJoinTokenCommand) String() string {
 func (*RevokeJoinTokenCommand) ProtoMessage() {}
 
 func (x *RevokeJoinTokenCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[11]
+	mi := &file_weft_state_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +841,7 @@ func (x *RevokeJoinTokenCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenCommand.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeJoinTokenCommand) GetId() string {
@@ -716,7 +860,7 @@ type CreateAPITokenCommand struct {
 
 func (x *CreateAPITokenCommand) Reset() {
 	*x = CreateAPITokenCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[12]
+	mi := &file_weft_state_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +872,7 @@ func (x *CreateAPITokenCommand) String() string {
 func (*CreateAPITokenCommand) ProtoMessage() {}
 
 func (x *CreateAPITokenCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[12]
+	mi := &file_weft_state_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +885,7 @@ func (x *CreateAPITokenCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenCommand.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateAPITokenCommand) GetRecord() *APITokenRecord {
@@ -760,7 +904,7 @@ type RevokeAPITokenCommand struct {
 
 func (x *RevokeAPITokenCommand) Reset() {
 	*x = RevokeAPITokenCommand{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[13]
+	mi := &file_weft_state_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +916,7 @@ func (x *RevokeAPITokenCommand) String() string {
 func (*RevokeAPITokenCommand) ProtoMessage() {}
 
 func (x *RevokeAPITokenCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[13]
+	mi := &file_weft_state_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +929,7 @@ func (x *RevokeAPITokenCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenCommand.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenCommand) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeAPITokenCommand) GetId() string {
@@ -813,7 +957,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[14]
+	mi := &file_weft_state_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +969,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[14]
+	mi := &file_weft_state_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +982,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -931,7 +1075,7 @@ var File_weft_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_weft_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x19weft/state/v1/state.proto\x12\rweft.state.v1\x1a\x17weft/v1/resources.proto\"\x8c\x01\n" +
+	"\x19weft/state/v1/state.proto\x12\rweft.state.v1\x1a\x17weft/v1/resources.proto\"\xe6\x01\n" +
 	"\x0eClusterSecrets\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +
@@ -939,7 +1083,20 @@ const file_weft_state_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"ca_key_pem\x18\x03 \x01(\tR\bcaKeyPem\x12\x1d\n" +
 	"\n" +
-	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"\\\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\x12\x1d\n" +
+	"\n" +
+	"cookie_key\x18\x05 \x01(\fR\tcookieKey\x129\n" +
+	"\vticket_keys\x18\x06 \x03(\v2\x18.weft.state.v1.TicketKeyR\n" +
+	"ticketKeys\"I\n" +
+	"\tTicketKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12*\n" +
+	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\"\xb5\x01\n" +
+	"\x17RotateTicketKeysCommand\x12*\n" +
+	"\x03key\x18\x01 \x01(\v2\x18.weft.state.v1.TicketKeyR\x03key\x12\x12\n" +
+	"\x04keep\x18\x02 \x01(\rR\x04keep\x12;\n" +
+	"\x1aprevious_created_unix_nano\x18\x03 \x01(\x03R\x17previousCreatedUnixNano\x12\x1d\n" +
+	"\n" +
+	"cookie_key\x18\x04 \x01(\fR\tcookieKey\"\\\n" +
 	"\x0fJoinTokenRecord\x12(\n" +
 	"\x05token\x18\x01 \x01(\v2\x12.weft.v1.JoinTokenR\x05token\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\tR\n" +
@@ -1004,48 +1161,52 @@ func file_weft_state_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_weft_state_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_weft_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_weft_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_weft_state_v1_state_proto_goTypes = []any{
 	(WriteMode)(0),                  // 0: weft.state.v1.WriteMode
 	(*ClusterSecrets)(nil),          // 1: weft.state.v1.ClusterSecrets
-	(*JoinTokenRecord)(nil),         // 2: weft.state.v1.JoinTokenRecord
-	(*APITokenRecord)(nil),          // 3: weft.state.v1.APITokenRecord
-	(*ApplyResourcesCommand)(nil),   // 4: weft.state.v1.ApplyResourcesCommand
-	(*DeleteResourceCommand)(nil),   // 5: weft.state.v1.DeleteResourceCommand
-	(*InitClusterCommand)(nil),      // 6: weft.state.v1.InitClusterCommand
-	(*UpsertNodeCommand)(nil),       // 7: weft.state.v1.UpsertNodeCommand
-	(*DeleteNodeCommand)(nil),       // 8: weft.state.v1.DeleteNodeCommand
-	(*SetNodeDrainCommand)(nil),     // 9: weft.state.v1.SetNodeDrainCommand
-	(*CreateJoinTokenCommand)(nil),  // 10: weft.state.v1.CreateJoinTokenCommand
-	(*ConsumeJoinTokenCommand)(nil), // 11: weft.state.v1.ConsumeJoinTokenCommand
-	(*RevokeJoinTokenCommand)(nil),  // 12: weft.state.v1.RevokeJoinTokenCommand
-	(*CreateAPITokenCommand)(nil),   // 13: weft.state.v1.CreateAPITokenCommand
-	(*RevokeAPITokenCommand)(nil),   // 14: weft.state.v1.RevokeAPITokenCommand
-	(*SnapshotRecord)(nil),          // 15: weft.state.v1.SnapshotRecord
-	(*v1.JoinToken)(nil),            // 16: weft.v1.JoinToken
-	(*v1.APIToken)(nil),             // 17: weft.v1.APIToken
-	(*v1.Resource)(nil),             // 18: weft.v1.Resource
-	(*v1.Node)(nil),                 // 19: weft.v1.Node
+	(*TicketKey)(nil),               // 2: weft.state.v1.TicketKey
+	(*RotateTicketKeysCommand)(nil), // 3: weft.state.v1.RotateTicketKeysCommand
+	(*JoinTokenRecord)(nil),         // 4: weft.state.v1.JoinTokenRecord
+	(*APITokenRecord)(nil),          // 5: weft.state.v1.APITokenRecord
+	(*ApplyResourcesCommand)(nil),   // 6: weft.state.v1.ApplyResourcesCommand
+	(*DeleteResourceCommand)(nil),   // 7: weft.state.v1.DeleteResourceCommand
+	(*InitClusterCommand)(nil),      // 8: weft.state.v1.InitClusterCommand
+	(*UpsertNodeCommand)(nil),       // 9: weft.state.v1.UpsertNodeCommand
+	(*DeleteNodeCommand)(nil),       // 10: weft.state.v1.DeleteNodeCommand
+	(*SetNodeDrainCommand)(nil),     // 11: weft.state.v1.SetNodeDrainCommand
+	(*CreateJoinTokenCommand)(nil),  // 12: weft.state.v1.CreateJoinTokenCommand
+	(*ConsumeJoinTokenCommand)(nil), // 13: weft.state.v1.ConsumeJoinTokenCommand
+	(*RevokeJoinTokenCommand)(nil),  // 14: weft.state.v1.RevokeJoinTokenCommand
+	(*CreateAPITokenCommand)(nil),   // 15: weft.state.v1.CreateAPITokenCommand
+	(*RevokeAPITokenCommand)(nil),   // 16: weft.state.v1.RevokeAPITokenCommand
+	(*SnapshotRecord)(nil),          // 17: weft.state.v1.SnapshotRecord
+	(*v1.JoinToken)(nil),            // 18: weft.v1.JoinToken
+	(*v1.APIToken)(nil),             // 19: weft.v1.APIToken
+	(*v1.Resource)(nil),             // 20: weft.v1.Resource
+	(*v1.Node)(nil),                 // 21: weft.v1.Node
 }
 var file_weft_state_v1_state_proto_depIdxs = []int32{
-	16, // 0: weft.state.v1.JoinTokenRecord.token:type_name -> weft.v1.JoinToken
-	17, // 1: weft.state.v1.APITokenRecord.token:type_name -> weft.v1.APIToken
-	0,  // 2: weft.state.v1.ApplyResourcesCommand.mode:type_name -> weft.state.v1.WriteMode
-	18, // 3: weft.state.v1.ApplyResourcesCommand.resources:type_name -> weft.v1.Resource
-	1,  // 4: weft.state.v1.InitClusterCommand.secrets:type_name -> weft.state.v1.ClusterSecrets
-	19, // 5: weft.state.v1.UpsertNodeCommand.node:type_name -> weft.v1.Node
-	2,  // 6: weft.state.v1.CreateJoinTokenCommand.record:type_name -> weft.state.v1.JoinTokenRecord
-	3,  // 7: weft.state.v1.CreateAPITokenCommand.record:type_name -> weft.state.v1.APITokenRecord
-	1,  // 8: weft.state.v1.SnapshotRecord.secrets:type_name -> weft.state.v1.ClusterSecrets
-	18, // 9: weft.state.v1.SnapshotRecord.resource:type_name -> weft.v1.Resource
-	19, // 10: weft.state.v1.SnapshotRecord.node:type_name -> weft.v1.Node
-	2,  // 11: weft.state.v1.SnapshotRecord.join_token:type_name -> weft.state.v1.JoinTokenRecord
-	3,  // 12: weft.state.v1.SnapshotRecord.api_token:type_name -> weft.state.v1.APITokenRecord
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	2,  // 0: weft.state.v1.ClusterSecrets.ticket_keys:type_name -> weft.state.v1.TicketKey
+	2,  // 1: weft.state.v1.RotateTicketKeysCommand.key:type_name -> weft.state.v1.TicketKey
+	18, // 2: weft.state.v1.JoinTokenRecord.token:type_name -> weft.v1.JoinToken
+	19, // 3: weft.state.v1.APITokenRecord.token:type_name -> weft.v1.APIToken
+	0,  // 4: weft.state.v1.ApplyResourcesCommand.mode:type_name -> weft.state.v1.WriteMode
+	20, // 5: weft.state.v1.ApplyResourcesCommand.resources:type_name -> weft.v1.Resource
+	1,  // 6: weft.state.v1.InitClusterCommand.secrets:type_name -> weft.state.v1.ClusterSecrets
+	21, // 7: weft.state.v1.UpsertNodeCommand.node:type_name -> weft.v1.Node
+	4,  // 8: weft.state.v1.CreateJoinTokenCommand.record:type_name -> weft.state.v1.JoinTokenRecord
+	5,  // 9: weft.state.v1.CreateAPITokenCommand.record:type_name -> weft.state.v1.APITokenRecord
+	1,  // 10: weft.state.v1.SnapshotRecord.secrets:type_name -> weft.state.v1.ClusterSecrets
+	20, // 11: weft.state.v1.SnapshotRecord.resource:type_name -> weft.v1.Resource
+	21, // 12: weft.state.v1.SnapshotRecord.node:type_name -> weft.v1.Node
+	4,  // 13: weft.state.v1.SnapshotRecord.join_token:type_name -> weft.state.v1.JoinTokenRecord
+	5,  // 14: weft.state.v1.SnapshotRecord.api_token:type_name -> weft.state.v1.APITokenRecord
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_weft_state_v1_state_proto_init() }
@@ -1053,7 +1214,7 @@ func file_weft_state_v1_state_proto_init() {
 	if File_weft_state_v1_state_proto != nil {
 		return
 	}
-	file_weft_state_v1_state_proto_msgTypes[14].OneofWrappers = []any{
+	file_weft_state_v1_state_proto_msgTypes[16].OneofWrappers = []any{
 		(*SnapshotRecord_Secrets)(nil),
 		(*SnapshotRecord_Resource)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -1066,7 +1227,7 @@ func file_weft_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_state_v1_state_proto_rawDesc), len(file_weft_state_v1_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
