@@ -68,8 +68,8 @@ func (c *clusterService) Status(ctx context.Context, req *connect.Request[weftv1
 		NodeName: s.cfg.NodeName, Term: term, CommitIndex: commit, AppliedIndex: applied, State: state,
 		Nodes: s.nodes(),
 	}
-	if s.cfg.Subsystems != nil {
-		res.Subsystems = s.cfg.Subsystems()
+	if s.cfg.Local != nil {
+		s.cfg.Local(res)
 	}
 	if id, _ := s.cfg.Replica.Leader(); id != "" {
 		res.LeaderName = id
@@ -294,6 +294,7 @@ func (s *Server) join(ctx context.Context, m *weftv1.JoinRequest) (*weftv1.JoinR
 		Metadata: &weftv1.Metadata{Name: m.GetName()},
 		Spec: &weftv1.NodeSpec{
 			Region: m.GetRegion(), Zone: m.GetZone(), RaftAddress: m.GetRaftAddress(), ApiAddress: m.GetApiAddress(),
+			GossipAddress: m.GetGossipAddress(),
 		},
 	}
 	if err := validate.Node(node); err != nil {

@@ -55,8 +55,9 @@ type Config struct {
 	// LeaderWait bounds how long a request waits for an election before
 	// failing with Unavailable; 0 means 5 s.
 	LeaderWait time.Duration
-	// Subsystems reports the node's subsystems for Status; nil: none.
-	Subsystems func() []*weftv1.SubsystemStatus
+	// Local fills in what only the node itself knows for Status (its
+	// subsystems, health view and gossip membership); nil: nothing.
+	Local func(*weftv1.StatusResponse)
 }
 
 // Server is the API of one node.

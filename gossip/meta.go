@@ -23,6 +23,9 @@ type NodeMeta struct {
 	Addrs map[string]string
 	// Draining is set while the node is being drained (`weft node drain`).
 	Draining bool
+	// Checker is set on nodes that run health checks (those that serve
+	// traffic), the candidates for probing pool members.
+	Checker bool
 	// AppliedIndex is the Raft index the node's subsystems have applied.
 	AppliedIndex uint64
 
@@ -39,11 +42,12 @@ const (
 	tagRegion  = 1
 	tagZone    = 2
 	tagAddr    = 3 // value: uvarint key length, key, address
-	tagFlags   = 4 // value: one byte, bit 0 = draining, bit 1 = leaving
+	tagFlags   = 4 // value: one byte, bit 0 = draining, bit 1 = leaving, bit 2 = checker
 	tagApplied = 5 // value: uvarint
 
 	flagDraining = 1 << 0
 	flagLeaving  = 1 << 1
+	flagChecker  = 1 << 2
 )
 
 // MarshalBinary encodes m compactly; it fails if the result would exceed
@@ -67,6 +71,9 @@ func (m NodeMeta) MarshalBinary() ([]byte, error) {
 	}
 	if m.leaving {
 		flags |= flagLeaving
+	}
+	if m.Checker {
+		flags |= flagChecker
 	}
 	b = append(b, tagFlags, 1, flags)
 	if m.AppliedIndex != 0 {
@@ -128,6 +135,7 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 			}
 			m.Draining = v[0]&flagDraining != 0
 			m.leaving = v[0]&flagLeaving != 0
+			m.Checker = v[0]&flagChecker != 0
 		case tagApplied:
 			idx, isz := binary.Uvarint(v)
 			if isz <= 0 {

@@ -13,7 +13,8 @@ func TestNodeMetaRoundTrip(t *testing.T) {
 	}{
 		{"empty", NodeMeta{}},
 		{"zone only", NodeMeta{Zone: "a"}},
-		{"full", NodeMeta{Region: "eu-west", Zone: "eu-west-1a", Draining: true, AppliedIndex: 1 << 40,
+		{"checker", NodeMeta{Zone: "b", Checker: true}},
+		{"full", NodeMeta{Region: "eu-west", Zone: "eu-west-1a", Draining: true, Checker: true, AppliedIndex: 1 << 40,
 			Addrs: map[string]string{"api": "[2001:db8::1]:8443", "raft": "10.0.0.1:7000", "flow": "10.0.0.1:7001"}}},
 	}
 	for _, tc := range tests {

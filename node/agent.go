@@ -20,6 +20,7 @@ import (
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/userspace"
 	"github.com/weftlb/weft/dataplane/xdp"
+	"github.com/weftlb/weft/gossip"
 	"github.com/weftlb/weft/health"
 	"github.com/weftlb/weft/pki"
 	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
@@ -44,9 +45,12 @@ type Agent struct {
 	apiLn net.Listener
 	done  chan error
 
-	rec       *reconciler
+	rec *reconciler
+	// started is closed when the subsystems exist: Status reads them.
+	started   chan struct{}
 	stopRec   context.CancelFunc
 	recDone   chan struct{}
+	gossip    *gossipSubsystem
 	dataplane dataplane.Driver
 	speaker   *bgp.Speaker
 	health    *health.Health
@@ -84,7 +88,7 @@ func Start(ctx context.Context, cfg Config, out io.Writer) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, id: id, done: make(chan error, 1)}
+	a := &Agent{cfg: cfg, id: id, done: make(chan error, 1), started: make(chan struct{})}
 	if err := a.open(d); err != nil {
 		a.Close()
 		return nil, err
@@ -149,7 +153,7 @@ func (a *Agent) open(d dataDir) error {
 	}
 	a.raft = r
 	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger,
-		Subsystems: a.subsystems})
+		Local: a.localStatus})
 	a.api = srv
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
@@ -255,7 +259,7 @@ func (a *Agent) nodeRecord() *weftv1.Node {
 	return &weftv1.Node{
 		Metadata: &weftv1.Metadata{Name: a.id.Name},
 		Spec: &weftv1.NodeSpec{Region: a.id.Region, Zone: a.id.Zone,
-			RaftAddress: a.id.RaftAdvertise, ApiAddress: a.id.APIAdvertise},
+			RaftAddress: a.id.RaftAdvertise, ApiAddress: a.id.APIAdvertise, GossipAddress: a.id.GossipAdvertise},
 	}
 }
 
@@ -263,11 +267,23 @@ func (a *Agent) nodeRecord() *weftv1.Node {
 // the loop that keeps them in line with the committed state.
 func (a *Agent) startReconciler() error {
 	a.rec = &reconciler{fsm: a.raft.FSM(), log: a.cfg.Logger}
+	// Only nodes that serve traffic check their pools' members.
+	checker := a.cfg.Dataplane != DataplaneNone || a.cfg.BGP.ASN != 0
+	gossipAdvertise := a.id.GossipAdvertise
+	if gossipAdvertise == "" {
+		gossipAdvertise = a.cfg.GossipAdvertise
+	}
+	a.gossip = newGossipSubsystem(gossip.Config{
+		NodeName: a.id.Name, BindAddr: a.cfg.GossipAddr, AdvertiseAddr: gossipAdvertise, Logger: a.cfg.Logger,
+		Meta: gossip.NodeMeta{Region: a.id.Region, Zone: a.id.Zone, Checker: checker},
+	}, nil, a.cfg.Logger)
+	a.rec.subs = append(a.rec.subs, &subsystem{name: "gossip", apply: a.gossip.apply})
+	a.rec.wake = append(a.rec.wake, a.gossip.changed)
 	healthy := Healthy(allHealthy)
-	if a.cfg.Dataplane != DataplaneNone || a.cfg.BGP.ASN != 0 {
-		// Only nodes that serve traffic check their pools' members.
-		a.health = health.New(noPublisher{}, a.cfg.Logger)
-		hs := &healthSubsystem{h: a.health, self: a.id.Name, zone: a.id.Zone}
+	if checker {
+		a.health = health.New(a.gossip, a.cfg.Logger)
+		a.gossip.health = a.health
+		hs := &healthSubsystem{h: a.health, self: a.id.Name, nodes: a.gossip.checkers}
 		healthy = hs.healthy
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "health", apply: hs.apply})
 		a.rec.wake = append(a.rec.wake, a.health.Changed)
@@ -321,15 +337,28 @@ func (a *Agent) startReconciler() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopRec, a.recDone = cancel, make(chan struct{})
 	go func() { defer close(a.recDone); a.rec.run(ctx) }()
+	close(a.started)
 	return nil
 }
 
-// subsystems reports the subsystems' progress for Status.
-func (a *Agent) subsystems() []*weftv1.SubsystemStatus {
-	if a.rec == nil {
-		return nil
+// localStatus adds to Status the subsystems' progress, the health view and
+// the gossip membership.
+func (a *Agent) localStatus(res *weftv1.StatusResponse) {
+	select {
+	case <-a.started:
+	default:
+		return // still starting
 	}
-	return a.rec.status()
+	res.Subsystems = a.rec.status()
+	if a.health != nil {
+		res.Members = memberHealth(a.health)
+	}
+	if g := a.gossip.gossiper(); g != nil {
+		for _, m := range g.Members() {
+			res.Gossip = append(res.Gossip, &weftv1.GossipMember{Name: m.Name, Address: m.Addr.String(),
+				State: m.State.String(), Zone: m.Meta.Zone, Draining: m.Meta.Draining, Checker: m.Meta.Checker})
+		}
+	}
 }
 
 // Done reports the API server's end.
@@ -375,6 +404,9 @@ func (a *Agent) Close() error {
 	if a.health != nil {
 		errs = append(errs, a.health.Close())
 	}
+	if a.gossip != nil {
+		errs = append(errs, a.gossip.close())
+	}
 	if a.raft != nil {
 		errs = append(errs, a.raft.Close())
 	}
@@ -383,7 +415,7 @@ func (a *Agent) Close() error {
 
 func identityOf(cfg Config) identity {
 	return identity{Name: cfg.Name, Region: cfg.Region, Zone: cfg.Zone,
-		APIAdvertise: cfg.APIAdvertise, RaftAdvertise: cfg.RaftAdvertise}
+		APIAdvertise: cfg.APIAdvertise, RaftAdvertise: cfg.RaftAdvertise, GossipAdvertise: cfg.GossipAdvertise}
 }
 
 // certHosts are the names a node's certificate is valid for: its name and

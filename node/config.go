@@ -21,6 +21,10 @@ type Config struct {
 	// address, which must then not be a wildcard).
 	APIAddr, APIAdvertise   string
 	RaftAddr, RaftAdvertise string
+	// GossipAddr is host:port for membership gossip (UDP and TCP); the
+	// default is the Raft listen host with DefaultGossipPort. Its advertised
+	// address defaults to the Raft advertised host with the same port.
+	GossipAddr, GossipAdvertise string
 
 	// Init creates a new cluster; Join (host:port of any member) with
 	// Token joins one. Neither: restart from DataDir.
@@ -53,6 +57,9 @@ type Config struct {
 
 	Logger *slog.Logger
 }
+
+// DefaultGossipPort is memberlist's usual port.
+const DefaultGossipPort = "7946"
 
 // Dataplane drivers.
 const (
@@ -105,7 +112,28 @@ func (c *Config) setDefaults() error {
 	if c.RaftAdvertise, err = advertise("raft", c.RaftAddr, c.RaftAdvertise); err != nil {
 		return err
 	}
-	return nil
+	return c.gossipDefaults()
+}
+
+// gossipDefaults derives the gossip addresses from the Raft ones.
+func (c *Config) gossipDefaults() error {
+	if c.GossipAddr == "" {
+		host, _, err := net.SplitHostPort(c.RaftAddr)
+		if err != nil {
+			return fmt.Errorf("raft address %q: %w", c.RaftAddr, err)
+		}
+		c.GossipAddr = net.JoinHostPort(host, DefaultGossipPort)
+	}
+	_, port, err := net.SplitHostPort(c.GossipAddr)
+	if err != nil {
+		return fmt.Errorf("gossip address %q: %w", c.GossipAddr, err)
+	}
+	if c.GossipAdvertise == "" {
+		host, _, _ := net.SplitHostPort(c.RaftAdvertise) // checked by advertise
+		c.GossipAdvertise = net.JoinHostPort(host, port)
+	}
+	c.GossipAdvertise, err = advertise("gossip", c.GossipAddr, c.GossipAdvertise)
+	return err
 }
 
 // advertise picks the address others dial for a listen address.

@@ -35,6 +35,9 @@ type identity struct {
 	Zone          string `json:"zone"`
 	APIAdvertise  string `json:"apiAdvertise"`
 	RaftAdvertise string `json:"raftAdvertise"`
+	// GossipAdvertise is empty in data dirs from before gossip; such a node
+	// takes its --gossip-addr.
+	GossipAdvertise string `json:"gossipAdvertise,omitempty"`
 }
 
 // CAFile is the path of the cluster CA certificate in a data dir.

@@ -1,25 +1,23 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/weftlb/weft/health"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/raftfsm"
 )
 
-// noPublisher publishes verdicts nowhere. Until gossip is wired into the
-// agent, each node is the only live node its health subsystem knows: it
-// checks every member itself and derives the view from its own probes.
-type noPublisher struct{}
-
-func (noPublisher) Broadcast(string, []byte) {}
-
-// healthConfig turns the committed pools into the health subsystem's
-// Config (validate has filled every check's defaults).
-func healthConfig(st *raftfsm.State, self, zone string) health.Config {
-	cfg := health.Config{Self: self, Nodes: []health.NodeInfo{{Name: self, Zone: zone}}}
+// healthConfig turns the committed pools and the live checking nodes into
+// the health subsystem's Config (validate has filled every check's
+// defaults).
+func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo) health.Config {
+	cfg := health.Config{Self: self, Nodes: nodes}
 	for _, p := range st.Pools() {
 		hc := p.GetSpec().GetHealthCheck()
 		pool := health.Pool{Name: p.GetMetadata().GetName(), Check: health.CheckSpec{
@@ -45,15 +43,39 @@ func memberAddr(m *weftv1.Member) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, uint16(m.GetPort())), nil
 }
 
-// healthSubsystem runs the checks of the committed pools; its view decides
-// which members the dataplane and BGP count as able to take flows.
+// healthSubsystem runs this node's share of the checks of the committed
+// pools (the members rendezvous hashing assigns to it among the live
+// checking nodes); its view, agreed through gossip, decides which members
+// the dataplane and BGP count as able to take flows.
 type healthSubsystem struct {
-	h          *health.Health
-	self, zone string
+	h    *health.Health
+	self string
+	// nodes returns the live checking nodes, self included.
+	nodes func() []health.NodeInfo
 }
 
 func (s *healthSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
-	return s.h.Apply(ctx, healthConfig(st, s.self, s.zone))
+	return s.h.Apply(ctx, healthConfig(st, s.self, s.nodes()))
+}
+
+// memberHealth reports the agreed view with each member's checkers and
+// this node's own probe of it.
+func memberHealth(h *health.Health) []*weftv1.MemberHealth {
+	probes := make(map[health.MemberKey]health.ProbeStatus)
+	for _, p := range h.Probes() {
+		probes[p.Member] = p
+	}
+	view := h.View()
+	keys := slices.SortedFunc(maps.Keys(view), func(a, b health.MemberKey) int {
+		return cmp.Or(strings.Compare(a.Pool, b.Pool), a.Addr.Compare(b.Addr))
+	})
+	out := make([]*weftv1.MemberHealth, 0, len(keys))
+	for _, k := range keys {
+		p := probes[k]
+		out = append(out, &weftv1.MemberHealth{Pool: k.Pool, Address: k.Addr.Addr().String(), Port: uint32(k.Addr.Port()),
+			Up: view[k], Checkers: h.Checkers(k), Probe: p.State, LastError: p.LastError})
+	}
+	return out
 }
 
 // healthy reports a member's state in the agreed view; members the view

@@ -40,7 +40,7 @@ func joinCluster(ctx context.Context, cfg Config, d dataDir) error {
 	defer c.Close()
 	req := &weftv1.JoinRequest{
 		Token: cfg.Token, CsrPem: string(csr), Name: cfg.Name, Region: cfg.Region, Zone: cfg.Zone,
-		RaftAddress: cfg.RaftAdvertise, ApiAddress: cfg.APIAdvertise,
+		RaftAddress: cfg.RaftAdvertise, ApiAddress: cfg.APIAdvertise, GossipAddress: cfg.GossipAdvertise,
 	}
 	deadline := time.Now().Add(joinWait)
 	for {

@@ -10,7 +10,8 @@ import (
 const kindNode = "node"
 
 // Node checks a joining node's identity: its name, region and zone are DNS
-// labels and its Raft and API addresses are host:port with a valid port.
+// labels and its Raft, API and (when set: nodes from before gossip have
+// none) gossip addresses are host:port with a valid port.
 func Node(n *weftv1.Node) error {
 	c, err := metadata(kindNode, n.GetMetadata())
 	if err != nil {
@@ -25,7 +26,13 @@ func Node(n *weftv1.Node) error {
 	if err := c.hostPort("spec.raft_address", n.GetSpec().GetRaftAddress()); err != nil {
 		return err
 	}
-	return c.hostPort("spec.api_address", n.GetSpec().GetApiAddress())
+	if err := c.hostPort("spec.api_address", n.GetSpec().GetApiAddress()); err != nil {
+		return err
+	}
+	if g := n.GetSpec().GetGossipAddress(); g != "" {
+		return c.hostPort("spec.gossip_address", g)
+	}
+	return nil
 }
 
 func (c checker) hostPort(field, s string) error {

@@ -85,6 +85,8 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.APIAdvertise, "advertise-api", "", "API address others dial (default: --api-addr)")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7401", "Raft listen address")
 	f.StringVar(&cfg.RaftAdvertise, "advertise-raft", "", "Raft address others dial (default: --raft-addr)")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "gossip listen address, UDP and TCP (default: the --raft-addr host, port "+node.DefaultGossipPort+")")
+	f.StringVar(&cfg.GossipAdvertise, "advertise-gossip", "", "gossip address others dial (default: the --advertise-raft host, the --gossip-addr port)")
 	f.BoolVar(&cfg.Init, "init", false, "create a new cluster with this node as its first member")
 	f.StringVar(&cfg.Join, "join", "", "join the cluster of the member at HOST:PORT (its API address)")
 	f.StringVar(&cfg.Token, "token", os.Getenv("WEFT_JOIN_TOKEN"), "join token (WEFT_JOIN_TOKEN)")

@@ -194,7 +194,7 @@ func (s *service) close() {
 func (f *Forwarder) start(k serviceKey, t *table) (*service, error) {
 	s := &service{key: k, stats: newStats()}
 	s.table.Store(t)
-	lc := net.ListenConfig{Control: freebind}
+	lc := net.ListenConfig{Control: bindVIP}
 	addr := netip.AddrPortFrom(k.vip, k.port).String()
 	switch k.proto {
 	case dataplane.ProtoTCP:
@@ -217,10 +217,17 @@ func (f *Forwarder) start(k serviceKey, t *table) (*service, error) {
 	return s, nil
 }
 
-// freebind lets a socket bind a VIP that is not (yet) a local address.
-func freebind(network, address string, c syscall.RawConn) error {
+// bindVIP lets a socket bind a VIP that is not (yet) a local address
+// (IP_FREEBIND), and lets several processes bind the same VIP:port
+// (SO_REUSEPORT): a restarted or upgraded agent starting before the old one
+// has gone, or several nodes sharing one host, split flows by hash the way
+// ECMP splits them between hosts.
+func bindVIP(network, address string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
+			return
+		}
 		if network == "tcp6" || network == "udp6" {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
 			return

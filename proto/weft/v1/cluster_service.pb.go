@@ -70,7 +70,12 @@ type StatusResponse struct {
 	State string  `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
 	Nodes []*Node `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Subsystems report how far this node has applied the committed state.
-	Subsystems    []*SubsystemStatus `protobuf:"bytes,9,rep,name=subsystems,proto3" json:"subsystems,omitempty"`
+	Subsystems []*SubsystemStatus `protobuf:"bytes,9,rep,name=subsystems,proto3" json:"subsystems,omitempty"`
+	// Members is this node's copy of the agreed health view (nodes that serve
+	// traffic only): every pool member, its state and who checks it.
+	Members []*MemberHealth `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
+	// Gossip is the cluster membership as this node's gossip sees it.
+	Gossip        []*GossipMember `protobuf:"bytes,11,rep,name=gossip,proto3" json:"gossip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +173,203 @@ func (x *StatusResponse) GetSubsystems() []*SubsystemStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetMembers() []*MemberHealth {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetGossip() []*GossipMember {
+	if x != nil {
+		return x.Gossip
+	}
+	return nil
+}
+
+// MemberHealth is one pool member in the agreed health view.
+type MemberHealth struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pool    string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Port    uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Up      bool                   `protobuf:"varint,4,opt,name=up,proto3" json:"up,omitempty"`
+	// Checkers are the nodes assigned to probe the member.
+	Checkers []string `protobuf:"bytes,5,rep,name=checkers,proto3" json:"checkers,omitempty"`
+	// Probe is this node's own probe of the member: unknown, up or down;
+	// empty when this node is not one of its checkers.
+	Probe         string `protobuf:"bytes,6,opt,name=probe,proto3" json:"probe,omitempty"`
+	LastError     string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberHealth) Reset() {
+	*x = MemberHealth{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberHealth) ProtoMessage() {}
+
+func (x *MemberHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberHealth.ProtoReflect.Descriptor instead.
+func (*MemberHealth) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MemberHealth) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *MemberHealth) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MemberHealth) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *MemberHealth) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
+}
+
+func (x *MemberHealth) GetCheckers() []string {
+	if x != nil {
+		return x.Checkers
+	}
+	return nil
+}
+
+func (x *MemberHealth) GetProbe() string {
+	if x != nil {
+		return x.Probe
+	}
+	return ""
+}
+
+func (x *MemberHealth) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+// GossipMember is one node as gossip sees it.
+type GossipMember struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// State is alive, dead or left.
+	State    string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Zone     string `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
+	Draining bool   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	// Checker is set on nodes that run health checks.
+	Checker       bool `protobuf:"varint,6,opt,name=checker,proto3" json:"checker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipMember) Reset() {
+	*x = GossipMember{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipMember) ProtoMessage() {}
+
+func (x *GossipMember) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
+func (*GossipMember) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GossipMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GossipMember) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *GossipMember) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GossipMember) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *GossipMember) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *GossipMember) GetChecker() bool {
+	if x != nil {
+		return x.Checker
+	}
+	return false
+}
+
 // SubsystemStatus is one subsystem's (dataplane, l7, bgp, ...) progress.
 type SubsystemStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -182,7 +384,7 @@ type SubsystemStatus struct {
 
 func (x *SubsystemStatus) Reset() {
 	*x = SubsystemStatus{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +396,7 @@ func (x *SubsystemStatus) String() string {
 func (*SubsystemStatus) ProtoMessage() {}
 
 func (x *SubsystemStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +409,7 @@ func (x *SubsystemStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubsystemStatus.ProtoReflect.Descriptor instead.
 func (*SubsystemStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubsystemStatus) GetName() string {
@@ -240,7 +442,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +454,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +467,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListNodesRequest) GetStale() bool {
@@ -284,7 +486,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +498,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +511,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -328,7 +530,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +542,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +555,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -371,7 +573,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +585,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +598,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
 }
 
 type DrainNodeRequest struct {
@@ -408,7 +610,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +622,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +635,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainNodeRequest) GetName() string {
@@ -452,7 +654,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +666,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +679,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -496,7 +698,7 @@ type UndrainNodeRequest struct {
 
 func (x *UndrainNodeRequest) Reset() {
 	*x = UndrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +710,7 @@ func (x *UndrainNodeRequest) String() string {
 func (*UndrainNodeRequest) ProtoMessage() {}
 
 func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +723,7 @@ func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*UndrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UndrainNodeRequest) GetName() string {
@@ -540,7 +742,7 @@ type UndrainNodeResponse struct {
 
 func (x *UndrainNodeResponse) Reset() {
 	*x = UndrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +754,7 @@ func (x *UndrainNodeResponse) String() string {
 func (*UndrainNodeResponse) ProtoMessage() {}
 
 func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +767,7 @@ func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*UndrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UndrainNodeResponse) GetNode() *Node {
@@ -585,7 +787,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +799,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +812,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferLeadershipRequest) GetName() string {
@@ -629,7 +831,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +843,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +856,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderName() string {
@@ -676,7 +878,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +890,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +903,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
@@ -736,7 +938,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +950,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +963,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -786,7 +988,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +1000,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +1013,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
 }
 
 type ListJoinTokensResponse struct {
@@ -823,7 +1025,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1037,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1050,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -867,7 +1069,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1081,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1094,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -910,7 +1112,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1124,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1137,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
 }
 
 type CreateAPITokenRequest struct {
@@ -950,7 +1152,7 @@ type CreateAPITokenRequest struct {
 
 func (x *CreateAPITokenRequest) Reset() {
 	*x = CreateAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1164,7 @@ func (x *CreateAPITokenRequest) String() string {
 func (*CreateAPITokenRequest) ProtoMessage() {}
 
 func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1177,7 @@ func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateAPITokenRequest) GetRole() string {
@@ -1010,7 +1212,7 @@ type CreateAPITokenResponse struct {
 
 func (x *CreateAPITokenResponse) Reset() {
 	*x = CreateAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1224,7 @@ func (x *CreateAPITokenResponse) String() string {
 func (*CreateAPITokenResponse) ProtoMessage() {}
 
 func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1237,7 @@ func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateAPITokenResponse) GetToken() *APIToken {
@@ -1060,7 +1262,7 @@ type ListAPITokensRequest struct {
 
 func (x *ListAPITokensRequest) Reset() {
 	*x = ListAPITokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1274,7 @@ func (x *ListAPITokensRequest) String() string {
 func (*ListAPITokensRequest) ProtoMessage() {}
 
 func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1287,7 @@ func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAPITokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
 }
 
 type ListAPITokensResponse struct {
@@ -1097,7 +1299,7 @@ type ListAPITokensResponse struct {
 
 func (x *ListAPITokensResponse) Reset() {
 	*x = ListAPITokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1311,7 @@ func (x *ListAPITokensResponse) String() string {
 func (*ListAPITokensResponse) ProtoMessage() {}
 
 func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1324,7 @@ func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAPITokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAPITokensResponse) GetTokens() []*APIToken {
@@ -1141,7 +1343,7 @@ type RevokeAPITokenRequest struct {
 
 func (x *RevokeAPITokenRequest) Reset() {
 	*x = RevokeAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1355,7 @@ func (x *RevokeAPITokenRequest) String() string {
 func (*RevokeAPITokenRequest) ProtoMessage() {}
 
 func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1368,7 @@ func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeAPITokenRequest) GetId() string {
@@ -1184,7 +1386,7 @@ type RevokeAPITokenResponse struct {
 
 func (x *RevokeAPITokenResponse) Reset() {
 	*x = RevokeAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1398,7 @@ func (x *RevokeAPITokenResponse) String() string {
 func (*RevokeAPITokenResponse) ProtoMessage() {}
 
 func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1411,7 @@ func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{26}
 }
 
 type JoinRequest struct {
@@ -1230,7 +1432,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1444,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1457,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -1324,7 +1526,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1538,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1551,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JoinResponse) GetCertificatePem() string {
@@ -1371,7 +1573,7 @@ var File_weft_v1_cluster_service_proto protoreflect.FileDescriptor
 const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
-	"\rStatusRequest\"\xcd\x02\n" +
+	"\rStatusRequest\"\xad\x03\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vleader_name\x18\x02 \x01(\tR\n" +
@@ -1384,7 +1586,26 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\x05nodes\x18\b \x03(\v2\r.weft.v1.NodeR\x05nodes\x128\n" +
 	"\n" +
 	"subsystems\x18\t \x03(\v2\x18.weft.v1.SubsystemStatusR\n" +
-	"subsystems\"`\n" +
+	"subsystems\x12/\n" +
+	"\amembers\x18\n" +
+	" \x03(\v2\x15.weft.v1.MemberHealthR\amembers\x12-\n" +
+	"\x06gossip\x18\v \x03(\v2\x15.weft.v1.GossipMemberR\x06gossip\"\xb1\x01\n" +
+	"\fMemberHealth\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x0e\n" +
+	"\x02up\x18\x04 \x01(\bR\x02up\x12\x1a\n" +
+	"\bcheckers\x18\x05 \x03(\tR\bcheckers\x12\x14\n" +
+	"\x05probe\x18\x06 \x01(\tR\x05probe\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\"\x9c\x01\n" +
+	"\fGossipMember\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x12\n" +
+	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x1a\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\x12\x18\n" +
+	"\achecker\x18\x06 \x01(\bR\achecker\"`\n" +
 	"\x0fSubsystemStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x14\n" +
@@ -1476,83 +1697,87 @@ func file_weft_v1_cluster_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_cluster_service_proto_rawDescData
 }
 
-var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_weft_v1_cluster_service_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: weft.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: weft.v1.StatusResponse
-	(*SubsystemStatus)(nil),            // 2: weft.v1.SubsystemStatus
-	(*ListNodesRequest)(nil),           // 3: weft.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 4: weft.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),          // 5: weft.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 6: weft.v1.RemoveNodeResponse
-	(*DrainNodeRequest)(nil),           // 7: weft.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),          // 8: weft.v1.DrainNodeResponse
-	(*UndrainNodeRequest)(nil),         // 9: weft.v1.UndrainNodeRequest
-	(*UndrainNodeResponse)(nil),        // 10: weft.v1.UndrainNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 11: weft.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 12: weft.v1.TransferLeadershipResponse
-	(*CreateJoinTokenRequest)(nil),     // 13: weft.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 14: weft.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 15: weft.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 16: weft.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),     // 17: weft.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),    // 18: weft.v1.RevokeJoinTokenResponse
-	(*CreateAPITokenRequest)(nil),      // 19: weft.v1.CreateAPITokenRequest
-	(*CreateAPITokenResponse)(nil),     // 20: weft.v1.CreateAPITokenResponse
-	(*ListAPITokensRequest)(nil),       // 21: weft.v1.ListAPITokensRequest
-	(*ListAPITokensResponse)(nil),      // 22: weft.v1.ListAPITokensResponse
-	(*RevokeAPITokenRequest)(nil),      // 23: weft.v1.RevokeAPITokenRequest
-	(*RevokeAPITokenResponse)(nil),     // 24: weft.v1.RevokeAPITokenResponse
-	(*JoinRequest)(nil),                // 25: weft.v1.JoinRequest
-	(*JoinResponse)(nil),               // 26: weft.v1.JoinResponse
-	(*Node)(nil),                       // 27: weft.v1.Node
-	(*durationpb.Duration)(nil),        // 28: google.protobuf.Duration
-	(*JoinToken)(nil),                  // 29: weft.v1.JoinToken
-	(*APIToken)(nil),                   // 30: weft.v1.APIToken
+	(*MemberHealth)(nil),               // 2: weft.v1.MemberHealth
+	(*GossipMember)(nil),               // 3: weft.v1.GossipMember
+	(*SubsystemStatus)(nil),            // 4: weft.v1.SubsystemStatus
+	(*ListNodesRequest)(nil),           // 5: weft.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 6: weft.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),          // 7: weft.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 8: weft.v1.RemoveNodeResponse
+	(*DrainNodeRequest)(nil),           // 9: weft.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 10: weft.v1.DrainNodeResponse
+	(*UndrainNodeRequest)(nil),         // 11: weft.v1.UndrainNodeRequest
+	(*UndrainNodeResponse)(nil),        // 12: weft.v1.UndrainNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 13: weft.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 14: weft.v1.TransferLeadershipResponse
+	(*CreateJoinTokenRequest)(nil),     // 15: weft.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 16: weft.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 17: weft.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 18: weft.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),     // 19: weft.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),    // 20: weft.v1.RevokeJoinTokenResponse
+	(*CreateAPITokenRequest)(nil),      // 21: weft.v1.CreateAPITokenRequest
+	(*CreateAPITokenResponse)(nil),     // 22: weft.v1.CreateAPITokenResponse
+	(*ListAPITokensRequest)(nil),       // 23: weft.v1.ListAPITokensRequest
+	(*ListAPITokensResponse)(nil),      // 24: weft.v1.ListAPITokensResponse
+	(*RevokeAPITokenRequest)(nil),      // 25: weft.v1.RevokeAPITokenRequest
+	(*RevokeAPITokenResponse)(nil),     // 26: weft.v1.RevokeAPITokenResponse
+	(*JoinRequest)(nil),                // 27: weft.v1.JoinRequest
+	(*JoinResponse)(nil),               // 28: weft.v1.JoinResponse
+	(*Node)(nil),                       // 29: weft.v1.Node
+	(*durationpb.Duration)(nil),        // 30: google.protobuf.Duration
+	(*JoinToken)(nil),                  // 31: weft.v1.JoinToken
+	(*APIToken)(nil),                   // 32: weft.v1.APIToken
 }
 var file_weft_v1_cluster_service_proto_depIdxs = []int32{
-	27, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
-	2,  // 1: weft.v1.StatusResponse.subsystems:type_name -> weft.v1.SubsystemStatus
-	27, // 2: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
-	27, // 3: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
-	27, // 4: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
-	28, // 5: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	29, // 6: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
-	29, // 7: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
-	28, // 8: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
-	30, // 9: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
-	30, // 10: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
-	0,  // 11: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
-	3,  // 12: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
-	5,  // 13: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
-	7,  // 14: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
-	9,  // 15: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
-	11, // 16: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
-	13, // 17: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
-	15, // 18: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
-	17, // 19: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
-	19, // 20: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
-	21, // 21: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
-	23, // 22: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
-	25, // 23: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
-	1,  // 24: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
-	4,  // 25: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
-	6,  // 26: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
-	8,  // 27: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
-	10, // 28: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
-	12, // 29: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
-	14, // 30: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
-	16, // 31: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
-	18, // 32: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
-	20, // 33: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
-	22, // 34: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
-	24, // 35: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
-	26, // 36: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
-	24, // [24:37] is the sub-list for method output_type
-	11, // [11:24] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	29, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
+	4,  // 1: weft.v1.StatusResponse.subsystems:type_name -> weft.v1.SubsystemStatus
+	2,  // 2: weft.v1.StatusResponse.members:type_name -> weft.v1.MemberHealth
+	3,  // 3: weft.v1.StatusResponse.gossip:type_name -> weft.v1.GossipMember
+	29, // 4: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
+	29, // 5: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
+	29, // 6: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
+	30, // 7: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	31, // 8: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
+	31, // 9: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
+	30, // 10: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
+	32, // 11: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
+	32, // 12: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
+	0,  // 13: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
+	5,  // 14: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
+	7,  // 15: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
+	9,  // 16: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
+	11, // 17: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
+	13, // 18: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
+	15, // 19: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
+	17, // 20: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
+	19, // 21: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
+	21, // 22: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
+	23, // 23: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
+	25, // 24: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
+	27, // 25: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
+	1,  // 26: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
+	6,  // 27: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
+	8,  // 28: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
+	10, // 29: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
+	12, // 30: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
+	14, // 31: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
+	16, // 32: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
+	18, // 33: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
+	20, // 34: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
+	22, // 35: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
+	24, // 36: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
+	26, // 37: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
+	28, // 38: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
+	26, // [26:39] is the sub-list for method output_type
+	13, // [13:26] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_cluster_service_proto_init() }
@@ -1567,7 +1792,7 @@ func file_weft_v1_cluster_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_cluster_service_proto_rawDesc), len(file_weft_v1_cluster_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,46 @@
+package node
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestConfig_GossipDefaults(t *testing.T) {
+	tests := []struct {
+		name                                       string
+		raft, raftAdv, gossip, gossipAdv           string
+		wantGossip, wantGossipAdvertise, wantError string
+	}{
+		{name: "from the raft address", raft: "10.0.0.1:7401",
+			wantGossip: "10.0.0.1:7946", wantGossipAdvertise: "10.0.0.1:7946"},
+		{name: "wildcard raft with an advertised host", raft: "0.0.0.0:7401", raftAdv: "10.0.0.1:7401",
+			wantGossip: "0.0.0.0:7946", wantGossipAdvertise: "10.0.0.1:7946"},
+		{name: "own port keeps the advertised host", raft: "10.0.0.1:7401", gossip: "10.0.0.1:8000",
+			wantGossip: "10.0.0.1:8000", wantGossipAdvertise: "10.0.0.1:8000"},
+		{name: "explicit advertise", raft: "10.0.0.1:7401", gossip: "0.0.0.0:8000", gossipAdv: "192.0.2.1:9000",
+			wantGossip: "0.0.0.0:8000", wantGossipAdvertise: "192.0.2.1:9000"},
+		{name: "not host:port", raft: "10.0.0.1:7401", gossip: "10.0.0.1",
+			wantError: `gossip address "10.0.0.1"`},
+		{name: "port 0 cannot be advertised", raft: "10.0.0.1:7401", gossip: "10.0.0.1:0",
+			wantError: "port 0 cannot be dialled"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{RaftAddr: tc.raft, RaftAdvertise: tc.raftAdv, APIAddr: "10.0.0.1:7400",
+				GossipAddr: tc.gossip, GossipAdvertise: tc.gossipAdv}
+			err := c.setDefaults()
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("setDefaults() error = %v, want one containing %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.GossipAddr != tc.wantGossip || c.GossipAdvertise != tc.wantGossipAdvertise {
+				t.Errorf("gossip %s advertise %s, want %s advertise %s", c.GossipAddr, c.GossipAdvertise, tc.wantGossip, tc.wantGossipAdvertise)
+			}
+		})
+	}
+}
