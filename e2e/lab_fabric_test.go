@@ -141,6 +141,10 @@ spec:
 	}
 	took := waitRoute(t, l, 5*time.Second, l.Nodes...)
 	t.Logf("router has an ECMP route via all three nodes %.0f ms after apply returned", took.Seconds()*1000)
+	out, err := c.weft(c.agents[0], "", "status")
+	if err != nil || !strings.Contains(out, "established") || !strings.Contains(out, "announced "+labVIP.String()+"/32 (prepends 0)") {
+		t.Errorf("status does not show the BGP session and the announcement: %v\n%s", err, out)
+	}
 	r := &labRig{t: t, l: l}
 	// XDP nodes learn the servers' MACs from their own health checks.
 	waitFor(t, 10*time.Second, "curl through the VIP", func() error {

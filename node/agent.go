@@ -353,6 +353,9 @@ func (a *Agent) localStatus(res *weftv1.StatusResponse) {
 	if a.health != nil {
 		res.Members = memberHealth(a.health)
 	}
+	if a.speaker != nil {
+		res.Bgp = bgpStatus(a.speaker.Status())
+	}
 	if g := a.gossip.gossiper(); g != nil {
 		for _, m := range g.Members() {
 			res.Gossip = append(res.Gossip, &weftv1.GossipMember{Name: m.Name, Address: m.Addr.String(),

@@ -8,6 +8,9 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/weftlb/weft/bgp"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/raftfsm"
@@ -88,6 +91,29 @@ func servable(st *raftfsm.State, listeners []*weftv1.Listener, healthy Healthy) 
 		}
 	}
 	return false
+}
+
+// bgpStatus is the speaker's state for Status.
+func bgpStatus(st bgp.Status) *weftv1.BGPStatus {
+	out := &weftv1.BGPStatus{Asn: st.ASN, Draining: st.Draining}
+	if st.RouterID.IsValid() {
+		out.RouterId = st.RouterID.String()
+	}
+	if st.Err != nil {
+		out.Error = st.Err.Error()
+	}
+	for _, p := range st.Peers {
+		peer := &weftv1.BGPPeer{Address: p.Address.String(), Asn: p.ASN, State: p.State}
+		if p.Established() {
+			peer.EstablishedSince = timestamppb.New(p.Since)
+			peer.HoldTime = durationpb.New(p.HoldTime)
+		}
+		out.Peers = append(out.Peers, peer)
+	}
+	for _, a := range st.Announced {
+		out.Announced = append(out.Announced, &weftv1.BGPAnnouncement{Prefix: a.Prefix.String(), Prepend: uint32(a.Prepend)})
+	}
+	return out
 }
 
 // bgpSubsystem keeps the speaker's routes equal to announcements().

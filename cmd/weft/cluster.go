@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -90,41 +88,7 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 			if cf.output != "table" && cf.output != "" {
 				return printMessage(cmd.OutOrStdout(), cf.output, m, nil, nil)
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "node:    %s (%s)\nleader:  %s %s\nterm:    %d\ncommit:  %d\napplied: %d\n",
-				m.GetNodeName(), m.GetState(), m.GetLeaderName(), m.GetLeaderApiAddress(),
-				m.GetTerm(), m.GetCommitIndex(), m.GetAppliedIndex())
-			for _, s := range m.GetSubsystems() {
-				fmt.Fprintf(w, "%-8s applied %d %s\n", s.GetName()+":", s.GetAppliedIndex(), s.GetError())
-			}
-			if len(m.GetGossip()) > 0 {
-				fmt.Fprintln(w, "\ngossip members:")
-				var rows [][]string
-				for _, g := range m.GetGossip() {
-					rows = append(rows, []string{g.GetName(), g.GetAddress(), g.GetZone(), g.GetState(),
-						strconv.FormatBool(g.GetChecker()), strconv.FormatBool(g.GetDraining())})
-				}
-				if err := manifest.Table(w, []string{"name", "address", "zone", "state", "checker", "draining"}, rows); err != nil {
-					return err
-				}
-			}
-			if len(m.GetMembers()) > 0 {
-				fmt.Fprintln(w, "\nhealth view:")
-				var rows [][]string
-				for _, h := range m.GetMembers() {
-					state := "down"
-					if h.GetUp() {
-						state = "up"
-					}
-					rows = append(rows, []string{h.GetPool(), net.JoinHostPort(h.GetAddress(), strconv.Itoa(int(h.GetPort()))),
-						state, strings.Join(h.GetCheckers(), ","), h.GetProbe(), h.GetLastError()})
-				}
-				if err := manifest.Table(w, []string{"pool", "member", "state", "checkers", "probe here", "last error"}, rows); err != nil {
-					return err
-				}
-			}
-			fmt.Fprintln(w)
-			return manifest.Table(w, nodeHeader, nodeRows(m.GetNodes()))
+			return printStatus(cmd.OutOrStdout(), m)
 		})
 }
 

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -75,7 +76,9 @@ type StatusResponse struct {
 	// traffic only): every pool member, its state and who checks it.
 	Members []*MemberHealth `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
 	// Gossip is the cluster membership as this node's gossip sees it.
-	Gossip        []*GossipMember `protobuf:"bytes,11,rep,name=gossip,proto3" json:"gossip,omitempty"`
+	Gossip []*GossipMember `protobuf:"bytes,11,rep,name=gossip,proto3" json:"gossip,omitempty"`
+	// Bgp is this node's BGP speaker, unset when BGP is off.
+	Bgp           *BGPStatus `protobuf:"bytes,12,opt,name=bgp,proto3" json:"bgp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,6 +190,230 @@ func (x *StatusResponse) GetGossip() []*GossipMember {
 	return nil
 }
 
+func (x *StatusResponse) GetBgp() *BGPStatus {
+	if x != nil {
+		return x.Bgp
+	}
+	return nil
+}
+
+// BGPStatus is a node's BGP sessions and announcements.
+type BGPStatus struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	RouterId string                 `protobuf:"bytes,1,opt,name=router_id,json=routerId,proto3" json:"router_id,omitempty"`
+	Asn      uint32                 `protobuf:"varint,2,opt,name=asn,proto3" json:"asn,omitempty"`
+	// Draining is set once the node withdrew everything to stop.
+	Draining  bool               `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"`
+	Peers     []*BGPPeer         `protobuf:"bytes,4,rep,name=peers,proto3" json:"peers,omitempty"`
+	Announced []*BGPAnnouncement `protobuf:"bytes,5,rep,name=announced,proto3" json:"announced,omitempty"`
+	// Error is set when the speaker could not be asked for its sessions.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPStatus) Reset() {
+	*x = BGPStatus{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPStatus) ProtoMessage() {}
+
+func (x *BGPStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPStatus.ProtoReflect.Descriptor instead.
+func (*BGPStatus) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BGPStatus) GetRouterId() string {
+	if x != nil {
+		return x.RouterId
+	}
+	return ""
+}
+
+func (x *BGPStatus) GetAsn() uint32 {
+	if x != nil {
+		return x.Asn
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *BGPStatus) GetPeers() []*BGPPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetAnnounced() []*BGPAnnouncement {
+	if x != nil {
+		return x.Announced
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type BGPPeer struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Asn     uint32                 `protobuf:"varint,2,opt,name=asn,proto3" json:"asn,omitempty"`
+	// State is idle, connect, active, opensent, openconfirm or established.
+	State            string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	EstablishedSince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=established_since,json=establishedSince,proto3" json:"established_since,omitempty"`
+	HoldTime         *durationpb.Duration   `protobuf:"bytes,5,opt,name=hold_time,json=holdTime,proto3" json:"hold_time,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *BGPPeer) Reset() {
+	*x = BGPPeer{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPPeer) ProtoMessage() {}
+
+func (x *BGPPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPPeer.ProtoReflect.Descriptor instead.
+func (*BGPPeer) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BGPPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetAsn() uint32 {
+	if x != nil {
+		return x.Asn
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetEstablishedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EstablishedSince
+	}
+	return nil
+}
+
+func (x *BGPPeer) GetHoldTime() *durationpb.Duration {
+	if x != nil {
+		return x.HoldTime
+	}
+	return nil
+}
+
+type BGPAnnouncement struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Prepend is the number of AS-path prepends (0 from the primary zone).
+	Prepend       uint32 `protobuf:"varint,2,opt,name=prepend,proto3" json:"prepend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPAnnouncement) Reset() {
+	*x = BGPAnnouncement{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPAnnouncement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPAnnouncement) ProtoMessage() {}
+
+func (x *BGPAnnouncement) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPAnnouncement.ProtoReflect.Descriptor instead.
+func (*BGPAnnouncement) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BGPAnnouncement) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *BGPAnnouncement) GetPrepend() uint32 {
+	if x != nil {
+		return x.Prepend
+	}
+	return 0
+}
+
 // MemberHealth is one pool member in the agreed health view.
 type MemberHealth struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -206,7 +433,7 @@ type MemberHealth struct {
 
 func (x *MemberHealth) Reset() {
 	*x = MemberHealth{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +445,7 @@ func (x *MemberHealth) String() string {
 func (*MemberHealth) ProtoMessage() {}
 
 func (x *MemberHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +458,7 @@ func (x *MemberHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberHealth.ProtoReflect.Descriptor instead.
 func (*MemberHealth) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MemberHealth) GetPool() string {
@@ -300,7 +527,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +539,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +552,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GossipMember) GetName() string {
@@ -384,7 +611,7 @@ type SubsystemStatus struct {
 
 func (x *SubsystemStatus) Reset() {
 	*x = SubsystemStatus{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +623,7 @@ func (x *SubsystemStatus) String() string {
 func (*SubsystemStatus) ProtoMessage() {}
 
 func (x *SubsystemStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +636,7 @@ func (x *SubsystemStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubsystemStatus.ProtoReflect.Descriptor instead.
 func (*SubsystemStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubsystemStatus) GetName() string {
@@ -442,7 +669,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +681,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +694,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListNodesRequest) GetStale() bool {
@@ -486,7 +713,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +725,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +738,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -530,7 +757,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +769,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +782,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -573,7 +800,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +812,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +825,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
 }
 
 type DrainNodeRequest struct {
@@ -610,7 +837,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +849,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +862,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DrainNodeRequest) GetName() string {
@@ -654,7 +881,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +893,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +906,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -698,7 +925,7 @@ type UndrainNodeRequest struct {
 
 func (x *UndrainNodeRequest) Reset() {
 	*x = UndrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +937,7 @@ func (x *UndrainNodeRequest) String() string {
 func (*UndrainNodeRequest) ProtoMessage() {}
 
 func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +950,7 @@ func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*UndrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UndrainNodeRequest) GetName() string {
@@ -742,7 +969,7 @@ type UndrainNodeResponse struct {
 
 func (x *UndrainNodeResponse) Reset() {
 	*x = UndrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +981,7 @@ func (x *UndrainNodeResponse) String() string {
 func (*UndrainNodeResponse) ProtoMessage() {}
 
 func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +994,7 @@ func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*UndrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UndrainNodeResponse) GetNode() *Node {
@@ -787,7 +1014,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +1026,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +1039,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferLeadershipRequest) GetName() string {
@@ -831,7 +1058,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +1070,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +1083,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderName() string {
@@ -878,7 +1105,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1117,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1130,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
@@ -938,7 +1165,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1177,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1190,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -988,7 +1215,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1227,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1240,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
 }
 
 type ListJoinTokensResponse struct {
@@ -1025,7 +1252,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1264,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1277,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -1069,7 +1296,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1308,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1321,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -1112,7 +1339,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1351,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1364,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
 }
 
 type CreateAPITokenRequest struct {
@@ -1152,7 +1379,7 @@ type CreateAPITokenRequest struct {
 
 func (x *CreateAPITokenRequest) Reset() {
 	*x = CreateAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1391,7 @@ func (x *CreateAPITokenRequest) String() string {
 func (*CreateAPITokenRequest) ProtoMessage() {}
 
 func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1404,7 @@ func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateAPITokenRequest) GetRole() string {
@@ -1212,7 +1439,7 @@ type CreateAPITokenResponse struct {
 
 func (x *CreateAPITokenResponse) Reset() {
 	*x = CreateAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1451,7 @@ func (x *CreateAPITokenResponse) String() string {
 func (*CreateAPITokenResponse) ProtoMessage() {}
 
 func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1464,7 @@ func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateAPITokenResponse) GetToken() *APIToken {
@@ -1262,7 +1489,7 @@ type ListAPITokensRequest struct {
 
 func (x *ListAPITokensRequest) Reset() {
 	*x = ListAPITokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1501,7 @@ func (x *ListAPITokensRequest) String() string {
 func (*ListAPITokensRequest) ProtoMessage() {}
 
 func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1514,7 @@ func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAPITokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{26}
 }
 
 type ListAPITokensResponse struct {
@@ -1299,7 +1526,7 @@ type ListAPITokensResponse struct {
 
 func (x *ListAPITokensResponse) Reset() {
 	*x = ListAPITokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1538,7 @@ func (x *ListAPITokensResponse) String() string {
 func (*ListAPITokensResponse) ProtoMessage() {}
 
 func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1551,7 @@ func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAPITokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListAPITokensResponse) GetTokens() []*APIToken {
@@ -1343,7 +1570,7 @@ type RevokeAPITokenRequest struct {
 
 func (x *RevokeAPITokenRequest) Reset() {
 	*x = RevokeAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1582,7 @@ func (x *RevokeAPITokenRequest) String() string {
 func (*RevokeAPITokenRequest) ProtoMessage() {}
 
 func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1595,7 @@ func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevokeAPITokenRequest) GetId() string {
@@ -1386,7 +1613,7 @@ type RevokeAPITokenResponse struct {
 
 func (x *RevokeAPITokenResponse) Reset() {
 	*x = RevokeAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1625,7 @@ func (x *RevokeAPITokenResponse) String() string {
 func (*RevokeAPITokenResponse) ProtoMessage() {}
 
 func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1638,7 @@ func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{29}
 }
 
 type JoinRequest struct {
@@ -1432,7 +1659,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1671,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1684,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{27}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -1526,7 +1753,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1765,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1778,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{28}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JoinResponse) GetCertificatePem() string {
@@ -1572,8 +1799,8 @@ var File_weft_v1_cluster_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
-	"\rStatusRequest\"\xad\x03\n" +
+	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
+	"\rStatusRequest\"\xd3\x03\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vleader_name\x18\x02 \x01(\tR\n" +
@@ -1589,7 +1816,24 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"subsystems\x12/\n" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x15.weft.v1.MemberHealthR\amembers\x12-\n" +
-	"\x06gossip\x18\v \x03(\v2\x15.weft.v1.GossipMemberR\x06gossip\"\xb1\x01\n" +
+	"\x06gossip\x18\v \x03(\v2\x15.weft.v1.GossipMemberR\x06gossip\x12$\n" +
+	"\x03bgp\x18\f \x01(\v2\x12.weft.v1.BGPStatusR\x03bgp\"\xcc\x01\n" +
+	"\tBGPStatus\x12\x1b\n" +
+	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x10\n" +
+	"\x03asn\x18\x02 \x01(\rR\x03asn\x12\x1a\n" +
+	"\bdraining\x18\x03 \x01(\bR\bdraining\x12&\n" +
+	"\x05peers\x18\x04 \x03(\v2\x10.weft.v1.BGPPeerR\x05peers\x126\n" +
+	"\tannounced\x18\x05 \x03(\v2\x18.weft.v1.BGPAnnouncementR\tannounced\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xcc\x01\n" +
+	"\aBGPPeer\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x10\n" +
+	"\x03asn\x18\x02 \x01(\rR\x03asn\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12G\n" +
+	"\x11established_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10establishedSince\x126\n" +
+	"\thold_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bholdTime\"C\n" +
+	"\x0fBGPAnnouncement\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x18\n" +
+	"\aprepend\x18\x02 \x01(\rR\aprepend\"\xb1\x01\n" +
 	"\fMemberHealth\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -1697,87 +1941,96 @@ func file_weft_v1_cluster_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_cluster_service_proto_rawDescData
 }
 
-var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_weft_v1_cluster_service_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: weft.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: weft.v1.StatusResponse
-	(*MemberHealth)(nil),               // 2: weft.v1.MemberHealth
-	(*GossipMember)(nil),               // 3: weft.v1.GossipMember
-	(*SubsystemStatus)(nil),            // 4: weft.v1.SubsystemStatus
-	(*ListNodesRequest)(nil),           // 5: weft.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 6: weft.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),          // 7: weft.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 8: weft.v1.RemoveNodeResponse
-	(*DrainNodeRequest)(nil),           // 9: weft.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),          // 10: weft.v1.DrainNodeResponse
-	(*UndrainNodeRequest)(nil),         // 11: weft.v1.UndrainNodeRequest
-	(*UndrainNodeResponse)(nil),        // 12: weft.v1.UndrainNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 13: weft.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 14: weft.v1.TransferLeadershipResponse
-	(*CreateJoinTokenRequest)(nil),     // 15: weft.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 16: weft.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 17: weft.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 18: weft.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),     // 19: weft.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),    // 20: weft.v1.RevokeJoinTokenResponse
-	(*CreateAPITokenRequest)(nil),      // 21: weft.v1.CreateAPITokenRequest
-	(*CreateAPITokenResponse)(nil),     // 22: weft.v1.CreateAPITokenResponse
-	(*ListAPITokensRequest)(nil),       // 23: weft.v1.ListAPITokensRequest
-	(*ListAPITokensResponse)(nil),      // 24: weft.v1.ListAPITokensResponse
-	(*RevokeAPITokenRequest)(nil),      // 25: weft.v1.RevokeAPITokenRequest
-	(*RevokeAPITokenResponse)(nil),     // 26: weft.v1.RevokeAPITokenResponse
-	(*JoinRequest)(nil),                // 27: weft.v1.JoinRequest
-	(*JoinResponse)(nil),               // 28: weft.v1.JoinResponse
-	(*Node)(nil),                       // 29: weft.v1.Node
-	(*durationpb.Duration)(nil),        // 30: google.protobuf.Duration
-	(*JoinToken)(nil),                  // 31: weft.v1.JoinToken
-	(*APIToken)(nil),                   // 32: weft.v1.APIToken
+	(*BGPStatus)(nil),                  // 2: weft.v1.BGPStatus
+	(*BGPPeer)(nil),                    // 3: weft.v1.BGPPeer
+	(*BGPAnnouncement)(nil),            // 4: weft.v1.BGPAnnouncement
+	(*MemberHealth)(nil),               // 5: weft.v1.MemberHealth
+	(*GossipMember)(nil),               // 6: weft.v1.GossipMember
+	(*SubsystemStatus)(nil),            // 7: weft.v1.SubsystemStatus
+	(*ListNodesRequest)(nil),           // 8: weft.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 9: weft.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),          // 10: weft.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 11: weft.v1.RemoveNodeResponse
+	(*DrainNodeRequest)(nil),           // 12: weft.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 13: weft.v1.DrainNodeResponse
+	(*UndrainNodeRequest)(nil),         // 14: weft.v1.UndrainNodeRequest
+	(*UndrainNodeResponse)(nil),        // 15: weft.v1.UndrainNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 16: weft.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 17: weft.v1.TransferLeadershipResponse
+	(*CreateJoinTokenRequest)(nil),     // 18: weft.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 19: weft.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 20: weft.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 21: weft.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),     // 22: weft.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),    // 23: weft.v1.RevokeJoinTokenResponse
+	(*CreateAPITokenRequest)(nil),      // 24: weft.v1.CreateAPITokenRequest
+	(*CreateAPITokenResponse)(nil),     // 25: weft.v1.CreateAPITokenResponse
+	(*ListAPITokensRequest)(nil),       // 26: weft.v1.ListAPITokensRequest
+	(*ListAPITokensResponse)(nil),      // 27: weft.v1.ListAPITokensResponse
+	(*RevokeAPITokenRequest)(nil),      // 28: weft.v1.RevokeAPITokenRequest
+	(*RevokeAPITokenResponse)(nil),     // 29: weft.v1.RevokeAPITokenResponse
+	(*JoinRequest)(nil),                // 30: weft.v1.JoinRequest
+	(*JoinResponse)(nil),               // 31: weft.v1.JoinResponse
+	(*Node)(nil),                       // 32: weft.v1.Node
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
+	(*JoinToken)(nil),                  // 35: weft.v1.JoinToken
+	(*APIToken)(nil),                   // 36: weft.v1.APIToken
 }
 var file_weft_v1_cluster_service_proto_depIdxs = []int32{
-	29, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
-	4,  // 1: weft.v1.StatusResponse.subsystems:type_name -> weft.v1.SubsystemStatus
-	2,  // 2: weft.v1.StatusResponse.members:type_name -> weft.v1.MemberHealth
-	3,  // 3: weft.v1.StatusResponse.gossip:type_name -> weft.v1.GossipMember
-	29, // 4: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
-	29, // 5: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
-	29, // 6: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
-	30, // 7: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	31, // 8: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
-	31, // 9: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
-	30, // 10: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
-	32, // 11: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
-	32, // 12: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
-	0,  // 13: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
-	5,  // 14: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
-	7,  // 15: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
-	9,  // 16: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
-	11, // 17: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
-	13, // 18: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
-	15, // 19: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
-	17, // 20: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
-	19, // 21: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
-	21, // 22: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
-	23, // 23: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
-	25, // 24: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
-	27, // 25: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
-	1,  // 26: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
-	6,  // 27: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
-	8,  // 28: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
-	10, // 29: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
-	12, // 30: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
-	14, // 31: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
-	16, // 32: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
-	18, // 33: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
-	20, // 34: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
-	22, // 35: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
-	24, // 36: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
-	26, // 37: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
-	28, // 38: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
-	26, // [26:39] is the sub-list for method output_type
-	13, // [13:26] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	32, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
+	7,  // 1: weft.v1.StatusResponse.subsystems:type_name -> weft.v1.SubsystemStatus
+	5,  // 2: weft.v1.StatusResponse.members:type_name -> weft.v1.MemberHealth
+	6,  // 3: weft.v1.StatusResponse.gossip:type_name -> weft.v1.GossipMember
+	2,  // 4: weft.v1.StatusResponse.bgp:type_name -> weft.v1.BGPStatus
+	3,  // 5: weft.v1.BGPStatus.peers:type_name -> weft.v1.BGPPeer
+	4,  // 6: weft.v1.BGPStatus.announced:type_name -> weft.v1.BGPAnnouncement
+	33, // 7: weft.v1.BGPPeer.established_since:type_name -> google.protobuf.Timestamp
+	34, // 8: weft.v1.BGPPeer.hold_time:type_name -> google.protobuf.Duration
+	32, // 9: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
+	32, // 10: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
+	32, // 11: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
+	34, // 12: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 13: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
+	35, // 14: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
+	34, // 15: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
+	36, // 16: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
+	36, // 17: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
+	0,  // 18: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
+	8,  // 19: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
+	10, // 20: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
+	12, // 21: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
+	14, // 22: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
+	16, // 23: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
+	18, // 24: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
+	20, // 25: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
+	22, // 26: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
+	24, // 27: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
+	26, // 28: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
+	28, // 29: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
+	30, // 30: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
+	1,  // 31: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
+	9,  // 32: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
+	11, // 33: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
+	13, // 34: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
+	15, // 35: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
+	17, // 36: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
+	19, // 37: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
+	21, // 38: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
+	23, // 39: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
+	25, // 40: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
+	27, // 41: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
+	29, // 42: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
+	31, // 43: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
+	31, // [31:44] is the sub-list for method output_type
+	18, // [18:31] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_cluster_service_proto_init() }
@@ -1792,7 +2045,7 @@ func file_weft_v1_cluster_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_cluster_service_proto_rawDesc), len(file_weft_v1_cluster_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/weftlb/weft/manifest"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+)
+
+// printStatus shows a node's Status as text: Raft progress, subsystems,
+// BGP, gossip membership, the health view and the nodes.
+func printStatus(w io.Writer, m *weftv1.StatusResponse) error {
+	fmt.Fprintf(w, "node:    %s (%s)\nleader:  %s %s\nterm:    %d\ncommit:  %d\napplied: %d\n",
+		m.GetNodeName(), m.GetState(), m.GetLeaderName(), m.GetLeaderApiAddress(),
+		m.GetTerm(), m.GetCommitIndex(), m.GetAppliedIndex())
+	for _, s := range m.GetSubsystems() {
+		fmt.Fprintf(w, "%-11s applied %d %s\n", s.GetName()+":", s.GetAppliedIndex(), s.GetError())
+	}
+	if len(m.GetGossip()) > 0 {
+		fmt.Fprintln(w, "\ngossip members:")
+		var rows [][]string
+		for _, g := range m.GetGossip() {
+			rows = append(rows, []string{g.GetName(), g.GetAddress(), g.GetZone(), g.GetState(),
+				strconv.FormatBool(g.GetChecker()), strconv.FormatBool(g.GetDraining())})
+		}
+		if err := manifest.Table(w, []string{"name", "address", "zone", "state", "checker", "draining"}, rows); err != nil {
+			return err
+		}
+	}
+	if b := m.GetBgp(); b != nil {
+		fmt.Fprintf(w, "\nbgp: router id %s, AS %d", b.GetRouterId(), b.GetAsn())
+		if b.GetDraining() {
+			fmt.Fprint(w, ", draining")
+		}
+		if b.GetError() != "" {
+			fmt.Fprintf(w, ", error: %s", b.GetError())
+		}
+		fmt.Fprintln(w)
+		var rows [][]string
+		for _, p := range b.GetPeers() {
+			up := ""
+			if p.GetEstablishedSince() != nil {
+				up = time.Since(p.GetEstablishedSince().AsTime()).Truncate(time.Second).String()
+			}
+			rows = append(rows, []string{p.GetAddress(), strconv.Itoa(int(p.GetAsn())), p.GetState(), up})
+		}
+		if err := manifest.Table(w, []string{"peer", "asn", "state", "up"}, rows); err != nil {
+			return err
+		}
+		for _, a := range b.GetAnnounced() {
+			fmt.Fprintf(w, "announced %s (prepends %d)\n", a.GetPrefix(), a.GetPrepend())
+		}
+	}
+	if len(m.GetMembers()) > 0 {
+		fmt.Fprintln(w, "\nhealth view:")
+		var rows [][]string
+		for _, h := range m.GetMembers() {
+			state := "down"
+			if h.GetUp() {
+				state = "up"
+			}
+			rows = append(rows, []string{h.GetPool(), net.JoinHostPort(h.GetAddress(), strconv.Itoa(int(h.GetPort()))),
+				state, strings.Join(h.GetCheckers(), ","), h.GetProbe(), h.GetLastError()})
+		}
+		if err := manifest.Table(w, []string{"pool", "member", "state", "checkers", "probe here", "last error"}, rows); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w, "\nnodes:")
+	return manifest.Table(w, nodeHeader, nodeRows(m.GetNodes()))
+}
