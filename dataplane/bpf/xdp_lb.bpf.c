@@ -129,14 +129,24 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 	__u32 now = bpf_ktime_get_coarse_ns() / 1000000000;
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p->key);
 	int is_new = !ct_usable(p, svc, ct, now);
+	/* midflow: a TCP segment other than a SYN that missed the table. */
+	int midflow = 0;
 	const __u8 *mac;
 	__u32 hash = 0;
 
 	if (is_new) {
 		/* Only a SYN opens a TCP flow: a flood of other segments
-		 * cannot evict established flows from the LRU. */
-		if (p->key.proto == IPPROTO_TCP_ && !is_syn(p))
-			return drop(ss, LB_DROP_NO_CONN);
+		 * cannot evict established flows from the LRU. A DSR segment
+		 * that misses is most likely of a flow ECMP moved here from
+		 * another node: every node's Maglev table gives it the same
+		 * backend, so it is forwarded there, without an entry. A
+		 * FullNAT flow cannot be taken over that way (another node's
+		 * address is its source towards the backend): dropped. */
+		if (p->key.proto == IPPROTO_TCP_ && !is_syn(p)) {
+			if (svc->mode != LB_MODE_DSR)
+				return drop(ss, LB_DROP_NO_CONN);
+			midflow = 1;
+		}
 		hash = flow_hash(&p->key);
 		if (pick_backend(p, svc, hash, &fresh) < 0)
 			return drop(ss, LB_DROP_NO_BACKEND);
@@ -151,7 +161,7 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 	mac = next_hop(&ct->backend, svc->mode == LB_MODE_FULLNAT);
 	if (!mac)
 		return drop_backend(ss, bs, LB_DROP_NO_NEIGH);
-	if (is_new) {
+	if (is_new && !midflow) {
 		if (svc->mode == LB_MODE_FULLNAT && nat_alloc(p, hash, svc, ct, now) < 0)
 			return drop_backend(ss, bs, LB_DROP_NAT_PORTS);
 		bpf_map_update_elem(&conntrack, &p->key, ct, BPF_ANY);
@@ -159,7 +169,7 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 			ss->new_flows++;
 		if (bs)
 			bs->new_flows++;
-	} else {
+	} else if (!is_new) {
 		ct_touch(p, svc, ct, now);
 	}
 	count(ss, bytes);

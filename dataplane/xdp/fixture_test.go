@@ -243,7 +243,11 @@ func TestFixtures(t *testing.T) {
 			want: replied(base(onlink4, "192.0.2.1", 80, "tcp"), clientMAC)},
 		fixture{name: "tcp non-syn miss dropped", in: ackOf(base(netip.MustParseAddrPort("198.51.100.8:1234"), "192.0.2.1", 80, "tcp")), action: xdpDrop},
 		fixture{name: "tcp syn-ack miss dropped", in: base(netip.MustParseAddrPort("198.51.100.8:1235"), "192.0.2.1", 80, "tcp").with(func(q *packet) { q.ack = true }), action: xdpDrop},
-		fixture{name: "dsr v6 tcp non-syn miss dropped", in: ackOf(base(netip.MustParseAddrPort("[2001:db8:c::8]:1"), "2001:db8::2", 80, "tcp")), action: xdpDrop},
+		// A flow ECMP moved from another node: DSR forwards it by the Maglev table.
+		fixture{name: "dsr v6 tcp non-syn miss forwarded", in: ackOf(base(netip.MustParseAddrPort("[2001:db8:c::8]:1"), "2001:db8::2", 80, "tcp")),
+			action: xdpTX, want: forwarded(ackOf(base(netip.MustParseAddrPort("[2001:db8:c::8]:1"), "2001:db8::2", 80, "tcp")))},
+		fixture{name: "dsr v4 tcp non-syn miss forwarded", in: ackOf(base(netip.MustParseAddrPort("198.51.100.8:1236"), "192.0.2.2", 80, "tcp")),
+			action: xdpTX, want: forwarded(ackOf(base(netip.MustParseAddrPort("198.51.100.8:1236"), "192.0.2.2", 80, "tcp")))},
 		fixture{name: "vip on another port passes", in: other(func(q *packet) { q.dst = netip.MustParseAddrPort("192.0.2.1:443") }), action: xdpPass},
 		fixture{name: "vip port with other protocol passes", in: other(func(q *packet) { q.dst = netip.MustParseAddrPort("192.0.2.1:80"); q.proto = "udp"; q.syn = false }), action: xdpPass},
 		fixture{name: "other address passes", in: other(func(q *packet) { q.dst = netip.MustParseAddrPort("203.0.113.9:80") }), action: xdpPass},
