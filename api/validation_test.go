@@ -167,6 +167,20 @@ func TestBadInput(t *testing.T) {
 			return apply(lb("x", "198.51.100.20", &weftv1.Listener{Port: 80, Protocol: "http", Pool: "web",
 				Rules: []*weftv1.Rule{{Host: "a.example.com", Pool: "web", Redirect: &weftv1.Redirect{Scheme: "https"}}}}))
 		}, connect.CodeInvalidArgument, "spec.listeners[0].rules[0]"},
+		{"hash-header pool without hash key", func() error {
+			p := pool("x")
+			p.Spec.Algorithm = "hash-header"
+			return apply(p)
+		}, connect.CodeInvalidArgument, `pool "x": spec.hash_key: must be set`},
+		{"rule rewriting hop-by-hop header", func() error {
+			return apply(lb("x", "198.51.100.20", &weftv1.Listener{Port: 80, Protocol: "http", Pool: "web",
+				Rules: []*weftv1.Rule{{PathPrefix: "/", Pool: "web", RequestHeaders: &weftv1.HeaderRewrite{Remove: []string{"Connection"}}}}}))
+		}, connect.CodeInvalidArgument, "spec.listeners[0].rules[0].request_headers.remove[0]"},
+		{"body limit on a tcp listener", func() error {
+			l := tcp(80, "web")
+			l.MaxBodyBytes = 1024
+			return apply(lb("x", "198.51.100.20", l))
+		}, connect.CodeInvalidArgument, "spec.listeners[0].max_body_bytes"},
 		{"backup zone equal to primary", func() error {
 			return apply(withLB(func(l *weftv1.LoadBalancer) { l.Spec.BackupZones = []string{"a"} }))
 		}, connect.CodeInvalidArgument, "spec.backup_zones[0]"},

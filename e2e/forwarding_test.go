@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -120,7 +121,7 @@ spec:
 			t.Fatalf("after removing alpha a connection got %q %v, want beta", name, err)
 		}
 	}
-	if out, err := c.weft(n1, "", "status"); err != nil || !strings.Contains(out, "dataplane: applied") {
+	if out, err := c.weft(n1, "", "status"); err != nil || !regexp.MustCompile(`dataplane:\s+applied`).MatchString(out) {
 		t.Errorf("status does not show the dataplane: %v\n%s", err, out)
 	}
 }

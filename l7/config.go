@@ -63,7 +63,8 @@ type Route struct {
 	Pool     string
 	Redirect *Redirect
 	// RequestHeaders and ResponseHeaders rewrite headers on the way to the
-	// member and back to the client. The proto has no field for them yet.
+	// member and back to the client (a rule's request_headers and
+	// response_headers).
 	RequestHeaders  HeaderRewrite
 	ResponseHeaders HeaderRewrite
 }

@@ -54,6 +54,8 @@ type Agent struct {
 	dataplane dataplane.Driver
 	speaker   *bgp.Speaker
 	health    *health.Health
+	l7        *l7Subsystem
+	stopKeys  func()
 }
 
 // Start brings a node up: creates or joins a cluster, or restarts from the
@@ -275,9 +277,9 @@ func (a *Agent) startReconciler() error {
 	}
 	a.gossip = newGossipSubsystem(gossip.Config{
 		NodeName: a.id.Name, BindAddr: a.cfg.GossipAddr, AdvertiseAddr: gossipAdvertise, Logger: a.cfg.Logger,
-		Meta: gossip.NodeMeta{Region: a.id.Region, Zone: a.id.Zone, Checker: checker},
-	}, nil, a.cfg.Logger)
-	a.rec.subs = append(a.rec.subs, &subsystem{name: "gossip", apply: a.gossip.apply})
+		Meta: gossip.NodeMeta{Region: a.id.Region, Zone: a.id.Zone, Checker: checker,
+			Addrs: map[string]string{"api": a.id.APIAdvertise, "raft": a.id.RaftAdvertise}},
+	}, a.rec.appliedByOthers, a.cfg.Logger)
 	a.rec.wake = append(a.rec.wake, a.gossip.changed)
 	healthy := Healthy(allHealthy)
 	if checker {
@@ -316,6 +318,12 @@ func (a *Agent) startReconciler() error {
 			return c
 		})
 	}
+	if a.cfg.Dataplane != DataplaneNone {
+		// Nodes with a dataplane serve traffic: the http and https
+		// listeners too.
+		a.l7 = newL7Subsystem(healthy, a.cfg.Logger)
+		a.rec.subs = append(a.rec.subs, &subsystem{name: "l7", apply: a.l7.apply})
+	}
 	if a.cfg.BGP.ASN != 0 {
 		sp, err := bgp.New(bgp.Options{Logger: a.cfg.Logger})
 		if err != nil {
@@ -334,9 +342,12 @@ func (a *Agent) startReconciler() error {
 			healthy: healthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers}}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "bgp", apply: b.apply})
 	}
+	// Last, so that the applied index gossip publishes is the round's.
+	a.rec.subs = append(a.rec.subs, &subsystem{name: gossipSubsystemName, apply: a.gossip.apply})
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopRec, a.recDone = cancel, make(chan struct{})
 	go func() { defer close(a.recDone); a.rec.run(ctx) }()
+	a.stopKeys = newTicketRotator(a.raft, a.cfg.TicketRotation, a.cfg.Logger).start()
 	close(a.started)
 	return nil
 }
@@ -359,7 +370,8 @@ func (a *Agent) localStatus(res *weftv1.StatusResponse) {
 	if g := a.gossip.gossiper(); g != nil {
 		for _, m := range g.Members() {
 			res.Gossip = append(res.Gossip, &weftv1.GossipMember{Name: m.Name, Address: m.Addr.String(),
-				State: m.State.String(), Zone: m.Meta.Zone, Draining: m.Meta.Draining, Checker: m.Meta.Checker})
+				State: m.State.String(), Zone: m.Meta.Zone, Draining: m.Meta.Draining, Checker: m.Meta.Checker,
+				AppliedIndex: m.Meta.AppliedIndex})
 		}
 	}
 }
@@ -398,8 +410,14 @@ func (a *Agent) Close() error {
 		a.stopRec()
 		<-a.recDone
 	}
+	if a.stopKeys != nil {
+		a.stopKeys()
+	}
 	if a.dataplane != nil {
 		errs = append(errs, a.dataplane.Close())
+	}
+	if a.l7 != nil {
+		errs = append(errs, a.l7.close())
 	}
 	if a.speaker != nil {
 		errs = append(errs, a.speaker.Close())

@@ -80,13 +80,15 @@ func announcements(st *raftfsm.State, self, zone string, prependPerZone int, hea
 	return out
 }
 
-// servable reports whether any listener's pool has a member that may take
-// new flows.
+// servable reports whether any pool of any listener (its default pool or,
+// for http and https, a rule's) has a member that may take new flows.
 func servable(st *raftfsm.State, listeners []*weftv1.Listener, healthy Healthy) bool {
 	for _, l := range listeners {
-		for _, m := range st.Pool(l.GetPool()).GetSpec().GetMembers() {
-			if !m.GetDrain() && m.GetWeight() > 0 && healthy(l.GetPool(), m) {
-				return true
+		for _, pool := range l7Pools(l) {
+			for _, m := range st.Pool(pool).GetSpec().GetMembers() {
+				if !m.GetDrain() && m.GetWeight() > 0 && healthy(pool, m) {
+					return true
+				}
 			}
 		}
 	}

@@ -55,6 +55,10 @@ type Config struct {
 	DrainDelay time.Duration
 	bgpPeers   []bgp.Peer
 
+	// TicketRotation is how often the leader rotates the cluster's TLS
+	// session-ticket keys (0: DefaultTicketRotation); three are kept.
+	TicketRotation time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -104,6 +108,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.BGP.PrependPerZone == 0 {
 		c.BGP.PrependPerZone = 2
+	}
+	switch {
+	case c.TicketRotation == 0:
+		c.TicketRotation = DefaultTicketRotation
+	case c.TicketRotation < time.Second:
+		return fmt.Errorf("--tls-ticket-rotation: %v is shorter than 1s", c.TicketRotation)
 	}
 	var err error
 	if c.APIAdvertise, err = advertise("api", c.APIAddr, c.APIAdvertise); err != nil {

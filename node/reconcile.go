@@ -84,6 +84,24 @@ func (r *reconciler) run(ctx context.Context) {
 	}
 }
 
+// appliedByOthers is the lowest index the subsystems other than gossip
+// have applied: what this node runs of the committed state. A node with no
+// other subsystem runs every state it has: current.
+func (r *reconciler) appliedByOthers(current uint64) uint64 {
+	low, first := current, true
+	for _, s := range r.subs {
+		if s.name == gossipSubsystemName {
+			continue
+		}
+		s.mu.Lock()
+		if first || s.applied < low {
+			low, first = s.applied, false
+		}
+		s.mu.Unlock()
+	}
+	return low
+}
+
 // status reports each subsystem's applied index and last error.
 func (r *reconciler) status() []*weftv1.SubsystemStatus {
 	var out []*weftv1.SubsystemStatus

@@ -2,7 +2,10 @@ package validate
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,6 +148,8 @@ func (c checker) l4Listener(field string, l *weftv1.Listener) error {
 		return c.fail(field+".certificates", "only https listeners have certificates")
 	case l.StickySession != nil:
 		return c.fail(field+".sticky_session", "only http and https listeners have sticky sessions; use scheduler source-hash")
+	case l.MaxBodyBytes != 0:
+		return c.fail(field+".max_body_bytes", "only http and https listeners have a body limit")
 	}
 	return nil
 }
@@ -183,6 +188,9 @@ func (c checker) l7Listener(field string, l *weftv1.Listener) error {
 			return c.fail(f, "duplicate certificate %q", name)
 		}
 		seen[name] = true
+	}
+	if l.MaxBodyBytes > math.MaxInt64 {
+		return c.fail(field+".max_body_bytes", "%d is too large (at most %d)", l.MaxBodyBytes, int64(math.MaxInt64))
 	}
 	if st := l.StickySession; st != nil {
 		if st.CookieName == "" {
@@ -232,7 +240,7 @@ func (c checker) rule(field string, r *weftv1.Rule, last bool) error {
 		if !isToken(h.Name) {
 			return c.fail(field+".header.name", "%q is not a valid header name", h.Name)
 		}
-		if strings.ContainsFunc(h.Value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+		if strings.ContainsFunc(h.Value, isCTL) {
 			return c.fail(field+".header.value", "%q has control characters", h.Value)
 		}
 	}
@@ -242,9 +250,84 @@ func (c checker) rule(field string, r *weftv1.Rule, last bool) error {
 	case r.Pool != "" && r.Redirect != nil:
 		return c.fail(field, "must set exactly one of pool and redirect; it sets both")
 	case r.Pool != "":
-		return c.label(field+".pool", r.Pool)
+		if err := c.label(field+".pool", r.Pool); err != nil {
+			return err
+		}
+		if err := c.headerRewrite(field+".request_headers", r.RequestHeaders); err != nil {
+			return err
+		}
+		return c.headerRewrite(field+".response_headers", r.ResponseHeaders)
+	}
+	// A redirect is answered by the proxy itself: no request goes to a
+	// member and no member's response comes back to rewrite.
+	if r.RequestHeaders != nil {
+		return c.fail(field+".request_headers", "only rules with a pool rewrite headers; this rule redirects")
+	}
+	if r.ResponseHeaders != nil {
+		return c.fail(field+".response_headers", "only rules with a pool rewrite headers; this rule redirects")
 	}
 	return c.redirect(field+".redirect", r.Redirect)
+}
+
+// reservedHeaders may not be rewritten: the hop-by-hop headers (RFC 9110
+// section 7.6.1, and the ones net/http's reverse proxy also treats so) and
+// the framing header belong to each connection and are set by the proxy,
+// and the request's Host is the route the proxy forwards with (net/http
+// sends the request's host, not a Host header). Keys are lower case.
+var reservedHeaders = map[string]bool{
+	"connection": true, "proxy-connection": true, "keep-alive": true, "te": true, "trailer": true,
+	"transfer-encoding": true, "upgrade": true, "proxy-authenticate": true, "proxy-authorization": true,
+	"content-length": true, "host": true,
+}
+
+// headerRewrite checks a rule's header rewrite: field names are tokens, not
+// reserved and not repeated (names are case-insensitive), values have no
+// control characters.
+func (c checker) headerRewrite(field string, h *weftv1.HeaderRewrite) error {
+	if h == nil {
+		return nil
+	}
+	name := func(f, n string) error {
+		switch {
+		case !isToken(n):
+			return c.fail(f, "%q is not a valid header name", n)
+		case reservedHeaders[strings.ToLower(n)]:
+			return c.fail(f, "%s cannot be rewritten: the proxy sets it for each connection (hop-by-hop, framing or Host)", n)
+		}
+		return nil
+	}
+	seen := map[string]bool{}
+	for i, n := range h.Remove {
+		f := fmt.Sprintf("%s.remove[%d]", field, i)
+		if err := name(f, n); err != nil {
+			return err
+		}
+		if seen[strings.ToLower(n)] {
+			return c.fail(f, "duplicate header %q", n)
+		}
+		seen[strings.ToLower(n)] = true
+	}
+	for _, part := range []struct {
+		name string
+		m    map[string]string
+	}{{"set", h.Set}, {"add", h.Add}} {
+		seen := map[string]string{}
+		// Sorted, so the same input always reports the same problem.
+		for _, n := range slices.Sorted(maps.Keys(part.m)) {
+			f := fmt.Sprintf("%s.%s[%q]", field, part.name, n)
+			if err := name(f, n); err != nil {
+				return err
+			}
+			if prev, ok := seen[strings.ToLower(n)]; ok {
+				return c.fail(f, "duplicate header: %q differs from %q only in case", n, prev)
+			}
+			seen[strings.ToLower(n)] = n
+			if v := part.m[n]; strings.ContainsFunc(v, isCTL) {
+				return c.fail(f, "value %q has control characters", v)
+			}
+		}
+	}
+	return nil
 }
 
 func (c checker) redirect(field string, r *weftv1.Redirect) error {
@@ -269,3 +352,7 @@ func (c checker) redirect(field string, r *weftv1.Redirect) error {
 	}
 	return c.optionalPort(field+".port", r.Port)
 }
+
+// isCTL reports whether r is a control character other than tab, which may
+// not appear in a header field value (RFC 9110 section 5.5).
+func isCTL(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }

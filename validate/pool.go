@@ -14,19 +14,21 @@ import (
 
 // Pool defaults and limits.
 const (
-	maxMembers           = 1024
-	defaultWeight        = 100
-	defaultAlgorithm     = "round-robin"
-	defaultCheckType     = "tcp"
-	defaultInterval      = 5 * time.Second
-	defaultTimeout       = 2 * time.Second
-	defaultRise          = 2
-	defaultFall          = 3
-	defaultPath          = "/"
-	defaultExpectedCodes = "200-399"
-	minInterval          = time.Second
-	maxInterval          = 5 * time.Minute
-	maxThreshold         = 10
+	maxMembers       = 1024
+	defaultWeight    = 100
+	defaultAlgorithm = "round-robin"
+	// defaultUpstreamProtocol is how L7 listeners speak to members.
+	defaultUpstreamProtocol = "http1"
+	defaultCheckType        = "tcp"
+	defaultInterval         = 5 * time.Second
+	defaultTimeout          = 2 * time.Second
+	defaultRise             = 2
+	defaultFall             = 3
+	defaultPath             = "/"
+	defaultExpectedCodes    = "200-399"
+	minInterval             = time.Second
+	maxInterval             = 5 * time.Minute
+	maxThreshold            = 10
 )
 
 // Pool normalises and validates p in place; see Resource.
@@ -59,10 +61,44 @@ func Pool(p *weftv1.Pool) error {
 	if err := c.healthCheck(s.HealthCheck); err != nil {
 		return err
 	}
+	return c.l7Pool(s)
+}
+
+// l7Pool checks the fields only L7 listeners use: how requests are spread
+// and how members are spoken to.
+func (c checker) l7Pool(s *weftv1.PoolSpec) error {
 	if s.Algorithm == "" {
 		s.Algorithm = defaultAlgorithm
 	}
-	return c.oneOf("spec.algorithm", s.Algorithm, "round-robin", "least-request", "hash-client-ip")
+	if err := c.oneOf("spec.algorithm", s.Algorithm, "round-robin", "least-request", "hash-client-ip", "hash-header", "hash-cookie"); err != nil {
+		return err
+	}
+	switch {
+	case s.Algorithm == "hash-header" && !isToken(s.HashKey):
+		return c.hashKeyProblem(s, "header")
+	case s.Algorithm == "hash-cookie" && !isToken(s.HashKey):
+		return c.hashKeyProblem(s, "cookie")
+	case s.Algorithm != "hash-header" && s.Algorithm != "hash-cookie" && s.HashKey != "":
+		// A key that nothing reads is a mistake the operator should see.
+		return c.fail("spec.hash_key", "only hash-header and hash-cookie pools have a hash key (algorithm is %s)", s.Algorithm)
+	}
+	if s.UpstreamProtocol == "" {
+		s.UpstreamProtocol = defaultUpstreamProtocol
+	}
+	if err := c.oneOf("spec.upstream_protocol", s.UpstreamProtocol, "http1", "h2c", "h2"); err != nil {
+		return err
+	}
+	if s.UpstreamTlsInsecure && s.UpstreamProtocol != "h2" {
+		return c.fail("spec.upstream_tls_insecure", "only h2 pools speak TLS to their members (upstream_protocol is %s)", s.UpstreamProtocol)
+	}
+	return nil
+}
+
+func (c checker) hashKeyProblem(s *weftv1.PoolSpec, what string) error {
+	if s.HashKey == "" {
+		return c.fail("spec.hash_key", "must be set for %s pools (the %s name to hash)", s.Algorithm, what)
+	}
+	return c.fail("spec.hash_key", "%q is not a valid %s name", s.HashKey, what)
 }
 
 func (c checker) member(i int, m *weftv1.Member) error {

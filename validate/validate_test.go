@@ -69,6 +69,14 @@ func l7(rules ...*weftv1.Rule) *weftv1.Listener {
 	return &weftv1.Listener{Port: 8080, Protocol: "http", Rules: rules}
 }
 
+// rewrite adds an http listener with one rule to a pool that rewrites the
+// request and response headers.
+func rewrite(req, resp *weftv1.HeaderRewrite) func(s *weftv1.LoadBalancerSpec) {
+	return func(s *weftv1.LoadBalancerSpec) {
+		s.Listeners = append(s.Listeners, l7(&weftv1.Rule{PathPrefix: "/", Pool: "web", RequestHeaders: req, ResponseHeaders: resp}))
+	}
+}
+
 func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 func TestValidBasesPass(t *testing.T) {
@@ -199,6 +207,30 @@ func TestInvalid(t *testing.T) {
 		}), "spec.listeners[2].rules[0].redirect.host", "want a host name or an IP address"},
 		{"rule pool not a label", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Pool: "a.b"})) }), "spec.listeners[2].rules[0].pool", `character '.'`},
 
+		// Header rewrites.
+		{"rewrite bad name", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"X Env": "a"}}, nil)), `spec.listeners[2].rules[0].request_headers.set["X Env"]`, `"X Env" is not a valid header name`},
+		{"rewrite pseudo-header", lb(rewrite(nil, &weftv1.HeaderRewrite{Add: map[string]string{":status": "200"}})), `spec.listeners[2].rules[0].response_headers.add[":status"]`, "not a valid header name"},
+		{"rewrite empty name", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"X-A", ""}}, nil)), "spec.listeners[2].rules[0].request_headers.remove[1]", `"" is not a valid header name`},
+		{"rewrite host", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"host": "b.example"}}, nil)), `spec.listeners[2].rules[0].request_headers.set["host"]`, "host cannot be rewritten"},
+		{"remove connection", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"Connection"}}, nil)), "spec.listeners[2].rules[0].request_headers.remove[0]", "Connection cannot be rewritten"},
+		{"set transfer-encoding", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"Transfer-Encoding": "chunked"}})), `spec.listeners[2].rules[0].response_headers.set["Transfer-Encoding"]`, "cannot be rewritten"},
+		{"add upgrade", lb(rewrite(&weftv1.HeaderRewrite{Add: map[string]string{"UPGRADE": "websocket"}}, nil)), `spec.listeners[2].rules[0].request_headers.add["UPGRADE"]`, "cannot be rewritten"},
+		{"set content-length", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"Content-Length": "0"}})), `spec.listeners[2].rules[0].response_headers.set["Content-Length"]`, "cannot be rewritten"},
+		{"remove twice", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"X-A", "x-a"}}, nil)), "spec.listeners[2].rules[0].request_headers.remove[1]", `duplicate header "x-a"`},
+		{"set differing in case", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"X-A": "1", "x-a": "2"}})), `spec.listeners[2].rules[0].response_headers.set["x-a"]`, `"x-a" differs from "X-A" only in case`},
+		{"value with CR LF", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"X-A": "a\r\nX-Injected: 1"}}, nil)), `spec.listeners[2].rules[0].request_headers.set["X-A"]`, "control characters"},
+		{"value with NUL", lb(rewrite(nil, &weftv1.HeaderRewrite{Add: map[string]string{"X-A": "a\x00"}})), `spec.listeners[2].rules[0].response_headers.add["X-A"]`, "control characters"},
+		{"rewrite on a redirect", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Redirect: &weftv1.Redirect{Scheme: "https"}, ResponseHeaders: &weftv1.HeaderRewrite{Set: map[string]string{"X-A": "1"}}}))
+		}), "spec.listeners[2].rules[0].response_headers", "only rules with a pool rewrite headers; this rule redirects"},
+		{"request rewrite on a redirect", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Redirect: &weftv1.Redirect{}, RequestHeaders: &weftv1.HeaderRewrite{}}))
+		}), "spec.listeners[2].rules[0].request_headers", "this rule redirects"},
+
+		// Body limit.
+		{"body limit on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].MaxBodyBytes = 1024 }), "spec.listeners[0].max_body_bytes", "only http and https listeners have a body limit"},
+		{"body limit over int64", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].MaxBodyBytes = 1 << 63 }), "spec.listeners[1].max_body_bytes", "9223372036854775808 is too large (at most 9223372036854775807)"},
+
 		// Pools.
 		{"too many members", pool(func(s *weftv1.PoolSpec) {
 			s.Members = make([]*weftv1.Member, 1025)
@@ -228,7 +260,16 @@ func TestInvalid(t *testing.T) {
 		{"code not a number", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "2xx" }), "spec.health_check.expected_codes", `"2xx" is not a status code`},
 		{"range backwards", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "399-200" }), "spec.health_check.expected_codes", "ends before it starts"},
 		{"empty code item", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "200,,204" }), "spec.health_check.expected_codes", "empty item"},
-		{"bad algorithm", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "random" }), "spec.algorithm", `"random" is not valid (round-robin, least-request or hash-client-ip)`},
+		{"bad algorithm", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "random" }), "spec.algorithm", `"random" is not valid (round-robin, least-request, hash-client-ip, hash-header or hash-cookie)`},
+		{"hash-header without key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-header" }), "spec.hash_key", "must be set for hash-header pools (the header name to hash)"},
+		{"hash-cookie without key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-cookie" }), "spec.hash_key", "must be set for hash-cookie pools (the cookie name to hash)"},
+		{"hash-header bad key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-header"; s.HashKey = "X User" }), "spec.hash_key", `"X User" is not a valid header name`},
+		{"hash-cookie bad key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-cookie"; s.HashKey = "a;b" }), "spec.hash_key", `"a;b" is not a valid cookie name`},
+		{"hash key on round robin", pool(func(s *weftv1.PoolSpec) { s.HashKey = "X-User" }), "spec.hash_key", "only hash-header and hash-cookie pools have a hash key (algorithm is round-robin)"},
+		{"hash key on hash-client-ip", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-client-ip"; s.HashKey = "X-User" }), "spec.hash_key", "(algorithm is hash-client-ip)"},
+		{"bad upstream protocol", pool(func(s *weftv1.PoolSpec) { s.UpstreamProtocol = "http2" }), "spec.upstream_protocol", `"http2" is not valid (http1, h2c or h2)`},
+		{"tls insecure without tls", pool(func(s *weftv1.PoolSpec) { s.UpstreamProtocol = "h2c"; s.UpstreamTlsInsecure = true }), "spec.upstream_tls_insecure", "only h2 pools speak TLS to their members (upstream_protocol is h2c)"},
+		{"tls insecure on default protocol", pool(func(s *weftv1.PoolSpec) { s.UpstreamTlsInsecure = true }), "spec.upstream_tls_insecure", "(upstream_protocol is http1)"},
 
 		// DNS records.
 		{"no fqdn", dns(func(s *weftv1.DNSRecordSpec) { s.Fqdn = "" }), "spec.fqdn", "must not be empty"},
@@ -389,6 +430,7 @@ func TestNormalise(t *testing.T) {
 					Interval: dur(5 * time.Second), Timeout: dur(2 * time.Second), Rise: 2, Fall: 3,
 				}
 				s.Algorithm = "round-robin"
+				s.UpstreamProtocol = "http1"
 			}),
 		},
 		{
@@ -398,6 +440,40 @@ func TestNormalise(t *testing.T) {
 				s.Members = nil
 				s.HealthCheck = &weftv1.HealthCheck{Type: "tcp", Interval: dur(5 * time.Second), Timeout: dur(2 * time.Second), Rise: 2, Fall: 3}
 				s.Algorithm = "least-request"
+				s.UpstreamProtocol = "http1"
+			}),
+		},
+		{
+			name: "l7 pool fields kept",
+			in: pool(func(s *weftv1.PoolSpec) {
+				s.HealthCheck = nil
+				s.Algorithm, s.HashKey = "hash-cookie", "session"
+				s.UpstreamProtocol, s.UpstreamTlsInsecure, s.ProxyProtocol = "h2", true, true
+			}),
+			want: pool(func(s *weftv1.PoolSpec) {
+				s.Members[0].Weight, s.Members[1].Weight = w(100), w(100)
+				s.HealthCheck = &weftv1.HealthCheck{Type: "tcp", Interval: dur(5 * time.Second), Timeout: dur(2 * time.Second), Rise: 2, Fall: 3}
+				s.Algorithm, s.HashKey = "hash-cookie", "session"
+				s.UpstreamProtocol, s.UpstreamTlsInsecure, s.ProxyProtocol = "h2", true, true
+			}),
+		},
+		{
+			name: "l7 listener with rewrites and a body limit",
+			in: lb(func(s *weftv1.LoadBalancerSpec) {
+				s.Listeners = []*weftv1.Listener{{Port: 80, Protocol: "http", Pool: "web", MaxBodyBytes: 1 << 20, Rules: []*weftv1.Rule{{
+					PathPrefix:      "/api/",
+					Pool:            "api",
+					RequestHeaders:  &weftv1.HeaderRewrite{Remove: []string{"Cookie"}, Set: map[string]string{"X-Env": "prod", "X-Forwarded-Port": "80"}},
+					ResponseHeaders: &weftv1.HeaderRewrite{Add: map[string]string{"Set-Cookie": "a=b", "x-served-by": "weft"}, Remove: []string{"Server"}},
+				}}}}
+			}),
+			want: lb(func(s *weftv1.LoadBalancerSpec) {
+				s.Listeners = []*weftv1.Listener{{Name: "http-80", Port: 80, Protocol: "http", Pool: "web", MaxBodyBytes: 1 << 20, Rules: []*weftv1.Rule{{
+					PathPrefix:      "/api/",
+					Pool:            "api",
+					RequestHeaders:  &weftv1.HeaderRewrite{Remove: []string{"Cookie"}, Set: map[string]string{"X-Env": "prod", "X-Forwarded-Port": "80"}},
+					ResponseHeaders: &weftv1.HeaderRewrite{Add: map[string]string{"Set-Cookie": "a=b", "x-served-by": "weft"}, Remove: []string{"Server"}},
+				}}}}
 			}),
 		},
 		{

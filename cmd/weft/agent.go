@@ -102,6 +102,7 @@ func newAgentCmd() *cobra.Command {
 	f.Var(addrFlag{&cfg.BGP.RouterID}, "bgp-router-id", "BGP router id (default: the Raft address)")
 	f.IntVar(&cfg.BGP.PrependPerZone, "bgp-prepend", 2, "AS-path prepends per backup-zone rank")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", 2*time.Second, "on stop, forward this long after withdrawing routes")
+	f.DurationVar(&cfg.TicketRotation, "tls-ticket-rotation", node.DefaultTicketRotation, "how often the leader rotates the cluster's TLS session-ticket keys (3 are kept)")
 	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

@@ -26,9 +26,9 @@ func printStatus(w io.Writer, m *weftv1.StatusResponse) error {
 		var rows [][]string
 		for _, g := range m.GetGossip() {
 			rows = append(rows, []string{g.GetName(), g.GetAddress(), g.GetZone(), g.GetState(),
-				strconv.FormatBool(g.GetChecker()), strconv.FormatBool(g.GetDraining())})
+				strconv.FormatBool(g.GetChecker()), strconv.FormatBool(g.GetDraining()), strconv.FormatUint(g.GetAppliedIndex(), 10)})
 		}
-		if err := manifest.Table(w, []string{"name", "address", "zone", "state", "checker", "draining"}, rows); err != nil {
+		if err := manifest.Table(w, []string{"name", "address", "zone", "state", "checker", "draining", "applied"}, rows); err != nil {
 			return err
 		}
 	}

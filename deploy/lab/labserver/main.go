@@ -2,6 +2,10 @@
 // every request with its own name, so a client can see which server a load
 // balancer chose. /healthz answers 200 unless the file named by -down
 // exists, which lets tests fail a health check without stopping the server.
+// With -echo-headers it also returns each request header as a response
+// header X-Echo-<name>, so a test sees what a proxy forwarded; with -stream,
+// /stream?lines=N&every=D answers N lines, one every D, flushed as written,
+// so a test holds a request open.
 package main
 
 import (
@@ -10,6 +14,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -19,6 +24,8 @@ func main() {
 		name  = flag.String("name", "", "name to answer with (default: host name)")
 		addrs = flag.String("addr", ":80", "listen addresses, comma-separated")
 		down  = flag.String("down", "", "while this file exists, /healthz answers 503")
+		echo  = flag.Bool("echo-headers", false, "return each request header as a response header X-Echo-<name>")
+		slow  = flag.Bool("stream", false, "serve /stream?lines=N&every=D: N lines, one every D")
 	)
 	flag.Parse()
 	if *name == "" {
@@ -35,9 +42,31 @@ func main() {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if *echo {
+			for k, vs := range r.Header {
+				w.Header()["X-Echo-"+k] = vs
+			}
+		}
 		w.Header().Set("X-Server", *name)
 		fmt.Fprintln(w, *name)
 	})
+	if *slow {
+		mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+			lines, _ := strconv.Atoi(r.URL.Query().Get("lines"))
+			every, _ := time.ParseDuration(r.URL.Query().Get("every"))
+			w.Header().Set("X-Server", *name)
+			rc := http.NewResponseController(w)
+			for i := 1; i <= lines; i++ {
+				if i > 1 {
+					time.Sleep(every)
+				}
+				fmt.Fprintf(w, "%s %d\n", *name, i)
+				if err := rc.Flush(); err != nil {
+					return
+				}
+			}
+		})
+	}
 	errs := make(chan error)
 	for _, addr := range strings.Split(*addrs, ",") {
 		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}

@@ -520,7 +520,10 @@ type GossipMember struct {
 	Zone     string `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
 	Draining bool   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
 	// Checker is set on nodes that run health checks.
-	Checker       bool `protobuf:"varint,6,opt,name=checker,proto3" json:"checker,omitempty"`
+	Checker bool `protobuf:"varint,6,opt,name=checker,proto3" json:"checker,omitempty"`
+	// AppliedIndex is the Raft index the node's subsystems have applied, as
+	// it last told the others.
+	AppliedIndex  uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +598,13 @@ func (x *GossipMember) GetChecker() bool {
 		return x.Checker
 	}
 	return false
+}
+
+func (x *GossipMember) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
 }
 
 // SubsystemStatus is one subsystem's (dataplane, l7, bgp, ...) progress.
@@ -1842,14 +1852,15 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\bcheckers\x18\x05 \x03(\tR\bcheckers\x12\x14\n" +
 	"\x05probe\x18\x06 \x01(\tR\x05probe\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\a \x01(\tR\tlastError\"\x9c\x01\n" +
+	"last_error\x18\a \x01(\tR\tlastError\"\xc1\x01\n" +
 	"\fGossipMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x12\n" +
 	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x1a\n" +
 	"\bdraining\x18\x05 \x01(\bR\bdraining\x12\x18\n" +
-	"\achecker\x18\x06 \x01(\bR\achecker\"`\n" +
+	"\achecker\x18\x06 \x01(\bR\achecker\x12#\n" +
+	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\"`\n" +
 	"\x0fSubsystemStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x14\n" +

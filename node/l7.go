@@ -1,0 +1,378 @@
+package node
+
+// The l7 subsystem: the http and https listeners of every load balancer,
+// served by the l7 proxy on VIP:port of each traffic-serving node, and the
+// local routes that make the kernel deliver those VIPs to it.
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"reflect"
+	"slices"
+	"strconv"
+
+	"github.com/weftlb/weft/l7"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/raftfsm"
+)
+
+// l7Config turns the committed state into the L7 proxy's Config: one
+// listener per http or https listener (named "<load balancer>/<listener>"),
+// the pools they route to with each member's health, the certificates they
+// name, and the cluster's ticket and cookie keys. Load balancers come
+// sorted by name and listeners in order, so equal states give equal
+// Configs.
+//
+// A listener that cannot be built (a certificate that does not parse) is
+// left out and reported in the error; the others are served. It also
+// returns the VIPs of the listeners it kept.
+func l7Config(st *raftfsm.State, healthy Healthy, certs *certCache) (l7.Config, []netip.Addr, error) {
+	cfg := l7.Config{Pools: map[string]l7.Pool{}, Certificates: map[string]tls.Certificate{}}
+	if sec := st.Secrets(); sec != nil {
+		for _, k := range sec.GetTicketKeys() {
+			if len(k.GetKey()) == 32 {
+				cfg.TicketKeys = append(cfg.TicketKeys, [32]byte(k.GetKey()))
+			}
+		}
+		cfg.CookieKey = sec.GetCookieKey()
+	}
+	var (
+		vips []netip.Addr
+		errs []error
+	)
+	for _, lb := range st.LoadBalancers() {
+		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
+		if err != nil {
+			continue // validated before it was committed
+		}
+		served := false
+		for _, pl := range lb.GetSpec().GetListeners() {
+			if pl.GetProtocol() != "http" && pl.GetProtocol() != "https" {
+				continue
+			}
+			l, err := l7Listener(st, &cfg, certs, lb.GetMetadata().GetName(), vip, pl)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, name := range l7Pools(pl) {
+				if _, ok := cfg.Pools[name]; !ok {
+					cfg.Pools[name] = l7Pool(name, st.Pool(name), healthy)
+				}
+			}
+			cfg.Listeners = append(cfg.Listeners, l)
+			served = true
+		}
+		if served {
+			vips = append(vips, vip)
+		}
+	}
+	return cfg, vips, errors.Join(errs...)
+}
+
+// l7Listener translates one http or https listener and adds the
+// certificates it names to cfg.
+func l7Listener(st *raftfsm.State, cfg *l7.Config, certs *certCache, lbName string, vip netip.Addr, pl *weftv1.Listener) (l7.Listener, error) {
+	name := lbName + "/" + pl.GetName()
+	l := l7.Listener{
+		Name:        name,
+		Addr:        netip.AddrPortFrom(vip, uint16(pl.GetPort())),
+		TLS:         pl.GetProtocol() == "https",
+		HTTP2:       true,
+		DefaultPool: pl.GetPool(),
+		Timeouts: l7.Timeouts{
+			Connect:  pl.GetTimeouts().GetConnect().AsDuration(),
+			Idle:     pl.GetTimeouts().GetIdle().AsDuration(),
+			Response: pl.GetTimeouts().GetResponse().AsDuration(),
+		},
+		// validate caps it at the largest int64.
+		Limits: l7.Limits{MaxBodyBytes: int64(pl.GetMaxBodyBytes())},
+	}
+	for _, pool := range l7Pools(pl) {
+		if st.Pool(pool) == nil {
+			// The state store refuses dangling references; never serve a
+			// listener half-built.
+			return l7.Listener{}, fmt.Errorf("listener %s: pool %q is not in the state", name, pool)
+		}
+	}
+	if l.TLS {
+		for _, c := range pl.GetCertificates() {
+			tc, err := certs.get(st.Certificate(c), c)
+			if err != nil {
+				return l7.Listener{}, fmt.Errorf("listener %s: %w", name, err)
+			}
+			cfg.Certificates[c] = tc
+			l.Certificates = append(l.Certificates, c)
+		}
+	}
+	// Sticky sessions need the cluster's cookie key, which the leader
+	// creates within a second of the cluster's start: until it is there
+	// the listener balances without pinning rather than not serving.
+	if s := pl.GetStickySession(); s.GetEnabled() && len(cfg.CookieKey) > 0 {
+		l.Sticky = &l7.Sticky{CookieName: s.GetCookieName(), TTL: s.GetTtl().AsDuration()}
+	}
+	for _, r := range pl.GetRules() {
+		rt := l7.Route{
+			Host:            r.GetHost(),
+			PathExact:       r.GetPathExact(),
+			PathPrefix:      r.GetPathPrefix(),
+			Pool:            r.GetPool(),
+			RequestHeaders:  headerRewrite(r.GetRequestHeaders()),
+			ResponseHeaders: headerRewrite(r.GetResponseHeaders()),
+		}
+		if h := r.GetHeader(); h != nil {
+			rt.Header = &l7.HeaderMatch{Name: h.GetName(), Value: h.GetValue()}
+		}
+		if rd := r.GetRedirect(); rd != nil {
+			rt.Redirect = &l7.Redirect{Scheme: rd.GetScheme(), Host: rd.GetHost(), Port: uint16(rd.GetPort()), Code: int(rd.GetCode())}
+		}
+		l.Routes = append(l.Routes, rt)
+	}
+	return l, nil
+}
+
+// l7Pools are the pools a listener routes to: its default pool and, for
+// http and https, its rules' pools.
+func l7Pools(l *weftv1.Listener) []string {
+	var pools []string
+	if p := l.GetPool(); p != "" {
+		pools = append(pools, p)
+	}
+	for _, r := range l.GetRules() {
+		if p := r.GetPool(); p != "" {
+			pools = append(pools, p)
+		}
+	}
+	return pools
+}
+
+// l7Pool translates a pool; members that may not take new requests keep
+// their place (and their sticky clients, when draining) with Healthy or
+// Drain saying why.
+func l7Pool(name string, p *weftv1.Pool, healthy Healthy) l7.Pool {
+	s := p.GetSpec()
+	out := l7.Pool{Algorithm: s.GetAlgorithm(), HashKey: s.GetHashKey(), Protocol: s.GetUpstreamProtocol(),
+		TLSInsecure: s.GetUpstreamTlsInsecure(), ProxyProtocol: s.GetProxyProtocol()}
+	for _, m := range s.GetMembers() {
+		addr, err := memberAddr(m)
+		if err != nil {
+			continue // validated before it was committed
+		}
+		out.Members = append(out.Members, l7.Member{Addr: addr, Weight: uint32(m.GetWeight()),
+			Healthy: healthy(name, m), Drain: m.GetDrain()})
+	}
+	return out
+}
+
+func headerRewrite(h *weftv1.HeaderRewrite) l7.HeaderRewrite {
+	if h == nil {
+		return l7.HeaderRewrite{}
+	}
+	return l7.HeaderRewrite{Remove: h.GetRemove(), Set: h.GetSet(), Add: h.GetAdd()}
+}
+
+// certCache keeps parsed certificates by name, so a reconcile (every health
+// change, every 2 s on XDP nodes) does not parse every key again, and an
+// unchanged certificate is the same value, which lets the subsystem see
+// that nothing changed.
+type certCache struct {
+	byName map[string]cachedCert
+}
+
+type cachedCert struct {
+	certPEM, keyPEM string
+	cert            tls.Certificate
+	err             error
+}
+
+func (c *certCache) get(r *weftv1.Certificate, name string) (tls.Certificate, error) {
+	if r == nil {
+		return tls.Certificate{}, fmt.Errorf("certificate %q is not in the state", name)
+	}
+	certPEM, keyPEM := r.GetSpec().GetCertificatePem(), r.GetSpec().GetPrivateKeyPem()
+	if e, ok := c.byName[name]; ok && e.certPEM == certPEM && e.keyPEM == keyPEM {
+		return e.cert, e.err
+	}
+	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		err = fmt.Errorf("certificate %q: %w", name, err)
+	}
+	if c.byName == nil {
+		c.byName = map[string]cachedCert{}
+	}
+	c.byName[name] = cachedCert{certPEM: certPEM, keyPEM: keyPEM, cert: cert, err: err}
+	return cert, err
+}
+
+// forget drops certificates the last Config did not use.
+func (c *certCache) forget(used map[string]tls.Certificate) {
+	for name := range c.byName {
+		if _, ok := used[name]; !ok {
+			delete(c.byName, name)
+		}
+	}
+}
+
+// l7Subsystem runs the L7 proxy on a traffic-serving node.
+type l7Subsystem struct {
+	proxy   *l7.Proxy
+	healthy Healthy
+	certs   certCache
+	vips    *localVIPs
+	last    *l7.Config
+}
+
+func newL7Subsystem(healthy Healthy, log *slog.Logger) *l7Subsystem {
+	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log}), healthy: healthy, vips: &localVIPs{}}
+}
+
+// apply serves the state's http and https listeners, then makes their VIPs
+// local. A listener left out of the Config is reported after the others
+// were applied.
+func (s *l7Subsystem) apply(ctx context.Context, st *raftfsm.State) error {
+	cfg, vips, cfgErr := l7Config(st, s.healthy, &s.certs)
+	if s.last == nil || !reflect.DeepEqual(*s.last, cfg) {
+		if err := s.proxy.Apply(ctx, cfg); err != nil {
+			return errors.Join(err, cfgErr)
+		}
+		s.last = &cfg
+		s.certs.forget(cfg.Certificates)
+	}
+	return errors.Join(cfgErr, s.vips.set(ctx, vips))
+}
+
+// close stops the proxy (draining its requests) and removes the VIPs'
+// local routes.
+func (s *l7Subsystem) close() error {
+	return errors.Join(s.proxy.Close(), s.vips.set(context.Background(), nil))
+}
+
+// vipRouteProto is the routing protocol number (iproute2's "proto") of the
+// local routes the agent adds: it finds its own by it, including those a
+// killed agent left behind, and never touches anybody else's.
+const vipRouteProto = 87
+
+// localVIPs keeps a `local` route in table local on lo for each VIP the L7
+// listeners serve: the XDP program passes their packets to the stack, and
+// the stack delivers only to local addresses, even to a socket bound with
+// IP_FREEBIND. A route rather than an address: it is the whole of what is
+// needed (an address on lo would also be a source address the node might
+// pick), and a VIP someone already made local (the operator, or an
+// address on lo) is left alone.
+type localVIPs struct {
+	// ip runs iproute2; tests run it in a network namespace.
+	ip func(ctx context.Context, args ...string) ([]byte, error)
+}
+
+// set makes exactly the given VIPs local through the agent's routes.
+func (v *localVIPs) set(ctx context.Context, vips []netip.Addr) error {
+	ip := v.ip
+	if ip == nil {
+		ip = runIP
+	}
+	var errs []error
+	for _, family := range []string{"-4", "-6"} {
+		var want []netip.Addr
+		for _, a := range vips {
+			if a.Is4() == (family == "-4") {
+				want = append(want, a)
+			}
+		}
+		out, err := ip(ctx, "-N", "-j", family, "route", "show", "table", "local", "type", "local")
+		if err != nil {
+			if len(want) > 0 || family == "-4" {
+				errs = append(errs, err)
+			}
+			continue // a node without IPv6 has no IPv6 routes of ours
+		}
+		ours, others, err := parseLocalRoutes(out)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		add, del := planLocalRoutes(want, ours, others)
+		for _, a := range add {
+			_, err := ip(ctx, "route", "add", "local", netip.PrefixFrom(a, a.BitLen()).String(), "dev", "lo",
+				"table", "local", "proto", strconv.Itoa(vipRouteProto))
+			errs = append(errs, err)
+		}
+		for _, a := range del {
+			_, err := ip(ctx, "route", "del", "local", netip.PrefixFrom(a, a.BitLen()).String(), "dev", "lo",
+				"table", "local", "proto", strconv.Itoa(vipRouteProto))
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// parseLocalRoutes reads `ip -N -j route show table local type local`: the
+// host routes that are the agent's, and the prefixes local otherwise (an
+// address's own route, 127.0.0.0/8).
+func parseLocalRoutes(out []byte) (ours map[netip.Addr]bool, others []netip.Prefix, err error) {
+	var routes []struct {
+		Dst      string `json:"dst"`
+		Protocol string `json:"protocol"`
+	}
+	if err := json.Unmarshal(out, &routes); err != nil {
+		return nil, nil, fmt.Errorf("parse local routes: %w", err)
+	}
+	ours = map[netip.Addr]bool{}
+	for _, r := range routes {
+		p, err := netip.ParsePrefix(r.Dst)
+		if err != nil {
+			a, aerr := netip.ParseAddr(r.Dst)
+			if aerr != nil {
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if r.Protocol == strconv.Itoa(vipRouteProto) && p.IsSingleIP() {
+			ours[p.Addr()] = true
+		} else {
+			others = append(others, p)
+		}
+	}
+	return ours, others, nil
+}
+
+// planLocalRoutes returns the routes to add (wanted, not ours, not already
+// local otherwise, like a loopback VIP) and to delete (ours, no longer
+// wanted).
+func planLocalRoutes(want []netip.Addr, ours map[netip.Addr]bool, others []netip.Prefix) (add, del []netip.Addr) {
+	wanted := map[netip.Addr]bool{}
+	for _, a := range want {
+		if wanted[a] {
+			continue
+		}
+		wanted[a] = true
+		local := slices.ContainsFunc(others, func(p netip.Prefix) bool { return p.Contains(a) })
+		if !ours[a] && !local {
+			add = append(add, a)
+		}
+	}
+	for a := range ours {
+		if !wanted[a] {
+			del = append(del, a)
+		}
+	}
+	slices.SortFunc(del, netip.Addr.Compare)
+	return add, del
+}
+
+func runIP(ctx context.Context, args ...string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, "ip", args...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("ip %v: %w: %s", args, err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("ip %v: %w", args, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,459 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/weftlb/weft/l7"
+	"github.com/weftlb/weft/pki"
+	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/raftfsm"
+	"github.com/weftlb/weft/validate"
+)
+
+func key32(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+// l7State commits resources and, when keys is set, cluster secrets with two
+// ticket keys (key32(2) newest) and the cookie key key32(9), as Raft would.
+func l7State(t *testing.T, keys bool, rs ...*weftv1.Resource) *raftfsm.State {
+	t.Helper()
+	for _, r := range rs {
+		if err := validate.Resource(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &fsmProposer{t: t, fsm: raftfsm.NewFSM(0)}
+	cmds := []struct {
+		t   raftfsm.CommandType
+		msg proto.Message
+	}{{raftfsm.ApplyResourcesType, &statev1.ApplyResourcesCommand{Resources: rs}}}
+	if keys {
+		cmds = append(cmds, []struct {
+			t   raftfsm.CommandType
+			msg proto.Message
+		}{
+			{raftfsm.InitClusterType, &statev1.InitClusterCommand{Secrets: &statev1.ClusterSecrets{ClusterId: "c"}}},
+			{raftfsm.RotateTicketKeysType, &statev1.RotateTicketKeysCommand{
+				Key: &statev1.TicketKey{Key: key32(1), CreatedUnixNano: 1}, Keep: 3, CookieKey: key32(9)}},
+			{raftfsm.RotateTicketKeysType, &statev1.RotateTicketKeysCommand{
+				Key: &statev1.TicketKey{Key: key32(2), CreatedUnixNano: 2}, Keep: 3, PreviousCreatedUnixNano: 1}},
+		}...)
+	}
+	for _, c := range cmds {
+		if err, ok := p.apply(c.t, c.msg).(error); ok {
+			t.Fatalf("apply %v: %v", c.t, err)
+		}
+	}
+	return p.fsm.State()
+}
+
+func res(m proto.Message) *weftv1.Resource {
+	switch x := m.(type) {
+	case *weftv1.Pool:
+		return &weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: x}}
+	case *weftv1.LoadBalancer:
+		return &weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: x}}
+	case *weftv1.Certificate:
+		return &weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: x}}
+	}
+	panic(fmt.Sprintf("no resource for %T", m))
+}
+
+// testCert issues a certificate for names from a throwaway CA.
+func testCert(t *testing.T, name string, names ...string) *weftv1.Certificate {
+	t.Helper()
+	ca, err := pki.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k, err := ca.IssueNode(name, names, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &weftv1.Certificate{Metadata: &weftv1.Metadata{Name: name},
+		Spec: &weftv1.CertificateSpec{CertificatePem: string(c), PrivateKeyPem: string(k)}}
+}
+
+func TestL7Config(t *testing.T) {
+	web := &weftv1.Pool{Metadata: &weftv1.Metadata{Name: "web"}, Spec: &weftv1.PoolSpec{Members: []*weftv1.Member{
+		{Address: "192.0.2.11", Port: 8080},
+		{Address: "192.0.2.12", Port: 8080, Weight: weight(50)},
+		{Address: "192.0.2.13", Port: 8080, Drain: true},
+		{Address: "192.0.2.14", Port: 8080},
+	}}}
+	api := &weftv1.Pool{Metadata: &weftv1.Metadata{Name: "api"}, Spec: &weftv1.PoolSpec{
+		Algorithm: "hash-header", HashKey: "X-User", UpstreamProtocol: "h2c", ProxyProtocol: true,
+		Members: []*weftv1.Member{{Address: "2001:db8::21", Port: 9000}}}}
+	unused := &weftv1.Pool{Metadata: &weftv1.Metadata{Name: "unused"}, Spec: &weftv1.PoolSpec{
+		Members: []*weftv1.Member{{Address: "192.0.2.31", Port: 80}}}}
+	site := testCert(t, "site", "www.example.com")
+	lb := &weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "front"}, Spec: &weftv1.LoadBalancerSpec{
+		Vip: "198.51.100.10",
+		Listeners: []*weftv1.Listener{
+			{Port: 22, Protocol: "tcp", Pool: "unused"}, // L4: not the proxy's
+			{Port: 80, Protocol: "http", Pool: "web", MaxBodyBytes: 1 << 20,
+				StickySession: &weftv1.StickySession{Enabled: true, Ttl: durationpb.New(time.Hour)},
+				Timeouts:      &weftv1.Timeouts{Connect: durationpb.New(time.Second), Idle: durationpb.New(time.Minute), Response: durationpb.New(30 * time.Second)},
+				Rules: []*weftv1.Rule{
+					{Host: "api.example.com", PathPrefix: "/v1/", Pool: "api",
+						RequestHeaders:  &weftv1.HeaderRewrite{Remove: []string{"Cookie"}, Set: map[string]string{"X-Env": "prod"}},
+						ResponseHeaders: &weftv1.HeaderRewrite{Add: map[string]string{"X-Served-By": "weft"}}},
+					{PathExact: "/old", Header: &weftv1.HeaderMatch{Name: "X-Beta"}, Redirect: &weftv1.Redirect{Scheme: "https", Port: 443, Code: 301}},
+				}},
+			{Name: "tls", Port: 443, Protocol: "https", Certificates: []string{"site"},
+				Rules: []*weftv1.Rule{{PathPrefix: "/", Pool: "web"}}},
+		},
+	}}
+	other := &weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "l4-only"}, Spec: &weftv1.LoadBalancerSpec{
+		Vip: "198.51.100.20", Listeners: []*weftv1.Listener{{Port: 80, Protocol: "tcp", Pool: "web"}}}}
+	st := l7State(t, true, res(web), res(api), res(unused), res(site), res(lb), res(other))
+	down := func(pool string, m *weftv1.Member) bool { return m.GetAddress() != "192.0.2.14" }
+
+	var certs certCache
+	got, vips, err := l7Config(st, down, &certs)
+	if err != nil {
+		t.Fatalf("l7Config: %v", err)
+	}
+	tc, ok := got.Certificates["site"]
+	if !ok || tc.Leaf == nil || !slices.Contains(tc.Leaf.DNSNames, "www.example.com") {
+		t.Fatalf("certificate site: got %+v, want the parsed www.example.com certificate", got.Certificates)
+	}
+	vip := netip.MustParseAddr("198.51.100.10")
+	webPool := l7.Pool{Algorithm: "round-robin", Protocol: "http1", Members: []l7.Member{
+		{Addr: netip.MustParseAddrPort("192.0.2.11:8080"), Weight: 100, Healthy: true},
+		{Addr: netip.MustParseAddrPort("192.0.2.12:8080"), Weight: 50, Healthy: true},
+		{Addr: netip.MustParseAddrPort("192.0.2.13:8080"), Weight: 100, Healthy: true, Drain: true},
+		{Addr: netip.MustParseAddrPort("192.0.2.14:8080"), Weight: 100, Healthy: false},
+	}}
+	want := l7.Config{
+		Listeners: []l7.Listener{
+			{Name: "front/http-80", Addr: netip.AddrPortFrom(vip, 80), HTTP2: true, DefaultPool: "web",
+				Sticky:   &l7.Sticky{CookieName: "weft_sticky", TTL: time.Hour},
+				Timeouts: l7.Timeouts{Connect: time.Second, Idle: time.Minute, Response: 30 * time.Second},
+				Limits:   l7.Limits{MaxBodyBytes: 1 << 20},
+				Routes: []l7.Route{
+					{Host: "api.example.com", PathPrefix: "/v1/", Pool: "api",
+						RequestHeaders:  l7.HeaderRewrite{Remove: []string{"Cookie"}, Set: map[string]string{"X-Env": "prod"}},
+						ResponseHeaders: l7.HeaderRewrite{Add: map[string]string{"X-Served-By": "weft"}}},
+					{PathExact: "/old", Header: &l7.HeaderMatch{Name: "X-Beta"}, Redirect: &l7.Redirect{Scheme: "https", Port: 443, Code: 301}},
+				}},
+			{Name: "front/tls", Addr: netip.AddrPortFrom(vip, 443), TLS: true, Certificates: []string{"site"}, HTTP2: true,
+				Routes: []l7.Route{{PathPrefix: "/", Pool: "web"}}},
+		},
+		Pools: map[string]l7.Pool{
+			"web": webPool,
+			"api": {Algorithm: "hash-header", HashKey: "X-User", Protocol: "h2c", ProxyProtocol: true,
+				Members: []l7.Member{{Addr: netip.MustParseAddrPort("[2001:db8::21]:9000"), Weight: 100, Healthy: true}}},
+		},
+		Certificates: got.Certificates,
+		TicketKeys:   [][32]byte{[32]byte(key32(2)), [32]byte(key32(1))},
+		CookieKey:    key32(9),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("l7Config:\ngot  %+v\nwant %+v", got, want)
+	}
+	if !slices.Equal(vips, []netip.Addr{vip}) {
+		t.Errorf("VIPs: got %v, want [%v] (the L4-only load balancer's VIP is not the proxy's)", vips, vip)
+	}
+	// The same state gives an equal Config, with the same parsed
+	// certificate, so the subsystem skips it.
+	again, _, _ := l7Config(st, down, &certs)
+	if !reflect.DeepEqual(again, got) {
+		t.Error("l7Config is not deterministic")
+	}
+	if again.Certificates["site"].PrivateKey != got.Certificates["site"].PrivateKey {
+		t.Error("an unchanged certificate was parsed again")
+	}
+}
+
+// Until the leader has made the cluster's cookie key, sticky listeners are
+// served without pinning, and without ticket keys each listener makes its
+// own.
+func TestL7ConfigWithoutKeys(t *testing.T) {
+	web := &weftv1.Pool{Metadata: &weftv1.Metadata{Name: "web"}, Spec: &weftv1.PoolSpec{
+		Members: []*weftv1.Member{{Address: "192.0.2.11", Port: 8080}}}}
+	lb := &weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "front"}, Spec: &weftv1.LoadBalancerSpec{
+		Vip: "198.51.100.10", Listeners: []*weftv1.Listener{{Port: 80, Protocol: "http", Pool: "web",
+			StickySession: &weftv1.StickySession{Enabled: true}}}}}
+	got, _, err := l7Config(l7State(t, false, res(web), res(lb)), allHealthy, &certCache{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Listeners) != 1 || got.Listeners[0].Sticky != nil || got.TicketKeys != nil || got.CookieKey != nil {
+		t.Errorf("without keys: got %+v, want one listener without sticky sessions and no keys", got)
+	}
+}
+
+func TestCertCache(t *testing.T) {
+	var c certCache
+	good := testCert(t, "good", "a.example.com")
+	bad := proto.Clone(good).(*weftv1.Certificate)
+	bad.Spec.PrivateKeyPem = testCert(t, "other", "b.example.com").Spec.PrivateKeyPem
+	if _, err := c.get(good, "good"); err != nil {
+		t.Fatalf("good certificate: %v", err)
+	}
+	if _, err := c.get(bad, "bad"); err == nil || !strings.Contains(err.Error(), `certificate "bad"`) {
+		t.Errorf("certificate with another key: got %v, want an error naming it", err)
+	}
+	if _, err := c.get(nil, "gone"); err == nil {
+		t.Error("missing certificate: got nil error")
+	}
+	c.forget(map[string]tls.Certificate{"good": {}})
+	if _, ok := c.byName["bad"]; ok || len(c.byName) != 1 {
+		t.Errorf("after forget: cache holds %v, want only good", slices.Collect(maps.Keys(c.byName)))
+	}
+}
+
+func TestPlanLocalRoutes(t *testing.T) {
+	a := netip.MustParseAddr
+	set := func(as ...string) map[netip.Addr]bool {
+		m := map[netip.Addr]bool{}
+		for _, s := range as {
+			m[a(s)] = true
+		}
+		return m
+	}
+	prefixes := func(ps ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, p := range ps {
+			out = append(out, netip.MustParsePrefix(p))
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		want     []netip.Addr
+		ours     map[netip.Addr]bool
+		others   []netip.Prefix
+		add, del []netip.Addr
+	}{
+		{"nothing", nil, set(), nil, nil, nil},
+		{"add new", []netip.Addr{a("198.51.100.10"), a("198.51.100.10")}, set(), prefixes("127.0.0.1/32"), []netip.Addr{a("198.51.100.10")}, nil},
+		{"keep ours", []netip.Addr{a("198.51.100.10")}, set("198.51.100.10"), nil, nil, nil},
+		{"already local otherwise", []netip.Addr{a("198.51.100.10")}, set(), prefixes("198.51.100.10/32"), nil, nil},
+		{"loopback vip", []netip.Addr{a("127.0.0.2")}, set(), prefixes("127.0.0.0/8", "127.0.0.1/32"), nil, nil},
+		{"drop stale ours only", nil, set("198.51.100.12", "198.51.100.11"), prefixes("198.51.100.13/32"), nil, []netip.Addr{a("198.51.100.11"), a("198.51.100.12")}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			add, del := planLocalRoutes(tc.want, tc.ours, tc.others)
+			if !slices.Equal(add, tc.add) || !slices.Equal(del, tc.del) {
+				t.Errorf("got add %v del %v, want add %v del %v", add, del, tc.add, tc.del)
+			}
+		})
+	}
+}
+
+func TestParseLocalRoutes(t *testing.T) {
+	out := `[{"type":"2","dst":"127.0.0.0/8","dev":"lo","protocol":"2"},{"type":"2","dst":"127.0.0.1","dev":"lo","protocol":"2"},` +
+		`{"type":"2","dst":"198.51.100.10","dev":"lo","protocol":"87"}]`
+	ours, others, err := parseLocalRoutes([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ours, map[netip.Addr]bool{netip.MustParseAddr("198.51.100.10"): true}) ||
+		!slices.Equal(others, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}) {
+		t.Errorf("got ours %v others %v, want ours [198.51.100.10] others [127.0.0.0/8 127.0.0.1/32]", ours, others)
+	}
+	if _, _, err := parseLocalRoutes([]byte("not json")); err == nil {
+		t.Error("bad JSON: got nil error")
+	}
+}
+
+// TestLocalVIPs runs the local routes against the kernel, in a network
+// namespace of its own.
+func TestLocalVIPs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a network namespace)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2")
+	}
+	ns := fmt.Sprintf("weftlnode%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ip := func(ctx context.Context, args ...string) ([]byte, error) {
+		return runIP(ctx, append([]string{"-n", ns}, args...)...)
+	}
+	must := func(args ...string) {
+		t.Helper()
+		if _, err := ip(context.Background(), args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must("link", "set", "lo", "up")
+	// Someone else's VIP on lo, and a route a killed agent left behind.
+	must("addr", "add", "198.51.100.11/32", "dev", "lo")
+	must("route", "add", "local", "198.51.100.19/32", "dev", "lo", "table", "local", "proto", "87")
+	local := func() (ours, others []string) {
+		t.Helper()
+		out, err := ip(context.Background(), "-N", "-j", "route", "show", "table", "local", "type", "local")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, x, err := parseLocalRoutes(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for a := range o {
+			ours = append(ours, a.String())
+		}
+		for _, p := range x {
+			if strings.HasPrefix(p.String(), "198.51.100.") {
+				others = append(others, p.Addr().String())
+			}
+		}
+		slices.Sort(ours)
+		return ours, others
+	}
+	v := &localVIPs{ip: ip}
+	ctx := context.Background()
+	vips := []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11")}
+	for i := 0; i < 2; i++ { // idempotent
+		if err := v.set(ctx, vips); err != nil {
+			t.Fatalf("set %d: %v", i, err)
+		}
+		ours, others := local()
+		if !slices.Equal(ours, []string{"198.51.100.10"}) || !slices.Equal(others, []string{"198.51.100.11"}) {
+			t.Fatalf("set %d: ours %v others %v, want ours [198.51.100.10] (the leftover removed) and others [198.51.100.11]", i, ours, others)
+		}
+	}
+	// The kernel delivers packets to the VIP locally.
+	out, err := exec.Command("ip", "-n", ns, "route", "get", "198.51.100.10").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "local 198.51.100.10") {
+		t.Errorf("route get 198.51.100.10: %q %v, want a local route", out, err)
+	}
+	if err := v.set(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ours, others := local(); len(ours) != 0 || !slices.Equal(others, []string{"198.51.100.11"}) {
+		t.Errorf("after set(nil): ours %v others %v, want none of ours and others [198.51.100.11]", ours, others)
+	}
+}
+
+// fakeIP answers iproute2 commands from a set of routes, so the subsystem
+// runs without root.
+type fakeIP struct{ routes map[netip.Addr]bool }
+
+func (f *fakeIP) run(_ context.Context, args ...string) ([]byte, error) {
+	if slices.Contains(args, "show") {
+		var b strings.Builder
+		b.WriteString("[")
+		for a := range f.routes {
+			if slices.Contains(args, "-4") == a.Is4() {
+				if b.Len() > 1 {
+					b.WriteString(",")
+				}
+				fmt.Fprintf(&b, `{"dst":%q,"protocol":"87"}`, a)
+			}
+		}
+		b.WriteString("]")
+		return []byte(b.String()), nil
+	}
+	p := netip.MustParsePrefix(args[3])
+	f.routes[p.Addr()] = args[1] == "add"
+	if args[1] == "del" {
+		delete(f.routes, p.Addr())
+	}
+	return nil, nil
+}
+
+// TestL7Subsystem serves an http listener on a loopback VIP through the
+// subsystem: a request reaches the member, a drained member takes no new
+// requests, and removing the load balancer closes the listener and its
+// VIP's route.
+func TestL7Subsystem(t *testing.T) {
+	backend := func(name string) (*httptest.Server, *weftv1.Member) {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }))
+		t.Cleanup(s.Close)
+		ap := netip.MustParseAddrPort(s.Listener.Addr().String())
+		return s, &weftv1.Member{Address: ap.Addr().String(), Port: uint32(ap.Port())}
+	}
+	_, m1 := backend("one")
+	_, m2 := backend("two")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	ln.Close()
+	pool := func(drain bool) *weftv1.Resource {
+		p := &weftv1.Pool{Metadata: &weftv1.Metadata{Name: "web"}, Spec: &weftv1.PoolSpec{
+			Members: []*weftv1.Member{proto.Clone(m1).(*weftv1.Member), proto.Clone(m2).(*weftv1.Member)}}}
+		p.Spec.Members[1].Drain = drain
+		return res(p)
+	}
+	lb := res(&weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "front"}, Spec: &weftv1.LoadBalancerSpec{
+		Vip: "127.0.0.1", Listeners: []*weftv1.Listener{{Port: uint32(port), Protocol: "http", Pool: "web"}}}})
+
+	routes := &fakeIP{routes: map[netip.Addr]bool{}}
+	s := newL7Subsystem(allHealthy, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.vips.ip = routes.run
+	ctx := context.Background()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	answers := func(n int) map[string]int {
+		t.Helper()
+		got := map[string]int{}
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		for i := 0; i < n; i++ {
+			resp, err := c.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got[string(b)]++
+		}
+		return got
+	}
+
+	if err := s.apply(ctx, l7State(t, true, pool(false), lb)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if got := answers(4); got["one"] != 2 || got["two"] != 2 {
+		t.Errorf("round robin over two members: got %v, want 2 each", got)
+	}
+	if !routes.routes[netip.MustParseAddr("127.0.0.1")] {
+		t.Errorf("routes %v, want the VIP's", routes.routes)
+	}
+	if err := s.apply(ctx, l7State(t, true, pool(true), lb)); err != nil {
+		t.Fatalf("apply with a drained member: %v", err)
+	}
+	if got := answers(4); got["one"] != 4 {
+		t.Errorf("with member two drained: got %v, want all on one", got)
+	}
+	if err := s.apply(ctx, l7State(t, true, pool(true))); err != nil {
+		t.Fatalf("apply without the load balancer: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", url[len("http://"):len(url)-1], time.Second); err == nil {
+		t.Error("the listener still accepts after its load balancer is gone")
+	}
+	if len(routes.routes) != 0 {
+		t.Errorf("routes %v, want none", routes.routes)
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+}
