@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os/exec"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,4 +95,83 @@ func BenchmarkLab_L4(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkLab_Failover measures issue 4's fabric on three XDP nodes behind
+// the bird2 router (ECMP), in one lab per run:
+//   - propagation: the time from an apply returning (with its Raft index)
+//     to every subsystem of every node reporting that index applied, over
+//     propagationApplies changes (server3 joining or leaving both pools);
+//   - zone-loss: both primary-zone nodes frozen (SIGSTOP: no FIN reaches
+//     the router); the time until the router's route is via the backup
+//     zone's node only (BGP hold time 3 s);
+//   - node-loss: one node SIGKILLed under 200 DSR and 200 FullNAT
+//     long-lived connections and new connections (TestLab_NodeLoss); the
+//     kernel closes the agent's BGP session, so the router withdraws at once;
+//   - host-loss: the same with the node cut off first (isolate), as when a
+//     machine dies: the router waits for the hold time.
+//
+// Figures are reported, never asserted.
+func BenchmarkLab_Failover(b *testing.B) {
+	r := newFabricRig(b, "weftp", 500*time.Millisecond, 0, 1)
+	sub := func(name string, fn func(b *testing.B)) {
+		b.Run(name, func(sb *testing.B) { defer r.on(sb)(); fn(sb) })
+	}
+	sub("propagation", func(b *testing.B) {
+		const propagationApplies = 30
+		for range b.N {
+			var took []float64
+			for i := range propagationApplies {
+				servers := []int{0, 1, 2}
+				if i%2 == 1 {
+					servers = []int{0, 1}
+				}
+				index := r.apply(r.manifest(servers, -1, ""))
+				took = append(took, r.waitApplied(index, 10*time.Second).Seconds()*1000)
+			}
+			slices.Sort(took)
+			rank := func(q float64) float64 { return took[int(math.Ceil(q*float64(len(took))))-1] }
+			b.ReportMetric(rank(0.5), "p50-ms")
+			b.ReportMetric(rank(0.99), "p99-ms")
+		}
+	})
+	sub("zone-loss", func(b *testing.B) {
+		for range b.N {
+			r.zones = "primaryZone: a, backupZones: [b]"
+			r.waitApplied(r.apply(r.manifest([]int{0, 1}, -1, "")), 10*time.Second)
+			waitVia(b, r.l, 5*time.Second, r.l.Nodes[0], r.l.Nodes[1])
+			for _, a := range r.c.agents[:2] {
+				a.cmd.Process.Signal(syscall.SIGSTOP)
+			}
+			took := waitVia(b, r.l, holdTime+5*time.Second, r.l.Nodes[2])
+			for _, a := range r.c.agents[:2] {
+				a.cmd.Process.Signal(syscall.SIGCONT)
+			}
+			b.ReportMetric(took.Seconds()*1000, "takeover-ms")
+			waitVia(b, r.l, 15*time.Second, r.l.Nodes[0], r.l.Nodes[1])
+			r.zones = "region: lab"
+			r.waitApplied(r.apply(r.manifest([]int{0, 1}, -1, "")), 10*time.Second)
+			waitVia(b, r.l, 5*time.Second, r.l.Nodes...)
+		}
+	})
+	report := func(b *testing.B, dsr, fullnat probeResult, withdrawn time.Duration) {
+		b.ReportMetric(dsr.SurvivalPct, "dsr-survival-%")
+		b.ReportMetric(fullnat.SurvivalPct, "fullnat-survival-%")
+		b.ReportMetric(max(dsr.RecoveryMs, fullnat.RecoveryMs), "recovery-ms")
+		b.ReportMetric(withdrawn.Seconds()*1000, "withdraw-ms")
+	}
+	sub("node-loss", func(b *testing.B) {
+		for range b.N {
+			r.restore(1)
+			dsr, fullnat, withdrawn := nodeLoss(b, r, 1, 200, nil)
+			report(b, dsr, fullnat, withdrawn)
+		}
+	})
+	sub("host-loss", func(b *testing.B) {
+		for range b.N {
+			r.restore(1)
+			dsr, fullnat, withdrawn := nodeLoss(b, r, 1, 200, func() { r.isolate(1, true) })
+			report(b, dsr, fullnat, withdrawn)
+		}
+	})
 }

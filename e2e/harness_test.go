@@ -21,9 +21,9 @@ import (
 	"github.com/weftlb/weft/node"
 )
 
-// weftBin is the binary under test and labServerBin the lab's real
-// server, built once by TestMain.
-var weftBin, labServerBin string
+// weftBin is the binary under test, labServerBin the lab's real server
+// and proberBin its failover prober, built once by TestMain.
+var weftBin, labServerBin, proberBin string
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(forwarderEnv); path != "" {
@@ -35,8 +35,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	weftBin, labServerBin = filepath.Join(dir, "weft"), filepath.Join(dir, "labserver")
-	for bin, pkg := range map[string]string{weftBin: "../cmd/weft", labServerBin: "../deploy/lab/labserver"} {
+	weftBin, labServerBin, proberBin = filepath.Join(dir, "weft"), filepath.Join(dir, "labserver"), filepath.Join(dir, "prober")
+	for bin, pkg := range map[string]string{weftBin: "../cmd/weft", labServerBin: "../deploy/lab/labserver",
+		proberBin: "../deploy/lab/prober"} {
 		build := exec.Command("go", "build", "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {

@@ -1,15 +1,28 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/deploy/lab"
+	"github.com/weftlb/weft/manifest"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 )
 
 var labVIP = netip.MustParseAddr("198.51.100.10")
@@ -58,4 +71,251 @@ func (r *labRig) wrk(port string, seconds int, extra ...string) (requests, error
 	}
 	r.t.Logf("wrk %v: %d requests, %d errors", args, requests, errors)
 	return requests, errors
+}
+
+// fabricRig is issue 4's lab for failover and hot-config tests: client ->
+// bird2 router (ECMP over BGP) -> three Weft agents forwarding with XDP
+// (zones a, a, b) -> three servers. Load balancer "web" serves VIP:80 with
+// FullNAT from pool web (the servers' :8080) and VIP:81 with DSR from pool
+// dsr (their :81, the VIP on their lo).
+type fabricRig struct {
+	*labRig
+	c *cluster
+	// api holds one API client per agent, made once.
+	api []*api.Client
+	// zones is the load balancer's zone placement in manifest.
+	zones string
+	// ports are the XDP links on the nodes' switch ports (lab.AttachPass).
+	ports []io.Closer
+}
+
+// newFabricRig builds the lab under prefix, forms the cluster, applies
+// the load balancer with the given servers in both pools and waits until
+// the router has the ECMP route via all three nodes and each port answers.
+func newFabricRig(tb testing.TB, prefix string, drainDelay time.Duration, servers ...int) *fabricRig {
+	tb.Helper()
+	if err := lab.Requirements(); err != nil {
+		tb.Skipf("lab test skipped: %v", err)
+	}
+	ctx := context.Background()
+	if err := lab.EnsureTools(ctx, "curl", "wrk"); err != nil {
+		tb.Fatal(err)
+	}
+	l, err := lab.Up(ctx, lab.Topology{Prefix: prefix, Servers: 3,
+		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "b"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Down() })
+	for _, s := range l.Servers {
+		if out, err := exec.Command("ip", "-n", s.NS, "addr", "add", labVIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+			tb.Fatalf("VIP on %s: %v %s", s.Name, err, out)
+		}
+		cmd := exec.Command("ip", "netns", "exec", s.NS, labServerBin, "-name", s.Name, "-addr", ":8080,:81")
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	c := &cluster{t: tb, dir: tb.TempDir(), lab: l}
+	tb.Cleanup(c.stopAll)
+	var ports []io.Closer
+	for i, h := range l.Nodes {
+		pass, err := l.AttachPass(h)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { pass.Close() })
+		ports = append(ports, pass)
+		c.agents = append(c.agents, &agent{name: h.Name, ip: h.Addr.String(), zone: l.Topology.Nodes[i].Zone, ns: h.NS,
+			dataDir: filepath.Join(c.dir, h.Name), extra: []string{"--dataplane", "xdp", "--interface", h.Iface,
+				"--bgp-asn", fmt.Sprint(lab.NodeASN), "--bgp-peer", fmt.Sprintf("%s:%d", lab.RouterInner, lab.RouterASN),
+				"--drain-delay", drainDelay.String()}})
+	}
+	c.initCluster(c.agents[0])
+	c.join(c.agents[1], c.agents[0])
+	c.join(c.agents[2], c.agents[0])
+	r := &fabricRig{labRig: &labRig{t: tb, l: l}, c: c, zones: "region: lab", ports: ports}
+	for _, a := range c.agents {
+		r.api = append(r.api, c.client(a))
+	}
+	r.waitApplied(r.apply(r.manifest(servers, -1, "")), 10*time.Second)
+	waitVia(tb, l, 10*time.Second, l.Nodes...)
+	r.waitServing("80", "81")
+	return r
+}
+
+// manifest is the rig's configuration: both pools hold the given servers
+// (indexes into the lab's servers), drained is a server drained in both
+// (-1: none), and more are extra listener entries ("{port: 82, ...}").
+func (r *fabricRig) manifest(servers []int, drained int, more string) string {
+	var web, dsr []string
+	for _, i := range servers {
+		drain := ""
+		if i == drained {
+			drain = ", drain: true"
+		}
+		addr := r.l.Servers[i].Addr
+		web = append(web, fmt.Sprintf("{address: %s, port: 8080%s}", addr, drain))
+		dsr = append(dsr, fmt.Sprintf("{address: %s, port: 81%s}", addr, drain))
+	}
+	listeners := "{port: 80, protocol: tcp, pool: web}, {port: 81, protocol: tcp, mode: dsr, pool: dsr}"
+	if more != "" {
+		listeners += ", " + more
+	}
+	return fmt.Sprintf(`kind: Pool
+metadata: {name: web}
+spec: {members: [%s]}
+---
+kind: Pool
+metadata: {name: dsr}
+spec: {members: [%s]}
+---
+kind: LoadBalancer
+metadata: {name: web}
+spec: {vip: %s, %s, listeners: [%s]}
+`, strings.Join(web, ", "), strings.Join(dsr, ", "), labVIP, r.zones, listeners)
+}
+
+// apply applies YAML through the first running agent's API, as `weft
+// apply` does, and returns the Raft index of the change.
+func (r *fabricRig) apply(yaml string) uint64 {
+	r.t.Helper()
+	rs, err := manifest.Decode(strings.NewReader(yaml))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for i, a := range r.c.agents {
+		if !a.running() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := r.api[i].LB.Apply(ctx, connect.NewRequest(&weftv1.ApplyRequest{Resources: rs}))
+		cancel()
+		if err != nil {
+			r.t.Fatalf("apply through %s: %v", a.name, err)
+		}
+		return res.Msg.GetIndex()
+	}
+	r.t.Fatal("apply: no agent running")
+	return 0
+}
+
+// applied reports whether every subsystem of an agent runs the state at
+// index or later.
+func (r *fabricRig) applied(ctx context.Context, i int, index uint64) (bool, error) {
+	st, err := status(ctx, r.api[i])
+	if err != nil {
+		return false, err
+	}
+	if len(st.GetSubsystems()) == 0 {
+		return false, fmt.Errorf("%s reports no subsystems", r.c.agents[i].name)
+	}
+	for _, s := range st.GetSubsystems() {
+		if s.GetAppliedIndex() < index || s.GetError() != "" {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// waitApplied waits until every running agent has applied index and
+// returns how long the slowest took, polling each every 2 ms.
+func (r *fabricRig) waitApplied(index uint64, limit time.Duration) time.Duration {
+	r.t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	errs := make(chan error, len(r.c.agents))
+	for i, a := range r.c.agents {
+		if !a.running() {
+			errs <- nil
+			continue
+		}
+		go func() {
+			for {
+				ok, err := r.applied(ctx, i, index)
+				if ok {
+					errs <- nil
+					return
+				}
+				select {
+				case <-ctx.Done():
+					errs <- fmt.Errorf("%s has not applied index %d within %s (last error: %v)", a.name, index, limit, err)
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	for range r.c.agents {
+		if err := <-errs; err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	return time.Since(start)
+}
+
+// get asks VIP:port once over a new connection from the client and
+// returns the answering server's name.
+func (r *fabricRig) get(port string, limit time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	conn, err := r.c.dial(ctx, "tcp", net.JoinHostPort(labVIP.String(), port))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n\r\n"); err != nil {
+		return "", err
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	return strings.TrimSpace(string(body)), err
+}
+
+// waitServing waits until 30 new connections in a row are answered on
+// each port: every node has learnt the servers' MACs (from its health
+// checks) and takes flows.
+func (r *fabricRig) waitServing(ports ...string) {
+	r.t.Helper()
+	for _, port := range ports {
+		waitFor(r.t, 15*time.Second, "VIP:"+port+" answers 30 new connections in a row", func() error {
+			for range 30 {
+				if body, err := r.get(port, time.Second); err != nil || !strings.HasPrefix(body, "server") {
+					return fmt.Errorf("answer %q: %v", body, err)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// waitVia waits until the router's route to the VIP goes via exactly the
+// given nodes and returns how long that took (waitRoute for benchmarks).
+func waitVia(tb testing.TB, l *lab.Lab, limit time.Duration, nodes ...lab.Host) time.Duration {
+	tb.Helper()
+	var want []string
+	for _, n := range nodes {
+		want = append(want, n.Addr.String())
+	}
+	slices.Sort(want)
+	start := time.Now()
+	waitFor(tb, limit, fmt.Sprintf("route to the VIP via %v", want), func() error {
+		got, err := routeVia(l)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("route via %v", got)
+		}
+		return nil
+	})
+	return time.Since(start)
 }

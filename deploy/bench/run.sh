@@ -22,6 +22,9 @@ go test -run '^$' -bench 'BenchmarkXDP' -count "$COUNT" ./dataplane/xdp | tee "$
 section "L4 in the lab: Weft XDP FullNAT and DSR against nftables DNAT on the same node (root)"
 go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-l4.txt"
 
+section "Fabric in the lab: apply -> applied on every node (p50/p99 ms); zone, node (SIGKILL) and host loss: takeover, withdraw and new-connection recovery ms, survival % of 200 DSR and 200 FullNAT long-lived connections (root)"
+go test -run '^$' -bench 'BenchmarkLab_Failover' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-failover.txt"
+
 section "Maglev table build and lookup"
 go test -run '^$' -bench . -count "$COUNT" ./dataplane/maglev | tee "$OUT/maglev.txt"
 
@@ -32,4 +35,4 @@ for extra in deploy/bench/*/run.sh; do
 done
 
 section "medians"
-go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/maglev.txt
+go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/maglev.txt
