@@ -68,8 +68,15 @@ test: lint check-generate unit-test fuzz
 bench: build
 	./deploy/bench/run.sh
 
+# demo runs Weft on the lab (deploy/demo: three XDP nodes, BGP, a node
+# killed mid-traffic) and leaves it running until demo-down; without root it
+# runs the single-node userspace demo (deploy/demo/dev.sh) instead.
 demo: build
-	./deploy/demo/dev.sh
+	$(GO) run ./deploy/demo -weft $(BIN)/weft
+
+.PHONY: demo-down
+demo-down:
+	$(GO) run ./deploy/demo -down
 
 clean:
 	rm -rf $(BIN)

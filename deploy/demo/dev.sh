@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make demo (until the lab demo lands): one node on loopback, config applied
-# through the CLI and read back, then real traffic through a VIP served by
-# the node's userspace dataplane, a hot pool change, and a clean stop.
+# The single-node demo, which `make demo` runs where the lab demo cannot (not
+# root): one node on loopback, config applied through the CLI and read back,
+# then real traffic through a VIP served by the node's userspace dataplane,
+# a hot pool change, and a clean stop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WEFT=./bin/weft
