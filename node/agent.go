@@ -15,6 +15,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/bgp"
 	"github.com/weftlb/weft/dataplane"
@@ -55,6 +57,7 @@ type Agent struct {
 	speaker   *bgp.Speaker
 	health    *health.Health
 	l7        *l7Subsystem
+	nl        *netlink.Handle
 	stopKeys  func()
 }
 
@@ -282,6 +285,14 @@ func (a *Agent) startReconciler() error {
 	}, a.rec.appliedByOthers, a.cfg.Logger)
 	a.rec.wake = append(a.rec.wake, a.gossip.changed)
 	healthy := Healthy(allHealthy)
+	if a.cfg.Dataplane != DataplaneNone {
+		// Next hops and local routes are read and written over netlink.
+		nl, err := netlink.NewHandle()
+		if err != nil {
+			return fmt.Errorf("netlink: %w", err)
+		}
+		a.nl = nl
+	}
 	if checker {
 		a.health = health.New(a.gossip, a.cfg.Logger)
 		a.gossip.health = a.health
@@ -309,7 +320,7 @@ func (a *Agent) startReconciler() error {
 		if err != nil {
 			return fmt.Errorf("xdp: the Raft address %q is not an IP address and port: %w", a.id.RaftAdvertise, err)
 		}
-		dp := &dataplaneSubsystem{driver: d, healthy: healthy, iface: a.cfg.Interface, local: []netip.Addr{ap.Addr()}}
+		dp := &dataplaneSubsystem{driver: d, healthy: healthy, iface: a.cfg.Interface, nl: a.nl, local: []netip.Addr{ap.Addr()}}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 		// Next hops are learnt outside Raft: look at the kernel's table again.
 		a.rec.wake = append(a.rec.wake, func() <-chan struct{} {
@@ -321,7 +332,7 @@ func (a *Agent) startReconciler() error {
 	if a.cfg.Dataplane != DataplaneNone {
 		// Nodes with a dataplane serve traffic: the http and https
 		// listeners too.
-		a.l7 = newL7Subsystem(healthy, a.cfg.Logger)
+		a.l7 = newL7Subsystem(healthy, a.nl, a.cfg.Logger)
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "l7", apply: a.l7.apply})
 	}
 	if a.cfg.BGP.ASN != 0 {
@@ -427,6 +438,9 @@ func (a *Agent) Close() error {
 	}
 	if a.gossip != nil {
 		errs = append(errs, a.gossip.close())
+	}
+	if a.nl != nil {
+		a.nl.Close()
 	}
 	if a.raft != nil {
 		errs = append(errs, a.raft.Close())

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"reflect"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/weftlb/weft/dataplane"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/raftfsm"
@@ -58,8 +60,9 @@ type dataplaneSubsystem struct {
 	driver  dataplane.Driver
 	local   []netip.Addr
 	healthy Healthy
-	// iface, for XDP, is where next-hop MACs are read from.
+	// iface, for XDP, is where next-hop MACs are read from, through nl.
 	iface string
+	nl    *netlink.Handle
 	last  *dataplane.Config
 }
 
@@ -67,7 +70,7 @@ func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error
 	cfg := dataplaneConfig(st, d.local, d.healthy)
 	if d.iface != "" {
 		var err error
-		if cfg.Neighbors, cfg.Gateway, err = neighbors(ctx, d.iface); err != nil {
+		if cfg.Neighbors, cfg.Gateway, err = neighbors(d.nl, d.iface); err != nil {
 			return err
 		}
 	}

@@ -7,15 +7,16 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
-	"os/exec"
 	"reflect"
 	"slices"
-	"strconv"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftlb/weft/l7"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
@@ -228,8 +229,8 @@ type l7Subsystem struct {
 	last    *l7.Config
 }
 
-func newL7Subsystem(healthy Healthy, log *slog.Logger) *l7Subsystem {
-	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log}), healthy: healthy, vips: &localVIPs{}}
+func newL7Subsystem(healthy Healthy, nl routeTable, log *slog.Logger) *l7Subsystem {
+	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log}), healthy: healthy, vips: &localVIPs{nl: nl}}
 }
 
 // apply serves the state's http and https listeners, then makes their VIPs
@@ -244,19 +245,19 @@ func (s *l7Subsystem) apply(ctx context.Context, st *raftfsm.State) error {
 		s.last = &cfg
 		s.certs.forget(cfg.Certificates)
 	}
-	return errors.Join(cfgErr, s.vips.set(ctx, vips))
+	return errors.Join(cfgErr, s.vips.set(vips))
 }
 
 // close stops the proxy (draining its requests) and removes the VIPs'
 // local routes.
 func (s *l7Subsystem) close() error {
-	return errors.Join(s.proxy.Close(), s.vips.set(context.Background(), nil))
+	return errors.Join(s.proxy.Close(), s.vips.set(nil))
 }
 
 // vipRouteProto is the routing protocol number (iproute2's "proto") of the
 // local routes the agent adds: it finds its own by it, including those a
 // killed agent left behind, and never touches anybody else's.
-const vipRouteProto = 87
+const vipRouteProto netlink.RouteProtocol = 87
 
 // localVIPs keeps a `local` route in table local on lo for each VIP the L7
 // listeners serve: the XDP program passes their packets to the stack, and
@@ -264,81 +265,91 @@ const vipRouteProto = 87
 // IP_FREEBIND. A route rather than an address: it is the whole of what is
 // needed (an address on lo would also be a source address the node might
 // pick), and a VIP someone already made local (the operator, or an
-// address on lo) is left alone.
+// address on lo) is left alone. It speaks netlink: the reconciler calls it
+// every round.
 type localVIPs struct {
-	// ip runs iproute2; tests run it in a network namespace.
-	ip func(ctx context.Context, args ...string) ([]byte, error)
+	nl routeTable
+}
+
+// routeTable is the part of netlink localVIPs uses: *netlink.Handle, or a
+// fake in tests that run without root.
+type routeTable interface {
+	LinkByName(name string) (netlink.Link, error)
+	RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error)
+	RouteAdd(r *netlink.Route) error
+	RouteDel(r *netlink.Route) error
 }
 
 // set makes exactly the given VIPs local through the agent's routes.
-func (v *localVIPs) set(ctx context.Context, vips []netip.Addr) error {
-	ip := v.ip
-	if ip == nil {
-		ip = runIP
+func (v *localVIPs) set(vips []netip.Addr) error {
+	lo, err := v.nl.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("local VIP routes: %w", err)
 	}
 	var errs []error
-	for _, family := range []string{"-4", "-6"} {
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		var want []netip.Addr
 		for _, a := range vips {
-			if a.Is4() == (family == "-4") {
+			if a.Is4() == (family == netlink.FAMILY_V4) {
 				want = append(want, a)
 			}
 		}
-		out, err := ip(ctx, "-N", "-j", family, "route", "show", "table", "local", "type", "local")
+		routes, err := v.nl.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL},
+			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
 		if err != nil {
-			if len(want) > 0 || family == "-4" {
-				errs = append(errs, err)
+			if len(want) > 0 || family == netlink.FAMILY_V4 {
+				errs = append(errs, fmt.Errorf("list local routes: %w", err))
 			}
 			continue // a node without IPv6 has no IPv6 routes of ours
 		}
-		ours, others, err := parseLocalRoutes(out)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
+		ours, others := splitLocalRoutes(routes)
 		add, del := planLocalRoutes(want, ours, others)
 		for _, a := range add {
-			_, err := ip(ctx, "route", "add", "local", netip.PrefixFrom(a, a.BitLen()).String(), "dev", "lo",
-				"table", "local", "proto", strconv.Itoa(vipRouteProto))
-			errs = append(errs, err)
+			if err := v.nl.RouteAdd(vipRoute(lo, a)); err != nil {
+				errs = append(errs, fmt.Errorf("add local route for %s: %w", a, err))
+			}
 		}
 		for _, a := range del {
-			_, err := ip(ctx, "route", "del", "local", netip.PrefixFrom(a, a.BitLen()).String(), "dev", "lo",
-				"table", "local", "proto", strconv.Itoa(vipRouteProto))
-			errs = append(errs, err)
+			if err := v.nl.RouteDel(vipRoute(lo, a)); err != nil {
+				errs = append(errs, fmt.Errorf("delete local route for %s: %w", a, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// parseLocalRoutes reads `ip -N -j route show table local type local`: the
-// host routes that are the agent's, and the prefixes local otherwise (an
-// address's own route, 127.0.0.0/8).
-func parseLocalRoutes(out []byte) (ours map[netip.Addr]bool, others []netip.Prefix, err error) {
-	var routes []struct {
-		Dst      string `json:"dst"`
-		Protocol string `json:"protocol"`
-	}
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, nil, fmt.Errorf("parse local routes: %w", err)
-	}
+// vipRoute is the agent's route making a VIP local.
+func vipRoute(lo netlink.Link, a netip.Addr) *netlink.Route {
+	return &netlink.Route{LinkIndex: lo.Attrs().Index, Dst: prefixNet(netip.PrefixFrom(a, a.BitLen())),
+		Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST, Protocol: vipRouteProto}
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// splitLocalRoutes sorts the kernel's local routes into the host routes
+// that are the agent's and the prefixes local otherwise (an address's own
+// route, 127.0.0.0/8).
+func splitLocalRoutes(routes []netlink.Route) (ours map[netip.Addr]bool, others []netip.Prefix) {
 	ours = map[netip.Addr]bool{}
 	for _, r := range routes {
-		p, err := netip.ParsePrefix(r.Dst)
-		if err != nil {
-			a, aerr := netip.ParseAddr(r.Dst)
-			if aerr != nil {
-				continue
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
+		if r.Dst == nil {
+			continue
 		}
-		if r.Protocol == strconv.Itoa(vipRouteProto) && p.IsSingleIP() {
+		a, ok := netip.AddrFromSlice(r.Dst.IP)
+		bits, _ := r.Dst.Mask.Size()
+		if !ok {
+			continue
+		}
+		p := netip.PrefixFrom(a.Unmap(), bits)
+		if r.Protocol == vipRouteProto && p.IsSingleIP() {
 			ours[p.Addr()] = true
 		} else {
 			others = append(others, p)
 		}
 	}
-	return ours, others, nil
+	return ours, others
 }
 
 // planLocalRoutes returns the routes to add (wanted, not ours, not already
@@ -363,16 +374,4 @@ func planLocalRoutes(want []netip.Addr, ours map[netip.Addr]bool, others []netip
 	}
 	slices.SortFunc(del, netip.Addr.Compare)
 	return add, del
-}
-
-func runIP(ctx context.Context, args ...string) ([]byte, error) {
-	out, err := exec.CommandContext(ctx, "ip", args...).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return nil, fmt.Errorf("ip %v: %w: %s", args, err, ee.Stderr)
-		}
-		return nil, fmt.Errorf("ip %v: %w", args, err)
-	}
-	return out, nil
 }

@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -264,19 +267,19 @@ func TestPlanLocalRoutes(t *testing.T) {
 	}
 }
 
-func TestParseLocalRoutes(t *testing.T) {
-	out := `[{"type":"2","dst":"127.0.0.0/8","dev":"lo","protocol":"2"},{"type":"2","dst":"127.0.0.1","dev":"lo","protocol":"2"},` +
-		`{"type":"2","dst":"198.51.100.10","dev":"lo","protocol":"87"}]`
-	ours, others, err := parseLocalRoutes([]byte(out))
-	if err != nil {
-		t.Fatal(err)
+func TestSplitLocalRoutes(t *testing.T) {
+	route := func(dst string, proto netlink.RouteProtocol) netlink.Route {
+		p := netip.MustParsePrefix(dst)
+		return netlink.Route{Dst: prefixNet(p), Protocol: proto}
 	}
-	if !reflect.DeepEqual(ours, map[netip.Addr]bool{netip.MustParseAddr("198.51.100.10"): true}) ||
-		!slices.Equal(others, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}) {
-		t.Errorf("got ours %v others %v, want ours [198.51.100.10] others [127.0.0.0/8 127.0.0.1/32]", ours, others)
-	}
-	if _, _, err := parseLocalRoutes([]byte("not json")); err == nil {
-		t.Error("bad JSON: got nil error")
+	ours, others := splitLocalRoutes([]netlink.Route{
+		route("127.0.0.0/8", 2), route("127.0.0.1/32", 2), route("198.51.100.10/32", vipRouteProto),
+		route("2001:db8::10/128", vipRouteProto), {Protocol: vipRouteProto}, // no destination: skipped
+	})
+	wantOurs := map[netip.Addr]bool{netip.MustParseAddr("198.51.100.10"): true, netip.MustParseAddr("2001:db8::10"): true}
+	wantOthers := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}
+	if !reflect.DeepEqual(ours, wantOurs) || !slices.Equal(others, wantOthers) {
+		t.Errorf("got ours %v others %v, want ours %v others %v", ours, others, wantOurs, wantOthers)
 	}
 }
 
@@ -294,13 +297,20 @@ func TestLocalVIPs(t *testing.T) {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	ip := func(ctx context.Context, args ...string) ([]byte, error) {
-		return runIP(ctx, append([]string{"-n", ns}, args...)...)
+	nsh, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { nsh.Close() })
+	nl, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nl.Close)
 	must := func(args ...string) {
 		t.Helper()
-		if _, err := ip(context.Background(), args...); err != nil {
-			t.Fatal(err)
+		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
 		}
 	}
 	must("link", "set", "lo", "up")
@@ -309,14 +319,12 @@ func TestLocalVIPs(t *testing.T) {
 	must("route", "add", "local", "198.51.100.19/32", "dev", "lo", "table", "local", "proto", "87")
 	local := func() (ours, others []string) {
 		t.Helper()
-		out, err := ip(context.Background(), "-N", "-j", "route", "show", "table", "local", "type", "local")
+		routes, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL},
+			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
 		if err != nil {
 			t.Fatal(err)
 		}
-		o, x, err := parseLocalRoutes(out)
-		if err != nil {
-			t.Fatal(err)
-		}
+		o, x := splitLocalRoutes(routes)
 		for a := range o {
 			ours = append(ours, a.String())
 		}
@@ -328,11 +336,10 @@ func TestLocalVIPs(t *testing.T) {
 		slices.Sort(ours)
 		return ours, others
 	}
-	v := &localVIPs{ip: ip}
-	ctx := context.Background()
+	v := &localVIPs{nl: nl}
 	vips := []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11")}
 	for i := 0; i < 2; i++ { // idempotent
-		if err := v.set(ctx, vips); err != nil {
+		if err := v.set(vips); err != nil {
 			t.Fatalf("set %d: %v", i, err)
 		}
 		ours, others := local()
@@ -345,7 +352,7 @@ func TestLocalVIPs(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "local 198.51.100.10") {
 		t.Errorf("route get 198.51.100.10: %q %v, want a local route", out, err)
 	}
-	if err := v.set(ctx, nil); err != nil {
+	if err := v.set(nil); err != nil {
 		t.Fatal(err)
 	}
 	if ours, others := local(); len(ours) != 0 || !slices.Equal(others, []string{"198.51.100.11"}) {
@@ -353,31 +360,34 @@ func TestLocalVIPs(t *testing.T) {
 	}
 }
 
-// fakeIP answers iproute2 commands from a set of routes, so the subsystem
-// runs without root.
-type fakeIP struct{ routes map[netip.Addr]bool }
+// fakeRoutes is a route table in memory, so the subsystem runs without
+// root: it holds the agent's routes only.
+type fakeRoutes struct{ routes map[netip.Addr]bool }
 
-func (f *fakeIP) run(_ context.Context, args ...string) ([]byte, error) {
-	if slices.Contains(args, "show") {
-		var b strings.Builder
-		b.WriteString("[")
-		for a := range f.routes {
-			if slices.Contains(args, "-4") == a.Is4() {
-				if b.Len() > 1 {
-					b.WriteString(",")
-				}
-				fmt.Fprintf(&b, `{"dst":%q,"protocol":"87"}`, a)
-			}
+func (f *fakeRoutes) LinkByName(name string) (netlink.Link, error) {
+	return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name, Index: 1}}, nil
+}
+
+func (f *fakeRoutes) RouteListFiltered(family int, _ *netlink.Route, _ uint64) ([]netlink.Route, error) {
+	var out []netlink.Route
+	for a := range f.routes {
+		if a.Is4() == (family == netlink.FAMILY_V4) {
+			out = append(out, *vipRoute(&netlink.Device{}, a))
 		}
-		b.WriteString("]")
-		return []byte(b.String()), nil
 	}
-	p := netip.MustParsePrefix(args[3])
-	f.routes[p.Addr()] = args[1] == "add"
-	if args[1] == "del" {
-		delete(f.routes, p.Addr())
-	}
-	return nil, nil
+	return out, nil
+}
+
+func (f *fakeRoutes) RouteAdd(r *netlink.Route) error {
+	a, _ := netip.AddrFromSlice(r.Dst.IP)
+	f.routes[a.Unmap()] = true
+	return nil
+}
+
+func (f *fakeRoutes) RouteDel(r *netlink.Route) error {
+	a, _ := netip.AddrFromSlice(r.Dst.IP)
+	delete(f.routes, a.Unmap())
+	return nil
 }
 
 // TestL7Subsystem serves an http listener on a loopback VIP through the
@@ -408,9 +418,8 @@ func TestL7Subsystem(t *testing.T) {
 	lb := res(&weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "front"}, Spec: &weftv1.LoadBalancerSpec{
 		Vip: "127.0.0.1", Listeners: []*weftv1.Listener{{Port: uint32(port), Protocol: "http", Pool: "web"}}}})
 
-	routes := &fakeIP{routes: map[netip.Addr]bool{}}
-	s := newL7Subsystem(allHealthy, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s.vips.ip = routes.run
+	routes := &fakeRoutes{routes: map[netip.Addr]bool{}}
+	s := newL7Subsystem(allHealthy, routes, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	answers := func(n int) map[string]int {

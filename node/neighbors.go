@@ -1,56 +1,57 @@
 package node
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
-	"slices"
+
+	"github.com/vishvananda/netlink"
 )
 
 // neighbors reads the kernel's neighbour table for iface (the MACs of
 // on-link backends, learnt by the node's own traffic such as health checks)
-// and the MAC of its default gateway, which the XDP program needs to
-// forward. It asks iproute2 in JSON form.
-func neighbors(ctx context.Context, iface string) (map[netip.Addr]net.HardwareAddr, net.HardwareAddr, error) {
-	out, err := exec.CommandContext(ctx, "ip", "-j", "neigh", "show", "dev", iface).Output()
+// and the MAC of its IPv4 default gateway, which the XDP program needs to
+// forward. It asks over netlink: the reconciler calls it every round, and
+// running iproute2 there cost tens of milliseconds per round.
+func neighbors(h *netlink.Handle, iface string) (map[netip.Addr]net.HardwareAddr, net.HardwareAddr, error) {
+	link, err := h.LinkByName(iface)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read neighbours of %s: %w", iface, err)
 	}
-	var entries []struct {
-		Dst    string   `json:"dst"`
-		LLAddr string   `json:"lladdr"`
-		State  []string `json:"state"`
-	}
-	if err := json.Unmarshal(out, &entries); err != nil {
-		return nil, nil, fmt.Errorf("parse neighbours of %s: %w", iface, err)
+	idx := link.Attrs().Index
+	entries, err := h.NeighList(idx, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read neighbours of %s: %w", iface, err)
 	}
 	table := map[netip.Addr]net.HardwareAddr{}
 	for _, e := range entries {
-		a, err := netip.ParseAddr(e.Dst)
-		mac, merr := net.ParseMAC(e.LLAddr)
-		if err != nil || merr != nil || slices.Contains(e.State, "FAILED") || slices.Contains(e.State, "INCOMPLETE") {
+		a, ok := netip.AddrFromSlice(e.IP)
+		if !ok || len(e.HardwareAddr) != 6 || e.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) != 0 {
 			continue
 		}
-		table[a] = mac
+		table[a.Unmap()] = e.HardwareAddr
 	}
-	out, err = exec.CommandContext(ctx, "ip", "-j", "route", "show", "default", "dev", iface).Output()
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read default route of %s: %w", iface, err)
 	}
-	var routes []struct {
-		Gateway string `json:"gateway"`
-	}
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, nil, fmt.Errorf("parse default route of %s: %w", iface, err)
-	}
 	var gw net.HardwareAddr
 	for _, r := range routes {
-		if a, err := netip.ParseAddr(r.Gateway); err == nil {
-			gw = table[a]
+		if isDefault(r.Dst) {
+			if a, ok := netip.AddrFromSlice(r.Gw); ok {
+				gw = table[a.Unmap()]
+			}
 		}
 	}
 	return table, gw, nil
+}
+
+// isDefault reports whether a route's destination is the default route
+// (netlink gives it as nil or as 0.0.0.0/0).
+func isDefault(dst *net.IPNet) bool {
+	if dst == nil {
+		return true
+	}
+	ones, _ := dst.Mask.Size()
+	return ones == 0
 }
