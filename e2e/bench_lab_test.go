@@ -154,7 +154,7 @@ func BenchmarkLab_Failover(b *testing.B) {
 			waitVia(b, r.l, 5*time.Second, r.l.Nodes...)
 		}
 	})
-	report := func(b *testing.B, dsr, fullnat probeResult, withdrawn time.Duration) {
+	report := func(b *testing.B, dsr, fullnat lab.ProbeResult, withdrawn time.Duration) {
 		b.ReportMetric(dsr.SurvivalPct, "dsr-survival-%")
 		b.ReportMetric(fullnat.SurvivalPct, "fullnat-survival-%")
 		b.ReportMetric(max(dsr.RecoveryMs, fullnat.RecoveryMs), "recovery-ms")

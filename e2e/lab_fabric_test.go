@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -15,55 +14,16 @@ import (
 	"github.com/weftlb/weft/deploy/lab"
 )
 
-// routeVia returns the next hops of the lab router's route to the VIP.
+// routeVia returns the addresses of the nodes the lab router's route to
+// the VIP goes through, sorted.
 func routeVia(l *lab.Lab) ([]string, error) {
-	out, err := exec.Command("ip", "-n", l.Router.NS, "-j", "route", "show", labVIP.String()).Output()
-	if err != nil {
-		return nil, err
-	}
-	var routes []struct {
-		Gateway  string `json:"gateway"`
-		Nexthops []struct {
-			Gateway string `json:"gateway"`
-		} `json:"nexthops"`
-	}
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, fmt.Errorf("ip route: %w: %s", err, out)
-	}
+	hosts, err := l.RouteVia(context.Background(), labVIP)
 	var via []string
-	for _, r := range routes {
-		if r.Gateway != "" {
-			via = append(via, r.Gateway)
-		}
-		for _, n := range r.Nexthops {
-			via = append(via, n.Gateway)
-		}
+	for _, h := range hosts {
+		via = append(via, h.Addr.String())
 	}
 	slices.Sort(via)
-	return via, nil
-}
-
-// waitRoute waits until the router's route to the VIP goes via exactly
-// the given nodes and returns how long that took.
-func waitRoute(t *testing.T, l *lab.Lab, limit time.Duration, nodes ...lab.Host) time.Duration {
-	t.Helper()
-	var want []string
-	for _, n := range nodes {
-		want = append(want, n.Addr.String())
-	}
-	slices.Sort(want)
-	start := time.Now()
-	waitFor(t, limit, fmt.Sprintf("route to the VIP via %v", want), func() error {
-		got, err := routeVia(l)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(got, want) {
-			return fmt.Errorf("route via %v", got)
-		}
-		return nil
-	})
-	return time.Since(start)
+	return via, err
 }
 
 // TestLab_Fabric: three weft agents in two zones (2 + 1) peer over BGP with
@@ -79,26 +39,9 @@ func TestLab_Fabric(t *testing.T) {
 }
 
 func fabric(t *testing.T, mode string) {
-	if err := lab.Requirements(); err != nil {
-		t.Skipf("lab test skipped: %v", err)
-	}
-	ctx := context.Background()
-	if err := lab.EnsureTools(ctx, "curl", "wrk"); err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Up(ctx, lab.Topology{Prefix: "weftf", Servers: 2,
-		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "b"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Down() })
-	for _, s := range l.Servers {
-		cmd := exec.Command("ip", "netns", "exec", s.NS, labServerBin, "-name", s.Name, "-addr", ":8080")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	}
+	l := upLab(t, lab.Topology{Prefix: "weftf", Servers: 2,
+		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "b"}}},
+		[]string{"curl", "wrk"}, false, "-addr", ":8080")
 	c := &cluster{t: t, dir: t.TempDir(), lab: l}
 	t.Cleanup(c.stopAll)
 	for i, h := range l.Nodes {
@@ -139,7 +82,7 @@ spec:
 	if _, err := c.weft(c.agents[0], manifest("region: lab"), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
-	took := waitRoute(t, l, 5*time.Second, l.Nodes...)
+	took := waitVia(t, l, 5*time.Second, l.Nodes...)
 	t.Logf("router has an ECMP route via all three nodes %.0f ms after apply returned", took.Seconds()*1000)
 	out, err := c.weft(c.agents[0], "", "status")
 	if err != nil || !strings.Contains(out, "established") || !strings.Contains(out, "announced "+labVIP.String()+"/32 (prepends 0)") {
@@ -162,17 +105,17 @@ spec:
 	if _, err := c.weft(c.agents[0], manifest("primaryZone: a\n  backupZones: [b]"), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
-	waitRoute(t, l, 5*time.Second, l.Nodes[0], l.Nodes[1])
+	waitVia(t, l, 5*time.Second, l.Nodes[0], l.Nodes[1])
 
 	// Planned drain: node2 withdraws, traffic stays on node1.
 	if _, err := c.weft(c.agents[0], "", "node", "drain", "node2"); err != nil {
 		t.Fatal(err)
 	}
-	waitRoute(t, l, 5*time.Second, l.Nodes[0])
+	waitVia(t, l, 5*time.Second, l.Nodes[0])
 	if _, err := c.weft(c.agents[0], "", "node", "undrain", "node2"); err != nil {
 		t.Fatal(err)
 	}
-	waitRoute(t, l, 5*time.Second, l.Nodes[0], l.Nodes[1])
+	waitVia(t, l, 5*time.Second, l.Nodes[0], l.Nodes[1])
 
 	// Zone loss: both primary-zone nodes freeze (SIGSTOP: no FIN or RST
 	// reaches the router, as when machines or their links die); the
@@ -180,7 +123,7 @@ spec:
 	for _, a := range c.agents[:2] {
 		a.cmd.Process.Signal(syscall.SIGSTOP)
 	}
-	took = waitRoute(t, l, 4*time.Second, l.Nodes[2])
+	took = waitVia(t, l, 4*time.Second, l.Nodes[2])
 	t.Logf("VIP served from the backup zone %.0f ms after the primary zone was lost", took.Seconds()*1000)
 	if body, err := r.curl("80"); err != nil || !strings.HasPrefix(body, "server") {
 		t.Fatalf("curl through the backup zone: %q %v", body, err)
@@ -189,6 +132,6 @@ spec:
 	for _, a := range c.agents[:2] {
 		a.cmd.Process.Signal(syscall.SIGCONT)
 	}
-	took = waitRoute(t, l, 15*time.Second, l.Nodes[0], l.Nodes[1])
+	took = waitVia(t, l, 15*time.Second, l.Nodes[0], l.Nodes[1])
 	t.Logf("traffic back in the primary zone %.0f ms after it returned", took.Seconds()*1000)
 }

@@ -39,26 +39,10 @@ const l7Rotation = 3 * time.Second
 // after a key rotation, and no longer once its key is rotated out; a long
 // request runs through a change of another rule.
 func TestLab_L7(t *testing.T) {
-	if err := lab.Requirements(); err != nil {
-		t.Skipf("lab test skipped: %v", err)
-	}
+	l := upLab(t, lab.Topology{Prefix: "weftl", Servers: 3,
+		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "a"}}},
+		[]string{"curl"}, false, "-addr", ":8080", "-echo-headers", "-stream")
 	ctx := context.Background()
-	if err := lab.EnsureTools(ctx, "curl"); err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Up(ctx, lab.Topology{Prefix: "weftl", Servers: 3,
-		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "a"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Down() })
-	for _, s := range l.Servers {
-		cmd := exec.Command("ip", "netns", "exec", s.NS, labServerBin, "-name", s.Name, "-addr", ":8080", "-echo-headers", "-stream")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	}
 	c := &cluster{t: t, dir: t.TempDir(), lab: l}
 	t.Cleanup(c.stopAll)
 	for i, h := range l.Nodes {
@@ -133,13 +117,14 @@ spec:
 	if _, err := c.weft(c.agents[0], manifest(""), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
-	took := waitRoute(t, l, 10*time.Second, l.Nodes...)
+	took := waitVia(t, l, 10*time.Second, l.Nodes...)
 	t.Logf("ECMP route via all three nodes %.0f ms after apply returned", took.Seconds()*1000)
 
 	// Over HTTP/1.1 from the client, through whichever node ECMP picks.
 	vip := labVIP.String()
 	var res curlResult
 	waitFor(t, 10*time.Second, "curl by host through the VIP", func() error {
+		var err error
 		res, err = curlVia(l, l.Client, "--http1.1", "-H", "Host: a.example.test", "http://"+vip+"/")
 		if err == nil && (res.body != "server1" || res.header("X-Weft-Route") != "host-a") {
 			err = fmt.Errorf("answer %+v, want server1 with X-Weft-Route: host-a", res)

@@ -22,20 +22,6 @@ import (
 // bound the issue sets on failover is the hold time + 1 s.
 const holdTime = 3 * time.Second
 
-// probeResult is the prober's JSON answer (deploy/lab/prober).
-type probeResult struct {
-	Conns       int            `json:"conns"`
-	Survived    int            `json:"survived"`
-	SurvivalPct float64        `json:"survival_pct"`
-	Errors      map[string]int `json:"errors"`
-	Late        int            `json:"late"`
-	MaxStallMs  float64        `json:"max_stall_ms"`
-	Failures    []string       `json:"failures"`
-	NewAttempts int            `json:"new_attempts"`
-	NewFailures int            `json:"new_failures"`
-	RecoveryMs  float64        `json:"recovery_ms"`
-}
-
 // prober runs deploy/lab/prober in the client's namespace against VIP:port.
 type prober struct {
 	name   string
@@ -100,10 +86,10 @@ func (p *prober) mark(tb testing.TB) {
 }
 
 // result waits for the prober's JSON result.
-func (p *prober) result(tb testing.TB) probeResult {
+func (p *prober) result(tb testing.TB) lab.ProbeResult {
 	tb.Helper()
 	line := p.next(tb, 30*time.Second)
-	var res probeResult
+	var res lab.ProbeResult
 	if err := json.Unmarshal([]byte(line), &res); err != nil {
 		tb.Fatalf("prober %s: %v in %q", p.name, err, line)
 	}
@@ -122,7 +108,7 @@ func (p *prober) result(tb testing.TB) probeResult {
 // the VIP, and returns their results and how long the router took to
 // drop the node from its route. cut, when set, runs just before the kill
 // (to cut the node off first, as when a machine dies).
-func nodeLoss(tb testing.TB, r *fabricRig, victim, conns int, cut func()) (dsr, fullnat probeResult, withdrawn time.Duration) {
+func nodeLoss(tb testing.TB, r *fabricRig, victim, conns int, cut func()) (dsr, fullnat lab.ProbeResult, withdrawn time.Duration) {
 	tb.Helper()
 	// Long enough after the grace period to see connections still answered.
 	observe := holdTime + 3*time.Second
@@ -210,10 +196,10 @@ func (r *fabricRig) on(tb testing.TB) func() {
 func TestLab_NodeLoss(t *testing.T) {
 	r := newFabricRig(t, "weftn", 500*time.Millisecond, 0, 1, 2)
 	limit := float64((holdTime + time.Second).Milliseconds())
-	recovered := func(t *testing.T, dsr, fullnat probeResult) {
+	recovered := func(t *testing.T, dsr, fullnat lab.ProbeResult) {
 		for _, res := range []struct {
 			mode string
-			probeResult
+			lab.ProbeResult
 		}{{"DSR", dsr}, {"FullNAT", fullnat}} {
 			if res.RecoveryMs > limit {
 				t.Errorf("%s: new connections succeeded again %.0f ms after the loss, want within %.0f ms", res.mode, res.RecoveryMs, limit)

@@ -27,6 +27,39 @@ import (
 
 var labVIP = netip.MustParseAddr("198.51.100.10")
 
+// upLab builds the lab for a test, skipping it where the lab cannot run:
+// it installs the tools, and on every server host puts the VIP on lo when
+// dsrVIP is set (DSR replies come from it) and starts the lab server with
+// serverArgs. Everything is removed when the test ends.
+func upLab(tb testing.TB, topo lab.Topology, tools []string, dsrVIP bool, serverArgs ...string) *lab.Lab {
+	tb.Helper()
+	if err := lab.Requirements(); err != nil {
+		tb.Skipf("lab test skipped: %v", err)
+	}
+	ctx := context.Background()
+	if err := lab.EnsureTools(ctx, tools...); err != nil {
+		tb.Fatal(err)
+	}
+	l, err := lab.Up(ctx, topo)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Down() })
+	for _, s := range l.Servers {
+		if dsrVIP {
+			if out, err := exec.Command("ip", "-n", s.NS, "addr", "add", labVIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+				tb.Fatalf("VIP on %s: %v %s", s.Name, err, out)
+			}
+		}
+		cmd := exec.Command("ip", append([]string{"netns", "exec", s.NS, labServerBin, "-name", s.Name}, serverArgs...)...)
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	return l
+}
+
 // labRig is a lab with the client-side checks every lab test uses.
 type labRig struct {
 	t testing.TB
@@ -94,29 +127,9 @@ type fabricRig struct {
 // the router has the ECMP route via all three nodes and each port answers.
 func newFabricRig(tb testing.TB, prefix string, drainDelay time.Duration, servers ...int) *fabricRig {
 	tb.Helper()
-	if err := lab.Requirements(); err != nil {
-		tb.Skipf("lab test skipped: %v", err)
-	}
-	ctx := context.Background()
-	if err := lab.EnsureTools(ctx, "curl", "wrk"); err != nil {
-		tb.Fatal(err)
-	}
-	l, err := lab.Up(ctx, lab.Topology{Prefix: prefix, Servers: 3,
-		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "b"}}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Down() })
-	for _, s := range l.Servers {
-		if out, err := exec.Command("ip", "-n", s.NS, "addr", "add", labVIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
-			tb.Fatalf("VIP on %s: %v %s", s.Name, err, out)
-		}
-		cmd := exec.Command("ip", "netns", "exec", s.NS, labServerBin, "-name", s.Name, "-addr", ":8080,:81")
-		if err := cmd.Start(); err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	}
+	l := upLab(tb, lab.Topology{Prefix: prefix, Servers: 3,
+		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "b"}}},
+		[]string{"curl", "wrk"}, true, "-addr", ":8080,:81")
 	c := &cluster{t: tb, dir: tb.TempDir(), lab: l}
 	tb.Cleanup(c.stopAll)
 	var ports []io.Closer

@@ -113,26 +113,9 @@ func (r *usRig) newFlows() map[string]uint64 {
 // TestLab_Userspace runs issue 3's lab checks with the userspace driver in
 // place of XDP: the node holds the VIP on lo and proxies it.
 func TestLab_Userspace(t *testing.T) {
-	if err := lab.Requirements(); err != nil {
-		t.Skipf("lab test skipped: %v", err)
-	}
-	ctx := context.Background()
-	if err := lab.EnsureTools(ctx, "curl", "wrk"); err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Up(ctx, lab.Topology{Prefix: "weftu", Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Down() })
+	l := upLab(t, lab.Topology{Prefix: "weftu", Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3},
+		[]string{"curl", "wrk"}, false, "-addr", ":8080")
 	node := l.Nodes[0]
-	for _, s := range l.Servers {
-		cmd := exec.Command("ip", "netns", "exec", s.NS, labServerBin, "-name", s.Name, "-addr", ":8080")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	}
 	for _, args := range [][]string{
 		{"ip", "-n", node.NS, "addr", "add", labVIP.String() + "/32", "dev", "lo"},
 		{"ip", "-n", l.Router.NS, "route", "add", labVIP.String() + "/32", "via", node.Addr.String()},

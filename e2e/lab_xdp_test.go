@@ -24,37 +24,9 @@ type xdpRig struct {
 
 func newXDPRig(t testing.TB) *xdpRig {
 	t.Helper()
-	if err := lab.Requirements(); err != nil {
-		t.Skipf("lab test skipped: %v", err)
-	}
-	ctx := context.Background()
-	if err := lab.EnsureTools(ctx, "curl", "wrk", "nft"); err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Up(ctx, lab.Topology{Prefix: "weftx", Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Down() })
+	l := upLab(t, lab.Topology{Prefix: "weftx", Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3},
+		[]string{"curl", "wrk", "nft"}, true, "-addr", ":8080,:81")
 	node := l.Nodes[0]
-	for _, s := range l.Servers {
-		for _, args := range [][]string{
-			{"ip", "-n", s.NS, "addr", "add", labVIP.String() + "/32", "dev", "lo"},
-			{"ip", "netns", "exec", s.NS, labServerBin, "-name", s.Name, "-addr", ":8080,:81"},
-		} {
-			cmd := exec.Command(args[0], args[1:]...)
-			if args[0] == "ip" && args[1] == "netns" {
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-				continue
-			}
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v: %v %s", args, err, out)
-			}
-		}
-	}
 	if out, err := exec.Command("ip", "-n", l.Router.NS, "route", "add", labVIP.String()+"/32", "via", node.Addr.String()).CombinedOutput(); err != nil {
 		t.Fatalf("route to the VIP: %v %s", err, out)
 	}

@@ -11,17 +11,36 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// TestNeighbors reads a neighbour table and default route made with
-// iproute2 in a network namespace of its own.
-func TestNeighbors(t *testing.T) {
+// testNetns makes a network namespace for the test (skipping it without
+// root) and returns its name and a netlink handle in it; both go when the
+// test ends.
+func testNetns(t *testing.T, name string) (string, *netlink.Handle) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (a network namespace)")
 	}
-	ns := fmt.Sprintf("weftnbr%d", os.Getpid())
+	ns := fmt.Sprintf("%s%d", name, os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	nsh, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nsh.Close() })
+	nl, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nl.Close)
+	return ns, nl
+}
+
+// TestNeighbors reads a neighbour table and default route made with
+// iproute2 in a network namespace of its own.
+func TestNeighbors(t *testing.T) {
+	ns, nl := testNetns(t, "weftnbr")
 	for _, args := range [][]string{
 		{"link", "add", "d0", "type", "veth", "peer", "name", "d1"},
 		{"link", "set", "d0", "up"},
@@ -37,17 +56,6 @@ func TestNeighbors(t *testing.T) {
 			t.Fatalf("ip %v: %v %s", args, err, out)
 		}
 	}
-	nsh, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nsh.Close() })
-	nl, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nl.Close)
-
 	table, gw, err := neighbors(nl, "d0")
 	if err != nil {
 		t.Fatal(err)

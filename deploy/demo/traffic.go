@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -216,37 +215,12 @@ func (r *recorder) errorSample() string {
 // routeVia returns the names of the nodes the router's route to the VIP
 // goes through, sorted.
 func (d *demo) routeVia() ([]string, error) {
-	out, err := exec.Command("ip", "-n", d.l.Router.NS, "-j", "route", "show", vip).Output()
-	if err != nil {
-		return nil, fmt.Errorf("ip route: %w", err)
-	}
-	var routes []struct {
-		Gateway  string `json:"gateway"`
-		Nexthops []struct {
-			Gateway string `json:"gateway"`
-		} `json:"nexthops"`
-	}
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, fmt.Errorf("ip route: %w: %s", err, out)
-	}
-	name := map[string]string{}
-	for _, n := range d.l.Nodes {
-		name[n.Addr.String()] = n.Name
-	}
+	hosts, err := d.l.RouteVia(context.Background(), netip.MustParseAddr(vip))
 	var via []string
-	for _, r := range routes {
-		gws := []string{r.Gateway}
-		for _, n := range r.Nexthops {
-			gws = append(gws, n.Gateway)
-		}
-		for _, gw := range gws {
-			if gw != "" {
-				via = append(via, name[gw])
-			}
-		}
+	for _, h := range hosts {
+		via = append(via, h.Name)
 	}
-	slices.Sort(via)
-	return via, nil
+	return via, err
 }
 
 // waitRoute waits until the router's route to the VIP goes via exactly the

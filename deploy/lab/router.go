@@ -2,9 +2,12 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -80,4 +83,39 @@ func (l *Lab) Birdc(ctx context.Context, args ...string) (string, error) {
 		return string(out), fmt.Errorf("birdc %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// RouteVia returns the nodes the router's route to dst goes through (one
+// for a plain route, several for ECMP), sorted by name; none when it has no
+// route.
+func (l *Lab) RouteVia(ctx context.Context, dst netip.Addr) ([]Host, error) {
+	out, err := l.Command(ctx, l.Router, "ip", "-j", "route", "show", dst.String()).Output()
+	if err != nil {
+		return nil, fmt.Errorf("router's route to %s: %w", dst, err)
+	}
+	var routes []struct {
+		Gateway  string `json:"gateway"`
+		Nexthops []struct {
+			Gateway string `json:"gateway"`
+		} `json:"nexthops"`
+	}
+	if err := json.Unmarshal(out, &routes); err != nil {
+		return nil, fmt.Errorf("router's route to %s: %w: %s", dst, err, out)
+	}
+	var via []Host
+	add := func(gw string) {
+		for _, n := range l.Nodes {
+			if gw != "" && n.Addr.String() == gw {
+				via = append(via, n)
+			}
+		}
+	}
+	for _, r := range routes {
+		add(r.Gateway)
+		for _, n := range r.Nexthops {
+			add(n.Gateway)
+		}
+	}
+	slices.SortFunc(via, func(a, b Host) int { return strings.Compare(a.Name, b.Name) })
+	return via, nil
 }

@@ -3,7 +3,7 @@
 // sending a request every -interval, and opens a new connection (one
 // request, then close) every -new-every. When all held connections have
 // been answered it prints "ready"; a line on stdin marks the event (a node
-// killed, say); -observe after the mark it prints one JSON Result and exits.
+// killed, say); -observe after the mark it prints one JSON lab.ProbeResult and exits.
 // -timeout bounds the whole run whatever happens.
 //
 // A held connection survives when it never fails, its first answer to a
@@ -28,31 +28,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weftlb/weft/deploy/lab"
 )
-
-// Result is what the prober prints.
-type Result struct {
-	Conns    int `json:"conns"`
-	Survived int `json:"survived"`
-	// SurvivalPct is Survived as a share of Conns, in percent.
-	SurvivalPct float64 `json:"survival_pct"`
-	// Errors counts held connections that failed, by kind (reset, timeout,
-	// eof, other), and Late those that never failed but resumed after the
-	// grace period or had stopped being answered at the end.
-	Errors map[string]int `json:"errors"`
-	Late   int            `json:"late"`
-	// MaxStallMs is the longest wait for an answer across the mark among
-	// surviving connections.
-	MaxStallMs float64 `json:"max_stall_ms"`
-	// Failures are the first few failed connections, for the log.
-	Failures []string `json:"failures,omitempty"`
-
-	NewAttempts int `json:"new_attempts"`
-	NewFailures int `json:"new_failures"`
-	// RecoveryMs is how long after the mark new connections succeeded
-	// again for good (0: none failed).
-	RecoveryMs float64 `json:"recovery_ms"`
-}
 
 type held struct {
 	conn    net.Conn
@@ -252,9 +230,9 @@ func newConn(ctx context.Context, target string, limit time.Duration) error {
 	return (&held{conn: c, br: bufio.NewReader(c)}).request(target, true)
 }
 
-func (p *probe) summarize(grace, tail, newLimit time.Duration) *Result {
+func (p *probe) summarize(grace, tail, newLimit time.Duration) *lab.ProbeResult {
 	hs, attempts, mark, end := p.held, p.attempts, p.mark, p.end
-	res := &Result{Conns: len(hs), Errors: map[string]int{}}
+	res := &lab.ProbeResult{Conns: len(hs), Errors: map[string]int{}}
 	for i, h := range hs {
 		switch {
 		case h.err != nil:
