@@ -118,6 +118,8 @@ type fabricRig struct {
 	api []*api.Client
 	// zones is the load balancer's zone placement in manifest.
 	zones string
+	// check is the pools' health check ("" for the default).
+	check string
 	// ports are the XDP links on the nodes' switch ports (lab.AttachPass).
 	ports []io.Closer
 }
@@ -176,18 +178,22 @@ func (r *fabricRig) manifest(servers []int, drained int, more string) string {
 	if more != "" {
 		listeners += ", " + more
 	}
+	check := ""
+	if r.check != "" {
+		check = ", healthCheck: " + r.check
+	}
 	return fmt.Sprintf(`kind: Pool
 metadata: {name: web}
-spec: {members: [%s]}
+spec: {members: [%s]%s}
 ---
 kind: Pool
 metadata: {name: dsr}
-spec: {members: [%s]}
+spec: {members: [%s]%s}
 ---
 kind: LoadBalancer
 metadata: {name: web}
 spec: {vip: %s, %s, listeners: [%s]}
-`, strings.Join(web, ", "), strings.Join(dsr, ", "), labVIP, r.zones, listeners)
+`, strings.Join(web, ", "), check, strings.Join(dsr, ", "), check, labVIP, r.zones, listeners)
 }
 
 // apply applies YAML through the first running agent's API, as `weft

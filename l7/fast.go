@@ -295,7 +295,8 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		w.bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		var size [16]byte
+		w.bw.Write(strconv.AppendInt(size[:0], int64(len(p)), 16))
 		w.bw.WriteString("\r\n")
 		n, err := w.bw.Write(p)
 		w.bw.WriteString("\r\n")
@@ -315,16 +316,21 @@ func (w *fastWriter) Flush() {
 }
 
 // dateCache holds the Date header value, renewed once a second.
-var dateCache atomic.Pointer[[2]string] // unix second, value
+var dateCache atomic.Pointer[cachedDate]
+
+type cachedDate struct {
+	unix  int64
+	value string
+}
 
 func httpDate(now time.Time) string {
-	sec := strconv.FormatInt(now.Unix(), 10)
-	if d := dateCache.Load(); d != nil && d[0] == sec {
-		return d[1]
+	sec := now.Unix()
+	if d := dateCache.Load(); d != nil && d.unix == sec {
+		return d.value
 	}
-	d := &[2]string{sec, now.UTC().Format(http.TimeFormat)}
+	d := &cachedDate{unix: sec, value: now.UTC().Format(http.TimeFormat)}
 	dateCache.Store(d)
-	return d[1]
+	return d.value
 }
 
 func (w *fastWriter) writeHead(empty bool) {
@@ -332,7 +338,8 @@ func (w *fastWriter) writeHead(empty bool) {
 	bw, h, code := w.bw, w.h, w.status
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(strconv.Itoa(code))
+	var num [8]byte
+	bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
 	bw.WriteByte(' ')
 	bw.WriteString(http.StatusText(code))
 	bw.WriteString("\r\n")

@@ -300,8 +300,10 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rs *reqState, resp
 	}
 	rs.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
-	buf := p.rp.BufferPool.Get()
-	defer p.rp.BufferPool.Put(buf)
+	bp := p.rp.BufferPool.(*bufferPool)
+	bufp := bp.take()
+	defer bp.give(bufp)
+	buf := *bufp
 	var rc *http.ResponseController
 	if resp.ContentLength < 0 {
 		rc = http.NewResponseController(w)

@@ -65,7 +65,7 @@ func (b *backend) member() Member {
 }
 
 // freeAddr returns a 127.0.0.x address with a port free right now.
-func freeAddr(t *testing.T, ip string) netip.AddrPort {
+func freeAddr(t testing.TB, ip string) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp4", ip+":0")
 	if err != nil {
@@ -75,7 +75,7 @@ func freeAddr(t *testing.T, ip string) netip.AddrPort {
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
-func startProxy(t *testing.T, cfg Config) *Proxy {
+func startProxy(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
 	p := New(Options{DrainTimeout: 2 * time.Second})
 	if err := p.Apply(context.Background(), cfg); err != nil {

@@ -896,7 +896,12 @@ func newBufferPool() *bufferPool {
 	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+func (b *bufferPool) Get() []byte  { return *b.take() }
+func (b *bufferPool) Put(x []byte) { b.give(&x) }
+
+// take and give are Get and Put without the allocation Put's interface
+// costs (the slice header escapes): for the direct path.
+func (b *bufferPool) take() *[]byte  { return b.p.Get().(*[]byte) }
+func (b *bufferPool) give(x *[]byte) { b.p.Put(x) }
 
 var _ httputil.BufferPool = (*bufferPool)(nil)

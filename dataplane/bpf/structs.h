@@ -47,7 +47,8 @@ struct svc_value {
 
 /* backend_flags are the bits of backend.flags. */
 enum backend_flags : __u8 {
-	BACKEND_VALID = 1, /* the entry is in use */
+	BACKEND_VALID = 1,  /* the entry is in use */
+	BACKEND_ACTIVE = 2, /* it takes new flows (weight > 0 in a service) */
 };
 
 /* backend is an entry of the backends array, indexed by backend id. */

@@ -62,9 +62,13 @@ static __always_inline int pick_backend(const struct pkt *p, const struct svc_va
 }
 
 /* ct_usable reports whether a conntrack entry still decides where p
- * goes: it is set on this CPU and not expired, and, for a SYN (a new
- * connection reusing the tuple, or a retransmission), the flow is not
- * closing and its backend is still configured. */
+ * goes: it is set and not expired, and, for a SYN (a new connection
+ * reusing the tuple, or a retransmission), the flow is not closing and
+ * its backend is still configured and takes new flows. A backend that
+ * failed its health checks (or drains) would otherwise keep receiving
+ * the SYNs of clients that reuse a tuple: a refused DSR connection never
+ * closes its entry, and each SYN keeps it alive. Re-picking a
+ * retransmitted SYN is harmless: the handshake starts over. */
 static __always_inline int ct_usable(const struct pkt *p, const struct svc_value *svc,
 				     const struct ct_value *ct, __u32 now)
 {
@@ -79,7 +83,7 @@ static __always_inline int ct_usable(const struct pkt *p, const struct svc_value
 		return 0;
 	__u32 bid = ct->backend_id;
 	struct backend *be = bpf_map_lookup_elem(&backends, &bid);
-	return be && (be->flags & BACKEND_VALID) && addr_eq(&be->addr, &ct->backend) &&
+	return be && (be->flags & BACKEND_VALID) && (be->flags & BACKEND_ACTIVE) && addr_eq(&be->addr, &ct->backend) &&
 	       (svc->mode == LB_MODE_DSR || be->port == ct->bport);
 }
 

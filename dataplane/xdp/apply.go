@@ -39,6 +39,9 @@ type serviceState struct {
 type backendRef struct {
 	id   uint32
 	refs int
+	// active is whether the backend takes new flows (BACKEND_ACTIVE):
+	// its weight is above 0 in a service.
+	active bool
 }
 
 func newState(lim limits) state {
@@ -118,6 +121,34 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) error {
 		if err := d.removeService(k); err != nil {
 			return fmt.Errorf("remove service %s: %w", k, err)
 		}
+	}
+	return d.applyActive(desired)
+}
+
+// applyActive sets BACKEND_ACTIVE on the backends that take new flows in
+// some service and clears it on the others (unhealthy or drained: weight
+// 0), so a SYN reusing a tracked tuple is not sent to them.
+func (d *Dataplane) applyActive(desired map[serviceKey]Service) error {
+	active := make(map[backendKey]bool, len(d.state.backends))
+	for _, s := range desired {
+		for _, b := range s.Backends {
+			if b.Weight > 0 {
+				active[backendKey{b.Addr, b.Port}] = true
+			}
+		}
+	}
+	for k, r := range d.state.backends {
+		if r.active == active[k] {
+			continue
+		}
+		flags := lbBackendFlagsBACKEND_VALID
+		if active[k] {
+			flags |= lbBackendFlagsBACKEND_ACTIVE
+		}
+		if err := d.objs.Backends.Put(r.id, lbBackend{Addr: lbAddr(k.addr), Port: be16(k.port), Flags: flags}); err != nil {
+			return fmt.Errorf("write backend %s: %w", k, err)
+		}
+		r.active = active[k]
 	}
 	return nil
 }

@@ -24,7 +24,8 @@ type lbBackend struct {
 type lbBackendFlags uint8
 
 const (
-	lbBackendFlagsBACKEND_VALID lbBackendFlags = 1
+	lbBackendFlagsBACKEND_VALID  lbBackendFlags = 1
+	lbBackendFlagsBACKEND_ACTIVE lbBackendFlags = 2
 )
 
 type lbCtFlags uint8

@@ -110,6 +110,48 @@ func TestEntryLifetime(t *testing.T) {
 			t.Errorf("syn of a flow on the removed backend went to %q, want another backend", got)
 		}
 	})
+	t.Run("syn to a backend that takes no new flows opens a new flow", func(t *testing.T) {
+		// A failed health check (or a drain) sets the weight to 0: the
+		// backend's established flows continue, but a SYN reusing a
+		// tracked tuple (a refused DSR connection never closes its
+		// entry) goes to a backend that takes new flows.
+		apply(cfgWith(b1, b2, b3))
+		var c netip.AddrPort
+		var was string
+		for i := range 100 {
+			c = netip.AddrPortFrom(client4.Addr(), uint16(6000+i))
+			if was = send(synFrame(c)); was == "10.1.0.13" {
+				break
+			}
+		}
+		if was != "10.1.0.13" {
+			t.Fatal("no flow went to 10.1.0.13")
+		}
+		est := netip.AddrPortFrom(client4.Addr(), 6500)
+		for i := 0; send(synFrame(est)) != "10.1.0.13"; i++ {
+			if est = netip.AddrPortFrom(client4.Addr(), uint16(6501+i)); i == 100 {
+				t.Fatal("no second flow went to 10.1.0.13")
+			}
+		}
+		send(ackFrame(est))
+		apply(cfgWith(b1, b2, withWeight(b3, 0)))
+		if got := send(ackFrame(est)); got != "10.1.0.13" {
+			t.Errorf("ack of an established flow on the weight-0 backend went to %q, want 10.1.0.13", got)
+		}
+		if got := send(synFrame(c)); got == was || got == "" {
+			t.Errorf("syn reusing a tuple of the weight-0 backend went to %q, want another backend", got)
+		}
+		apply(cfgWith(b1, b2, b3))
+		c2 := netip.AddrPortFrom(client4.Addr(), 6600)
+		for i := 0; send(synFrame(c2)) != "10.1.0.13"; i++ {
+			if c2 = netip.AddrPortFrom(client4.Addr(), uint16(6601+i)); i == 100 {
+				t.Fatal("10.1.0.13 takes no new flows after its weight came back")
+			}
+		}
+		if got := send(synFrame(c2)); got != "10.1.0.13" {
+			t.Errorf("retransmitted syn to the restored backend went to %q, want 10.1.0.13", got)
+		}
+	})
 	t.Run("expired entries are gone", func(t *testing.T) {
 		cur, next := cfgWith(b1, b2), cfgWith(b1, b2, b3)
 		apply(cur)
