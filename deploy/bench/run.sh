@@ -25,6 +25,9 @@ go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeou
 section "Fabric in the lab: apply -> applied on every node (p50/p99 ms); zone, node (SIGKILL) and host loss: takeover, withdraw and new-connection recovery ms, survival % of 200 DSR and 200 FullNAT long-lived connections (root)"
 go test -run '^$' -bench 'BenchmarkLab_Failover' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-failover.txt"
 
+section "L7 proxy in-process: one kept-alive HTTP/1.1 request (ns and allocations per request)"
+go test -run '^$' -bench 'BenchmarkProxyKeepAlive' -benchtime 20000x -count "$COUNT" ./l7 | tee "$OUT/l7-inproc.txt"
+
 section "Maglev table build and lookup"
 go test -run '^$' -bench . -count "$COUNT" ./dataplane/maglev | tee "$OUT/maglev.txt"
 
@@ -35,4 +38,4 @@ for extra in deploy/bench/*/run.sh; do
 done
 
 section "medians"
-go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/maglev.txt
+go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/l7-inproc.txt "$OUT"/maglev.txt

@@ -11,6 +11,7 @@
 #   deploy/bench/l7/run.sh            # all proxies, all workloads
 #   DURATION=5 PROXIES="weft nginx" deploy/bench/l7/run.sh
 #   PROFILE=1 deploy/bench/l7/run.sh  # also write a CPU profile of Weft
+#   WEFT_GC=400 deploy/bench/l7/run.sh  # Weft's GOGC (default 100)
 set -euo pipefail
 
 DURATION=${DURATION:-8}          # seconds per wrk run
@@ -147,7 +148,7 @@ start_weft() {
 	(cd "$ROOT" && go build -o "$WORK/l7bench" ./l7/cmd/l7bench)
 	local prof=()
 	[[ -n "${PROFILE:-}" ]] && prof=(-cpuprofile "${PROFILE_OUT:-/tmp/weft-l7.pprof}")
-	taskset -c "$PROXY_CPU" "$WORK/l7bench" -procs 1 -http 127.0.0.1:18084 -https 127.0.0.1:18444 \
+	taskset -c "$PROXY_CPU" "$WORK/l7bench" -procs 1 -gc "${WEFT_GC:-100}" -http 127.0.0.1:18084 -https 127.0.0.1:18444 \
 		-backend "$BACKEND" -cert "$WORK/cert.pem" -key "$WORK/key.pem" "${prof[@]}" &
 	PROXY_PID=$!; HTTP_PORT=18084; HTTPS_PORT=18444
 }
