@@ -29,7 +29,7 @@ const (
 	heartbeatTimeout   = 500 * time.Millisecond
 	electionTimeout    = 500 * time.Millisecond
 	leaderLeaseTimeout = 250 * time.Millisecond
-	commitTimeout      = 20 * time.Millisecond
+	commitTimeout      = 5 * time.Millisecond
 )
 
 // Defaults for Config fields left zero, and fixed transport settings.
