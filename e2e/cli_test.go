@@ -58,6 +58,22 @@ func TestCLI(t *testing.T) {
 	fails(`not_found: pool "nope" not found`, nil, "get", "pool", "nope")
 	fails(`failed_precondition: pool "web" is used by load balancer "web"`, nil, "delete", "pool", "web")
 	fails("unknown kind", nil, "get", "widgets")
+
+	// Every kind goes through get, list and delete.
+	run(`kind: DNSRecord
+metadata: {name: www}
+spec: {fqdn: www.example.com., policy: failover, targets: [{loadBalancer: web}], ttl: 30}
+`, "apply", "-f", "-")
+	for _, kind := range []string{"lb", "pool", "certificate", "dnsrecord"} {
+		run("", "get", kind, "-o", "json")
+	}
+	if out := run("", "get", "dnsrecord", "www", "-o", "yaml"); !strings.Contains(out, "www.example.com.") {
+		t.Errorf("get dnsrecord www:\n%s", out)
+	}
+	if out := run("", "delete", "dnsrecord", "www"); !strings.Contains(out, "dnsrecord/www deleted") {
+		t.Errorf("delete dnsrecord www: %s", out)
+	}
+	fails(`not_found: dns record "www" not found`, nil, "get", "dnsrecord", "www")
 	fails("unauthenticated", []string{"WEFT_TOKEN="}, "get", "pools")
 	fails("no such file", nil, "apply", "-f", "../deploy/examples/does-not-exist.yaml")
 

@@ -17,6 +17,7 @@ import (
 	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/manifest"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
 	"github.com/weftlb/weft/raftfsm"
 )
 
@@ -140,19 +141,9 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			// ParseKind accepts only the kinds in the table.
 			req := connect.NewRequest(&weftv1.DeleteRequest{Name: args[1], Version: version})
-			ctx := cmd.Context()
-			switch kind {
-			case raftfsm.KindLoadBalancer:
-				_, err = c.LB.DeleteLoadBalancer(ctx, req)
-			case raftfsm.KindPool:
-				_, err = c.LB.DeletePool(ctx, req)
-			case raftfsm.KindCertificate:
-				_, err = c.LB.DeleteCertificate(ctx, req)
-			case raftfsm.KindDNSRecord:
-				_, err = c.LB.DeleteDNSRecord(ctx, req)
-			}
-			if err != nil {
+			if err := kinds[kind].delete(cmd.Context(), c.LB, req); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", strings.ToLower(kind), args[1])
@@ -164,76 +155,84 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 }
 
 func getResource(ctx context.Context, c *api.Client, kind, name string, staleRead bool) (*weftv1.Resource, error) {
-	req := connect.NewRequest(&weftv1.GetRequest{Name: name, Stale: staleRead})
-	switch kind {
-	case raftfsm.KindLoadBalancer:
-		res, err := c.LB.GetLoadBalancer(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return &weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: res.Msg.GetLoadBalancer()}}, nil
-	case raftfsm.KindPool:
-		res, err := c.LB.GetPool(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return &weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: res.Msg.GetPool()}}, nil
-	case raftfsm.KindCertificate:
-		res, err := c.LB.GetCertificate(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return &weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: res.Msg.GetCertificate()}}, nil
-	case raftfsm.KindDNSRecord:
-		res, err := c.LB.GetDNSRecord(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return &weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: res.Msg.GetDnsRecord()}}, nil
+	ops, ok := kinds[kind]
+	if !ok {
+		return nil, fmt.Errorf("unknown kind %q", kind)
 	}
-	return nil, fmt.Errorf("unknown kind %q", kind)
+	return ops.get(ctx, c.LB, connect.NewRequest(&weftv1.GetRequest{Name: name, Stale: staleRead}))
 }
 
 func listResources(ctx context.Context, c *api.Client, kind string, staleRead bool) ([]*weftv1.Resource, error) {
-	req := connect.NewRequest(&weftv1.ListRequest{Stale: staleRead})
-	var out []*weftv1.Resource
-	switch kind {
-	case raftfsm.KindLoadBalancer:
-		res, err := c.LB.ListLoadBalancers(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range res.Msg.GetLoadBalancers() {
-			out = append(out, &weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: x}})
-		}
-	case raftfsm.KindPool:
-		res, err := c.LB.ListPools(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range res.Msg.GetPools() {
-			out = append(out, &weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: x}})
-		}
-	case raftfsm.KindCertificate:
-		res, err := c.LB.ListCertificates(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range res.Msg.GetCertificates() {
-			out = append(out, &weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: x}})
-		}
-	case raftfsm.KindDNSRecord:
-		res, err := c.LB.ListDNSRecords(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range res.Msg.GetDnsRecords() {
-			out = append(out, &weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: x}})
-		}
-	default:
+	ops, ok := kinds[kind]
+	if !ok {
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}
-	return out, nil
+	return ops.list(ctx, c.LB, connect.NewRequest(&weftv1.ListRequest{Stale: staleRead}))
+}
+
+type lbClient = weftv1connect.LoadBalancerServiceClient
+
+// kindOps are one resource kind's client calls, with results wrapped as
+// Resources, so the commands need no switch on the kind.
+type kindOps struct {
+	get    func(context.Context, lbClient, *connect.Request[weftv1.GetRequest]) (*weftv1.Resource, error)
+	list   func(context.Context, lbClient, *connect.Request[weftv1.ListRequest]) ([]*weftv1.Resource, error)
+	delete func(context.Context, lbClient, *connect.Request[weftv1.DeleteRequest]) error
+}
+
+// opsOf builds a kind's kindOps from its service methods, the accessors
+// of their responses and wrap, which makes a Resource of one X.
+func opsOf[G, L, X any](
+	get func(lbClient, context.Context, *connect.Request[weftv1.GetRequest]) (*connect.Response[G], error), one func(*G) X,
+	list func(lbClient, context.Context, *connect.Request[weftv1.ListRequest]) (*connect.Response[L], error), all func(*L) []X,
+	del func(lbClient, context.Context, *connect.Request[weftv1.DeleteRequest]) (*connect.Response[weftv1.DeleteResponse], error),
+	wrap func(X) *weftv1.Resource,
+) kindOps {
+	return kindOps{
+		get: func(ctx context.Context, c lbClient, req *connect.Request[weftv1.GetRequest]) (*weftv1.Resource, error) {
+			res, err := get(c, ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			return wrap(one(res.Msg)), nil
+		},
+		list: func(ctx context.Context, c lbClient, req *connect.Request[weftv1.ListRequest]) ([]*weftv1.Resource, error) {
+			res, err := list(c, ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			var out []*weftv1.Resource
+			for _, x := range all(res.Msg) {
+				out = append(out, wrap(x))
+			}
+			return out, nil
+		},
+		delete: func(ctx context.Context, c lbClient, req *connect.Request[weftv1.DeleteRequest]) error {
+			_, err := del(c, ctx, req)
+			return err
+		},
+	}
+}
+
+var kinds = map[string]kindOps{
+	raftfsm.KindLoadBalancer: opsOf(lbClient.GetLoadBalancer, (*weftv1.GetLoadBalancerResponse).GetLoadBalancer,
+		lbClient.ListLoadBalancers, (*weftv1.ListLoadBalancersResponse).GetLoadBalancers, lbClient.DeleteLoadBalancer,
+		func(x *weftv1.LoadBalancer) *weftv1.Resource {
+			return &weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: x}}
+		}),
+	raftfsm.KindPool: opsOf(lbClient.GetPool, (*weftv1.GetPoolResponse).GetPool,
+		lbClient.ListPools, (*weftv1.ListPoolsResponse).GetPools, lbClient.DeletePool,
+		func(x *weftv1.Pool) *weftv1.Resource { return &weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: x}} }),
+	raftfsm.KindCertificate: opsOf(lbClient.GetCertificate, (*weftv1.GetCertificateResponse).GetCertificate,
+		lbClient.ListCertificates, (*weftv1.ListCertificatesResponse).GetCertificates, lbClient.DeleteCertificate,
+		func(x *weftv1.Certificate) *weftv1.Resource {
+			return &weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: x}}
+		}),
+	raftfsm.KindDNSRecord: opsOf(lbClient.GetDNSRecord, (*weftv1.GetDNSRecordResponse).GetDnsRecord,
+		lbClient.ListDNSRecords, (*weftv1.ListDNSRecordsResponse).GetDnsRecords, lbClient.DeleteDNSRecord,
+		func(x *weftv1.DNSRecord) *weftv1.Resource {
+			return &weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: x}}
+		}),
 }
 
 // printResources writes resources as a table, JSON (an object for one
