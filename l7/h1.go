@@ -113,11 +113,15 @@ func (cp *connPool) closeIdle(final bool) {
 	}
 }
 
-// direct reports whether a request can take the direct path.
+// direct reports whether a request can take the direct path. A request
+// without a body has ContentLength 0 on every protocol; an HTTP/2
+// request's Body is never http.NoBody (its stream may end on its HEADERS
+// frame), but ContentLength is -1 unless the body is empty or its length
+// declared.
 func direct(r *http.Request, rt *route) bool {
 	up := rt.up
 	return (up.key.protocol == "" || up.key.protocol == ProtoHTTP1) && !up.key.proxyProtocol &&
-		r.ContentLength == 0 && (r.Body == nil || r.Body == http.NoBody) &&
+		r.ContentLength == 0 && (r.Body == nil || r.Body == http.NoBody || r.ProtoMajor == 2) &&
 		len(r.Header["Upgrade"]) == 0 && len(r.Header["Expect"]) == 0 && rt.reqHdr.empty() &&
 		r.Method != http.MethodConnect
 }

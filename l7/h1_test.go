@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -69,6 +70,21 @@ func TestDirectEligibility(t *testing.T) {
 		{"with body", func() *http.Request {
 			r, _ := http.NewRequest("POST", "http://a/", http.NoBody)
 			r.ContentLength = 5
+			return r
+		}, false},
+		{"HTTP/2 GET ending its stream with the headers", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a/", io.NopCloser(strings.NewReader("")))
+			r.ProtoMajor, r.ContentLength = 2, 0
+			return r
+		}, true},
+		{"HTTP/2 POST with a body of unknown length", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a/", io.NopCloser(strings.NewReader("x")))
+			r.ProtoMajor, r.ContentLength = 2, -1
+			return r
+		}, false},
+		{"HTTP/1.1 chunked body", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a/", io.NopCloser(strings.NewReader("x")))
+			r.ContentLength = -1
 			return r
 		}, false},
 		{"expect continue", func() *http.Request {
