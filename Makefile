@@ -12,7 +12,7 @@ GOFLAGS_TEST ?=
 # time keeps them inside two cores.
 TEST_PARALLEL ?= 2
 
-.PHONY: all build test unit-test check-generate generate tools bpf-tools lint bench demo fuzz clean
+.PHONY: all build test unit-test test-tools check-generate generate tools bpf-tools lint bench demo fuzz clean
 
 all: build
 
@@ -61,7 +61,14 @@ fuzz:
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; done
 
-test: lint check-generate unit-test fuzz
+test: lint check-generate test-tools unit-test fuzz
+
+# test-tools installs the clients unit tests drive (the l7 tests run curl),
+# so that CI, as root on a fresh machine, runs them rather than skipping;
+# the lab tests install their own tools (deploy/lab.EnsureTools).
+test-tools:
+	@command -v curl >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl)
 
 # bench runs every benchmark side by side (deploy/bench/run.sh) and prints
 # medians; BENCH_COUNT=5 for more runs.
