@@ -1,8 +1,9 @@
 package l7
 
-// The fast HTTP/1.1 loop. Plain-text connections start here instead of in
-// net/http: requests that the direct path can serve (no body, no upgrade,
-// no Expect) are read and answered by this loop, which skips net/http's
+// The fast HTTP/1.1 loop. Plain-text connections the event loop (loop.go)
+// hands over continue here instead of in net/http: requests that the
+// direct path can serve (no body, no upgrade, no Expect) are read and
+// answered by this loop, which skips net/http's
 // per-request background read, deadline resets, context and goroutine. The
 // first request it cannot serve, or anything it does not understand (h2c
 // preface, a body, a head larger than its buffer, a malformed head), makes
@@ -49,12 +50,15 @@ func (s *socket) untrack(fc *fastConn) {
 	s.fmu.Unlock()
 }
 
-// stopFast closes idle fast connections; busy ones close after their
-// current request.
+// stopFast closes idle connections of the loops and the fast loop; busy
+// ones close after their current request.
 func (s *socket) stopFast() {
+	s.stopping.Store(true)
+	for _, l := range s.p.loops {
+		l.do(func() { l.stopSocket(s) })
+	}
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
-	s.stopping.Store(true)
 	for fc := range s.fast {
 		if !fc.busy.Load() {
 			fc.c.Close()
@@ -62,11 +66,12 @@ func (s *socket) stopFast() {
 	}
 }
 
-// waitFast waits for the fast connections to finish, until ctx is done.
+// waitFast waits for the connections of the loops and the fast loop to
+// finish, until ctx is done.
 func (s *socket) waitFast(ctx context.Context) {
 	for {
 		s.fmu.Lock()
-		n := len(s.fast)
+		n := len(s.fast) + int(s.loopConns.Load())
 		s.fmu.Unlock()
 		if n == 0 || ctx.Err() != nil {
 			return
@@ -79,6 +84,9 @@ func (s *socket) waitFast(ctx context.Context) {
 }
 
 func (s *socket) closeFast() {
+	for _, l := range s.p.loops {
+		l.call(func() { l.closeSocket(s) })
+	}
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
 	for fc := range s.fast {

@@ -100,6 +100,12 @@ func (cp *connPool) dial(ctx context.Context, addr string) (*h1Conn, error) {
 	return &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, nil
 }
 
+func (cp *connPool) isClosed() bool {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.closed
+}
+
 // closeIdle closes the idle connections; with final, later puts close too.
 func (cp *connPool) closeIdle(final bool) {
 	cp.mu.Lock()
@@ -155,15 +161,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, rs *reqState
 		}
 		m.outlier(false, p.outlier)
 		var de *dialError
-		if errors.As(err, &de) && attempt+1 < maxAttempts && replayable(r) {
-			tried[attempt] = m
-			if next := rs.rt.up.pool.pickOther(tried[:attempt+1], time.Now().UnixNano()); next != nil {
-				attempt++
-				m.st.inflight.Add(-1)
-				next.st.inflight.Add(1)
-				rs.member = next
-				continue
-			}
+		if errors.As(err, &de) && rs.failover(r, &tried, attempt) {
+			attempt++
+			continue
 		}
 		p.errorHandler(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, rs)), err)
 		return
@@ -198,7 +198,40 @@ func (p *Proxy) exchange(r *http.Request, rs *reqState, cp *connPool, m *member)
 }
 
 func (p *Proxy) roundTripDirect(r *http.Request, rs *reqState, c *h1Conn) (*http.Response, error) {
-	bw := c.bw
+	writeRequestHead(c.bw, r)
+	if err := c.bw.Flush(); err != nil {
+		return nil, errStale
+	}
+	c.readDeadline(time.Now(), rs.t.timeouts.Response)
+	// A client that leaves cuts the wait for the member.
+	stop := context.AfterFunc(r.Context(), func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	for {
+		if _, err := c.br.Peek(1); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+				return nil, errStale
+			}
+			return nil, err
+		}
+		resp, err := http.ReadResponse(c.br, r)
+		if err != nil {
+			return nil, err
+		}
+		if interim(resp.StatusCode) {
+			continue // interim responses (103) are not relayed on this path
+		}
+		return resp, nil
+	}
+}
+
+// interim reports a 1xx status other than 101.
+func interim(code int) bool {
+	return code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
+}
+
+// writeRequestHead writes the head of a bodyless request to a member:
+// the client's headers without hop-by-hop ones, and ours X-Forwarded-*.
+func writeRequestHead(bw *bufio.Writer, r *http.Request) {
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
 	bw.WriteString(r.URL.RequestURI())
@@ -237,29 +270,6 @@ func (p *Proxy) roundTripDirect(r *http.Request, rs *reqState, c *h1Conn) (*http
 	} else {
 		bw.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
 	}
-	if err := bw.Flush(); err != nil {
-		return nil, errStale
-	}
-	c.readDeadline(time.Now(), rs.t.timeouts.Response)
-	// A client that leaves cuts the wait for the member.
-	stop := context.AfterFunc(r.Context(), func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	for {
-		if _, err := c.br.Peek(1); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
-				return nil, errStale
-			}
-			return nil, err
-		}
-		resp, err := http.ReadResponse(c.br, r)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-			continue // interim responses (103) are not relayed on this path
-		}
-		return resp, nil
-	}
 }
 
 func isReset(err error) bool {
@@ -279,10 +289,10 @@ func named(conn []string, k string) bool {
 	return false
 }
 
-// relay writes the member's response to the client and returns the
-// connection to the pool when the response ended cleanly.
-func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rs *reqState, resp *http.Response, c *h1Conn, cp *connPool, m *member) {
-	h := w.Header()
+// responseHeader fills h, the client's response header, from a member's
+// response: its headers without hop-by-hop ones, the route's rewrites and
+// the sticky cookie pinning the client to rs.member.
+func (rs *reqState) responseHeader(h http.Header, resp *http.Response) {
 	conn := resp.Header["Connection"]
 	for k, vs := range resp.Header {
 		if k == "Connection" || k == "Keep-Alive" || k == "Transfer-Encoding" || k == "Trailer" ||
@@ -291,17 +301,22 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rs *reqState, resp
 		}
 		h[k] = vs
 	}
-	if len(resp.Trailer) > 0 {
-		for k := range resp.Trailer {
-			h.Add("Trailer", k)
-		}
+	for k := range resp.Trailer {
+		h.Add("Trailer", k)
 	}
 	if !rs.rt.respHdr.empty() {
 		rs.rt.respHdr.apply(h)
 	}
-	if s := rs.t.sticky; s != nil && rs.cookieID != m.stickyID {
-		h.Add("Set-Cookie", setCookie(s, m.stickyID))
+	if s := rs.t.sticky; s != nil && rs.cookieID != rs.member.stickyID {
+		h.Add("Set-Cookie", setCookie(s, rs.member.stickyID))
 	}
+}
+
+// relay writes the member's response to the client and returns the
+// connection to the pool when the response ended cleanly.
+func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rs *reqState, resp *http.Response, c *h1Conn, cp *connPool, m *member) {
+	h := w.Header()
+	rs.responseHeader(h, resp)
 	rs.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 	bp := p.rp.BufferPool.(*bufferPool)

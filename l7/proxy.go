@@ -14,10 +14,12 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -42,6 +44,7 @@ type Proxy struct {
 	transports   map[transportKey]*backendConns
 	pools        map[string]*pool
 	tables       []*table
+	loops        []*loop // started by the first Apply
 	memberStates map[memberKey]*memberState
 	routeStats   map[[2]string]*counters
 	lnStats      map[string]*counters
@@ -74,16 +77,17 @@ type socket struct {
 	p      *Proxy
 	addr   netip.AddrPort
 	ln     net.Listener
+	lfd    int // ln's descriptor, which the event loops accept on
 	table  atomic.Pointer[table]
 	gen    atomic.Pointer[serverGen]
 	params serverParams
-	done   chan struct{} // closed when the accept loop exits
 
-	// Connections served by the fast HTTP/1.1 loop (fast.go), which
-	// http.Server does not track.
-	fmu      sync.Mutex
-	fast     map[*fastConn]struct{}
-	stopping atomic.Bool
+	// Connections on the event loops (loop.go) and on the fast HTTP/1.1
+	// loop (fast.go), which http.Server does not track.
+	loopConns atomic.Int64
+	fmu       sync.Mutex
+	fast      map[*fastConn]struct{}
+	stopping  atomic.Bool
 }
 
 // serverParams are the settings fixed in an http.Server; changing one
@@ -181,12 +185,17 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if p.loops == nil {
+		if err := p.startLoops(); err != nil {
+			return err
+		}
+	}
 
 	// Bind what is new before touching anything, so a failed bind leaves
 	// the running config whole.
 	sockets := map[netip.AddrPort]*socket{}
 	var bound []*socket
-	for _, l := range cfg.Listeners {
+	for i, l := range cfg.Listeners {
 		if s, ok := p.sockets[l.Addr]; ok {
 			sockets[l.Addr] = s
 			continue
@@ -198,9 +207,20 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 			}
 			return fmt.Errorf("listener %q: %w", l.Name, err)
 		}
-		s := &socket{p: p, addr: l.Addr, ln: ln, done: make(chan struct{}), fast: map[*fastConn]struct{}{}}
+		s := &socket{p: p, addr: l.Addr, ln: ln, fast: map[*fastConn]struct{}{}}
 		sockets[l.Addr] = s
 		bound = append(bound, s)
+		// Nothing accepts on it before it is listening on the loops.
+		s.table.Store(tables[i])
+		s.params = params[i]
+		s.gen.Store(p.startGen(s))
+	}
+	if err := p.listen(bound); err != nil {
+		for _, s := range bound {
+			p.retire(s.gen.Load())
+			s.ln.Close()
+		}
+		return err
 	}
 
 	for i, l := range cfg.Listeners {
@@ -214,11 +234,9 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
-	for _, s := range bound {
-		go s.acceptLoop()
-	}
 	for addr, s := range p.sockets {
 		if _, ok := sockets[addr]; !ok {
+			p.unlisten(s)
 			s.ln.Close()
 			p.retire(s.gen.Load())
 			s.stopFast()
@@ -229,6 +247,9 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 			// Requests still using it finish; its idle connections go now.
 			tr.std.CloseIdleConnections()
 			tr.h1.closeIdle(true)
+			for _, l := range p.loops {
+				l.do(func() { l.dropPool(tr.h1) })
+			}
 		}
 	}
 	p.sockets = sockets
@@ -479,27 +500,54 @@ func (p *Proxy) retire(g *serverGen) {
 	}()
 }
 
-func (s *socket) acceptLoop() {
-	defer close(s.done)
-	var backoff time.Duration
-	for {
-		c, err := s.ln.Accept()
+// startLoops starts one event loop per P.
+func (p *Proxy) startLoops() error {
+	for range runtime.GOMAXPROCS(0) {
+		l, err := newLoop(p)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+			p.stopLoops()
+			return fmt.Errorf("l7 event loop: %w", err)
+		}
+		p.loops = append(p.loops, l)
+	}
+	return nil
+}
+
+func (p *Proxy) stopLoops() {
+	for _, l := range p.loops {
+		l.call(l.shutdown)
+		<-l.done
+	}
+	p.loops = nil
+}
+
+// listen makes the event loops accept on new sockets.
+func (p *Proxy) listen(ss []*socket) error {
+	for _, s := range ss {
+		rc, err := s.ln.(syscall.Conn).SyscallConn()
+		if err == nil {
+			err = rc.Control(func(fd uintptr) { s.lfd = int(fd) })
+		}
+		for _, l := range p.loops {
+			if err == nil {
+				l.call(func() { err = l.listen(s, s.lfd) })
 			}
-			// Out of fds and the like: back off as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.p.log.Warn("l7 accept", "addr", s.addr, "err", err)
-			time.Sleep(backoff)
-			continue
 		}
-		backoff = 0
-		if !s.gen.Load().params.tls {
-			go s.serveFast(c)
-			continue
+		if err != nil {
+			for _, s := range ss {
+				p.unlisten(s)
+			}
+			return fmt.Errorf("listener %s: %w", s.addr, err)
 		}
-		s.handoff(c)
+	}
+	return nil
+}
+
+// unlisten stops the event loops accepting on s; it must precede closing
+// s.ln, whose descriptor number may be reused at once.
+func (p *Proxy) unlisten(s *socket) {
+	for _, l := range p.loops {
+		l.call(func() { l.unlisten(s.lfd) })
 	}
 }
 
@@ -556,26 +604,7 @@ func (p *Proxy) serve(t *table, w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, max)
 	}
-	now := start.UnixNano()
-	pl := rt.up.pool
-	if t.sticky != nil {
-		if ck, err := r.Cookie(t.sticky.CookieName); err == nil {
-			rs.cookieID = ck.Value
-			if m := pl.byID[ck.Value]; m != nil && m.takesSticky(now) {
-				rs.member = m
-			}
-		}
-	}
-	if rs.member == nil {
-		var client netip.Addr
-		if _, ok := pl.bal.(*hashRing); ok {
-			if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-				client = ap.Addr().Unmap()
-			}
-		}
-		rs.member = pl.bal.pick(r, client, now)
-	}
-	if rs.member == nil {
+	if !rs.choose(r, start.UnixNano()) {
 		rs.status = http.StatusServiceUnavailable
 		http.Error(w, "no healthy member", rs.status)
 		return
@@ -587,6 +616,30 @@ func (p *Proxy) serve(t *table, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, rs)))
+}
+
+// choose sets rs.member: the member a valid sticky cookie names if it
+// still takes its clients, else the pool's balancer's pick. False means no
+// member can take the request.
+func (rs *reqState) choose(r *http.Request, now int64) bool {
+	pl := rs.rt.up.pool
+	if s := rs.t.sticky; s != nil {
+		if ck, err := r.Cookie(s.CookieName); err == nil {
+			rs.cookieID = ck.Value
+			if m := pl.byID[ck.Value]; m != nil && m.takesSticky(now) {
+				rs.member = m
+				return true
+			}
+		}
+	}
+	var client netip.Addr
+	if _, ok := pl.bal.(*hashRing); ok {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			client = ap.Addr().Unmap()
+		}
+	}
+	rs.member = pl.bal.pick(r, client, now)
+	return rs.member != nil
 }
 
 func (p *Proxy) record(rs *reqState, r *http.Request, start time.Time) {
@@ -690,18 +743,29 @@ func (rtr roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		m.outlier(false, p.outlier)
 		var de *dialError
-		if !errors.As(err, &de) || attempt+1 == maxAttempts || !replayable(req) {
+		if !errors.As(err, &de) || !rs.failover(req, &tried, attempt) {
 			return nil, err
 		}
-		tried[attempt] = m
-		next := rs.rt.up.pool.pickOther(tried[:attempt+1], time.Now().UnixNano())
-		if next == nil {
-			return nil, err
-		}
-		m.st.inflight.Add(-1)
-		next.st.inflight.Add(1)
-		rs.member = next
 	}
+}
+
+// failover moves a request whose connection to rs.member failed (its
+// attempt-th) to a member not yet tried, moving the in-flight count with
+// it. False means the request may not be sent again (not replayable, out
+// of attempts) or no member is left.
+func (rs *reqState) failover(r *http.Request, tried *[maxAttempts]*member, attempt int) bool {
+	if attempt+1 >= maxAttempts || !replayable(r) {
+		return false
+	}
+	tried[attempt] = rs.member
+	next := rs.rt.up.pool.pickOther(tried[:attempt+1], time.Now().UnixNano())
+	if next == nil {
+		return false
+	}
+	rs.member.st.inflight.Add(-1)
+	next.st.inflight.Add(1)
+	rs.member = next
+	return true
 }
 
 // replayable reports whether a request may be sent again after a connect
@@ -820,6 +884,7 @@ func (p *Proxy) Close() error {
 	}
 	p.closed = true
 	for _, s := range p.sockets {
+		p.unlisten(s)
 		s.ln.Close()
 	}
 	gens := make([]*serverGen, 0, len(p.gens))
@@ -849,14 +914,12 @@ func (p *Proxy) Close() error {
 	for _, s := range sockets {
 		s.closeFast()
 	}
-	for _, s := range sockets {
-		<-s.done
-	}
 	p.mu.Lock()
 	for _, tr := range p.transports {
 		tr.std.CloseIdleConnections()
 		tr.h1.closeIdle(true)
 	}
+	p.stopLoops()
 	p.mu.Unlock()
 	return nil
 }
