@@ -281,7 +281,7 @@ func isReset(err error) bool {
 func named(conn []string, k string) bool {
 	for _, v := range conn {
 		for f := range strings.SplitSeq(v, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+			if strings.EqualFold(strings.TrimSpace(f), k) { // names are case-insensitive
 				return true
 			}
 		}

@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -174,7 +175,7 @@ func (l *loop) run() {
 			}
 			for _, ev := range l.events[:n] {
 				if h := l.fds[ev.Fd]; h != nil {
-					h.event(ev.Events)
+					l.dispatch(h, ev.Events)
 				}
 			}
 			return true
@@ -184,6 +185,25 @@ func (l *loop) run() {
 			return
 		}
 	}
+}
+
+// dispatch hands an event to its handler. A panic (a bug) costs the
+// connection it happened on, not the node.
+func (l *loop) dispatch(h handler, ev uint32) {
+	defer func() {
+		if e := recover(); e != nil {
+			l.p.log.Error("l7 loop: panic", "err", e, "stack", string(debug.Stack()))
+			switch h := h.(type) {
+			case *lconn:
+				h.abort()
+			case *upConn:
+				if h.c != nil {
+					h.c.abort()
+				}
+			}
+		}
+	}()
+	h.event(ev)
 }
 
 func (l *loop) add(fd int, events uint32, h handler) error {
@@ -984,8 +1004,12 @@ func (c *lconn) close() {
 		c.abort()
 		return
 	}
+	if c.fd < 0 {
+		return // closed or handed off
+	}
 	c.release()
 	rawClose(c.fd)
+	c.fd = -1
 }
 
 // handoff gives the connection, unread bytes and the current request's
@@ -1000,6 +1024,7 @@ func (c *lconn) handoff() {
 	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	c.release()
 	nc, err := fdConn(c.fd)
+	c.fd = -1
 	if err != nil {
 		c.l.p.log.Warn("l7 handoff", "err", err)
 		return
@@ -1044,8 +1069,12 @@ func (u *upConn) event(ev uint32) {
 }
 
 func (u *upConn) close() {
+	if u.fd < 0 {
+		return
+	}
 	u.l.forget(u.fd)
 	rawClose(u.fd)
+	u.fd = -1
 	u.l.put(u.in)
 	u.in, u.out = nil, nil
 }
