@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// TestFastLoopHTTP checks HTTP/1.x framing of the fast loop against raw
-// requests: versions, keep-alive, HEAD, bodiless statuses, chunked
-// responses and pipelining.
+// TestFastLoopHTTP checks HTTP/1.x framing of the client-side paths
+// against raw requests: versions, keep-alive, HEAD, bodiless statuses,
+// chunked responses and pipelining. HTTP/1.1 stays on the event loop;
+// HTTP/1.0 is handed to the fast loop.
 func TestFastLoopHTTP(t *testing.T) {
 	b := startBackend(t, "fast", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -105,7 +106,7 @@ func TestFastLoopHTTP(t *testing.T) {
 	}
 }
 
-// TestFastLoopHandsOff: a request the fast loop cannot serve, after one it
+// TestFastLoopHandsOff: a request the loops cannot serve, after one they
 // did, moves the connection to net/http without losing bytes.
 func TestFastLoopHandsOff(t *testing.T) {
 	b := startBackend(t, "b", nil)

@@ -5,16 +5,19 @@
 # static) and the load generators share the other core. For each proxy and
 # each workload it prints requests/s, p99 latency and the proxy's CPU time
 # per request (utime+stime of its processes from /proc, before and after),
-# each also as a ratio to nginx. Bounded: every run has a fixed duration and
-# everything started here is stopped on exit.
+# each the median of ROUNDS rounds (the proxies take turns in each round, so
+# the machine's drift falls on all of them) and also as a ratio to nginx's
+# median. Bounded: every run has a fixed duration and everything started
+# here is stopped on exit.
 #
 #   deploy/bench/l7/run.sh            # all proxies, all workloads
-#   DURATION=5 PROXIES="weft nginx" deploy/bench/l7/run.sh
+#   DURATION=5 ROUNDS=1 PROXIES="weft nginx" deploy/bench/l7/run.sh
 #   PROFILE=1 deploy/bench/l7/run.sh  # also write a CPU profile of Weft
 #   WEFT_GC=400 deploy/bench/l7/run.sh  # Weft's GOGC (default 100)
 set -euo pipefail
 
 DURATION=${DURATION:-8}          # seconds per wrk run
+ROUNDS=${ROUNDS:-${BENCH_COUNT:-3}}
 CONNS=${CONNS:-32}               # concurrent connections
 H2_REQUESTS=${H2_REQUESTS:-60000}
 PROXY_CPU=${PROXY_CPU:-1}
@@ -183,9 +186,9 @@ run_wrk() { # name key url [extra wrk args]
 	out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
 	t1=$(cpu_ticks "$PROXY_PID")
 	reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-	RPS[$name.$key]=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
-	P99[$name.$key]=$(to_us "$(awk '$1=="99%" {print $2}' <<<"$out")")
-	CPU[$name.$key]=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d/hz*1e6/n}')
+	RPS[$name.$key.$ROUND]=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+	P99[$name.$key.$ROUND]=$(to_us "$(awk '$1=="99%" {print $2}' <<<"$out")")
+	CPU[$name.$key.$ROUND]=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d/hz*1e6/n}')
 }
 
 run_h2load() { # name url
@@ -194,32 +197,43 @@ run_h2load() { # name url
 	out=$(taskset -c "$LOAD_CPU" h2load -n"$H2_REQUESTS" -c"$CONNS" -m10 --log-file="$WORK/h2.log" "$url")
 	t1=$(cpu_ticks "$PROXY_PID")
 	reqs=$(awk '/^requests:/ {print $4}' <<<"$out")
-	RPS[$name.h2]=$(awk '/^finished in/ {printf "%.0f", $4}' <<<"$out")
-	P99[$name.h2]=$(cut -f3 "$WORK/h2.log" | sort -n | awk '{a[NR]=$1} END{printf "%.0f", a[int(NR*0.99)]}')
-	CPU[$name.h2]=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d/hz*1e6/n}')
+	RPS[$name.h2.$ROUND]=$(awk '/^finished in/ {printf "%.0f", $4}' <<<"$out")
+	P99[$name.h2.$ROUND]=$(cut -f3 "$WORK/h2.log" | sort -n | awk '{a[NR]=$1} END{printf "%.0f", a[int(NR*0.99)]}')
+	CPU[$name.h2.$ROUND]=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d/hz*1e6/n}')
 }
 
 wait_port "http://$BACKEND/"
-for name in $PROXIES; do
-	echo "== $name" >&2
-	"start_$name"
-	PIDS+=("$PROXY_PID")
-	wait_port "http://127.0.0.1:$HTTP_PORT/"
-	wait_port "https://127.0.0.1:$HTTPS_PORT/"
-	run_wrk "$name" ka "http://127.0.0.1:$HTTP_PORT/"
-	run_wrk "$name" close "http://127.0.0.1:$HTTP_PORT/" -H "Connection: close"
-	run_h2load "$name" "https://127.0.0.1:$HTTPS_PORT/"
-	kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+for ROUND in $(seq "$ROUNDS"); do
+	for name in $PROXIES; do
+		echo "== round $ROUND: $name" >&2
+		"start_$name"
+		PIDS+=("$PROXY_PID")
+		wait_port "http://127.0.0.1:$HTTP_PORT/"
+		wait_port "https://127.0.0.1:$HTTPS_PORT/"
+		run_wrk "$name" ka "http://127.0.0.1:$HTTP_PORT/"
+		run_wrk "$name" close "http://127.0.0.1:$HTTP_PORT/" -H "Connection: close"
+		run_h2load "$name" "https://127.0.0.1:$HTTPS_PORT/"
+		kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+		echo "   keep-alive ${RPS[$name.ka.$ROUND]} req/s, p99 ${P99[$name.ka.$ROUND]} us, ${CPU[$name.ka.$ROUND]} us cpu/req" >&2
+	done
 done
 
+# median ARRAY KEY prints the median over the rounds of ARRAY[KEY.round].
+median() {
+	local -n values=$1
+	local r
+	for r in $(seq "$ROUNDS"); do echo "${values[$2.$r]:-}"; done | sort -g |
+		awk '{a[NR]=$1} END{ if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
-printf '\n%-8s %-22s %10s %6s %10s %6s %12s %6s\n' proxy workload req/s x p99_us x cpu_us/req x
+printf '\nmedians of %s rounds\n%-8s %-22s %10s %6s %10s %6s %12s %6s\n' "$ROUNDS" proxy workload req/s x p99_us x cpu_us/req x
 for key in ka close h2; do
 	case $key in ka) label="http/1.1 keep-alive";; close) label="http/1.1 conn/request";; h2) label="https http/2 (h2load)";; esac
 	for name in $PROXIES; do
+		rps=$(median RPS "$name.$key") p99=$(median P99 "$name.$key") cpu=$(median CPU "$name.$key")
 		printf '%-8s %-22s %10s %6s %10s %6s %12s %6s\n' "$name" "$label" \
-			"${RPS[$name.$key]}" "$(ratio "${RPS[$name.$key]}" "${RPS[nginx.$key]:-0}")" \
-			"${P99[$name.$key]}" "$(ratio "${P99[$name.$key]}" "${P99[nginx.$key]:-0}")" \
-			"${CPU[$name.$key]}" "$(ratio "${CPU[$name.$key]}" "${CPU[nginx.$key]:-0}")"
+			"$rps" "$(ratio "$rps" "$(median RPS "nginx.$key")")" \
+			"$p99" "$(ratio "$p99" "$(median P99 "nginx.$key")")" \
+			"$cpu" "$(ratio "$cpu" "$(median CPU "nginx.$key")")"
 	done
 done
