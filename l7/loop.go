@@ -51,10 +51,13 @@ const (
 	// maxResponseHead bounds a member's response head on the loop.
 	maxResponseHead = 64 << 10
 	// loopSpins is how many empty polls (about 1 µs each, with the P
-	// offered to other goroutines between them) a loop makes after events
-	// before it parks. Parking and being woken costs about as much CPU
-	// here, and the wake-up latency made most of the loop's p99.
+	// offered to other goroutines between them) a busy loop makes after
+	// events before it parks: one whose last park ended within
+	// loopSpinGap. Parking and being woken costs about as much CPU here,
+	// and the wake-up latency made most of the loop's p99.
 	loopSpins = 30
+	// loopSpinGap is the longest park after which the loop still spins.
+	loopSpinGap = 50 * time.Microsecond
 	// loopTick is how often the loop checks deadlines.
 	loopTick = 50 * time.Millisecond
 )
@@ -67,27 +70,30 @@ type handler interface{ event(ev uint32) }
 // loop is one event loop. Only its goroutine touches its fields below mu;
 // other goroutines hand it work with do and call.
 type loop struct {
-	p       *Proxy
-	epfd    int
-	file    *os.File // epfd in Go's poller
-	wake    int      // eventfd: work is queued
-	tick    int      // timerfd: deadlines are due
-	ticking bool
-	spins   int // empty polls since the last events
-	events  []unix.EpollEvent
-	fds     []handler // by descriptor
-	conns   map[*lconn]struct{}
-	idle    map[idleKey][]*upConn
-	nidle   int
-	bufs    [][]byte
-	bw      *bufio.Writer // writes heads into a connection's out
-	app     appender
-	heads   interner
-	resp    http.Response // the response head being relayed
-	rh      http.Header
-	rvals   []string
-	closed  bool
-	done    chan struct{}
+	p        *Proxy
+	epfd     int
+	file     *os.File // epfd in Go's poller
+	wake     int      // eventfd: work is queued
+	tick     int      // timerfd: deadlines are due
+	ticking  bool
+	spins    int  // empty polls since the last events
+	spin     bool // the last park was short: poll before parking
+	parked   bool // the loop parked and has not polled since
+	parkedAt time.Time
+	events   []unix.EpollEvent
+	fds      []handler // by descriptor
+	conns    map[*lconn]struct{}
+	idle     map[idleKey][]*upConn
+	nidle    int
+	bufs     [][]byte
+	bw       *bufio.Writer // writes heads into a connection's out
+	app      appender
+	heads    interner
+	resp     http.Response // the response head being relayed
+	rh       http.Header
+	rvals    []string
+	closed   bool
+	done     chan struct{}
 
 	mu    sync.Mutex
 	queue []func()
@@ -177,11 +183,21 @@ func (l *loop) run() {
 				l.p.log.Error("l7 loop: epoll_wait", "err", err)
 				l.closed = true
 				return true
-			case n == 0 && l.spins < loopSpins:
-				l.spins++
-				runtime.Gosched()
-				return true
-			case n == 0:
+			}
+			if l.parked {
+				// Woken: spin before the next park only if this one was
+				// short, when parking costs more than it saves.
+				l.parked = false
+				l.spin = time.Since(l.parkedAt) < loopSpinGap
+				l.spins = 0
+			}
+			if n == 0 {
+				if l.spin && l.spins < loopSpins {
+					l.spins++
+					runtime.Gosched()
+					return true
+				}
+				l.parked, l.parkedAt = true, time.Now()
 				return false // park until the epoll set has events
 			}
 			l.spins = 0
