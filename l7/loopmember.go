@@ -1,0 +1,120 @@
+package l7
+
+// Member connections on an event loop: dialled without blocking, kept
+// idle per transport pool and member, dropped when the member closes them.
+
+import (
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// upConn is a member connection on a loop.
+type upConn struct {
+	l          *loop
+	fd         int
+	key        idleKey
+	c          *lconn // the client whose request it carries; nil when idle
+	connecting bool
+	readable   bool
+	writable   bool
+	reused     bool // it carried a request before this one
+	got        bool // a byte of this response came
+	in         []byte
+	out        []byte // request bytes not yet written, from sent
+	sent       int
+	idleAt     time.Time
+}
+
+func (u *upConn) event(ev uint32) {
+	if ev&inEvents != 0 {
+		u.readable = true
+	}
+	if ev&outEvents != 0 {
+		u.writable = true
+	}
+	switch {
+	case u.c != nil:
+		u.c.run()
+	case u.readable:
+		// Idle, and the member closed it or sent what nobody asked for.
+		u.l.dropIdle(u)
+	}
+}
+
+func (u *upConn) close() {
+	if u.fd < 0 {
+		return
+	}
+	u.l.forget(u.fd)
+	rawClose(u.fd)
+	u.fd = -1
+	u.l.put(u.in)
+	u.in, u.out = nil, nil
+}
+
+// upstream returns an idle connection to m, or a new one (connecting).
+func (l *loop) upstream(cp *connPool, m *member, fresh bool) (*upConn, error) {
+	k := idleKey{cp, m.hostport}
+	if list := l.idle[k]; len(list) > 0 && !fresh {
+		u := list[len(list)-1]
+		list[len(list)-1] = nil
+		l.idle[k] = list[:len(list)-1]
+		l.nidle--
+		return u, nil
+	}
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(m.addr.Port()), Addr: m.addr.Addr().As16()})
+	if a := m.addr.Addr().Unmap(); a.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(m.addr.Port()), Addr: a.As4()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	noDelay(fd)
+	u := &upConn{l: l, fd: fd, key: k}
+	if err := l.add(fd, edge, u); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	switch err := unix.Connect(fd, sa); err {
+	case nil:
+		u.writable = true
+	case unix.EINPROGRESS:
+		u.connecting = true
+	default:
+		u.close()
+		return nil, os.NewSyscallError("connect", err)
+	}
+	return u, nil
+}
+
+// putIdle keeps a member connection for the next request to its member.
+func (l *loop) putIdle(u *upConn) {
+	if len(l.idle[u.key]) >= l.p.opts.MaxIdleConnsPerMember || u.key.cp.isClosed() {
+		u.close()
+		return
+	}
+	u.readable = false // its last read was short: drained
+	u.reused, u.got = true, false
+	u.idleAt = time.Now()
+	l.put(u.in)
+	u.in = nil
+	l.idle[u.key] = append(l.idle[u.key], u)
+	l.nidle++
+}
+
+// dropIdle closes an idle member connection.
+func (l *loop) dropIdle(u *upConn) {
+	list := l.idle[u.key]
+	for i, x := range list {
+		if x == u {
+			l.idle[u.key] = append(list[:i], list[i+1:]...)
+			list[len(list)-1] = nil
+			l.nidle--
+			break
+		}
+	}
+	u.close()
+}
