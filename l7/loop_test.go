@@ -73,6 +73,8 @@ func TestLoopFramings(t *testing.T) {
 		{"chunked with extensions and trailer",
 			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
 				"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n", "hello world", "42"},
+		{"chunked with blank lines in its data",
+			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\na\r\n\r\nb\r\n0\r\n\r\n", "a\r\n\r\nb", ""},
 		{"until close (HTTP/1.0)", "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello world", "hello world", ""},
 		{"interim 103 first", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok", ""},
 		{"204", "HTTP/1.1 204 No Content\r\n\r\n", "", ""},

@@ -320,6 +320,7 @@ func (c *lconn) responseHead() bool {
 	h := c.w.Header()
 	rs.responseHeader(h, resp)
 	c.frame, c.remaining = frameOf(c.req, resp)
+	c.chunks = chunkScanner{}
 	c.reuse = !resp.Close && c.frame != frameClose
 	// The framing is the member's: a header rewrite must not change it.
 	switch c.frame {
