@@ -408,7 +408,7 @@ func (ll *loopListener) event(uint32) {
 			ll.l.unlisten(ll.fd)
 			time.AfterFunc(100*time.Millisecond, func() {
 				ll.l.do(func() {
-					if !ll.s.stopping.Load() && !ll.l.closed {
+					if !ll.s.unlistened.Load() && !ll.l.closed {
 						if err := ll.l.listen(ll.s, ll.fd); err != nil {
 							ll.s.p.log.Error("l7 accept", "addr", ll.s.addr, "err", err)
 						}

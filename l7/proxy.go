@@ -74,13 +74,16 @@ type transportKey struct {
 // socket is one bound VIP:port. It outlives config changes that keep its
 // address; its table and server generation are swapped under it.
 type socket struct {
-	p      *Proxy
-	addr   netip.AddrPort
-	ln     net.Listener
-	lfd    int // ln's descriptor, which the event loops accept on
-	table  atomic.Pointer[table]
-	gen    atomic.Pointer[serverGen]
-	params serverParams
+	p    *Proxy
+	addr netip.AddrPort
+	ln   net.Listener
+	lfd  int // ln's descriptor, which the event loops accept on
+	// unlistened is set before the loops stop accepting on lfd, whose
+	// number may be reused once ln is closed.
+	unlistened atomic.Bool
+	table      atomic.Pointer[table]
+	gen        atomic.Pointer[serverGen]
+	params     serverParams
 
 	// Connections on the event loops (loop.go) and on the fast HTTP/1.1
 	// loop (fast.go), which http.Server does not track.
@@ -546,6 +549,7 @@ func (p *Proxy) listen(ss []*socket) error {
 // unlisten stops the event loops accepting on s; it must precede closing
 // s.ln, whose descriptor number may be reused at once.
 func (p *Proxy) unlisten(s *socket) {
+	s.unlistened.Store(true) // before any loop call: see loopListener.event
 	for _, l := range p.loops {
 		l.call(func() { l.unlisten(s.lfd) })
 	}
