@@ -74,18 +74,18 @@ func (l *loop) upstream(cp *connPool, m *member, fresh bool) (*upConn, error) {
 	}
 	noDelay(fd)
 	u := &upConn{l: l, fd: fd, key: k}
-	if err := l.add(fd, edge, u); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
 	switch err := unix.Connect(fd, sa); err {
 	case nil:
 		u.writable = true
 	case unix.EINPROGRESS:
-		u.connecting = true
+		u.connecting = true // epoll reports the end of it, even if it came first
 	default:
-		u.close()
+		rawClose(fd)
 		return nil, os.NewSyscallError("connect", err)
+	}
+	if err := l.add(fd, edge, u); err != nil {
+		rawClose(fd)
+		return nil, err
 	}
 	return u, nil
 }
