@@ -79,7 +79,6 @@ type loop struct {
 	fds      []handler // by descriptor
 	conns    map[*lconn]struct{}
 	idle     map[idleKey][]*upConn
-	nidle    int
 	bufs     [][]byte
 	bw       *bufio.Writer // writes heads into a connection's out
 	app      appender
@@ -317,17 +316,12 @@ func (l *loop) sweep(now time.Time) {
 				kept = append(kept, u)
 				continue
 			}
-			l.nidle--
 			u.close()
 		}
 		clear(list[len(kept):])
-		if len(kept) == 0 {
-			delete(l.idle, k)
-		} else {
-			l.idle[k] = kept
-		}
+		l.setIdle(k, kept)
 	}
-	if len(l.conns) == 0 && l.nidle == 0 {
+	if len(l.conns) == 0 && len(l.idle) == 0 {
 		l.setTicking(false)
 	}
 }
@@ -367,7 +361,6 @@ func (l *loop) shutdown() {
 		}
 	}
 	clear(l.idle)
-	l.nidle = 0
 	l.closed = true
 }
 
@@ -488,7 +481,6 @@ func (l *loop) dropPool(cp *connPool) {
 		for _, u := range list {
 			u.close()
 		}
-		l.nidle -= len(list)
 		delete(l.idle, k)
 	}
 }

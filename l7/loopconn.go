@@ -322,13 +322,6 @@ func (c *lconn) responseHead() bool {
 	c.frame, c.remaining = frameOf(c.req, resp)
 	c.chunks = chunkScanner{}
 	c.reuse = !resp.Close && c.frame != frameClose
-	// The framing is the member's: a header rewrite must not change it.
-	switch c.frame {
-	case frameChunked, frameClose:
-		delete(h, "Content-Length")
-	case frameLength:
-		h["Content-Length"] = resp.Header["Content-Length"]
-	}
 	c.w.WriteHeader(resp.StatusCode)
 	c.answered(false)
 	if c.frame == frameNone {

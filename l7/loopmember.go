@@ -60,8 +60,7 @@ func (l *loop) upstream(cp *connPool, m *member, fresh bool) (*upConn, error) {
 	if list := l.idle[k]; len(list) > 0 && !fresh {
 		u := list[len(list)-1]
 		list[len(list)-1] = nil
-		l.idle[k] = list[:len(list)-1]
-		l.nidle--
+		l.setIdle(k, list[:len(list)-1])
 		return u, nil
 	}
 	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(m.addr.Port()), Addr: m.addr.Addr().As16()})
@@ -102,7 +101,6 @@ func (l *loop) putIdle(u *upConn) {
 	l.put(u.in)
 	u.in = nil
 	l.idle[u.key] = append(l.idle[u.key], u)
-	l.nidle++
 }
 
 // dropIdle closes an idle member connection.
@@ -110,11 +108,20 @@ func (l *loop) dropIdle(u *upConn) {
 	list := l.idle[u.key]
 	for i, x := range list {
 		if x == u {
-			l.idle[u.key] = append(list[:i], list[i+1:]...)
+			l.setIdle(u.key, append(list[:i], list[i+1:]...))
 			list[len(list)-1] = nil
-			l.nidle--
 			break
 		}
 	}
 	u.close()
+}
+
+// setIdle stores a key's idle list; an empty one leaves the map, so the
+// map is empty exactly when no connection is idle.
+func (l *loop) setIdle(k idleKey, list []*upConn) {
+	if len(list) == 0 {
+		delete(l.idle, k)
+		return
+	}
+	l.idle[k] = list
 }
