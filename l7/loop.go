@@ -59,6 +59,58 @@ const (
 
 var crlf2 = []byte("\r\n\r\n")
 
+// startLoops starts one event loop per P.
+func (p *Proxy) startLoops() error {
+	for range runtime.GOMAXPROCS(0) {
+		l, err := newLoop(p)
+		if err != nil {
+			p.stopLoops()
+			return fmt.Errorf("l7 event loop: %w", err)
+		}
+		p.loops = append(p.loops, l)
+	}
+	return nil
+}
+
+func (p *Proxy) stopLoops() {
+	for _, l := range p.loops {
+		l.call(l.shutdown)
+		<-l.done
+	}
+	p.loops = nil
+}
+
+// listen makes the event loops accept on new sockets.
+func (p *Proxy) listen(ss []*socket) error {
+	for _, s := range ss {
+		rc, err := s.ln.(syscall.Conn).SyscallConn()
+		if err == nil {
+			err = rc.Control(func(fd uintptr) { s.lfd = int(fd) })
+		}
+		for _, l := range p.loops {
+			if err == nil {
+				l.call(func() { err = l.listen(s, s.lfd) })
+			}
+		}
+		if err != nil {
+			for _, s := range ss {
+				p.unlisten(s)
+			}
+			return fmt.Errorf("listener %s: %w", s.addr, err)
+		}
+	}
+	return nil
+}
+
+// unlisten stops the event loops accepting on s; it must precede closing
+// s.ln, whose descriptor number may be reused at once.
+func (p *Proxy) unlisten(s *socket) {
+	s.unlistened.Store(true) // before any loop call: see loopListener.event
+	for _, l := range p.loops {
+		l.call(func() { l.unlisten(s.lfd) })
+	}
+}
+
 // handler gets the epoll events of one registered descriptor.
 type handler interface{ event(ev uint32) }
 
