@@ -69,3 +69,5 @@ require (
 )
 
 tool github.com/cilium/ebpf/cmd/bpf2go
+
+replace github.com/hashicorp/memberlist => ./third_party/memberlist
