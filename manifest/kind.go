@@ -45,16 +45,6 @@ func set(r *weftv1.Resource) (protoreflect.Message, protoreflect.FieldDescriptor
 	return m.Get(fd).Message(), fd
 }
 
-// KindOf returns the manifest kind of r ("LoadBalancer", "Pool",
-// "Certificate" or "DNSRecord"), or "" when r has no kind set.
-func KindOf(r *weftv1.Resource) string {
-	_, fd := set(r)
-	if fd == nil {
-		return ""
-	}
-	return string(fd.Message().Name())
-}
-
 // NameOf returns metadata.name of r, or "" when it has none.
 func NameOf(r *weftv1.Resource) string {
 	m, _ := set(r)

@@ -32,25 +32,22 @@ func TestParseKind(t *testing.T) {
 	}
 }
 
-func TestKindOfNameOf(t *testing.T) {
+func TestNameOf(t *testing.T) {
 	md := &weftv1.Metadata{Name: "a"}
 	tests := []struct {
-		in             *weftv1.Resource
-		kind, wantName string
+		in       *weftv1.Resource
+		wantName string
 	}{
-		{&weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: &weftv1.LoadBalancer{Metadata: md}}}, "LoadBalancer", "a"},
-		{&weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: &weftv1.Pool{Metadata: md}}}, "Pool", "a"},
-		{&weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: &weftv1.Certificate{Metadata: md}}}, "Certificate", "a"},
-		{&weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: &weftv1.DNSRecord{Metadata: md}}}, "DNSRecord", "a"},
-		{&weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: &weftv1.Pool{}}}, "Pool", ""},
-		{&weftv1.Resource{Kind: &weftv1.Resource_Pool{}}, "Pool", ""},
-		{&weftv1.Resource{}, "", ""},
-		{nil, "", ""},
+		{&weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: &weftv1.LoadBalancer{Metadata: md}}}, "a"},
+		{&weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: &weftv1.Pool{Metadata: md}}}, "a"},
+		{&weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: &weftv1.Certificate{Metadata: md}}}, "a"},
+		{&weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: &weftv1.DNSRecord{Metadata: md}}}, "a"},
+		{&weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: &weftv1.Pool{}}}, ""},
+		{&weftv1.Resource{Kind: &weftv1.Resource_Pool{}}, ""},
+		{&weftv1.Resource{}, ""},
+		{nil, ""},
 	}
 	for _, tc := range tests {
-		if got := KindOf(tc.in); got != tc.kind {
-			t.Errorf("KindOf(%v) = %q, want %q", tc.in, got, tc.kind)
-		}
 		if got := NameOf(tc.in); got != tc.wantName {
 			t.Errorf("NameOf(%v) = %q, want %q", tc.in, got, tc.wantName)
 		}

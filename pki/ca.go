@@ -153,21 +153,6 @@ func Pin(caCert *x509.Certificate) string {
 	return strings.ToLower(pinEncoding.EncodeToString(sum[:]))
 }
 
-// CheckPin returns an error unless some certificate in rawCerts (DER, as
-// tls.Config.VerifyPeerCertificate gets them) has Pin == pin.
-func CheckPin(rawCerts [][]byte, pin string) error {
-	for i, raw := range rawCerts {
-		cert, err := x509.ParseCertificate(raw)
-		if err != nil {
-			return fmt.Errorf("check pin: certificate %d: %w", i, err)
-		}
-		if Pin(cert) == pin {
-			return nil
-		}
-	}
-	return fmt.Errorf("check pin: no certificate in the chain of %d matches the pinned CA", len(rawCerts))
-}
-
 func newSerial() (*big.Int, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {

@@ -401,24 +401,6 @@ func TestCluster_InstallSnapshot(t *testing.T) {
 	}
 }
 
-func TestHasState(t *testing.T) {
-	dir := t.TempDir()
-	if ok, err := HasState(dir); ok || err != nil {
-		t.Fatalf("HasState(empty dir) = %v, %v; want false, nil", ok, err)
-	}
-	ca := newTestCA(t)
-	r, err := Open(Config{ID: "n1", DataDir: dir, BindAddr: "127.0.0.1:0", TLS: ca.tlsConfig(t, "n1"), Bootstrap: true, Logger: testLogger()})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	if err := r.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if ok, err := HasState(dir); !ok || err != nil {
-		t.Fatalf("HasState(bootstrapped dir) = %v, %v; want true, nil", ok, err)
-	}
-}
-
 func TestTLSStreamLayer(t *testing.T) {
 	cluster, stranger := newTestCA(t), newTestCA(t)
 	tests := []struct {

@@ -486,7 +486,7 @@ func TestStateIsImmutable(t *testing.T) {
 	var kinds []string
 	mustApply(t, f, 4, ApplyResourcesType, upsert(cert("c", 0), lb("lb", 0, "192.0.2.1"), dns("d", 0, "lb")))
 	for _, r := range f.State().Resources() {
-		kinds = append(kinds, KindOf(r)+"/"+NameOf(r))
+		kinds = append(kinds, KindOf(r)+"/"+metadataOf(kindOfResource(r).unwrap(r)).GetName())
 	}
 	if want := "[Certificate/c Pool/web LoadBalancer/lb DNSRecord/d]"; fmt.Sprint(kinds) != want {
 		t.Errorf("Resources() = %v, want %s", kinds, want)

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -470,38 +469,6 @@ func (r *Raft) startPlacement() (stop func()) {
 		cancel()
 		<-done
 	}
-}
-
-// HasState reports whether dataDir holds raft state (a current term or log
-// entries). Call it before Open: it needs the lock that Open takes.
-func HasState(dataDir string) (bool, error) {
-	path := filepath.Join(dataDir, raftDBFile)
-	_, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("check raft state: %w", err)
-	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        path,
-		BoltOptions: &bolt.Options{ReadOnly: true, Timeout: time.Second},
-	})
-	if err != nil {
-		return false, fmt.Errorf("check raft state: open %s: %w", path, err)
-	}
-	defer store.Close()
-	// Without a term and a log there is no snapshot either: raft sets the
-	// term before it can receive or take one.
-	term, err := store.GetUint64([]byte("CurrentTerm"))
-	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
-		return false, fmt.Errorf("check raft state: read term: %w", err)
-	}
-	last, err := store.LastIndex()
-	if err != nil {
-		return false, fmt.Errorf("check raft state: read last index: %w", err)
-	}
-	return term != 0 || last != 0, nil
 }
 
 // wait waits for a raft future, or for ctx to end (the operation may then

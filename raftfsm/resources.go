@@ -93,14 +93,6 @@ func KindOf(r *weftv1.Resource) string {
 	return ""
 }
 
-// NameOf returns r's metadata.name, or "" when r holds no resource.
-func NameOf(r *weftv1.Resource) string {
-	if k := kindOfResource(r); k != nil {
-		return metadataOf(k.unwrap(r)).GetName()
-	}
-	return ""
-}
-
 // metadataOf returns the metadata field of a resource message (nil when unset).
 func metadataOf(m proto.Message) *weftv1.Metadata {
 	md, _ := m.(interface{ GetMetadata() *weftv1.Metadata })

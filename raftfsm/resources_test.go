@@ -265,8 +265,8 @@ func TestFSM_ApplyResources_Events(t *testing.T) {
 		t.Fatalf("Events(5) = %d events, want 1 (only the changed pool)", len(events))
 	}
 	e := events[0]
-	if e.Index != 6 || e.Type != EventPut || NameOf(e.Resource) != "api" || KindOf(e.Resource) != KindPool {
-		t.Errorf("event = {%d %s %s %s}, want {6 put Pool api}", e.Index, e.Type, KindOf(e.Resource), NameOf(e.Resource))
+	if name := e.Resource.GetPool().GetMetadata().GetName(); e.Index != 6 || e.Type != EventPut || name != "api" || KindOf(e.Resource) != KindPool {
+		t.Errorf("event = {%d %s %s %s}, want {6 put Pool api}", e.Index, e.Type, KindOf(e.Resource), name)
 	}
 	if !proto.Equal(e.Resource, f.State().Resource(KindPool, "api")) {
 		t.Errorf("event resource = %v, want the stored pool", e.Resource)
@@ -353,25 +353,21 @@ func TestFSM_DeleteResource(t *testing.T) {
 	}
 }
 
-func TestKindOfNameOf(t *testing.T) {
+func TestKindOf(t *testing.T) {
 	tests := []struct {
 		r        *weftv1.Resource
 		wantKind string
-		wantName string
 	}{
-		{lb("a", 0, ""), KindLoadBalancer, "a"},
-		{pool("b", 0), KindPool, "b"},
-		{cert("c", 0), KindCertificate, "c"},
-		{dns("d", 0), KindDNSRecord, "d"},
-		{&weftv1.Resource{}, "", ""},
-		{nil, "", ""},
+		{lb("a", 0, ""), KindLoadBalancer},
+		{pool("b", 0), KindPool},
+		{cert("c", 0), KindCertificate},
+		{dns("d", 0), KindDNSRecord},
+		{&weftv1.Resource{}, ""},
+		{nil, ""},
 	}
 	for _, tc := range tests {
 		if got := KindOf(tc.r); got != tc.wantKind {
 			t.Errorf("KindOf(%v) = %q, want %q", tc.r, got, tc.wantKind)
-		}
-		if got := NameOf(tc.r); got != tc.wantName {
-			t.Errorf("NameOf(%v) = %q, want %q", tc.r, got, tc.wantName)
 		}
 	}
 }
