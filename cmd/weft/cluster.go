@@ -151,6 +151,19 @@ func expires(ts *timestamppb.Timestamp) string {
 	return ts.AsTime().Format(time.RFC3339)
 }
 
+// printSecret prints a created token's secret alone, for a script to
+// capture, or with -o json or yaml the whole response.
+func printSecret(w io.Writer, format string, res interface {
+	proto.Message
+	GetSecret() string
+}) error {
+	if format == "json" || format == "yaml" {
+		return printMessage(w, format, res, nil, nil)
+	}
+	_, err := fmt.Fprintln(w, res.GetSecret())
+	return err
+}
+
 func newTokenCmd(cf *clientFlags) *cobra.Command {
 	var role, description string
 	var ttl time.Duration
@@ -165,11 +178,7 @@ func newTokenCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, nil, nil)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Msg.GetSecret())
-			return nil
+			return printSecret(cmd.OutOrStdout(), cf.output, res.Msg)
 		})
 	create.Flags().StringVar(&role, "role", "viewer", "admin, operator or viewer")
 	create.Flags().StringVar(&description, "description", "", "what the token is for")
@@ -213,11 +222,7 @@ func newJoinTokenCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, nil, nil)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Msg.GetSecret())
-			return nil
+			return printSecret(cmd.OutOrStdout(), cf.output, res.Msg)
 		})
 	create.Flags().Uint32Var(&uses, "uses", 1, "how many nodes may join with it")
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long it is valid")
