@@ -465,12 +465,17 @@ func (g *Gossip) firstSight(k msgKey) bool {
 	return true
 }
 
-// broadcast is a queued message; messages never replace one another.
+// broadcast is a queued message; messages never replace one another. As a
+// memberlist.UniqueBroadcast it is queued without a scan of the queue for
+// messages it would replace.
 type broadcast []byte
+
+var _ memberlist.UniqueBroadcast = broadcast(nil)
 
 func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
 func (b broadcast) Message() []byte                       { return b }
 func (b broadcast) Finished()                             {}
+func (b broadcast) UniqueBroadcast()                      {}
 
 var logLevels = []struct {
 	prefix string
