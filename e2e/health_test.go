@@ -162,10 +162,11 @@ spec:
 	reaches(5*time.Second, names...)
 	// Gossip also tells each node how far the others have applied the
 	// state: at least the index of the write above. A metadata update
-	// spreads in two or three gossip rounds (100 ms each; under 100 ms
-	// measured). Push-pull (every 10 s) is only the repair path: an update
-	// that needs it was lost, as memberlist's queue used to lose about one
-	// run in ten (third_party/memberlist/WEFT.md).
+	// spreads in two or three gossip rounds (100 ms each; 3-550 ms in 45
+	// runs, the slowest waiting out metaEvery). Push-pull (every 10 s) is
+	// only the repair path: an update that needs it was lost, as
+	// memberlist's queue used to lose one in about ten runs
+	// (third_party/memberlist/WEFT.md).
 	pools, err := c.client(c.agents[0]).LB.ListPools(context.Background(), connect.NewRequest(&weftv1.ListRequest{}))
 	if err != nil {
 		t.Fatal(err)
