@@ -24,10 +24,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	deploylab "github.com/weftlb/weft/deploy/lab"
 )
 
 const (
@@ -59,34 +60,6 @@ var (
 	labVIP4 = netip.MustParsePrefix("198.51.100.10/32")
 	labVIP6 = netip.MustParsePrefix("2001:db8:51::10/128")
 )
-
-// labBirdConf is the router's BIRD 2 configuration: passive eBGP sessions
-// (Weft nodes dial and do not listen) with the timers Weft uses, both
-// unicast families on each IPv4 session, nothing exported to the nodes,
-// and BGP routes merged into ECMP kernel routes.
-var labBirdConf = template.Must(template.New("bird").Parse(`router id {{.RouterID}};
-log stderr all;
-protocol device { scan time 1; }
-protocol kernel kernel4 {
-  ipv4 { import none; export where source = RTS_BGP; };
-  merge paths on;
-}
-protocol kernel kernel6 {
-  ipv6 { import none; export where source = RTS_BGP; };
-  merge paths on;
-}
-template bgp weftnode {
-  local as {{.RouterASN}};
-  passive on;
-  hold time 3;
-  keepalive time 1;
-  error wait time 1, 5;
-  direct;
-  ipv4 { import all; export none; };
-  ipv6 { import all; export none; };
-}
-{{range .Links}}protocol bgp {{.Name}} from weftnode { neighbor {{.Addr}} as {{$.NodeASN}}; }
-{{end}}`))
 
 type lab struct {
 	t    *testing.T
@@ -164,20 +137,13 @@ func newLab(t *testing.T) *lab {
 
 	l := &lab{t: t, dir: t.TempDir()}
 	l.sock = filepath.Join(l.dir, "bird.ctl")
-	var conf bytes.Buffer
-	type link struct {
-		Name string
-		Addr netip.Addr
-	}
-	err := labBirdConf.Execute(&conf, map[string]any{
-		"RouterID": linkA.routerV4, "RouterASN": routerASN, "NodeASN": nodeASN,
-		"Links": []link{{linkA.name, linkA.hostV4}, {linkB.name, linkB.hostV4}},
-	})
+	conf, err := deploylab.BirdConfig(linkA.routerV4, routerASN, nodeASN,
+		[]deploylab.BirdPeer{{Name: linkA.name, Addr: linkA.hostV4}, {Name: linkB.name, Addr: linkB.hostV4}})
 	if err != nil {
 		t.Fatalf("render bird config: %v", err)
 	}
 	confPath := filepath.Join(l.dir, "bird.conf")
-	if err := os.WriteFile(confPath, conf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatalf("write bird config: %v", err)
 	}
 	birdLog, err := os.Create(filepath.Join(l.dir, "bird.log"))
