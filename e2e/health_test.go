@@ -165,7 +165,7 @@ spec:
 	// spreads in two or three gossip rounds (100 ms each; 3-550 ms in 45
 	// runs, the slowest waiting out metaEvery). Push-pull (every 10 s) is
 	// only the repair path: an update that needs it was lost, as
-	// memberlist's queue used to lose one in about ten runs
+	// memberlist's queue used to lose one in about eight runs
 	// (third_party/memberlist/WEFT.md).
 	pools, err := c.client(c.agents[0]).LB.ListPools(context.Background(), connect.NewRequest(&weftv1.ListRequest{}))
 	if err != nil {
