@@ -373,6 +373,8 @@ func (l *loop) sweep(now time.Time) {
 		clear(list[len(kept):])
 		l.setIdle(k, kept)
 	}
+	// setIdle above left no empty list: the map is empty exactly when no
+	// member connection is idle.
 	if len(l.conns) == 0 && len(l.idle) == 0 {
 		l.setTicking(false)
 	}

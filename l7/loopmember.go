@@ -60,7 +60,9 @@ func (l *loop) upstream(cp *connPool, m *member, fresh bool) (*upConn, error) {
 	if list := l.idle[k]; len(list) > 0 && !fresh {
 		u := list[len(list)-1]
 		list[len(list)-1] = nil
-		l.setIdle(k, list[:len(list)-1])
+		// An emptied list stays, so that putIdle reuses its array: a
+		// kept-alive member connection costs no allocation per request.
+		l.idle[k] = list[:len(list)-1]
 		return u, nil
 	}
 	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(m.addr.Port()), Addr: m.addr.Addr().As16()})
@@ -116,8 +118,9 @@ func (l *loop) dropIdle(u *upConn) {
 	u.close()
 }
 
-// setIdle stores a key's idle list; an empty one leaves the map, so the
-// map is empty exactly when no connection is idle.
+// setIdle stores a key's idle list; an empty one leaves the map. Only
+// upstream leaves empty lists (for their arrays), and sweep removes them
+// before it asks whether the loop is idle.
 func (l *loop) setIdle(k idleKey, list []*upConn) {
 	if len(list) == 0 {
 		delete(l.idle, k)
