@@ -485,7 +485,7 @@ func (l *loop) accepted(s *socket, fd int, remote string) {
 		return
 	}
 	noDelay(fd)
-	c := &lconn{l: l, s: s, fd: fd, remote: remote, readable: true, writable: true,
+	c := &lconn{l: l, s: s, fd: fd, remote: remote, readable: true, output: output{writable: true},
 		deadline: time.Now().Add(params.idle), hdr: http.Header{}}
 	if err := l.add(fd, edge, c); err != nil {
 		l.p.log.Warn("l7 accept", "addr", s.addr, "err", err)
@@ -560,6 +560,34 @@ func rawWrite(fd int, b []byte) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// output is bytes waiting for a non-blocking socket, client or member.
+type output struct {
+	out      []byte // not yet written, from sent
+	sent     int
+	writable bool // epoll said so and no write has since stopped short
+}
+
+// write writes what the socket takes. done means all of out is written
+// (out is then empty again); an error means the connection is gone, and
+// EAGAIN is not one.
+func (o *output) write(fd int) (done bool, err error) {
+	n, err := rawWrite(fd, o.out[o.sent:])
+	switch {
+	case err == unix.EAGAIN:
+		o.writable = false
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	o.sent += n
+	if o.sent < len(o.out) {
+		o.writable = false
+		return false, nil
+	}
+	o.out, o.sent = o.out[:0], 0
+	return true, nil
 }
 
 // rawAccept accepts a connection, non-blocking, and formats its address

@@ -44,10 +44,8 @@ type lconn struct {
 	fd       int
 	remote   string
 	in       []byte // unread request bytes
-	out      []byte // response bytes not yet written, from sent
-	sent     int
+	output          // the response bytes not yet written
 	readable bool
-	writable bool
 	state    connState
 	deadline time.Time
 
@@ -105,22 +103,10 @@ func (c *lconn) run() {
 
 // flush writes pending output; false means the connection is gone.
 func (c *lconn) flush() bool {
-	n, err := rawWrite(c.fd, c.out[c.sent:])
-	switch {
-	case err == unix.EAGAIN:
-		c.writable = false
-		return true
-	case err != nil:
+	if _, err := c.write(c.fd); err != nil {
 		c.abort()
 		return false
 	}
-	c.sent += n
-	if c.sent < len(c.out) {
-		c.writable = false
-		return true
-	}
-	c.out = c.out[:0]
-	c.sent = 0
 	return true
 }
 
@@ -231,21 +217,13 @@ func (c *lconn) writeUp() bool {
 	if !u.writable {
 		return false
 	}
-	n, err := rawWrite(u.fd, u.out[u.sent:])
-	switch {
-	case err == unix.EAGAIN:
-		u.writable = false
-		return false
-	case err != nil:
+	done, err := u.write(u.fd)
+	if err != nil {
 		return c.memberEOF(err)
 	}
-	u.sent += n
-	if u.sent < len(u.out) {
-		u.writable = false
+	if !done {
 		return false
 	}
-	u.out = u.out[:0]
-	u.sent = 0
 	c.deadline = time.Now().Add(c.rs.t.timeouts.Response)
 	return true
 }

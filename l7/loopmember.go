@@ -18,12 +18,10 @@ type upConn struct {
 	c          *lconn // the client whose request it carries; nil when idle
 	connecting bool
 	readable   bool
-	writable   bool
 	reused     bool // it carried a request before this one
 	got        bool // a byte of this response came
 	in         []byte
-	out        []byte // request bytes not yet written, from sent
-	sent       int
+	output     // the request bytes not yet written
 	idleAt     time.Time
 }
 
