@@ -73,6 +73,40 @@
 #define CT_TIMEOUT_UDP 300
 #endif
 
+/* Flow-ownership buckets: a flow's bucket is the top FLOW_BUCKET_BITS bits
+ * of its flow hash. The Go side reads the count from the flow_owners map. */
+#ifndef FLOW_BUCKET_BITS
+#define FLOW_BUCKET_BITS 12
+#endif
+#define FLOW_BUCKETS (1 << FLOW_BUCKET_BITS)
+
+/* Other nodes of the cluster a packet can be handed to (flow_owners and
+ * snat_addrs name them by index). */
+#ifndef MAX_PEERS
+#define MAX_PEERS 256
+#endif
+
+/* Local (FullNAT source) addresses of the whole cluster, with where a
+ * reply to each goes when it misses nat_reverse. */
+#ifndef MAX_SNAT_ADDRS
+#define MAX_SNAT_ADDRS 4096
+#endif
+
+/* Bytes of the ring buffer carrying sync reports to Go: a report takes 96
+ * bytes with its header, so about 10900 fit between two reads. */
+#ifndef SYNC_RING_BYTES
+#define SYNC_RING_BYTES (1 << 20)
+#endif
+
+/* An established flow is reported again after this many seconds of
+ * traffic, so the copies on other nodes do not expire while it lives. */
+#ifndef SYNC_REFRESH_SECS
+#define SYNC_REFRESH_SECS 60
+#endif
+
+/* Target of a bucket or local address that this node handles itself. */
+#define TARGET_SELF 0xffffffff
+
 /* VLAN tags (802.1Q / 802.1ad) skipped before the L3 header. */
 #ifndef MAX_VLAN_TAGS
 #define MAX_VLAN_TAGS 2
@@ -93,6 +127,7 @@
 #define IPPROTO_FRAGMENT_ 44
 #define IPPROTO_ICMPV6_ 58
 #define ETH_P_IP_ 0x0800
+#define ETH_P_ARP_ 0x0806
 #define ETH_P_IPV6_ 0x86DD
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8

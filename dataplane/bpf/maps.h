@@ -1,5 +1,7 @@
-/* maps.h: the program's maps. The Go loader writes every map but conntrack,
- * nat_reverse and the stats, which only the program writes. */
+/* maps.h: the program's maps. The Go loader writes every map but the stats
+ * and sync_ring, which only the program writes; conntrack and nat_reverse
+ * are written by the program and, with flows synced from other nodes, by
+ * Go. */
 #ifndef WEFT_MAPS_H
 #define WEFT_MAPS_H
 
@@ -103,6 +105,60 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_config);
 } config SEC(".maps");
+
+/* flow_owners: flow bucket -> the peer that keeps the bucket's flows, or
+ * TARGET_SELF. A TCP segment other than a SYN, or a UDP datagram, that
+ * misses conntrack is handed to that peer (ECMP moved its flow here). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLOW_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u32);
+} flow_owners SEC(".maps");
+
+/* peers: peer index -> MAC on the shared segment. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PEERS);
+	__type(key, __u32);
+	__type(value, struct peer);
+} peers SEC(".maps");
+
+/* peer_macs: MACs of the peers -> index. A frame from one was handed over
+ * already and is never handed on (no loops). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PEERS);
+	__type(key, struct peer_mac);
+	__type(value, __u32);
+} peer_macs SEC(".maps");
+
+/* snat_addrs: the cluster's FullNAT local addresses -> where replies that
+ * miss nat_reverse go, and whether this node answers ARP for them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SNAT_ADDRS);
+	__type(key, struct lb_addr);
+	__type(value, struct snat_value);
+} snat_addrs SEC(".maps");
+
+/* sync_event_type is never read: a ring buffer has no value type, so this
+ * puts struct sync_event in BTF for bpf2go, as lb_drop_max does its enum. */
+volatile const struct sync_event sync_event_type;
+
+/* sync_ring: sync_event reports to Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SYNC_RING_BYTES);
+} sync_ring SEC(".maps");
+
+/* flow_stats: counters of ownership and sync (one entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_counters);
+} flow_stats SEC(".maps");
 
 /* svc_stats: service id -> counters. */
 struct {

@@ -26,6 +26,7 @@ enum parse_result {
 	PARSE_OTHER = 2,     /* not for us: pass */
 	PARSE_FRAGMENT = 3,  /* IP fragment (any), pkt.key.dst is set */
 	PARSE_MALFORMED = 4, /* L3 parsed, L4 header truncated; pkt.key.dst is set */
+	PARSE_ARP = 5,       /* ARP, l3 points at its header (not checked) */
 };
 
 /* pkt is a parsed frame. */
@@ -129,6 +130,10 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		cur = vh + 1;
 	}
 
+	if (proto == bpf_htons(ETH_P_ARP_)) {
+		p->l3 = cur;
+		return PARSE_ARP;
+	}
 	if (proto == bpf_htons(ETH_P_IP_)) {
 		struct iphdr *ip = cur;
 		if ((void *)(ip + 1) > data_end)

@@ -87,6 +87,7 @@ struct ct_value {
 	enum ct_flags flags;    /* one byte */
 	__u8 pad[3];            /* zero */
 	__u32 last_seen;        /* host order; seconds of CLOCK_MONOTONIC_COARSE */
+	__u32 synced;           /* host order; second of the last sync report */
 };
 
 /* nat_flags are the bits of nat_value.flags. */
@@ -122,7 +123,62 @@ struct lb_config {
 	__u32 n_local6;   /* host order; IPv6 local addresses in use */
 	__u8 gw_mac[6];   /* MAC of the default gateway */
 	__u8 has_gw;      /* gw_mac is set */
-	__u8 pad;         /* zero */
+	__u8 sync;        /* report flows to Go (flow sync runs) */
+	__u8 mac[6];      /* MAC of the interface: source of ARP replies */
+	__u16 pad;        /* zero */
+};
+
+/* peer is another node a packet can be handed to, on the same segment. */
+struct peer {
+	__u8 mac[6];
+	__u8 valid; /* the entry is in use */
+	__u8 pad;   /* zero */
+};
+
+/* peer_mac keys peer_macs: a node's MAC, padded. */
+struct peer_mac {
+	__u8 mac[6];
+	__u16 pad; /* zero */
+};
+
+/* snat_value is what the program does with a local address of the cluster
+ * (a FullNAT source of some node's flows). */
+struct snat_value {
+	__u32 target; /* host order; peer index a reply that misses nat_reverse
+		       * is handed to, or TARGET_SELF */
+	__u8 held;    /* this node answers ARP for the address */
+	__u8 pad[3];  /* zero */
+};
+
+/* sync_reason says why a sync_event was sent. */
+enum sync_reason : __u8 {
+	SYNC_NEW = 0,     /* the flow is established (TCP) or new (UDP) */
+	SYNC_CLOSING = 1, /* a FIN or RST was seen */
+	SYNC_REFRESH = 2, /* still alive, SYNC_REFRESH_SECS seconds on */
+};
+
+/* sync_event reports a conntrack entry to Go, which sends it to the nodes
+ * that keep copies of the flow (ring buffer sync_ring). */
+struct sync_event {
+	struct flow_key key;    /* the client flow; network order */
+	struct lb_addr backend; /* network order */
+	struct lb_addr local;   /* network order; FullNAT source address */
+	__be16 bport;           /* network order */
+	__be16 lport;           /* network order */
+	__u32 hash;             /* host order; flow_hash of key */
+	enum ct_flags flags;    /* one byte */
+	enum lb_mode mode;      /* one byte */
+	enum sync_reason reason; /* one byte */
+	__u8 pad;               /* zero */
+};
+
+/* flow_counters are per-CPU counters of flow ownership and sync. */
+struct flow_counters {
+	__u64 sync_events;      /* reports put in sync_ring */
+	__u64 sync_lost;        /* reports lost: the ring was full */
+	__u64 redirect_forward; /* client packets handed to a flow's owner */
+	__u64 redirect_reply;   /* replies handed to a local address's holder */
+	__u64 arp_replies;      /* ARP requests answered for held addresses */
 };
 
 /* lb_drop is why a packet was dropped; indexes lb_stats.drops. */

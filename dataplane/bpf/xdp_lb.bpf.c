@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdp_lb.bpf.c: Weft's L4 load balancer. Per packet: parse -> service
- * lookup by (VIP, port, protocol) -> conntrack -> on a miss, the service's
- * Maglev table -> FullNAT or DSR rewrite -> XDP_TX. Replies of FullNAT flows
- * (backend -> local address) are rewritten back to VIP -> client, ICMP
- * errors about tracked flows are sent on (icmp.h). Anything else is passed
- * to the stack untouched. */
+ * lookup by (VIP, port, protocol) -> conntrack -> on a miss, the flow's
+ * owner if it is another node (flow.h), else the service's Maglev table ->
+ * FullNAT or DSR rewrite -> XDP_TX. Replies of FullNAT flows (backend ->
+ * local address) are rewritten back to VIP -> client, ICMP errors about
+ * tracked flows are sent on (icmp.h), ARP requests for held local
+ * addresses answered. Anything else is passed to the stack untouched. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "consts.h"
@@ -15,6 +16,7 @@
 #include "csum.h"
 #include "nat.h"
 #include "icmp.h"
+#include "flow.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -87,11 +89,15 @@ static __always_inline int ct_usable(const struct pkt *p, const struct svc_value
 	       (svc->mode == LB_MODE_DSR || be->port == ct->bport);
 }
 
+/* sync_none is "no report" for ct_touch. */
+#define SYNC_NONE 0xff
+
 /* ct_touch records a packet of a tracked flow: its time, and the TCP
  * flags that set the entry's lifetime. Only changed fields are written.
- * A FullNAT flow's reverse entry is refreshed too, but only when the
- * second or the flags change, so the hit path seldom touches the shared
- * map. */
+ * The flow is reported for sync when it becomes established or starts
+ * closing, and every SYNC_REFRESH_SECS while it lives. A FullNAT flow's
+ * reverse entry is refreshed too, but only when the second or the flags
+ * change, so the hit path seldom touches the shared map. */
 static __always_inline void ct_touch(const struct pkt *p, const struct svc_value *svc,
 				     struct ct_value *ct, __u32 now)
 {
@@ -104,8 +110,19 @@ static __always_inline void ct_touch(const struct pkt *p, const struct svc_value
 	}
 	if (flags == ct->flags && ct->last_seen == now)
 		return;
+	__u8 why = SYNC_NONE;
+	if ((flags & CT_CLOSING) && !(ct->flags & CT_CLOSING))
+		why = SYNC_CLOSING;
+	else if ((flags & CT_ESTABLISHED) && !(ct->flags & CT_ESTABLISHED))
+		why = SYNC_NEW;
+	else if ((flags & CT_ESTABLISHED) && now - ct->synced >= SYNC_REFRESH_SECS)
+		why = SYNC_REFRESH;
 	ct->flags = flags;
 	ct->last_seen = now;
+	if (why != SYNC_NONE) {
+		ct->synced = now;
+		sync_report(p, svc, ct, why);
+	}
 	if (svc->mode != LB_MODE_FULLNAT)
 		return;
 	struct flow_key rk = {
@@ -139,24 +156,36 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 	__u32 hash = 0;
 
 	if (is_new) {
+		hash = flow_hash(&p->key);
 		/* Only a SYN opens a TCP flow: a flood of other segments
-		 * cannot evict established flows from the LRU. A DSR segment
-		 * that misses is most likely of a flow ECMP moved here from
-		 * another node: every node's Maglev table gives it the same
-		 * backend, so it is forwarded there, without an entry. A
-		 * FullNAT flow cannot be taken over that way (another node's
-		 * address is its source towards the backend): dropped. */
-		if (p->key.proto == IPPROTO_TCP_ && !is_syn(p)) {
+		 * cannot evict established flows from the LRU. A segment that
+		 * misses is most likely of a flow ECMP moved here from another
+		 * node; its bucket's owner keeps a copy of the flow, so it is
+		 * handed there (flow.h). A UDP datagram that misses may be of
+		 * such a flow too, or new: the owner knows which, and opens it
+		 * if it is new. Where this node is the owner, or the frame was
+		 * handed here: a DSR segment goes to the backend the Maglev
+		 * table gives, without an entry (every node's table gives the
+		 * same); a FullNAT one cannot be taken over that way (another
+		 * node's address is its source towards the backend): dropped. */
+		int tcp_midflow = p->key.proto == IPPROTO_TCP_ && !is_syn(p);
+		if (tcp_midflow || p->key.proto == IPPROTO_UDP_) {
+			int r = hand_to_owner(p, hash);
+			if (r >= 0)
+				return r;
+		}
+		if (tcp_midflow) {
 			if (svc->mode != LB_MODE_DSR)
 				return drop(ss, LB_DROP_NO_CONN);
 			midflow = 1;
 		}
-		hash = flow_hash(&p->key);
 		if (pick_backend(p, svc, hash, &fresh) < 0)
 			return drop(ss, LB_DROP_NO_BACKEND);
 		fresh.last_seen = now;
-		if (p->key.proto == IPPROTO_UDP_)
+		if (p->key.proto == IPPROTO_UDP_) {
 			fresh.flags |= CT_ESTABLISHED;
+			fresh.synced = now;
+		}
 		ct = &fresh;
 	}
 
@@ -169,6 +198,10 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 		if (svc->mode == LB_MODE_FULLNAT && nat_alloc(p, hash, svc, ct, now) < 0)
 			return drop_backend(ss, bs, LB_DROP_NAT_PORTS);
 		bpf_map_update_elem(&conntrack, &p->key, ct, BPF_ANY);
+		/* A TCP flow is reported once established (ct_touch), so that
+		 * a SYN flood makes no sync traffic; UDP has no handshake. */
+		if (p->key.proto == IPPROTO_UDP_)
+			sync_report(p, svc, ct, SYNC_NEW);
 		if (ss)
 			ss->new_flows++;
 		if (bs)
@@ -187,12 +220,16 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 }
 
 /* reverse handles a packet that is no service's: a FullNAT reply is
- * rewritten back to VIP -> client, anything else passed. */
+ * rewritten back to VIP -> client; one to a cluster local address this
+ * node has no entry for is handed to the address's holder (flow.h);
+ * anything else is passed. */
 static __always_inline int reverse(struct pkt *p, __u64 bytes)
 {
 	struct nat_value *nv = bpf_map_lookup_elem(&nat_reverse, &p->key);
-	if (!nv)
-		return XDP_PASS;
+	if (!nv) {
+		int r = hand_reply(p);
+		return r >= 0 ? r : XDP_PASS;
+	}
 	__u32 sid = nv->svc_id, bid = nv->backend_id;
 	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);
 	if (!ttl_ok(p))
@@ -226,6 +263,8 @@ int xdp_lb(struct xdp_md *ctx)
 		return drop_if_vip(&p, LB_DROP_FRAGMENT);
 	case PARSE_MALFORMED:
 		return drop_if_vip(&p, LB_DROP_MALFORMED);
+	case PARSE_ARP:
+		return handle_arp(&p);
 	default:
 		return XDP_PASS;
 	}

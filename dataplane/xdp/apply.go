@@ -28,6 +28,10 @@ type state struct {
 	svcIDs    idPool
 	backIDs   idPool
 	tables    idPool
+	// config is the lb_config written: local address counts and gateway
+	// (Apply), MAC and sync (SetFlowRouting).
+	config  lbLbConfig
+	routing routingState
 }
 
 type serviceState struct {
@@ -194,7 +198,8 @@ func (d *Dataplane) applyNeighbors(cfg Config) error {
 // gateway that make the program use them. Local addresses are few and
 // rarely change, so they are simply rewritten.
 func (d *Dataplane) applyLocal(cfg Config) error {
-	var c lbLbConfig
+	c := d.state.config
+	c.N_local4, c.N_local6, c.GwMac, c.HasGw = 0, 0, [6]uint8{}, 0
 	for _, a := range cfg.LocalAddrs {
 		a = a.Unmap()
 		idx := c.N_local4
@@ -215,6 +220,7 @@ func (d *Dataplane) applyLocal(cfg Config) error {
 	if err := d.objs.Config.Put(uint32(0), c); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
+	d.state.config = c
 	return nil
 }
 

@@ -47,7 +47,7 @@ func FuzzXDP(f *testing.F) {
 			var sv lbSvcValue
 			toService = d.objs.Services.Lookup(lbSvcKey{Vip: lbAddr(fl.dst.Addr()), Port: be16(fl.dst.Port()), Proto: fl.proto}, &sv) == nil
 			var nv lbNatValue
-			tracked = d.objs.NatReverse.Lookup(flowKey(fl), &nv) == nil
+			tracked = d.objs.NatReverse.Lookup(fl.key(), &nv) == nil
 		}
 		act, out, err := r.try(frame)
 		if err != nil {
@@ -99,11 +99,11 @@ func quotedFlow(b []byte) (flowTuple, bool) {
 // tuple of a FullNAT flow.
 func isTracked(d *Dataplane, f flowTuple) bool {
 	var nv lbNatValue
-	if d.objs.NatReverse.Lookup(flowKey(f), &nv) == nil {
+	if d.objs.NatReverse.Lookup(f.key(), &nv) == nil {
 		return true
 	}
 	var ct lbCtValue
-	return d.objs.Conntrack.Lookup(flowKey(f), &ct) == nil && ct.Flags&lbCtFlagsCT_VALID != 0
+	return d.objs.Conntrack.Lookup(f.key(), &ct) == nil && ct.Flags&lbCtFlagsCT_VALID != 0
 }
 
 type flowTuple struct {
@@ -111,9 +111,8 @@ type flowTuple struct {
 	proto    uint8
 }
 
-func flowKey(f flowTuple) lbFlowKey {
-	return lbFlowKey{Src: lbAddr(f.src.Addr()), Dst: lbAddr(f.dst.Addr()), Sport: be16(f.src.Port()), Dport: be16(f.dst.Port()), Proto: f.proto}
-}
+// key is f's conntrack (or nat_reverse) key.
+func (f flowTuple) key() lbFlowKey { return flowKey(f.src, f.dst, f.proto) }
 
 // l3 locates the IP and L4 headers of a frame by the program's rules (up
 // to two VLAN tags, IPv4 with options, IPv6 without extension headers).

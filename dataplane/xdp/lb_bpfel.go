@@ -46,6 +46,16 @@ type lbCtValue struct {
 	Flags     lbCtFlags
 	Pad       [3]uint8
 	LastSeen  uint32
+	Synced    uint32
+}
+
+type lbFlowCounters struct {
+	_               structs.HostLayout
+	SyncEvents      uint64
+	SyncLost        uint64
+	RedirectForward uint64
+	RedirectReply   uint64
+	ArpReplies      uint64
 }
 
 type lbFlowKey struct {
@@ -69,7 +79,9 @@ type lbLbConfig struct {
 	N_local6 uint32
 	GwMac    [6]uint8
 	HasGw    uint8
-	Pad      uint8
+	Sync     uint8
+	Mac      [6]uint8
+	Pad      uint16
 }
 
 type lbLbDrop uint32
@@ -133,6 +145,26 @@ type lbNeigh struct {
 	Pad uint16
 }
 
+type lbPeer struct {
+	_     structs.HostLayout
+	Mac   [6]uint8
+	Valid uint8
+	Pad   uint8
+}
+
+type lbPeerMac struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad uint16
+}
+
+type lbSnatValue struct {
+	_      structs.HostLayout
+	Target uint32
+	Held   uint8
+	Pad    [3]uint8
+}
+
 type lbSvcKey struct {
 	_     structs.HostLayout
 	Vip   lbLbAddr
@@ -150,25 +182,74 @@ type lbSvcValue struct {
 	Flags uint16
 }
 
+type lbSyncEvent struct {
+	_   structs.HostLayout
+	Key struct {
+		_   structs.HostLayout
+		Src struct {
+			_ structs.HostLayout
+			A [4]uint32
+		}
+		Dst struct {
+			_ structs.HostLayout
+			A [4]uint32
+		}
+		Sport uint16
+		Dport uint16
+		Proto uint8
+		Pad   [3]uint8
+	}
+	Backend struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	Local struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	Bport  uint16
+	Lport  uint16
+	Hash   uint32
+	Flags  uint8
+	Mode   uint8
+	Reason uint8
+	Pad    uint8
+}
+
+type lbSyncReason uint8
+
+const (
+	lbSyncReasonSYNC_NEW     lbSyncReason = 0
+	lbSyncReasonSYNC_CLOSING lbSyncReason = 1
+	lbSyncReasonSYNC_REFRESH lbSyncReason = 2
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lbMapBackendStats = "backend_stats"
-	lbMapBackends     = "backends"
-	lbMapConfig       = "config"
-	lbMapConntrack    = "conntrack"
-	lbMapGlobalStats  = "global_stats"
-	lbMapLocalAddrs   = "local_addrs"
-	lbMapMaglevTables = "maglev_tables"
-	lbMapNatReverse   = "nat_reverse"
-	lbMapNeighbors    = "neighbors"
-	lbMapServices     = "services"
-	lbMapSvcStats     = "svc_stats"
-	lbMapVips         = "vips"
-	lbProgXdpLb       = "xdp_lb"
-	lbVarLbDropMax    = "lb_drop_max"
-	lbVarRingSize     = "ring_size"
+	lbMapBackendStats  = "backend_stats"
+	lbMapBackends      = "backends"
+	lbMapConfig        = "config"
+	lbMapConntrack     = "conntrack"
+	lbMapFlowOwners    = "flow_owners"
+	lbMapFlowStats     = "flow_stats"
+	lbMapGlobalStats   = "global_stats"
+	lbMapLocalAddrs    = "local_addrs"
+	lbMapMaglevTables  = "maglev_tables"
+	lbMapNatReverse    = "nat_reverse"
+	lbMapNeighbors     = "neighbors"
+	lbMapPeerMacs      = "peer_macs"
+	lbMapPeers         = "peers"
+	lbMapServices      = "services"
+	lbMapSnatAddrs     = "snat_addrs"
+	lbMapSvcStats      = "svc_stats"
+	lbMapSyncRing      = "sync_ring"
+	lbMapVips          = "vips"
+	lbProgXdpLb        = "xdp_lb"
+	lbVarLbDropMax     = "lb_drop_max"
+	lbVarRingSize      = "ring_size"
+	lbVarSyncEventType = "sync_event_type"
 )
 
 // loadLb returns the embedded CollectionSpec for lb.
@@ -224,13 +305,19 @@ type lbMapSpecs struct {
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Config       *ebpf.MapSpec `ebpf:"config"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	FlowOwners   *ebpf.MapSpec `ebpf:"flow_owners"`
+	FlowStats    *ebpf.MapSpec `ebpf:"flow_stats"`
 	GlobalStats  *ebpf.MapSpec `ebpf:"global_stats"`
 	LocalAddrs   *ebpf.MapSpec `ebpf:"local_addrs"`
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	NatReverse   *ebpf.MapSpec `ebpf:"nat_reverse"`
 	Neighbors    *ebpf.MapSpec `ebpf:"neighbors"`
+	PeerMacs     *ebpf.MapSpec `ebpf:"peer_macs"`
+	Peers        *ebpf.MapSpec `ebpf:"peers"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
+	SnatAddrs    *ebpf.MapSpec `ebpf:"snat_addrs"`
 	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
+	SyncRing     *ebpf.MapSpec `ebpf:"sync_ring"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
@@ -238,8 +325,9 @@ type lbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbVariableSpecs struct {
-	LbDropMax *ebpf.VariableSpec `ebpf:"lb_drop_max"`
-	RingSize  *ebpf.VariableSpec `ebpf:"ring_size"`
+	LbDropMax     *ebpf.VariableSpec `ebpf:"lb_drop_max"`
+	RingSize      *ebpf.VariableSpec `ebpf:"ring_size"`
+	SyncEventType *ebpf.VariableSpec `ebpf:"sync_event_type"`
 }
 
 // lbObjects contains all objects after they have been loaded into the kernel.
@@ -266,13 +354,19 @@ type lbMaps struct {
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Config       *ebpf.Map `ebpf:"config"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	FlowOwners   *ebpf.Map `ebpf:"flow_owners"`
+	FlowStats    *ebpf.Map `ebpf:"flow_stats"`
 	GlobalStats  *ebpf.Map `ebpf:"global_stats"`
 	LocalAddrs   *ebpf.Map `ebpf:"local_addrs"`
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	NatReverse   *ebpf.Map `ebpf:"nat_reverse"`
 	Neighbors    *ebpf.Map `ebpf:"neighbors"`
+	PeerMacs     *ebpf.Map `ebpf:"peer_macs"`
+	Peers        *ebpf.Map `ebpf:"peers"`
 	Services     *ebpf.Map `ebpf:"services"`
+	SnatAddrs    *ebpf.Map `ebpf:"snat_addrs"`
 	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
+	SyncRing     *ebpf.Map `ebpf:"sync_ring"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
@@ -282,13 +376,19 @@ func (m *lbMaps) Close() error {
 		m.Backends,
 		m.Config,
 		m.Conntrack,
+		m.FlowOwners,
+		m.FlowStats,
 		m.GlobalStats,
 		m.LocalAddrs,
 		m.MaglevTables,
 		m.NatReverse,
 		m.Neighbors,
+		m.PeerMacs,
+		m.Peers,
 		m.Services,
+		m.SnatAddrs,
 		m.SvcStats,
+		m.SyncRing,
 		m.Vips,
 	)
 }
@@ -297,8 +397,9 @@ func (m *lbMaps) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbVariables struct {
-	LbDropMax *ebpf.Variable `ebpf:"lb_drop_max"`
-	RingSize  *ebpf.Variable `ebpf:"ring_size"`
+	LbDropMax     *ebpf.Variable `ebpf:"lb_drop_max"`
+	RingSize      *ebpf.Variable `ebpf:"ring_size"`
+	SyncEventType *ebpf.Variable `ebpf:"sync_event_type"`
 }
 
 // lbPrograms contains all programs after they have been loaded into the kernel.

@@ -201,11 +201,11 @@ func age(t *testing.T, d *Dataplane, f flowTuple, secs uint32) {
 		t.Fatalf("clock: %v", err)
 	}
 	var ct lbCtValue
-	if err := d.objs.Conntrack.Lookup(flowKey(f), &ct); err != nil {
+	if err := d.objs.Conntrack.Lookup(f.key(), &ct); err != nil {
 		t.Fatalf("lookup %v: %v", f, err)
 	}
 	ct.LastSeen = uint32(ts.Sec) - secs
-	if err := d.objs.Conntrack.Put(flowKey(f), ct); err != nil {
+	if err := d.objs.Conntrack.Put(f.key(), ct); err != nil {
 		t.Fatalf("update %v: %v", f, err)
 	}
 }

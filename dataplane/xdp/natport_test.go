@@ -111,11 +111,11 @@ func ageNAT(t *testing.T, d *Dataplane, f flowTuple, secs uint32) {
 		t.Fatalf("clock: %v", err)
 	}
 	var nv lbNatValue
-	if err := d.objs.NatReverse.Lookup(flowKey(f), &nv); err != nil {
+	if err := d.objs.NatReverse.Lookup(f.key(), &nv); err != nil {
 		t.Fatalf("lookup %v: %v", f, err)
 	}
 	nv.LastSeen = uint32(ts.Sec) - secs
-	if err := d.objs.NatReverse.Put(flowKey(f), nv); err != nil {
+	if err := d.objs.NatReverse.Put(f.key(), nv); err != nil {
 		t.Fatalf("update %v: %v", f, err)
 	}
 }

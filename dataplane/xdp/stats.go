@@ -124,3 +124,30 @@ func readCounters(m *ebpf.Map, id uint32) (Counters, error) {
 	}
 	return c, nil
 }
+
+// FlowCounters are the program's counters of flow ownership and sync,
+// summed over CPUs.
+type FlowCounters struct {
+	SyncEvents      uint64 // flows reported for sync
+	SyncLost        uint64 // reports lost: the ring was full
+	RedirectForward uint64 // client packets handed to a flow's owner
+	RedirectReply   uint64 // replies handed to a local address's holder
+	ARPReplies      uint64 // ARP requests answered for held local addresses
+}
+
+// FlowCounters reads the flow counters.
+func (d *Dataplane) FlowCounters() (FlowCounters, error) {
+	var per []lbFlowCounters
+	if err := d.objs.FlowStats.Lookup(uint32(0), &per); err != nil {
+		return FlowCounters{}, fmt.Errorf("read flow counters: %w", err)
+	}
+	var c FlowCounters
+	for _, s := range per {
+		c.SyncEvents += s.SyncEvents
+		c.SyncLost += s.SyncLost
+		c.RedirectForward += s.RedirectForward
+		c.RedirectReply += s.RedirectReply
+		c.ARPReplies += s.ArpReplies
+	}
+	return c, nil
+}
