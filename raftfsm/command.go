@@ -43,6 +43,8 @@ const (
 	RevokeAPITokenType
 	// RotateTicketKeysType carries a statev1.RotateTicketKeysCommand; returns the index (uint64).
 	RotateTicketKeysType
+	// SetFlowOwnershipType carries a statev1.SetFlowOwnershipCommand; returns the index (uint64), the table's epoch.
+	SetFlowOwnershipType
 )
 
 var commandNames = map[CommandType]string{
@@ -58,6 +60,7 @@ var commandNames = map[CommandType]string{
 	CreateAPITokenType:   "CreateAPIToken",
 	RevokeAPITokenType:   "RevokeAPIToken",
 	RotateTicketKeysType: "RotateTicketKeys",
+	SetFlowOwnershipType: "SetFlowOwnership",
 }
 
 // String returns the command's name, for logs.

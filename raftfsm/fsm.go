@@ -89,6 +89,7 @@ var handlers = map[CommandType]handler{
 	CreateAPITokenType:   handle(CreateAPITokenType, (*writeTxn).createAPIToken),
 	RevokeAPITokenType:   handle(RevokeAPITokenType, (*writeTxn).revokeAPIToken),
 	RotateTicketKeysType: handle(RotateTicketKeysType, (*writeTxn).rotateTicketKeys),
+	SetFlowOwnershipType: handle(SetFlowOwnershipType, (*writeTxn).setFlowOwnership),
 }
 
 // handle builds the handler of one command type: decode the body into a

@@ -278,6 +278,36 @@ func TestFSM_RevokeAPIToken(t *testing.T) {
 	}
 }
 
+func TestFSM_SetFlowOwnership(t *testing.T) {
+	f := NewFSM(0)
+	if o := f.State().FlowOwnership(); o != nil {
+		t.Fatalf("FlowOwnership() before any = %v, want nil", o)
+	}
+	table := &statev1.FlowOwnership{Nodes: []string{"n1", "n2"}, Replicas: 2, Owners: []byte{0, 0, 0, 1, 0, 1, 0, 0}}
+	if resp := mustApply(t, f, 7, SetFlowOwnershipType, &statev1.SetFlowOwnershipCommand{Ownership: table}); resp != uint64(7) {
+		t.Errorf("response = %#v, want index 7", resp)
+	}
+	want := proto.CloneOf(table)
+	want.Epoch = 7
+	if got := f.State().FlowOwnership(); !proto.Equal(got, want) {
+		t.Errorf("FlowOwnership() = %v, want %v (epoch from the index)", got, want)
+	}
+	for _, tc := range []struct {
+		table *statev1.FlowOwnership
+		msg   string
+	}{
+		{nil, "set flow ownership: no table"},
+		{&statev1.FlowOwnership{Nodes: []string{"n1"}, Owners: []byte{0, 0}}, "set flow ownership: no owners"},
+		{&statev1.FlowOwnership{Nodes: []string{"n1"}, Replicas: 2, Owners: []byte{0, 0, 0}}, "set flow ownership: 3 bytes of owners is not a whole number of buckets of 2"},
+		{&statev1.FlowOwnership{Nodes: []string{"n1"}, Replicas: 1, Owners: []byte{0, 1}}, "set flow ownership: owner index 1 names no node (1 nodes)"},
+	} {
+		checkStateError(t, apply(t, f, 8, SetFlowOwnershipType, &statev1.SetFlowOwnershipCommand{Ownership: tc.table}), Invalid, tc.msg)
+	}
+	if got := f.State().FlowOwnership(); !proto.Equal(got, want) {
+		t.Errorf("FlowOwnership() after refused tables = %v, want %v", got, want)
+	}
+}
+
 func TestFSM_UnknownCommand(t *testing.T) {
 	t.Run("without the ignore flag", func(t *testing.T) {
 		f := NewFSM(0)
@@ -388,14 +418,16 @@ func TestFSM_SnapshotRestore(t *testing.T) {
 	mustApply(t, src, 3, UpsertNodeType, &statev1.UpsertNodeCommand{Node: node("n1", "a")})
 	mustApply(t, src, 4, CreateJoinTokenType, &statev1.CreateJoinTokenCommand{Record: joinToken("j1", "h", 3, time.Unix(1000, 0))})
 	mustApply(t, src, 5, CreateAPITokenType, &statev1.CreateAPITokenCommand{Record: apiToken("a1", "admin")})
-	mustApply(t, src, 6, ApplyResourcesType, upsert(pool("api", 0)))
+	mustApply(t, src, 6, SetFlowOwnershipType, &statev1.SetFlowOwnershipCommand{Ownership: &statev1.FlowOwnership{
+		Nodes: []string{"n1"}, Replicas: 1, Owners: []byte{0, 0, 0, 0}}})
+	mustApply(t, src, 7, ApplyResourcesType, upsert(pool("api", 0)))
 
 	snap, err := src.Snapshot()
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	// Writes after Snapshot() must not show in what Persist writes.
-	mustApply(t, src, 7, ApplyResourcesType, upsert(pool("later", 0)))
+	mustApply(t, src, 8, ApplyResourcesType, upsert(pool("later", 0)))
 	var sink memorySink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatalf("Persist: %v", err)
@@ -415,34 +447,34 @@ func TestFSM_SnapshotRestore(t *testing.T) {
 	}
 
 	got := dst.State()
-	if got.Index() != 6 {
-		t.Errorf("restored Index() = %d, want 6", got.Index())
+	if got.Index() != 7 {
+		t.Errorf("restored Index() = %d, want 7", got.Index())
 	}
-	if dst.AppliedIndex() != 6 {
-		t.Errorf("restored AppliedIndex() = %d, want 6", dst.AppliedIndex())
+	if dst.AppliedIndex() != 7 {
+		t.Errorf("restored AppliedIndex() = %d, want 7", dst.AppliedIndex())
 	}
 	if got.Pool("later") != nil {
 		t.Errorf("the snapshot holds a write made after Snapshot()")
 	}
-	mustApply(t, src, 8, DeleteResourceType, &statev1.DeleteResourceCommand{Kind: KindPool, Name: "later"})
+	mustApply(t, src, 9, DeleteResourceType, &statev1.DeleteResourceCommand{Kind: KindPool, Name: "later"})
 	if g, w := dump(got), dump(src.State()); g != w {
 		t.Errorf("restored state differs:\n got:\n%s\nwant:\n%s", g, w)
 	}
 
-	for _, from := range []uint64{0, 5} {
+	for _, from := range []uint64{0, 6} {
 		if events, reset, _ := dst.Events(from); !reset || len(events) != 0 {
 			t.Errorf("Events(%d) after restore = %d events, reset %v; want none, reset true", from, len(events), reset)
 		}
 	}
-	if _, reset, _ := dst.Events(6); reset {
-		t.Errorf("Events(6) after restore at 6: reset = true, want false")
+	if _, reset, _ := dst.Events(7); reset {
+		t.Errorf("Events(7) after restore at 7: reset = true, want false")
 	}
 
 	// The restored store's indexes work: references are still enforced.
-	checkStateError(t, apply(t, dst, 7, DeleteResourceType, &statev1.DeleteResourceCommand{Kind: KindPool, Name: "web"}), FailedPrecondition, "")
-	checkStateError(t, apply(t, dst, 8, ApplyResourcesType, upsert(lb("lb2", 0, "192.0.2.10", listener("tcp", 80, "api")))), AlreadyExists, "")
-	if events, reset, _ := dst.Events(6); reset || len(events) != 0 {
-		t.Errorf("Events(6) after failed applies = %d events, reset %v; want none", len(events), reset)
+	checkStateError(t, apply(t, dst, 8, DeleteResourceType, &statev1.DeleteResourceCommand{Kind: KindPool, Name: "web"}), FailedPrecondition, "")
+	checkStateError(t, apply(t, dst, 9, ApplyResourcesType, upsert(lb("lb2", 0, "192.0.2.10", listener("tcp", 80, "api")))), AlreadyExists, "")
+	if events, reset, _ := dst.Events(7); reset || len(events) != 0 {
+		t.Errorf("Events(7) after failed applies = %d events, reset %v; want none", len(events), reset)
 	}
 }
 

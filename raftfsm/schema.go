@@ -19,6 +19,7 @@ const (
 	tableJoinTokens    = "join_tokens"
 	tableAPITokens     = "api_tokens"
 	tableSecrets       = "secrets"
+	tableFlowOwnership = "flow_ownership"
 	tableIndex         = "index"
 )
 
@@ -36,7 +37,8 @@ const (
 	indexLoadBalancer = "load_balancer"
 )
 
-// singletonID is the id of the single row of the secrets and index tables.
+// singletonID is the id of the single row of the secrets, flow ownership
+// and index tables.
 const singletonID = "singleton"
 
 // indexRow is the single row of the index table: the last applied log index.
@@ -90,6 +92,10 @@ func schema() *memdb.DBSchema {
 		tableSecrets: {
 			Name:    tableSecrets,
 			Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(func(*secretsRow) string { return singletonID })},
+		},
+		tableFlowOwnership: {
+			Name:    tableFlowOwnership,
+			Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(func(*statev1.FlowOwnership) string { return singletonID })},
 		},
 		tableIndex: {
 			Name:    tableIndex,

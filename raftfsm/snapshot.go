@@ -92,6 +92,9 @@ func snapshotRecords(s *State) []*statev1.SnapshotRecord {
 	for _, t := range s.APITokens() {
 		records = append(records, &statev1.SnapshotRecord{Record: &statev1.SnapshotRecord_ApiToken{ApiToken: t}})
 	}
+	if o := s.FlowOwnership(); o != nil {
+		records = append(records, &statev1.SnapshotRecord{Record: &statev1.SnapshotRecord_FlowOwnership{FlowOwnership: o}})
+	}
 	return records
 }
 
@@ -174,6 +177,8 @@ func restoreRecord(txn *memdb.Txn, rec *statev1.SnapshotRecord) error {
 		table, row = tableJoinTokens, r.JoinToken
 	case *statev1.SnapshotRecord_ApiToken:
 		table, row = tableAPITokens, r.ApiToken
+	case *statev1.SnapshotRecord_FlowOwnership:
+		table, row = tableFlowOwnership, r.FlowOwnership
 	default:
 		return errors.New("record of unknown type")
 	}

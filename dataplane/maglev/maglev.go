@@ -125,8 +125,8 @@ func Build(backends []Backend, m uint32) (Table, error) {
 			continue
 		}
 		live = append(live, slot{
-			pos:    uint32(sipHash24(offsetK0, offsetK1, b.ID) % uint64(m)),
-			skip:   uint32(sipHash24(skipK0, skipK1, b.ID)%uint64(m-1)) + 1,
+			pos:    uint32(SipHash24(offsetK0, offsetK1, b.ID) % uint64(m)),
+			skip:   uint32(SipHash24(skipK0, skipK1, b.ID)%uint64(m-1)) + 1,
 			weight: uint64(b.Weight),
 			index:  int32(i),
 		})

@@ -2,11 +2,12 @@ package maglev
 
 import "math/bits"
 
-// sipHash24 is SipHash-2-4 (Aumasson and Bernstein, 2012) of s under the
+// SipHash24 is SipHash-2-4 (Aumasson and Bernstein, 2012) of s under the
 // 128-bit key (k0, k1). It is implemented here rather than taken from
 // hash/maphash because a Maglev table must come out the same on every node,
-// platform and Go version, and maphash is seeded randomly per process.
-func sipHash24(k0, k1 uint64, s string) uint64 {
+// platform and Go version, and maphash is seeded randomly per process; the
+// flow-ownership table (../flowsync) needs the same and uses it too.
+func SipHash24(k0, k1 uint64, s string) uint64 {
 	v0 := k0 ^ 0x736f6d6570736575
 	v1 := k1 ^ 0x646f72616e646f6d
 	v2 := k0 ^ 0x6c7967656e657261

@@ -24,8 +24,8 @@ func TestSipHash24(t *testing.T) {
 		for i := range msg {
 			msg[i] = byte(i)
 		}
-		if got := sipHash24(k0, k1, string(msg)); got != tc.want {
-			t.Errorf("sipHash24(%d bytes) = %#016x, want %#016x", tc.n, got, tc.want)
+		if got := SipHash24(k0, k1, string(msg)); got != tc.want {
+			t.Errorf("SipHash24(%d bytes) = %#016x, want %#016x", tc.n, got, tc.want)
 		}
 	}
 }

@@ -78,7 +78,9 @@ type StatusResponse struct {
 	// Gossip is the cluster membership as this node's gossip sees it.
 	Gossip []*GossipMember `protobuf:"bytes,11,rep,name=gossip,proto3" json:"gossip,omitempty"`
 	// Bgp is this node's BGP speaker, unset when BGP is off.
-	Bgp           *BGPStatus `protobuf:"bytes,12,opt,name=bgp,proto3" json:"bgp,omitempty"`
+	Bgp *BGPStatus `protobuf:"bytes,12,opt,name=bgp,proto3" json:"bgp,omitempty"`
+	// FlowSync is this node's flow ownership and sync, unset when off.
+	FlowSync      *FlowSyncStatus `protobuf:"bytes,20,opt,name=flow_sync,json=flowSync,proto3" json:"flow_sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +195,13 @@ func (x *StatusResponse) GetGossip() []*GossipMember {
 func (x *StatusResponse) GetBgp() *BGPStatus {
 	if x != nil {
 		return x.Bgp
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetFlowSync() *FlowSyncStatus {
+	if x != nil {
+		return x.FlowSync
 	}
 	return nil
 }
@@ -1809,8 +1818,8 @@ var File_weft_v1_cluster_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
-	"\rStatusRequest\"\xd3\x03\n" +
+	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17weft/v1/flow_sync.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
+	"\rStatusRequest\"\x89\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vleader_name\x18\x02 \x01(\tR\n" +
@@ -1827,7 +1836,8 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x15.weft.v1.MemberHealthR\amembers\x12-\n" +
 	"\x06gossip\x18\v \x03(\v2\x15.weft.v1.GossipMemberR\x06gossip\x12$\n" +
-	"\x03bgp\x18\f \x01(\v2\x12.weft.v1.BGPStatusR\x03bgp\"\xcc\x01\n" +
+	"\x03bgp\x18\f \x01(\v2\x12.weft.v1.BGPStatusR\x03bgp\x124\n" +
+	"\tflow_sync\x18\x14 \x01(\v2\x17.weft.v1.FlowSyncStatusR\bflowSync\"\xcc\x01\n" +
 	"\tBGPStatus\x12\x1b\n" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x10\n" +
 	"\x03asn\x18\x02 \x01(\rR\x03asn\x12\x1a\n" +
@@ -1987,10 +1997,11 @@ var file_weft_v1_cluster_service_proto_goTypes = []any{
 	(*JoinRequest)(nil),                // 30: weft.v1.JoinRequest
 	(*JoinResponse)(nil),               // 31: weft.v1.JoinResponse
 	(*Node)(nil),                       // 32: weft.v1.Node
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
-	(*JoinToken)(nil),                  // 35: weft.v1.JoinToken
-	(*APIToken)(nil),                   // 36: weft.v1.APIToken
+	(*FlowSyncStatus)(nil),             // 33: weft.v1.FlowSyncStatus
+	(*timestamppb.Timestamp)(nil),      // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
+	(*JoinToken)(nil),                  // 36: weft.v1.JoinToken
+	(*APIToken)(nil),                   // 37: weft.v1.APIToken
 }
 var file_weft_v1_cluster_service_proto_depIdxs = []int32{
 	32, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
@@ -1998,50 +2009,51 @@ var file_weft_v1_cluster_service_proto_depIdxs = []int32{
 	5,  // 2: weft.v1.StatusResponse.members:type_name -> weft.v1.MemberHealth
 	6,  // 3: weft.v1.StatusResponse.gossip:type_name -> weft.v1.GossipMember
 	2,  // 4: weft.v1.StatusResponse.bgp:type_name -> weft.v1.BGPStatus
-	3,  // 5: weft.v1.BGPStatus.peers:type_name -> weft.v1.BGPPeer
-	4,  // 6: weft.v1.BGPStatus.announced:type_name -> weft.v1.BGPAnnouncement
-	33, // 7: weft.v1.BGPPeer.established_since:type_name -> google.protobuf.Timestamp
-	34, // 8: weft.v1.BGPPeer.hold_time:type_name -> google.protobuf.Duration
-	32, // 9: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
-	32, // 10: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
-	32, // 11: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
-	34, // 12: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	35, // 13: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
-	35, // 14: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
-	34, // 15: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
-	36, // 16: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
-	36, // 17: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
-	0,  // 18: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
-	8,  // 19: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
-	10, // 20: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
-	12, // 21: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
-	14, // 22: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
-	16, // 23: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
-	18, // 24: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
-	20, // 25: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
-	22, // 26: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
-	24, // 27: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
-	26, // 28: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
-	28, // 29: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
-	30, // 30: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
-	1,  // 31: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
-	9,  // 32: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
-	11, // 33: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
-	13, // 34: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
-	15, // 35: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
-	17, // 36: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
-	19, // 37: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
-	21, // 38: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
-	23, // 39: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
-	25, // 40: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
-	27, // 41: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
-	29, // 42: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
-	31, // 43: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
-	31, // [31:44] is the sub-list for method output_type
-	18, // [18:31] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	33, // 5: weft.v1.StatusResponse.flow_sync:type_name -> weft.v1.FlowSyncStatus
+	3,  // 6: weft.v1.BGPStatus.peers:type_name -> weft.v1.BGPPeer
+	4,  // 7: weft.v1.BGPStatus.announced:type_name -> weft.v1.BGPAnnouncement
+	34, // 8: weft.v1.BGPPeer.established_since:type_name -> google.protobuf.Timestamp
+	35, // 9: weft.v1.BGPPeer.hold_time:type_name -> google.protobuf.Duration
+	32, // 10: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
+	32, // 11: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
+	32, // 12: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
+	35, // 13: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	36, // 14: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
+	36, // 15: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
+	35, // 16: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
+	37, // 17: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
+	37, // 18: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
+	0,  // 19: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
+	8,  // 20: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
+	10, // 21: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
+	12, // 22: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
+	14, // 23: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
+	16, // 24: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
+	18, // 25: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
+	20, // 26: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
+	22, // 27: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
+	24, // 28: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
+	26, // 29: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
+	28, // 30: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
+	30, // 31: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
+	1,  // 32: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
+	9,  // 33: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
+	11, // 34: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
+	13, // 35: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
+	15, // 36: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
+	17, // 37: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
+	19, // 38: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
+	21, // 39: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
+	23, // 40: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
+	25, // 41: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
+	27, // 42: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
+	29, // 43: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
+	31, // 44: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
+	32, // [32:45] is the sub-list for method output_type
+	19, // [19:32] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_cluster_service_proto_init() }
@@ -2049,6 +2061,7 @@ func file_weft_v1_cluster_service_proto_init() {
 	if File_weft_v1_cluster_service_proto != nil {
 		return
 	}
+	file_weft_v1_flow_sync_proto_init()
 	file_weft_v1_resources_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -939,6 +939,127 @@ func (x *RevokeAPITokenCommand) GetId() string {
 	return ""
 }
 
+// FlowOwnership is the committed flow-ownership table: each bucket of the
+// flow hash has an ordered list of owners, the nodes that keep copies of
+// its flows (flowsync/README.md).
+type FlowOwnership struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Epoch is the Raft index the table was committed at.
+	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Nodes are the owners' names; owners index them.
+	Nodes []string `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Replicas is the number of owners per bucket.
+	Replicas uint32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Owners holds, bucket after bucket, replicas node indexes, each two
+	// bytes big-endian.
+	Owners        []byte `protobuf:"bytes,4,opt,name=owners,proto3" json:"owners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowOwnership) Reset() {
+	*x = FlowOwnership{}
+	mi := &file_weft_state_v1_state_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowOwnership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowOwnership) ProtoMessage() {}
+
+func (x *FlowOwnership) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_state_v1_state_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowOwnership.ProtoReflect.Descriptor instead.
+func (*FlowOwnership) Descriptor() ([]byte, []int) {
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FlowOwnership) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *FlowOwnership) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *FlowOwnership) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *FlowOwnership) GetOwners() []byte {
+	if x != nil {
+		return x.Owners
+	}
+	return nil
+}
+
+type SetFlowOwnershipCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ownership is the new table; its epoch is set when it is applied.
+	Ownership     *FlowOwnership `protobuf:"bytes,1,opt,name=ownership,proto3" json:"ownership,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFlowOwnershipCommand) Reset() {
+	*x = SetFlowOwnershipCommand{}
+	mi := &file_weft_state_v1_state_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFlowOwnershipCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFlowOwnershipCommand) ProtoMessage() {}
+
+func (x *SetFlowOwnershipCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_state_v1_state_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFlowOwnershipCommand.ProtoReflect.Descriptor instead.
+func (*SetFlowOwnershipCommand) Descriptor() ([]byte, []int) {
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetFlowOwnershipCommand) GetOwnership() *FlowOwnership {
+	if x != nil {
+		return x.Ownership
+	}
+	return nil
+}
+
 // SnapshotRecord is one record of a snapshot: the file is a sequence of
 // length-prefixed SnapshotRecords.
 type SnapshotRecord struct {
@@ -950,6 +1071,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Node
 	//	*SnapshotRecord_JoinToken
 	//	*SnapshotRecord_ApiToken
+	//	*SnapshotRecord_FlowOwnership
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -957,7 +1079,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_weft_state_v1_state_proto_msgTypes[16]
+	mi := &file_weft_state_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1091,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_state_v1_state_proto_msgTypes[16]
+	mi := &file_weft_state_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1104,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_weft_state_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1037,6 +1159,15 @@ func (x *SnapshotRecord) GetApiToken() *APITokenRecord {
 	return nil
 }
 
+func (x *SnapshotRecord) GetFlowOwnership() *FlowOwnership {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_FlowOwnership); ok {
+			return x.FlowOwnership
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1061,6 +1192,10 @@ type SnapshotRecord_ApiToken struct {
 	ApiToken *APITokenRecord `protobuf:"bytes,5,opt,name=api_token,json=apiToken,proto3,oneof"`
 }
 
+type SnapshotRecord_FlowOwnership struct {
+	FlowOwnership *FlowOwnership `protobuf:"bytes,6,opt,name=flow_ownership,json=flowOwnership,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Secrets) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Resource) isSnapshotRecord_Record() {}
@@ -1070,6 +1205,8 @@ func (*SnapshotRecord_Node) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_JoinToken) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_ApiToken) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_FlowOwnership) isSnapshotRecord_Record() {}
 
 var File_weft_state_v1_state_proto protoreflect.FileDescriptor
 
@@ -1133,14 +1270,22 @@ const file_weft_state_v1_state_proto_rawDesc = "" +
 	"\x15CreateAPITokenCommand\x125\n" +
 	"\x06record\x18\x01 \x01(\v2\x1d.weft.state.v1.APITokenRecordR\x06record\"'\n" +
 	"\x15RevokeAPITokenCommand\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xaa\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"o\n" +
+	"\rFlowOwnership\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12\x1a\n" +
+	"\breplicas\x18\x03 \x01(\rR\breplicas\x12\x16\n" +
+	"\x06owners\x18\x04 \x01(\fR\x06owners\"U\n" +
+	"\x17SetFlowOwnershipCommand\x12:\n" +
+	"\townership\x18\x01 \x01(\v2\x1c.weft.state.v1.FlowOwnershipR\townership\"\xf1\x02\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\asecrets\x18\x01 \x01(\v2\x1d.weft.state.v1.ClusterSecretsH\x00R\asecrets\x12/\n" +
 	"\bresource\x18\x02 \x01(\v2\x11.weft.v1.ResourceH\x00R\bresource\x12#\n" +
 	"\x04node\x18\x03 \x01(\v2\r.weft.v1.NodeH\x00R\x04node\x12?\n" +
 	"\n" +
 	"join_token\x18\x04 \x01(\v2\x1e.weft.state.v1.JoinTokenRecordH\x00R\tjoinToken\x12<\n" +
-	"\tapi_token\x18\x05 \x01(\v2\x1d.weft.state.v1.APITokenRecordH\x00R\bapiTokenB\b\n" +
+	"\tapi_token\x18\x05 \x01(\v2\x1d.weft.state.v1.APITokenRecordH\x00R\bapiToken\x12E\n" +
+	"\x0eflow_ownership\x18\x06 \x01(\v2\x1c.weft.state.v1.FlowOwnershipH\x00R\rflowOwnershipB\b\n" +
 	"\x06record*l\n" +
 	"\tWriteMode\x12\x1a\n" +
 	"\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -1161,7 +1306,7 @@ func file_weft_state_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_weft_state_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_weft_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_weft_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_weft_state_v1_state_proto_goTypes = []any{
 	(WriteMode)(0),                  // 0: weft.state.v1.WriteMode
 	(*ClusterSecrets)(nil),          // 1: weft.state.v1.ClusterSecrets
@@ -1180,33 +1325,37 @@ var file_weft_state_v1_state_proto_goTypes = []any{
 	(*RevokeJoinTokenCommand)(nil),  // 14: weft.state.v1.RevokeJoinTokenCommand
 	(*CreateAPITokenCommand)(nil),   // 15: weft.state.v1.CreateAPITokenCommand
 	(*RevokeAPITokenCommand)(nil),   // 16: weft.state.v1.RevokeAPITokenCommand
-	(*SnapshotRecord)(nil),          // 17: weft.state.v1.SnapshotRecord
-	(*v1.JoinToken)(nil),            // 18: weft.v1.JoinToken
-	(*v1.APIToken)(nil),             // 19: weft.v1.APIToken
-	(*v1.Resource)(nil),             // 20: weft.v1.Resource
-	(*v1.Node)(nil),                 // 21: weft.v1.Node
+	(*FlowOwnership)(nil),           // 17: weft.state.v1.FlowOwnership
+	(*SetFlowOwnershipCommand)(nil), // 18: weft.state.v1.SetFlowOwnershipCommand
+	(*SnapshotRecord)(nil),          // 19: weft.state.v1.SnapshotRecord
+	(*v1.JoinToken)(nil),            // 20: weft.v1.JoinToken
+	(*v1.APIToken)(nil),             // 21: weft.v1.APIToken
+	(*v1.Resource)(nil),             // 22: weft.v1.Resource
+	(*v1.Node)(nil),                 // 23: weft.v1.Node
 }
 var file_weft_state_v1_state_proto_depIdxs = []int32{
 	2,  // 0: weft.state.v1.ClusterSecrets.ticket_keys:type_name -> weft.state.v1.TicketKey
 	2,  // 1: weft.state.v1.RotateTicketKeysCommand.key:type_name -> weft.state.v1.TicketKey
-	18, // 2: weft.state.v1.JoinTokenRecord.token:type_name -> weft.v1.JoinToken
-	19, // 3: weft.state.v1.APITokenRecord.token:type_name -> weft.v1.APIToken
+	20, // 2: weft.state.v1.JoinTokenRecord.token:type_name -> weft.v1.JoinToken
+	21, // 3: weft.state.v1.APITokenRecord.token:type_name -> weft.v1.APIToken
 	0,  // 4: weft.state.v1.ApplyResourcesCommand.mode:type_name -> weft.state.v1.WriteMode
-	20, // 5: weft.state.v1.ApplyResourcesCommand.resources:type_name -> weft.v1.Resource
+	22, // 5: weft.state.v1.ApplyResourcesCommand.resources:type_name -> weft.v1.Resource
 	1,  // 6: weft.state.v1.InitClusterCommand.secrets:type_name -> weft.state.v1.ClusterSecrets
-	21, // 7: weft.state.v1.UpsertNodeCommand.node:type_name -> weft.v1.Node
+	23, // 7: weft.state.v1.UpsertNodeCommand.node:type_name -> weft.v1.Node
 	4,  // 8: weft.state.v1.CreateJoinTokenCommand.record:type_name -> weft.state.v1.JoinTokenRecord
 	5,  // 9: weft.state.v1.CreateAPITokenCommand.record:type_name -> weft.state.v1.APITokenRecord
-	1,  // 10: weft.state.v1.SnapshotRecord.secrets:type_name -> weft.state.v1.ClusterSecrets
-	20, // 11: weft.state.v1.SnapshotRecord.resource:type_name -> weft.v1.Resource
-	21, // 12: weft.state.v1.SnapshotRecord.node:type_name -> weft.v1.Node
-	4,  // 13: weft.state.v1.SnapshotRecord.join_token:type_name -> weft.state.v1.JoinTokenRecord
-	5,  // 14: weft.state.v1.SnapshotRecord.api_token:type_name -> weft.state.v1.APITokenRecord
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	17, // 10: weft.state.v1.SetFlowOwnershipCommand.ownership:type_name -> weft.state.v1.FlowOwnership
+	1,  // 11: weft.state.v1.SnapshotRecord.secrets:type_name -> weft.state.v1.ClusterSecrets
+	22, // 12: weft.state.v1.SnapshotRecord.resource:type_name -> weft.v1.Resource
+	23, // 13: weft.state.v1.SnapshotRecord.node:type_name -> weft.v1.Node
+	4,  // 14: weft.state.v1.SnapshotRecord.join_token:type_name -> weft.state.v1.JoinTokenRecord
+	5,  // 15: weft.state.v1.SnapshotRecord.api_token:type_name -> weft.state.v1.APITokenRecord
+	17, // 16: weft.state.v1.SnapshotRecord.flow_ownership:type_name -> weft.state.v1.FlowOwnership
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_weft_state_v1_state_proto_init() }
@@ -1214,12 +1363,13 @@ func file_weft_state_v1_state_proto_init() {
 	if File_weft_state_v1_state_proto != nil {
 		return
 	}
-	file_weft_state_v1_state_proto_msgTypes[16].OneofWrappers = []any{
+	file_weft_state_v1_state_proto_msgTypes[18].OneofWrappers = []any{
 		(*SnapshotRecord_Secrets)(nil),
 		(*SnapshotRecord_Resource)(nil),
 		(*SnapshotRecord_Node)(nil),
 		(*SnapshotRecord_JoinToken)(nil),
 		(*SnapshotRecord_ApiToken)(nil),
+		(*SnapshotRecord_FlowOwnership)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1227,7 +1377,7 @@ func file_weft_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_state_v1_state_proto_rawDesc), len(file_weft_state_v1_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

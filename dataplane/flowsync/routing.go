@@ -1,0 +1,164 @@
+package flowsync
+
+import (
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/weftlb/weft/dataplane"
+)
+
+// routeLoop rewrites the dataplane's routing whenever something it depends
+// on changed (Apply, a peer up or down, a peer or this node ready), and
+// drops the previous table once every live owner has pulled the current
+// one.
+func (s *Syncer) routeLoop() {
+	tick := time.NewTicker(s.cfg.Heartbeat)
+	defer tick.Stop()
+	var last *dataplane.FlowRouting
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.kick:
+		case <-tick.C:
+		}
+		r, gained := s.routing()
+		if last != nil && sameRouting(*last, r) {
+			continue
+		}
+		if err := s.cfg.Driver.SetFlowRouting(r); err != nil {
+			s.log.Error("write flow routing", "error", err)
+			continue
+		}
+		last = &r
+		for _, a := range gained {
+			s.announce(a)
+		}
+	}
+}
+
+// routing computes the dataplane's routing from the tables and the peers'
+// states, and returns the local addresses this node holds that it did not
+// hold before.
+func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropPrevLocked()
+	r := dataplane.FlowRouting{Sync: true, MAC: s.cfg.MAC, Owners: make([]uint32, s.buckets),
+		Local: map[netip.Addr]dataplane.LocalTarget{}}
+	// Peers are indexed in name order; only those whose MAC is known can
+	// be handed packets.
+	index := map[string]uint32{}
+	for _, name := range slices.Sorted(maps.Keys(s.peers)) {
+		if mac := s.nodes[name].MAC; len(mac) == 6 {
+			index[name] = uint32(len(r.Peers))
+			r.Peers = append(r.Peers, mac)
+		}
+	}
+	target := func(name string) uint32 {
+		if i, ok := index[name]; ok && name != s.cfg.Self {
+			return i
+		}
+		return dataplane.TargetSelf
+	}
+	epoch := s.epochLocked()
+	for b := range r.Owners {
+		r.Owners[b] = dataplane.TargetSelf
+		found := false
+		for _, o := range s.cur.ownersOf(b) {
+			if s.readyForLocked(o, epoch) {
+				r.Owners[b], found = target(o), true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		// No owner of the current table is ready: the previous owners
+		// still hold the bucket's flows.
+		for _, o := range s.prev.ownersOf(b) {
+			if s.liveLocked(o) {
+				r.Owners[b] = target(o)
+				break
+			}
+		}
+	}
+	ms := s.membersLocked()
+	ready := s.readyLocked()
+	var gained []netip.Addr
+	held := map[netip.Addr]bool{}
+	for _, n := range s.nodes {
+		for _, a := range n.Local {
+			a = a.Unmap()
+			var t dataplane.LocalTarget
+			switch {
+			case n.Name == s.cfg.Self:
+				// This node's own: it answers for them, and until it has
+				// pulled their flows back, hands misses to the heir that
+				// kept them.
+				t = dataplane.LocalTarget{Target: dataplane.TargetSelf, Held: true}
+				if !ready {
+					t.Target = target(s.heirLocked(a, n.Name, ms, ""))
+				}
+			case s.readyForLocked(n.Name, 0):
+				t.Target = target(n.Name)
+			default:
+				// Its node is lost (or has not pulled back yet): the
+				// first live heir holds it.
+				h := s.heirLocked(a, n.Name, ms, "")
+				t = dataplane.LocalTarget{Target: target(h), Held: h == s.cfg.Self}
+			}
+			r.Local[a] = t
+			if t.Held {
+				held[a] = true
+				if !s.held[a] && n.Name != s.cfg.Self {
+					gained = append(gained, a)
+				}
+			}
+		}
+	}
+	s.held = held
+	return r, gained
+}
+
+// dropPrevLocked forgets the previous table once every live owner of the
+// current one has pulled its flows.
+func (s *Syncer) dropPrevLocked() {
+	if s.prev == nil || s.cur == nil {
+		return
+	}
+	for _, name := range s.cur.nodes {
+		if s.liveLocked(name) && !s.readyForLocked(name, s.cur.epoch) {
+			return
+		}
+	}
+	s.prev = nil
+}
+
+// announceAll announces this node's own local addresses, once it holds
+// their flows, so that servers send replies here again.
+func (s *Syncer) announceAll() {
+	for _, a := range s.cfg.Local {
+		s.announce(a)
+	}
+}
+
+func (s *Syncer) announce(a netip.Addr) {
+	if s.cfg.Announce == nil {
+		return
+	}
+	if err := s.cfg.Announce(a); err != nil {
+		s.log.Warn("announce local address", "address", a, "error", err)
+		return
+	}
+	s.log.Info("announced local address", "address", a)
+}
+
+func sameRouting(a, b dataplane.FlowRouting) bool {
+	return a.Sync == b.Sync && slices.Equal(a.MAC, b.MAC) && slices.Equal(a.Owners, b.Owners) &&
+		slices.EqualFunc(a.Peers, b.Peers, func(x, y net.HardwareAddr) bool { return slices.Equal(x, y) }) &&
+		maps.Equal(a.Local, b.Local)
+}
