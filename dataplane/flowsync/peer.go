@@ -38,6 +38,7 @@ type peer struct {
 	ready      bool
 	readyEpoch uint64
 	lastHeard  time.Time
+	everUp     bool
 	sent       uint64
 }
 
@@ -53,6 +54,13 @@ func (p *peer) isUp() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.up
+}
+
+// wasUp reports whether the stream was ever up.
+func (p *peer) wasUp() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.everUp
 }
 
 func (p *peer) state() (up, ready bool, readyEpoch uint64) {
@@ -212,7 +220,7 @@ func (p *peer) heard(res *weftv1.SyncResponse) {
 	if !p.up {
 		p.s.log.Info("flow sync peer up", "peer", p.name)
 	}
-	p.up, p.connecting, p.ready, p.readyEpoch, p.lastHeard = true, false, res.GetReady(), res.GetReadyEpoch(), time.Now()
+	p.up, p.everUp, p.connecting, p.ready, p.readyEpoch, p.lastHeard = true, true, false, res.GetReady(), res.GetReadyEpoch(), time.Now()
 	p.mu.Unlock()
 	if changed {
 		p.s.wake()

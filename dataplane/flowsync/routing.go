@@ -89,7 +89,7 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 	ms := s.membersLocked()
 	ready := s.readyLocked()
 	var gained []netip.Addr
-	held := map[netip.Addr]bool{}
+	held, taken := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for _, n := range s.nodes {
 		for _, a := range n.Local {
 			a = a.Unmap()
@@ -103,13 +103,14 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 				if !ready {
 					t.Target = target(s.heirLocked(a, n.Name, ms, ""))
 				}
-			case s.readyForLocked(n.Name, 0):
-				t.Target = target(n.Name)
-			default:
+			case s.lostLocked(n, a):
 				// Its node is lost (or has not pulled back yet): the
 				// first live heir holds it.
+				taken[a] = true
 				h := s.heirLocked(a, n.Name, ms, "")
 				t = dataplane.LocalTarget{Target: target(h), Held: h == s.cfg.Self}
+			default:
+				t.Target = target(n.Name)
 			}
 			r.Local[a] = t
 			if t.Held {
@@ -120,8 +121,22 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 			}
 		}
 	}
-	s.held = held
+	s.held, s.takenOver = held, taken
 	return r, gained
+}
+
+// lostLocked reports whether node n's local address a needs a holder
+// other than n: gossip sees n gone, or its stream, up before, is down; once
+// so, until n is back and has pulled its flows. A node whose stream was
+// never up (this node just started) is not lost while gossip sees it
+// alive, nor is one that is still pulling at the cluster's start.
+func (s *Syncer) lostLocked(n Node, a netip.Addr) bool {
+	p := s.peers[n.Name]
+	lost := !n.Alive || (p != nil && p.wasUp() && !p.isUp())
+	if !lost && s.takenOver[a] && !s.readyForLocked(n.Name, 0) {
+		lost = true
+	}
+	return lost
 }
 
 // dropPrevLocked forgets the previous table once every live owner of the

@@ -96,9 +96,10 @@ type Syncer struct {
 	// pulled is set; pulling while a pull runs.
 	pulledEpoch     uint64
 	pulled, pulling bool
-	// routing is the last written routing (for status and to announce
-	// addresses newly held).
-	held map[netip.Addr]bool
+	// held are the local addresses this node answered for in the last
+	// routing; takenOver those of other nodes it saw lost and not yet
+	// back with their flows.
+	held, takenOver map[netip.Addr]bool
 }
 
 type counters struct {
@@ -464,7 +465,6 @@ func (s *Syncer) pullFor(q string, send func([]*weftv1.SyncedFlow) error) error 
 
 // sendBatch is the most flows in one message.
 const sendBatch = 1024
-
 
 // Status describes this node's flow sync: the table, its share of it, the
 // held local addresses, the peers and the counters. The dataplane's own

@@ -247,6 +247,9 @@ func TestSyncAcrossLossAndReturn(t *testing.T) {
 
 	// n1 is lost: n3, its address's heir, takes the address over and
 	// says so; n2 is lost: n3 handles the bucket.
+	for len(n3.announced) > 0 {
+		<-n3.announced // its own, once ready
+	}
 	n1.stop()
 	waitFor(t, "n3 holding n1's address", func() bool { l := n3.driver.route().Local[n1.local]; return l.Held && l.Target == dataplane.TargetSelf })
 	select {
