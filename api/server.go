@@ -68,6 +68,9 @@ type Server struct {
 	now   func() time.Time
 	peers sync.Map // api address -> *peer
 	http  *http.Server
+
+	muxOnce sync.Once
+	mux     *http.ServeMux
 }
 
 // New returns a Server for cfg.
@@ -84,18 +87,34 @@ func New(cfg Config) *Server {
 	return &Server{cfg: cfg, fsm: cfg.Replica.FSM(), log: cfg.Logger, now: cfg.Now}
 }
 
-// Handler serves both services, gRPC health and reflection.
+// Handler serves both services, gRPC health and reflection, and what was
+// mounted.
 func (s *Server) Handler() http.Handler {
-	auth := connect.WithInterceptors(&authInterceptor{fsm: s.fsm, now: s.now})
-	mux := http.NewServeMux()
-	mux.Handle(weftv1connect.NewLoadBalancerServiceHandler(&lbService{s}, auth))
-	mux.Handle(weftv1connect.NewClusterServiceHandler(&clusterService{s}, auth))
-	services := []string{weftv1connect.LoadBalancerServiceName, weftv1connect.ClusterServiceName}
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
-	reflector := grpcreflect.NewStaticReflector(services...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	return withTLSState(mux)
+	s.muxOnce.Do(func() {
+		s.mux = http.NewServeMux()
+		opts := s.HandlerOptions()
+		s.mux.Handle(weftv1connect.NewLoadBalancerServiceHandler(&lbService{s}, opts...))
+		s.mux.Handle(weftv1connect.NewClusterServiceHandler(&clusterService{s}, opts...))
+		services := []string{weftv1connect.LoadBalancerServiceName, weftv1connect.ClusterServiceName}
+		s.mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+		reflector := grpcreflect.NewStaticReflector(services...)
+		s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
+		s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	})
+	return withTLSState(s.mux)
+}
+
+// HandlerOptions are what every service on the API is built with: the
+// authentication and roles.
+func (s *Server) HandlerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{connect.WithInterceptors(&authInterceptor{fsm: s.fsm, now: s.now})}
+}
+
+// Mount serves another subsystem's service (built with HandlerOptions) at
+// path on the API, also once it is serving.
+func (s *Server) Mount(path string, h http.Handler) {
+	s.Handler()
+	s.mux.Handle(path, h)
 }
 
 // Serve serves the API on ln with TLS (HTTP/2 by ALPN, HTTP/1.1 for curl)

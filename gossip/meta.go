@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
 )
 
@@ -28,10 +30,21 @@ type NodeMeta struct {
 	Checker bool
 	// AppliedIndex is the Raft index the node's subsystems have applied.
 	AppliedIndex uint64
+	// Flows is set on nodes that keep copies of L4 flows (flow sync).
+	Flows *FlowMeta
 
 	// leaving is set by Leave just before memberlist's leave message, so the
 	// others can tell a departure from a failure.
 	leaving bool
+}
+
+// FlowMeta is what flow sync needs to know of a node before it can reach
+// it: its MAC on the forwarding segment, where other nodes hand it packets,
+// and its FullNAT local addresses, which another node takes over if it is
+// lost.
+type FlowMeta struct {
+	MAC   net.HardwareAddr
+	Local []netip.Addr
 }
 
 // The encoding is a version byte followed by tag-length-value fields, so a
@@ -44,6 +57,7 @@ const (
 	tagAddr    = 3 // value: uvarint key length, key, address
 	tagFlags   = 4 // value: one byte, bit 0 = draining, bit 1 = leaving, bit 2 = checker
 	tagApplied = 5 // value: uvarint
+	tagFlows   = 6 // value: 6-byte MAC, then 16 bytes per local address
 
 	flagDraining = 1 << 0
 	flagLeaving  = 1 << 1
@@ -78,6 +92,17 @@ func (m NodeMeta) MarshalBinary() ([]byte, error) {
 	b = append(b, tagFlags, 1, flags)
 	if m.AppliedIndex != 0 {
 		b = appendField(b, tagApplied, binary.AppendUvarint(nil, m.AppliedIndex))
+	}
+	if f := m.Flows; f != nil {
+		if len(f.MAC) != 6 {
+			return nil, fmt.Errorf("node meta: flow MAC %q is not 6 bytes", f.MAC)
+		}
+		v := slices.Clone([]byte(f.MAC))
+		for _, a := range f.Local {
+			a16 := a.As16()
+			v = append(v, a16[:]...)
+		}
+		b = appendField(b, tagFlows, v)
 	}
 	if len(b) > MetaMaxSize {
 		return nil, fmt.Errorf("node meta is %d bytes encoded, more than memberlist's limit of %d", len(b), MetaMaxSize)
@@ -142,6 +167,15 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 				return fmt.Errorf("node meta applied index: %w", errTruncated)
 			}
 			m.AppliedIndex = idx
+		case tagFlows:
+			if len(v) < 6 || (len(v)-6)%16 != 0 {
+				return fmt.Errorf("node meta flows: %d bytes", len(v))
+			}
+			f := &FlowMeta{MAC: slices.Clone(net.HardwareAddr(v[:6]))}
+			for rest := v[6:]; len(rest) > 0; rest = rest[16:] {
+				f.Local = append(f.Local, netip.AddrFrom16([16]byte(rest[:16])).Unmap())
+			}
+			m.Flows = f
 		}
 	}
 	return nil

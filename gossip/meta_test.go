@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"net"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,6 +18,9 @@ func TestNodeMetaRoundTrip(t *testing.T) {
 		{"checker", NodeMeta{Zone: "b", Checker: true}},
 		{"full", NodeMeta{Region: "eu-west", Zone: "eu-west-1a", Draining: true, Checker: true, AppliedIndex: 1 << 40,
 			Addrs: map[string]string{"api": "[2001:db8::1]:8443", "raft": "10.0.0.1:7000", "flow": "10.0.0.1:7001"}}},
+		{"flows", NodeMeta{Zone: "a", Flows: &FlowMeta{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
+			Local: []netip.Addr{netip.MustParseAddr("198.18.1.111"), netip.MustParseAddr("2001:db8::111")}}}},
+		{"flows without local addresses", NodeMeta{Zone: "a", Flows: &FlowMeta{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/bgp"
 	"github.com/weftlb/weft/dataplane"
+	"github.com/weftlb/weft/dataplane/flowsync"
 	"github.com/weftlb/weft/dataplane/userspace"
 	"github.com/weftlb/weft/dataplane/xdp"
 	"github.com/weftlb/weft/gossip"
@@ -59,6 +60,11 @@ type Agent struct {
 	l7        *l7Subsystem
 	nl        *netlink.Handle
 	stopKeys  func()
+	flowsync  *flowsync.Syncer
+	xdp       *xdp.Dataplane
+	peerTLS   *tls.Config
+	// stopFlowTable stops the leader's keeping of the flow-ownership table.
+	stopFlowTable func()
 }
 
 // Start brings a node up: creates or joins a cluster, or restarts from the
@@ -133,6 +139,7 @@ func (a *Agent) open(d dataDir) error {
 	}
 	raftTLS.RootCAs = peerTLS.RootCAs
 	raftTLS.NextProtos = nil
+	a.peerTLS = peerTLS
 
 	// Placement asks peers for their progress through the API, which
 	// exists only after Raft: the closure bridges the two.
@@ -315,13 +322,23 @@ func (a *Agent) startReconciler() error {
 		if err := d.Attach(a.cfg.Interface); err != nil {
 			return err
 		}
-		// FullNAT sends from the node's own address on that interface.
-		ap, err := netip.ParseAddrPort(a.id.RaftAdvertise)
-		if err != nil {
-			return fmt.Errorf("xdp: the Raft address %q is not an IP address and port: %w", a.id.RaftAdvertise, err)
+		// FullNAT sends from the node's local addresses, or from its own
+		// address on that interface.
+		local := a.cfg.LocalAddrs
+		if len(local) == 0 {
+			ap, err := netip.ParseAddrPort(a.id.RaftAdvertise)
+			if err != nil {
+				return fmt.Errorf("xdp: the Raft address %q is not an IP address and port: %w", a.id.RaftAdvertise, err)
+			}
+			local = []netip.Addr{ap.Addr()}
 		}
-		dp := &dataplaneSubsystem{driver: d, healthy: healthy, iface: a.cfg.Interface, nl: a.nl, local: []netip.Addr{ap.Addr()}}
+		dp := &dataplaneSubsystem{driver: d, healthy: healthy, iface: a.cfg.Interface, nl: a.nl, local: local}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
+		if a.cfg.FlowSync {
+			if err := a.startFlowSync(d); err != nil {
+				return err
+			}
+		}
 		// Next hops are learnt outside Raft: look at the kernel's table again.
 		a.rec.wake = append(a.rec.wake, func() <-chan struct{} {
 			c := make(chan struct{})
@@ -351,6 +368,11 @@ func (a *Agent) startReconciler() error {
 		}
 		b := &bgpSubsystem{speaker: sp, self: a.id.Name, zone: a.id.Zone, prepend: a.cfg.BGP.PrependPerZone,
 			healthy: healthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers}}
+		if a.flowsync != nil {
+			// A (re)starting node announces once it holds its share of
+			// the flows, so ECMP brings it none it cannot forward.
+			b.ready = a.flowsync.Started
+		}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "bgp", apply: b.apply})
 	}
 	// Last, so that the applied index gossip publishes is the round's.
@@ -359,6 +381,7 @@ func (a *Agent) startReconciler() error {
 	a.stopRec, a.recDone = cancel, make(chan struct{})
 	go func() { defer close(a.recDone); a.rec.run(ctx) }()
 	a.stopKeys = newTicketRotator(a.raft, a.cfg.TicketRotation, a.cfg.Logger).start()
+	a.stopFlowTable = (&flowTableKeeper{raft: a.raft, gossip: a.gossip, buckets: flowsync.Buckets, log: a.cfg.Logger}).start()
 	close(a.started)
 	return nil
 }
@@ -377,6 +400,9 @@ func (a *Agent) localStatus(res *weftv1.StatusResponse) {
 	}
 	if a.speaker != nil {
 		res.Bgp = bgpStatus(a.speaker.Status())
+	}
+	if a.flowsync != nil {
+		res.FlowSync = a.flowSyncStatus()
 	}
 	if g := a.gossip.gossiper(); g != nil {
 		for _, m := range g.Members() {
@@ -409,6 +435,12 @@ func (a *Agent) Close() error {
 		a.cfg.Logger.Info("routes withdrawn; draining", "delay", a.cfg.DrainDelay)
 		time.Sleep(a.cfg.DrainDelay)
 	}
+	if a.flowsync != nil {
+		// Peers see the streams end and take this node's local addresses
+		// over; its program keeps translating replies until they have.
+		errs = append(errs, a.flowsync.Close())
+		time.Sleep(flowHandoverDelay)
+	}
 	if a.api != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, a.api.Shutdown(ctx))
@@ -423,6 +455,9 @@ func (a *Agent) Close() error {
 	}
 	if a.stopKeys != nil {
 		a.stopKeys()
+	}
+	if a.stopFlowTable != nil {
+		a.stopFlowTable()
 	}
 	if a.dataplane != nil {
 		errs = append(errs, a.dataplane.Close())

@@ -126,12 +126,16 @@ type bgpSubsystem struct {
 	zone    string
 	prepend int
 	healthy Healthy
-	last    *bgp.Config
+	// ready, when set, holds announcements back until it reports true.
+	ready func() bool
+	last  *bgp.Config
 }
 
 func (b *bgpSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
 	cfg := b.base
-	cfg.Announcements = announcements(st, b.self, b.zone, b.prepend, b.healthy)
+	if b.ready == nil || b.ready() {
+		cfg.Announcements = announcements(st, b.self, b.zone, b.prepend, b.healthy)
+	}
 	if b.last != nil && reflect.DeepEqual(*b.last, cfg) {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/weftlb/weft/bgp"
@@ -47,6 +48,13 @@ type Config struct {
 	Dataplane string
 	// Interface is where the XDP program runs (--dataplane xdp).
 	Interface string
+	// LocalAddrs are FullNAT source addresses of this node alone, which
+	// flow sync lets another node take over when this one is lost; none:
+	// FullNAT sends from the node's own address.
+	LocalAddrs []netip.Addr
+	// FlowSync keeps copies of this node's flows on the nodes that own
+	// them (XDP only).
+	FlowSync bool
 
 	// BGP peers the node with its routers; BGP.ASN 0 leaves it off.
 	BGP BGP
@@ -93,6 +101,9 @@ func (c *Config) setDefaults() error {
 		if c.Interface == "" {
 			return errors.New("--dataplane xdp needs --interface")
 		}
+		if err := c.checkLocalAddrs(); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("--dataplane: %q is not %s, %s or %s", c.Dataplane, DataplaneNone, DataplaneUserspace, DataplaneXDP)
 	}
@@ -123,6 +134,33 @@ func (c *Config) setDefaults() error {
 		return err
 	}
 	return c.gossipDefaults()
+}
+
+// maxLocalAddrs is the XDP program's limit per address family
+// (MAX_LOCAL_ADDRS).
+const maxLocalAddrs = 16
+
+func (c *Config) checkLocalAddrs() error {
+	var n4, n6 int
+	seen := map[netip.Addr]bool{}
+	for _, a := range c.LocalAddrs {
+		a = a.Unmap()
+		switch {
+		case !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+			return fmt.Errorf("--local-addr: %v is not a unicast address", a)
+		case seen[a]:
+			return fmt.Errorf("--local-addr: %v is given twice", a)
+		case a.Is4():
+			n4++
+		default:
+			n6++
+		}
+		seen[a] = true
+	}
+	if n4 > maxLocalAddrs || n6 > maxLocalAddrs {
+		return fmt.Errorf("--local-addr: at most %d addresses per family", maxLocalAddrs)
+	}
+	return nil
 }
 
 // gossipDefaults derives the gossip addresses from the Raft ones.

@@ -97,6 +97,8 @@ func newAgentCmd() *cobra.Command {
 	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", 0, "how long a voter may be unreachable before it is replaced (0: default)")
 	f.StringVar(&cfg.Dataplane, "dataplane", node.DataplaneNone, "L4 dataplane: none, userspace or xdp (--dev: userspace)")
 	f.StringVar(&cfg.Interface, "interface", "", "interface the XDP program runs on (--dataplane xdp)")
+	f.Var(addrListFlag{&cfg.LocalAddrs}, "local-addr", "FullNAT source address of this node only, on the servers' segment; another node takes it over if this one is lost (repeatable; default: the node's own address, which none can take over)")
+	f.BoolVar(&cfg.FlowSync, "flow-sync", true, "keep copies of this node's flows on their owners, so they survive its loss (--dataplane xdp)")
 	f.Uint32Var(&cfg.BGP.ASN, "bgp-asn", 0, "announce served VIPs over BGP from this AS (0: BGP off)")
 	f.StringSliceVar(&cfg.BGP.Peers, "bgp-peer", nil, "BGP router to peer with, ADDRESS:ASN (repeatable)")
 	f.Var(addrFlag{&cfg.BGP.RouterID}, "bgp-router-id", "BGP router id (default: the Raft address)")
@@ -127,6 +129,31 @@ func (f addrFlag) Set(s string) error {
 	return nil
 }
 func (f addrFlag) Type() string { return "address" }
+
+// addrListFlag is a repeatable netip.Addr flag.
+type addrListFlag struct{ as *[]netip.Addr }
+
+func (f addrListFlag) String() string {
+	if f.as == nil {
+		return ""
+	}
+	var ss []string
+	for _, a := range *f.as {
+		ss = append(ss, a.String())
+	}
+	return strings.Join(ss, ",")
+}
+func (f addrListFlag) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(part))
+		if err != nil {
+			return err
+		}
+		*f.as = append(*f.as, a)
+	}
+	return nil
+}
+func (f addrListFlag) Type() string { return "addresses" }
 
 func newLogger(level, format string) (*slog.Logger, error) {
 	var lv slog.Level

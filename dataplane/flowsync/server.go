@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -39,7 +38,8 @@ func (h *service) caller(ctx context.Context, claimed string) (string, error) {
 }
 
 // Sync installs the flows a peer streams, answering at once and at every
-// heartbeat with this node's readiness.
+// heartbeat with this node's readiness, until the peer closes the stream or
+// this node's syncer stops.
 func (h *service) Sync(ctx context.Context, stream *connect.BidiStream[weftv1.SyncRequest, weftv1.SyncResponse]) error {
 	first, err := stream.Receive()
 	if err != nil {
@@ -58,37 +58,44 @@ func (h *service) Sync(ctx context.Context, stream *connect.BidiStream[weftv1.Sy
 	if err := answer(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	if err := h.s.install(from, first.GetFlows()); err != nil {
+		h.s.log.Warn("install synced flows", "peer", from, "error", err)
+	}
+	msgs := make(chan *weftv1.SyncRequest)
+	recvErr := make(chan error, 1)
 	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(h.s.cfg.Heartbeat)
-		defer tick.Stop()
 		for {
+			msg, err := stream.Receive()
+			if err != nil {
+				recvErr <- err
+				return
+			}
 			select {
+			case msgs <- msg:
 			case <-ctx.Done():
 				return
-			case <-h.s.ctx.Done():
-				return
-			case <-tick.C:
-				if answer() != nil {
-					return
-				}
 			}
 		}
 	}()
-	defer func() { cancel(); wg.Wait() }()
-	msg := first
+	tick := time.NewTicker(h.s.cfg.Heartbeat)
+	defer tick.Stop()
 	for {
-		if err := h.s.install(from, msg.GetFlows()); err != nil {
-			h.s.log.Warn("install synced flows", "peer", from, "error", err)
-		}
-		if msg, err = stream.Receive(); err != nil {
+		select {
+		case <-h.s.ctx.Done():
+			return connect.NewError(connect.CodeUnavailable, errors.New("flow sync: node stopping"))
+		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
+		case <-tick.C:
+			if err := answer(); err != nil {
+				return err
+			}
+		case msg := <-msgs:
+			if err := h.s.install(from, msg.GetFlows()); err != nil {
+				h.s.log.Warn("install synced flows", "peer", from, "error", err)
+			}
 		}
 	}
 }

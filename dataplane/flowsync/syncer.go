@@ -100,6 +100,8 @@ type Syncer struct {
 	// routing; takenOver those of other nodes it saw lost and not yet
 	// back with their flows.
 	held, takenOver map[netip.Addr]bool
+	// pulledCh is closed when a pull completes (Changed).
+	pulledCh chan struct{}
 }
 
 type counters struct {
@@ -123,7 +125,8 @@ func New(cfg Config) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Syncer{cfg: cfg, log: cfg.Logger.With("subsystem", "flowsync"), buckets: cfg.Driver.FlowBuckets(),
 		ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
-		nodes: map[string]Node{}, peers: map[string]*peer{}, addrOwner: map[netip.Addr]string{}, held: map[netip.Addr]bool{}}
+		nodes: map[string]Node{}, peers: map[string]*peer{}, addrOwner: map[netip.Addr]string{}, held: map[netip.Addr]bool{},
+		pulledCh: make(chan struct{})}
 }
 
 // Start reads the dataplane's reports and keeps its routing current until
@@ -234,6 +237,14 @@ func (s *Syncer) Started() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pulled
+}
+
+// Changed returns a channel closed when this node next completes a pull
+// (Ready or Started may have changed).
+func (s *Syncer) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pulledCh
 }
 
 func (s *Syncer) wake() {
@@ -399,6 +410,8 @@ func (s *Syncer) pull(epoch uint64) {
 	s.pulling = false
 	if s.ctx.Err() == nil {
 		s.pulled, s.pulledEpoch = true, epoch
+		close(s.pulledCh)
+		s.pulledCh = make(chan struct{})
 		s.log.Info("pulled flows", "epoch", epoch, "flows", n, "peers", len(from), "took", time.Since(start).Round(time.Millisecond))
 	}
 	s.maybePullLocked() // the table may have changed meanwhile

@@ -11,6 +11,10 @@ import (
 	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
 )
 
+// Buckets is the number of ownership buckets; it must be the XDP program's
+// FLOW_BUCKETS (../bpf/consts.h), which the node checks at start.
+const Buckets = 4096
+
 // Replicas is how many nodes own each bucket: two, in two zones where the
 // cluster has them, so that a flow's copies survive the loss of a node or
 // of a whole zone.
