@@ -145,7 +145,7 @@ func newFabricRig(tb testing.TB, prefix string, drainDelay time.Duration, server
 		c.agents = append(c.agents, &agent{name: h.Name, ip: h.Addr.String(), zone: l.Topology.Nodes[i].Zone, ns: h.NS,
 			dataDir: filepath.Join(c.dir, h.Name), extra: []string{"--dataplane", "xdp", "--interface", h.Iface,
 				"--bgp-asn", fmt.Sprint(lab.NodeASN), "--bgp-peer", fmt.Sprintf("%s:%d", lab.RouterInner, lab.RouterASN),
-				"--drain-delay", drainDelay.String()}})
+				"--drain-delay", drainDelay.String(), "--local-addr", lab.LocalAddr(i).String()}})
 	}
 	c.initCluster(c.agents[0])
 	c.join(c.agents[1], c.agents[0])

@@ -87,7 +87,7 @@ func (f *flowSyncSubsystem) apply(ctx context.Context, st *raftfsm.State) error 
 }
 
 // flowNodes are the committed nodes with what gossip says of them: whether
-// they keep flows, are alive, their MAC and local addresses.
+// they keep flows, are gone, their MAC and local addresses.
 func flowNodes(st *raftfsm.State, g *gossip.Gossip) []flowsync.Node {
 	seen := map[string]gossip.Member{}
 	if g != nil {
@@ -100,7 +100,7 @@ func flowNodes(st *raftfsm.State, g *gossip.Gossip) []flowsync.Node {
 		fn := flowsync.Node{Name: n.GetMetadata().GetName(), Zone: n.GetSpec().GetZone(), API: n.GetSpec().GetApiAddress()}
 		if m, ok := seen[fn.Name]; ok && m.Meta.Flows != nil {
 			fn.Flows, fn.MAC, fn.Local = true, m.Meta.Flows.MAC, m.Meta.Flows.Local
-			fn.Alive = m.State == gossip.StateAlive
+			fn.Gone = m.State == gossip.StateDead || m.State == gossip.StateLeft
 		}
 		out = append(out, fn)
 	}

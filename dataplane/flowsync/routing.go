@@ -25,6 +25,9 @@ func (s *Syncer) routeLoop() {
 		case <-s.kick:
 		case <-tick.C:
 		}
+		s.mu.Lock()
+		s.maybePullLocked()
+		s.mu.Unlock()
 		r, gained := s.routing()
 		if last != nil && sameRouting(*last, r) {
 			continue
@@ -126,13 +129,13 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 }
 
 // lostLocked reports whether node n's local address a needs a holder
-// other than n: gossip sees n gone, or its stream, up before, is down; once
-// so, until n is back and has pulled its flows. A node whose stream was
-// never up (this node just started) is not lost while gossip sees it
-// alive, nor is one that is still pulling at the cluster's start.
+// other than n: gossip knows n is gone, or its stream, up before, is down;
+// once so, until n is back and has pulled its flows. A node whose stream
+// was never up (this node just started) is not lost unless gossip says
+// so, nor is one that is still pulling at the cluster's start.
 func (s *Syncer) lostLocked(n Node, a netip.Addr) bool {
 	p := s.peers[n.Name]
-	lost := !n.Alive || (p != nil && p.wasUp() && !p.isUp())
+	lost := n.Gone || (p != nil && p.wasUp() && !p.isUp())
 	if !lost && s.takenOver[a] && !s.readyForLocked(n.Name, 0) {
 		lost = true
 	}

@@ -58,11 +58,11 @@ type Node struct {
 	Name, Zone string
 	// API is the host:port of its API, which carries the sync streams.
 	API string
-	// Flows is set on nodes that run flow sync and Alive on those gossip
-	// sees alive; MAC is its address on the forwarding segment and Local
-	// its FullNAT sources (all from gossip).
-	Flows bool
-	Alive bool
+	// Flows is set on nodes that run flow sync and Gone on those gossip
+	// knows are dead or left (not on those it does not know); MAC is its
+	// address on the forwarding segment and Local its FullNAT sources (all
+	// from gossip).
+	Flows, Gone bool
 	MAC   net.HardwareAddr
 	Local []netip.Addr
 }
@@ -81,6 +81,7 @@ type Syncer struct {
 	buckets int
 	ctx     context.Context
 	cancel  context.CancelFunc
+	started time.Time
 	wg      sync.WaitGroup
 	kick    chan struct{} // wakes the routing loop (capacity 1)
 	c       counters
@@ -124,7 +125,7 @@ func New(cfg Config) *Syncer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Syncer{cfg: cfg, log: cfg.Logger.With("subsystem", "flowsync"), buckets: cfg.Driver.FlowBuckets(),
-		ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel, started: time.Now(), kick: make(chan struct{}, 1),
 		nodes: map[string]Node{}, peers: map[string]*peer{}, addrOwner: map[netip.Addr]string{}, held: map[netip.Addr]bool{},
 		pulledCh: make(chan struct{})}
 }
@@ -367,9 +368,11 @@ func (s *Syncer) install(from string, ws []*weftv1.SyncedFlow) error {
 }
 
 // maybePullLocked starts a pull when this node's flows are not those of
-// the current table.
+// the current table. Without a table there is nothing to pull until one is
+// committed; a node that has none JoinWait after its start counts as
+// pulled (it is alone, or the cluster keeps no table).
 func (s *Syncer) maybePullLocked() {
-	if s.pulling || s.readyLocked() {
+	if s.pulling || s.readyLocked() || (s.cur == nil && time.Since(s.started) < s.cfg.JoinWait) {
 		return
 	}
 	s.pulling = true
@@ -382,14 +385,13 @@ func (s *Syncer) maybePullLocked() {
 }
 
 // pull fetches from every peer the flows this node keeps copies of under
-// the table of epoch. A starting node first waits, up to JoinWait, for its
-// peers' streams; peers it cannot reach are skipped (they are lost, and
-// their copies are elsewhere).
+// the table of epoch. It first waits, up to JoinWait, for the streams of
+// every node of the table that gossip does not know to be gone; those it
+// cannot reach by then are skipped (lost nodes: their copies are
+// elsewhere).
 func (s *Syncer) pull(epoch uint64) {
 	start := time.Now()
-	if !s.pulledOnce() {
-		s.waitForPeers(start.Add(s.cfg.JoinWait))
-	}
+	s.waitForPeers(start.Add(s.cfg.JoinWait))
 	s.mu.Lock()
 	var from []*peer
 	for _, p := range s.peers {
@@ -420,20 +422,19 @@ func (s *Syncer) pull(epoch uint64) {
 	s.wake()
 }
 
-func (s *Syncer) pulledOnce() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pulled
-}
-
-// waitForPeers waits until the stream of every peer gossip sees alive is
-// up, or until deadline.
+// waitForPeers waits until the stream to every other node of the current
+// table is up, but for nodes gossip knows to be gone, or until deadline.
 func (s *Syncer) waitForPeers(deadline time.Time) {
 	for time.Now().Before(deadline) && s.ctx.Err() == nil {
 		s.mu.Lock()
+		var names []string
+		if s.cur != nil {
+			names = s.cur.nodes
+		}
 		all := true
-		for name, p := range s.peers {
-			all = all && (p.isUp() || !s.nodes[name].Alive)
+		for _, name := range names {
+			p := s.peers[name]
+			all = all && (name == s.cfg.Self || s.nodes[name].Gone || (p != nil && p.isUp()))
 		}
 		s.mu.Unlock()
 		if all {

@@ -177,7 +177,7 @@ func apply(t *testing.T, nodes []*testNode, all []*testNode) {
 	var ns []Node
 	for _, n := range all {
 		ms = append(ms, Member{Name: n.name, Zone: n.zone})
-		ns = append(ns, Node{Name: n.name, Zone: n.zone, API: n.addr(), Flows: true, Alive: slices.Contains(nodes, n), MAC: n.mac, Local: []netip.Addr{n.local}})
+		ns = append(ns, Node{Name: n.name, Zone: n.zone, API: n.addr(), Flows: true, Gone: !slices.Contains(nodes, n), MAC: n.mac, Local: []netip.Addr{n.local}})
 	}
 	plan := Plan(ms, testBuckets)
 	plan.Epoch = 10

@@ -31,9 +31,15 @@ var (
 	VIPPrefix     = netip.MustParsePrefix("198.51.100.0/24")
 	RouterASN     = uint32(64512)
 	NodeASN       = uint32(64513)
-	firstNodeHost = 11
-	firstSrvHost  = 21
+	firstNodeHost  = 11
+	firstSrvHost   = 21
+	firstLocalHost = 111
 )
+
+// LocalAddr is the FullNAT local address of the lab's i-th node (from 0):
+// on the fabric, but on no interface; the node's XDP program answers ARP
+// for it, and another node takes it over if the node is lost.
+func LocalAddr(i int) netip.Addr { return hostAddr(firstLocalHost + i) }
 
 // Topology says which hosts to build.
 type Topology struct {

@@ -3,7 +3,8 @@
 // sending a request every -interval, and opens a new connection (one
 // request, then close) every -new-every. When all held connections have
 // been answered it prints "ready"; a line on stdin marks the event (a node
-// killed, say); -observe after the mark it prints one JSON lab.ProbeResult and exits.
+// killed, say); -observe after the mark, or at a second line, it prints one
+// JSON lab.ProbeResult and exits.
 // -timeout bounds the whole run whatever happens.
 //
 // A held connection survives when it never fails, its first answer to a
@@ -171,18 +172,29 @@ func run(target string, n int, interval, newEvery, newLimit, observe, timeout ti
 	}()
 
 	fmt.Println("ready")
-	line := make(chan struct{})
-	go func() { bufio.NewReader(os.Stdin).ReadString('\n'); close(line) }()
+	lines := make(chan struct{})
+	go func() {
+		in := bufio.NewReader(os.Stdin)
+		for {
+			if _, err := in.ReadString('\n'); err != nil {
+				return
+			}
+			lines <- struct{}{}
+		}
+	}()
 	select {
-	case <-line:
+	case <-lines:
 	case <-ctx.Done():
 		return nil, errors.New("no mark on stdin before the timeout")
 	}
 	mu.Lock()
 	mark = time.Now()
 	mu.Unlock()
+	// A second line ends the observation early (an event of unknown
+	// length, such as a rolling restart, is over).
 	select {
 	case <-time.After(observe):
+	case <-lines:
 	case <-ctx.Done():
 		return nil, errors.New("timeout before the end of the observation")
 	}

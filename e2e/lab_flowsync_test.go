@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/weftlb/weft/deploy/lab"
+)
+
+// Flow sync in the lab (issue 11): 200 long-lived FullNAT and 200 DSR
+// connections, each asking every 100 ms, and a stream of new connections
+// run through the VIP while nodes are lost or restarted. Every held
+// connection must survive: its copies are on the owners of its bucket
+// (two nodes in two zones), and its FullNAT local address is taken over by
+// a node that kept its replies' entries.
+
+// requireAllSurvived fails the test unless every held connection of both
+// probers survived.
+func requireAllSurvived(t *testing.T, what string, results ...lab.ProbeResult) {
+	t.Helper()
+	for i, res := range results {
+		mode := []string{"DSR", "FullNAT"}[i]
+		if res.Survived != res.Conns {
+			t.Errorf("%s, %s: %d of %d held connections survived (errors %v, late %d), want all",
+				what, mode, res.Survived, res.Conns, res.Errors, res.Late)
+		}
+	}
+}
+
+// waitFlowsReady waits until every running agent has pulled the flows of
+// the current ownership table and sees each other running agent's sync
+// stream up and ready.
+func (r *fabricRig) waitFlowsReady(limit time.Duration) {
+	r.t.Helper()
+	waitFor(r.t, limit, "flow sync ready on every running node", func() error {
+		running := map[string]bool{}
+		for _, a := range r.c.agents {
+			running[a.name] = a.running()
+		}
+		for i, a := range r.c.agents {
+			if !a.running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := status(ctx, r.api[i])
+			cancel()
+			if err != nil {
+				return err
+			}
+			fs := st.GetFlowSync()
+			if fs.GetEpoch() == 0 || fs.GetReadyEpoch() != fs.GetEpoch() {
+				return fmt.Errorf("%s: flow sync epoch %d, ready for %d", a.name, fs.GetEpoch(), fs.GetReadyEpoch())
+			}
+			for _, p := range fs.GetPeers() {
+				if running[p.GetName()] && (p.GetState() != "up" || p.GetReadyEpoch() != fs.GetEpoch()) {
+					return fmt.Errorf("%s sees %s %s, ready for %d", a.name, p.GetName(), p.GetState(), p.GetReadyEpoch())
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// TestLab_FlowSync: node loss while the pool changes, the loss of a whole
+// zone, and a rolling restart.
+func TestLab_FlowSync(t *testing.T) {
+	r := newFabricRig(t, "weftf", 500*time.Millisecond, 0, 1)
+	r.waitFlowsReady(20 * time.Second)
+
+	t.Run("node-loss-backend-change", func(t *testing.T) {
+		defer r.on(t)()
+		dsr, fullnat := nodeLossWithBackendChange(t, r)
+		requireAllSurvived(t, "node loss while the pool changed", dsr, fullnat)
+	})
+	t.Run("zone-loss", func(t *testing.T) {
+		defer r.on(t)()
+		r.restore(1)
+		r.waitFlowsReady(20 * time.Second)
+		dsr, fullnat := zoneLoss(t, r)
+		requireAllSurvived(t, "loss of the primary zone", dsr, fullnat)
+	})
+	t.Run("rolling-restart", func(t *testing.T) {
+		defer r.on(t)()
+		for i := range r.c.agents {
+			r.restore(i)
+		}
+		r.waitFlowsReady(20 * time.Second)
+		dsr, fullnat := rollingRestart(t, r)
+		requireAllSurvived(t, "rolling restart", dsr, fullnat)
+		for _, res := range []lab.ProbeResult{dsr, fullnat} {
+			if res.NewFailures > 0 {
+				t.Errorf("rolling restart: %d of %d new connections failed, want none", res.NewFailures, res.NewAttempts)
+			}
+		}
+	})
+}
+
+// nodeLossWithBackendChange kills node2 in the same second as server3
+// joins both pools and server1 is drained from them: held connections to
+// server1 must keep it, and those on the lost node must keep their
+// backends although every node's Maglev table changed.
+func nodeLossWithBackendChange(tb testing.TB, r *fabricRig) (dsr, fullnat lab.ProbeResult) {
+	tb.Helper()
+	r.waitApplied(r.apply(r.manifest([]int{0, 1}, -1, "")), 10*time.Second)
+	observe := holdTime + 3*time.Second
+	pd := startProber(tb, r.l, "dsr", "81", 200, observe)
+	pf := startProber(tb, r.l, "fullnat", "80", 200, observe)
+	pd.mark(tb)
+	pf.mark(tb)
+	r.c.agents[1].kill()
+	r.apply(r.manifest([]int{0, 1, 2}, 0, ""))
+	waitVia(tb, r.l, holdTime+5*time.Second, r.l.Nodes[0], r.l.Nodes[2])
+	return pd.result(tb), pf.result(tb)
+}
+
+// zoneLoss puts the load balancer in zone a with zone b as backup, so the
+// router sends everything to node1 and node2 (zone a), then kills both:
+// node3, the backup zone's, must keep the established connections.
+func zoneLoss(tb testing.TB, r *fabricRig) (dsr, fullnat lab.ProbeResult) {
+	tb.Helper()
+	r.zones = "primaryZone: a, backupZones: [b]"
+	r.waitApplied(r.apply(r.manifest([]int{0, 1}, -1, "")), 10*time.Second)
+	waitVia(tb, r.l, 10*time.Second, r.l.Nodes[0], r.l.Nodes[1])
+	observe := holdTime + 3*time.Second
+	pd := startProber(tb, r.l, "dsr", "81", 200, observe)
+	pf := startProber(tb, r.l, "fullnat", "80", 200, observe)
+	pd.mark(tb)
+	pf.mark(tb)
+	r.c.agents[0].kill()
+	r.c.agents[1].kill()
+	took := waitVia(tb, r.l, holdTime+5*time.Second, r.l.Nodes[2])
+	tb.Logf("router's route via node3 alone %.0f ms after the zone was lost", took.Seconds()*1000)
+	dsr, fullnat = pd.result(tb), pf.result(tb)
+	for _, i := range []int{0, 1} {
+		r.c.restart(r.c.agents[i])
+	}
+	// Their APIs answer once their replicas have caught up.
+	r.waitFlowsReady(30 * time.Second)
+	r.zones = "region: lab"
+	r.waitApplied(r.apply(r.manifest([]int{0, 1}, -1, "")), 20*time.Second)
+	return dsr, fullnat
+}
+
+// rollingRestart stops each node in turn (SIGTERM: it withdraws its
+// routes, drains, hands its addresses over) and starts it again, waiting
+// until it is back in the router's route with its flows before the next.
+func rollingRestart(tb testing.TB, r *fabricRig) (dsr, fullnat lab.ProbeResult) {
+	tb.Helper()
+	// At most; ended once the third node is back.
+	observe := 50 * time.Second
+	pd := startProber(tb, r.l, "dsr", "81", 200, observe)
+	pf := startProber(tb, r.l, "fullnat", "80", 200, observe)
+	pd.mark(tb)
+	pf.mark(tb)
+	start := time.Now()
+	for _, a := range r.c.agents {
+		a.stop(tb)
+		r.c.restart(a)
+		r.waitFlowsReady(20 * time.Second)
+		waitVia(tb, r.l, 20*time.Second, r.l.Nodes...)
+		tb.Logf("%s restarted, %.1f s into the rolling restart", a.name, time.Since(start).Seconds())
+	}
+	if time.Since(start) > observe-time.Second {
+		tb.Fatalf("the rolling restart took %s, longer than the probers watch", time.Since(start))
+	}
+	// Answered through the last node's return, for a second more.
+	time.Sleep(max(0, holdTime+2*time.Second-time.Since(start)))
+	time.Sleep(time.Second)
+	pd.end(tb)
+	pf.end(tb)
+	return pd.result(tb), pf.result(tb)
+}
