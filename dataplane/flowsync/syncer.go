@@ -63,8 +63,8 @@ type Node struct {
 	// address on the forwarding segment and Local its FullNAT sources (all
 	// from gossip).
 	Flows, Gone bool
-	MAC   net.HardwareAddr
-	Local []netip.Addr
+	MAC         net.HardwareAddr
+	Local       []netip.Addr
 }
 
 // State is what flow sync follows: the committed ownership table and the

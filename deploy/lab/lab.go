@@ -24,13 +24,13 @@ import (
 
 // Fixed lab addresses.
 var (
-	ClientAddr    = netip.MustParseAddr("198.18.0.2")
-	RouterOuter   = netip.MustParseAddr("198.18.0.1")
-	RouterInner   = netip.MustParseAddr("198.18.1.1")
-	FabricPrefix  = netip.MustParsePrefix("198.18.1.0/24")
-	VIPPrefix     = netip.MustParsePrefix("198.51.100.0/24")
-	RouterASN     = uint32(64512)
-	NodeASN       = uint32(64513)
+	ClientAddr     = netip.MustParseAddr("198.18.0.2")
+	RouterOuter    = netip.MustParseAddr("198.18.0.1")
+	RouterInner    = netip.MustParseAddr("198.18.1.1")
+	FabricPrefix   = netip.MustParsePrefix("198.18.1.0/24")
+	VIPPrefix      = netip.MustParsePrefix("198.51.100.0/24")
+	RouterASN      = uint32(64512)
+	NodeASN        = uint32(64513)
 	firstNodeHost  = 11
 	firstSrvHost   = 21
 	firstLocalHost = 111
