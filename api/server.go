@@ -58,7 +58,21 @@ type Config struct {
 	// Local fills in what only the node itself knows for Status (its
 	// subsystems, health view and gossip membership); nil: nothing.
 	Local func(*weftv1.StatusResponse)
+	// MaxRequestBytes is the largest request message accepted, on every
+	// protocol; 0 means DefaultMaxRequestBytes.
+	MaxRequestBytes int
 }
+
+// DefaultMaxRequestBytes is gRPC's default limit on a received message.
+// Weft's largest requests (an Apply of many resources with certificate
+// chains) are far below it.
+const DefaultMaxRequestBytes = 4 << 20
+
+// bodySlack is how much a request body may exceed MaxRequestBytes before it
+// is cut off unread: the envelope of a gRPC or Connect streaming message and
+// what compression can add. Within it, connect-go measures the message
+// itself.
+const bodySlack = 64 << 10
 
 // Server is the API of one node.
 type Server struct {
@@ -81,21 +95,60 @@ func New(cfg Config) *Server {
 	if cfg.LeaderWait == 0 {
 		cfg.LeaderWait = 5 * time.Second
 	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
 	return &Server{cfg: cfg, fsm: cfg.Replica.FSM(), log: cfg.Logger, now: cfg.Now}
 }
 
-// Handler serves both services, gRPC health and reflection.
+// Handler serves both services, gRPC health and reflection. Requests pass
+// authentication (from headers, before the body is read; health and
+// reflection are public), then the body limit, then connect-go, whose codecs
+// reject unknown fields.
 func (s *Server) Handler() http.Handler {
-	auth := connect.WithInterceptors(&authInterceptor{fsm: s.fsm, now: s.now})
+	opts := connect.WithHandlerOptions(append(strictCodecs(), connect.WithReadMaxBytes(s.cfg.MaxRequestBytes))...)
+	errw := connect.NewErrorWriter(opts)
+	auth := &authenticator{fsm: s.fsm, now: s.now, errors: errw}
+	limit := func(path string, h http.Handler) (string, http.Handler) {
+		return path, limitBody(h, int64(s.cfg.MaxRequestBytes), errw)
+	}
 	mux := http.NewServeMux()
-	mux.Handle(weftv1connect.NewLoadBalancerServiceHandler(&lbService{s}, auth))
-	mux.Handle(weftv1connect.NewClusterServiceHandler(&clusterService{s}, auth))
+	mux.Handle(auth.wrap(limit(weftv1connect.NewLoadBalancerServiceHandler(&lbService{s}, opts))))
+	mux.Handle(auth.wrap(limit(weftv1connect.NewClusterServiceHandler(&clusterService{s}, opts))))
 	services := []string{weftv1connect.LoadBalancerServiceName, weftv1connect.ClusterServiceName}
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	mux.Handle(limit(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...), opts)))
 	reflector := grpcreflect.NewStaticReflector(services...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	return withTLSState(mux)
+	mux.Handle(limit(grpcreflect.NewHandlerV1(reflector, opts)))
+	mux.Handle(limit(grpcreflect.NewHandlerV1Alpha(reflector, opts)))
+	return mux
+}
+
+// limitBody refuses a request whose declared length is over the limit
+// before reading any of it, and cuts off a body that grows past it, so that
+// connect-go, which reads a too large message to its end to report its size,
+// stops within bodySlack of the limit.
+func limitBody(h http.Handler, limit int64, errw *connect.ErrorWriter) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit+bodySlack {
+			refuse(w, r, errw, connect.NewError(connect.CodeResourceExhausted,
+				fmt.Errorf("request body of %d bytes is larger than the limit of %d bytes", r.ContentLength, limit)))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit+bodySlack)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers r with err in the caller's protocol without reading its
+// body. Over HTTP/1 the connection closes after the answer, or net/http
+// would first read up to 256 KiB of the body nobody wants; HTTP/2 resets the
+// stream instead.
+func refuse(w http.ResponseWriter, r *http.Request, errw *connect.ErrorWriter, err error) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	// A failed write means the caller is gone; there is no one to tell.
+	_ = errw.Write(w, r, err)
 }
 
 // Serve serves the API on ln with TLS (HTTP/2 by ALPN, HTTP/1.1 for curl)

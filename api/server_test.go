@@ -34,6 +34,12 @@ type testNode struct {
 
 func newTestNode(t *testing.T) *testNode {
 	t.Helper()
+	return newTestNodeWith(t, nil)
+}
+
+// newTestNodeWith is newTestNode with the server's Config changed by edit.
+func newTestNodeWith(t *testing.T, edit func(*Config)) *testNode {
+	t.Helper()
 	ca, err := pki.NewCA("test")
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +63,11 @@ func newTestNode(t *testing.T) *testNode {
 	}
 	n := &testNode{t: t, ca: ca, raft: r}
 	n.clock.Store(time.Now().UnixNano())
-	n.srv = New(Config{NodeName: "n1", Replica: r, PeerTLS: peerTLS, Now: func() time.Time { return time.Unix(0, n.clock.Load()) }})
+	cfg := Config{NodeName: "n1", Replica: r, PeerTLS: peerTLS, Now: func() time.Time { return time.Unix(0, n.clock.Load()) }}
+	if edit != nil {
+		edit(&cfg)
+	}
+	n.srv = New(cfg)
 	apiTLS, err := pki.ServerTLS(certPEM, keyPEM, ca.CertPEM, tls.VerifyClientCertIfGiven)
 	if err != nil {
 		t.Fatal(err)
