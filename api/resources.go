@@ -80,7 +80,7 @@ func redact(r *weftv1.Resource) *weftv1.Resource {
 // writeResources validates rs and proposes them as one Raft entry.
 func (s *Server) writeResources(ctx context.Context, mode statev1.WriteMode, rs []*weftv1.Resource) (*raftfsm.ApplyResult, error) {
 	for i, r := range rs {
-		if err := validate.Resource(r); err != nil {
+		if err := s.checkResource(r); err != nil {
 			if len(rs) > 1 {
 				return nil, invalidArgument("resources[%d]: %v", i, err)
 			}

@@ -23,6 +23,7 @@ import (
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
 	"github.com/weftlb/weft/raftfsm"
+	"github.com/weftlb/weft/validate"
 )
 
 // Replica is what the API needs from this node's Raft replica.
@@ -61,6 +62,10 @@ type Config struct {
 	// MaxRequestBytes is the largest request message accepted, on every
 	// protocol; 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int
+	// LocalPorts are the addresses this node listens on (API, Raft,
+	// gossip) as configured, wildcards included; listeners may not take
+	// them. Every node's advertised addresses come from the node table.
+	LocalPorts []validate.NodePort
 }
 
 // DefaultMaxRequestBytes is gRPC's default limit on a received message.

@@ -38,11 +38,23 @@ type NodePort struct {
 	Addr netip.AddrPort
 }
 
-// ParseNodePort returns the NodePort of a host:port a node listens on or
-// advertises. An empty host is a wildcard. ok is false for a host name,
-// whose addresses this stateless check cannot know, and for what is not
-// host:port.
-func ParseNodePort(node, service, hostPort string) (p NodePort, ok bool) {
+// NodePorts returns the NodePorts of a node's API, Raft and gossip
+// addresses (host:port, as listened on or advertised). An empty host is a
+// wildcard. A host name is left out: this stateless check cannot know its
+// addresses; so is an empty address (nodes from before gossip have none).
+func NodePorts(node, apiAddr, raftAddr, gossipAddr string) []NodePort {
+	var ports []NodePort
+	for _, a := range []struct{ service, addr string }{
+		{ServiceAPI, apiAddr}, {ServiceRaft, raftAddr}, {ServiceGossip, gossipAddr},
+	} {
+		if p, ok := parseNodePort(node, a.service, a.addr); ok {
+			ports = append(ports, p)
+		}
+	}
+	return ports
+}
+
+func parseNodePort(node, service, hostPort string) (p NodePort, ok bool) {
 	host, portText, err := net.SplitHostPort(hostPort)
 	if err != nil {
 		return NodePort{}, false

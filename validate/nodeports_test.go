@@ -3,32 +3,37 @@ package validate
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 )
 
-func TestParseNodePort(t *testing.T) {
+func TestNodePorts(t *testing.T) {
 	tests := []struct {
-		in     string
-		want   string // netip.AddrPort text; "" when not ok
-		wantOK bool
+		name            string
+		api, raft, goss string
+		want            []string // service@addr
 	}{
-		{"127.0.0.1:7400", "127.0.0.1:7400", true},
-		{"[2001:db8::1]:7401", "[2001:db8::1]:7401", true},
-		{"[::ffff:192.0.2.1]:7946", "192.0.2.1:7946", true},
-		{"0.0.0.0:7400", "0.0.0.0:7400", true},
-		{":7400", "[::]:7400", true},
-		{"node1.example.com:7400", "", false},
-		{"127.0.0.1", "", false},
-		{"127.0.0.1:70000", "", false},
-		{"127.0.0.1:http", "", false},
+		{"loopback", "127.0.0.1:7400", "127.0.0.1:7401", "127.0.0.1:7946", []string{"API@127.0.0.1:7400", "Raft@127.0.0.1:7401", "gossip@127.0.0.1:7946"}},
+		{"IPv6 and mapped", "[2001:db8::1]:7400", "[::ffff:192.0.2.1]:7401", "", []string{"API@[2001:db8::1]:7400", "Raft@192.0.2.1:7401"}},
+		{"wildcards", "0.0.0.0:7400", ":7401", "[::]:7946", []string{"API@0.0.0.0:7400", "Raft@[::]:7401", "gossip@[::]:7946"}},
+		{"host names and bad ports left out", "node1.example.com:7400", "127.0.0.1:70000", "127.0.0.1:http", nil},
+		{"no port", "127.0.0.1", "", "", nil},
 	}
 	for _, tc := range tests {
-		p, ok := ParseNodePort("n1", ServiceAPI, tc.in)
-		if ok != tc.wantOK || (ok && p.Addr.String() != tc.want) {
-			t.Errorf("ParseNodePort(%q) = %v, %v; want %s, %v", tc.in, p.Addr, ok, tc.want, tc.wantOK)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, p := range NodePorts("n1", tc.api, tc.raft, tc.goss) {
+				if p.Node != "n1" {
+					t.Errorf("node %q, want n1", p.Node)
+				}
+				got = append(got, p.Service+"@"+p.Addr.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 
