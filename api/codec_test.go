@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftlb/weft/manifest"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
 )
@@ -114,6 +115,19 @@ func TestUnknownFields(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestUnknownFields_ReadLikeTheCLI: the API names an unknown field as the
+// CLI's manifest reader does, with the path under the request.
+func TestUnknownFields_ReadLikeTheCLI(t *testing.T) {
+	_, err := manifest.Decode(strings.NewReader("kind: Pool\nmetadata: {name: web}\nspec: {memberz: []}\n"))
+	if want := `unknown field "spec.memberz"`; err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("manifest: got %v, want an error ending in %s", err, want)
+	}
+	err = strictJSON{}.Unmarshal([]byte(`{"pool":{"metadata":{"name":"web"},"spec":{"memberz":[]}}}`), &weftv1.CreatePoolRequest{})
+	if want := `unknown field "pool.spec.memberz"`; err == nil || err.Error() != want {
+		t.Errorf("api: got %v, want %s", err, want)
 	}
 }
 
