@@ -131,7 +131,9 @@ func (s *Server) Handler() http.Handler {
 // limitBody refuses a request whose declared length is over the limit
 // before reading any of it, and cuts off a body that grows past it, so that
 // connect-go, which reads a too large message to its end to report its size,
-// stops within bodySlack of the limit.
+// stops within bodySlack of the limit. The cap is on the whole body: the
+// only procedure whose caller streams messages is reflection, and its
+// requests are small.
 func limitBody(h http.Handler, limit int64, errw *connect.ErrorWriter) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit+bodySlack {

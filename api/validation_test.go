@@ -281,3 +281,28 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthCheckDefaults: an interval shorter than the default timeout
+// allows gets a timeout that fits it, not an error about a timeout nobody
+// wrote; a written timeout over the default interval is blamed as written.
+func TestHealthCheckDefaults(t *testing.T) {
+	n := newTestNode(t)
+	c := n.client(n.admin)
+	ctx := context.Background()
+	p := pool("fast")
+	p.Spec.HealthCheck = &weftv1.HealthCheck{Interval: durationpb.New(time.Second)}
+	res, err := c.LB.CreatePool(ctx, connect.NewRequest(&weftv1.CreatePoolRequest{Pool: p}))
+	if err != nil {
+		t.Fatalf("interval 1s without a timeout: got %v, want it created", err)
+	}
+	if got := res.Msg.GetPool().GetSpec().GetHealthCheck().GetTimeout().AsDuration(); got != 500*time.Millisecond {
+		t.Errorf("stored timeout %v, want 500ms", got)
+	}
+	p = pool("slow")
+	p.Spec.HealthCheck = &weftv1.HealthCheck{Timeout: durationpb.New(10 * time.Second)}
+	_, err = c.LB.CreatePool(ctx, connect.NewRequest(&weftv1.CreatePoolRequest{Pool: p}))
+	wantCode(t, err, connect.CodeInvalidArgument)
+	if want := `pool "slow": spec.healthCheck.timeout: 10s must be shorter than the interval (5s by default; set interval too)`; !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
