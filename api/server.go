@@ -58,6 +58,9 @@ type Config struct {
 	// Local fills in what only the node itself knows for Status (its
 	// subsystems, health view and gossip membership); nil: nothing.
 	Local func(*weftv1.StatusResponse)
+	// Observed returns this node's gossip membership and health view, which
+	// reads of nodes and pools show beside the committed state; nil: none.
+	Observed func() Observed
 }
 
 // Server is the API of one node.
