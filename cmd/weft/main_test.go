@@ -229,6 +229,8 @@ func TestPrintChange(t *testing.T) {
 	stored.GetPool().Metadata.CreateIndex = 3
 	desired := testPool("web", nil, 2)
 	desired.GetPool().Metadata.Version = 0
+	certificate := &weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: &weftv1.Certificate{
+		Metadata: &weftv1.Metadata{Name: "web"}, Spec: &weftv1.CertificateSpec{CertificatePem: "PEM"}}}}
 	for _, tc := range []struct {
 		name string
 		r    *weftv1.ApplyResult
@@ -239,6 +241,9 @@ func TestPrintChange(t *testing.T) {
 		{"created", &weftv1.ApplyResult{Action: "created", Desired: testPool("web", nil, 0)},
 			"--- /dev/null\n+++ pool/web (applied)\n@@ -0,0 +1,9 @@\n+apiVersion: weft.dev/v1\n+kind: Pool\n+metadata:\n+  name: web\n+spec:\n+  healthCheck:\n+    type: tcp\n+  algorithm: round-robin\n+  upstreamProtocol: http1\n"},
 		{"unchanged", &weftv1.ApplyResult{Action: "unchanged", Current: stored, Desired: stored}, ""},
+		// Reads never return keys, so a new key alone shows no line.
+		{"only the key", &weftv1.ApplyResult{Action: "updated", Current: certificate, Desired: certificate},
+			"  (only the private key differs; keys are never shown)\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
