@@ -187,7 +187,7 @@ func TestRequestSizeLimit(t *testing.T) {
 	})
 
 	t.Run("configured limit", func(t *testing.T) {
-		small := newTestNodeWith(t, func(c *Config) { c.MaxRequestBytes = 1024 })
+		small := newTestNode(t, func(c *Config) { c.MaxRequestBytes = 1024 })
 		p := pool("web")
 		p.Metadata.Labels = map[string]string{"pad": strings.Repeat("a", 2048)}
 		_, err := small.client(small.admin).LB.CreatePool(ctx, connect.NewRequest(&weftv1.CreatePoolRequest{Pool: p}))

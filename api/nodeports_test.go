@@ -22,7 +22,7 @@ import (
 // gossip wildcard bind.
 func TestListenerOnNodePort(t *testing.T) {
 	gossip := validate.NodePort{Node: "n1", Service: validate.ServiceGossip, Addr: netip.MustParseAddrPort("0.0.0.0:7946")}
-	n := newTestNodeWith(t, func(c *Config) { c.LocalPorts = []validate.NodePort{gossip} })
+	n := newTestNode(t, func(c *Config) { c.LocalPorts = []validate.NodePort{gossip} })
 	c := n.client(n.admin)
 	ctx := context.Background()
 	if _, err := c.LB.CreatePool(ctx, connect.NewRequest(&weftv1.CreatePoolRequest{Pool: pool("web")})); err != nil {

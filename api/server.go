@@ -66,6 +66,9 @@ type Config struct {
 	// gossip) as configured, wildcards included; listeners may not take
 	// them. Every node's advertised addresses come from the node table.
 	LocalPorts []validate.NodePort
+	// Observed returns this node's gossip membership and health view, which
+	// reads of nodes and pools show beside the committed state; nil: none.
+	Observed func() Observed
 }
 
 // DefaultMaxRequestBytes is gRPC's default limit on a received message.

@@ -20,7 +20,7 @@ import (
 )
 
 // testNode is a one-node cluster: real Raft on loopback, the real handler
-// over httptest TLS, and an admin token.
+// over httptest TLS, and an admin token. opts adjust its Config.
 type testNode struct {
 	t      *testing.T
 	ca     *pki.CA
@@ -32,13 +32,8 @@ type testNode struct {
 	closed bool
 }
 
-func newTestNode(t *testing.T) *testNode {
-	t.Helper()
-	return newTestNodeWith(t, nil)
-}
-
-// newTestNodeWith is newTestNode with the server's Config changed by edit.
-func newTestNodeWith(t *testing.T, edit func(*Config)) *testNode {
+// newTestNode runs a one-node cluster's API, its Config changed by opts.
+func newTestNode(t *testing.T, opts ...func(*Config)) *testNode {
 	t.Helper()
 	ca, err := pki.NewCA("test")
 	if err != nil {
@@ -64,8 +59,8 @@ func newTestNodeWith(t *testing.T, edit func(*Config)) *testNode {
 	n := &testNode{t: t, ca: ca, raft: r}
 	n.clock.Store(time.Now().UnixNano())
 	cfg := Config{NodeName: "n1", Replica: r, PeerTLS: peerTLS, Now: func() time.Time { return time.Unix(0, n.clock.Load()) }}
-	if edit != nil {
-		edit(&cfg)
+	for _, o := range opts {
+		o(&cfg)
 	}
 	n.srv = New(cfg)
 	apiTLS, err := pki.ServerTLS(certPEM, keyPEM, ca.CertPEM, tls.VerifyClientCertIfGiven)

@@ -28,6 +28,9 @@ type NodeMeta struct {
 	Checker bool
 	// AppliedIndex is the Raft index the node's subsystems have applied.
 	AppliedIndex uint64
+	// Version is the node's weft version (package version): observed
+	// state, so it changes with the binary and needs no Raft write.
+	Version string
 
 	// leaving is set by Leave just before memberlist's leave message, so the
 	// others can tell a departure from a failure.
@@ -44,6 +47,7 @@ const (
 	tagAddr    = 3 // value: uvarint key length, key, address
 	tagFlags   = 4 // value: one byte, bit 0 = draining, bit 1 = leaving, bit 2 = checker
 	tagApplied = 5 // value: uvarint
+	tagVersion = 6
 
 	flagDraining = 1 << 0
 	flagLeaving  = 1 << 1
@@ -79,6 +83,7 @@ func (m NodeMeta) MarshalBinary() ([]byte, error) {
 	if m.AppliedIndex != 0 {
 		b = appendField(b, tagApplied, binary.AppendUvarint(nil, m.AppliedIndex))
 	}
+	b = appendField(b, tagVersion, []byte(m.Version))
 	if len(b) > MetaMaxSize {
 		return nil, fmt.Errorf("node meta is %d bytes encoded, more than memberlist's limit of %d", len(b), MetaMaxSize)
 	}
@@ -142,6 +147,8 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 				return fmt.Errorf("node meta applied index: %w", errTruncated)
 			}
 			m.AppliedIndex = idx
+		case tagVersion:
+			m.Version = string(v)
 		}
 	}
 	return nil
