@@ -16,8 +16,12 @@ TEST_PARALLEL ?= 2
 
 all: build
 
+# VERSION is what `weft version` and each node in `weft status` report;
+# when empty the binary falls back to the Go toolchain's VCS stamp.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN)/weft ./cmd/weft
+	$(GO) build -ldflags "-X github.com/weftlb/weft/version.version=$(VERSION)" -o $(BIN)/weft ./cmd/weft
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go
 

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strings"
@@ -26,7 +25,6 @@ type Caller struct {
 }
 
 type callerKey struct{}
-type tlsKey struct{}
 
 // CallerFrom returns the authenticated caller of a request.
 func CallerFrom(ctx context.Context) (Caller, bool) {
@@ -34,21 +32,12 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 	return c, ok
 }
 
-// withTLSState hands the connection's TLS state to the interceptors, which
-// Connect does not expose.
-func withTLSState(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil {
-			r = r.WithContext(context.WithValue(r.Context(), tlsKey{}, r.TLS))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 // rank orders roles: a caller may call what needs its role or a lower one.
 var rank = map[tokens.Role]int{tokens.RoleViewer: 1, tokens.RoleOperator: 2, tokens.RoleAdmin: 3}
 
 // publicProcedures need no credentials: Join carries its own join token.
+// gRPC health and reflection are public too: they are mounted without the
+// authenticator.
 var publicProcedures = map[string]bool{
 	weftv1connect.ClusterServiceJoinProcedure: true,
 }
@@ -72,57 +61,53 @@ func requiredRole(procedure string) tokens.Role {
 	return tokens.RoleAdmin
 }
 
-// authInterceptor authenticates every call (bearer token, or a client
-// certificate signed by the cluster CA) and checks the caller's role.
-type authInterceptor struct {
+// authenticator decides who a caller is (bearer token, or a client
+// certificate signed by the cluster CA) and whether their role may call the
+// procedure, from the request's headers and TLS state alone: a refused
+// request's body is never read, so a caller without credentials cannot make
+// a node read or buffer anything.
+type authenticator struct {
 	fsm *raftfsm.FSM
 	now func() time.Time
+	// errors answers in the caller's protocol (Connect, gRPC, gRPC-Web).
+	errors *connect.ErrorWriter
 }
 
-var _ connect.Interceptor = (*authInterceptor)(nil)
-
-func (a *authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ctx, err := a.authorize(ctx, req.Spec().Procedure, req.Header())
-		if err != nil {
-			return nil, err
+// wrap puts the service handler h, mounted at path, behind authentication;
+// public procedures pass without credentials.
+func (a *authenticator) wrap(path string, h http.Handler) (string, http.Handler) {
+	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if publicProcedures[r.URL.Path] {
+			h.ServeHTTP(w, r)
+			return
 		}
-		return next(ctx, req)
-	}
-}
-
-func (a *authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (a *authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := a.authorize(ctx, conn.Spec().Procedure, conn.RequestHeader())
+		caller, err := a.authorize(r)
 		if err != nil {
-			return err
+			refuse(w, r, a.errors, err)
+			return
 		}
-		return next(ctx, conn)
-	}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
+	})
 }
 
-func (a *authInterceptor) authorize(ctx context.Context, procedure string, h http.Header) (context.Context, error) {
-	if publicProcedures[procedure] {
-		return ctx, nil
-	}
-	caller, err := a.authenticate(ctx, h)
+// authorize authenticates r and checks the caller's role against the
+// procedure, which is the request path.
+func (a *authenticator) authorize(r *http.Request) (Caller, error) {
+	caller, err := a.authenticate(r)
 	if err != nil {
-		return ctx, err
+		return Caller{}, err
 	}
+	procedure := r.URL.Path
 	need := requiredRole(procedure)
 	if rank[caller.Role] < rank[need] {
-		return ctx, connect.NewError(connect.CodePermissionDenied,
+		return Caller{}, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("role %s may not call %s (needs %s)", caller.Role, procedure, need))
 	}
-	return context.WithValue(ctx, callerKey{}, caller), nil
+	return caller, nil
 }
 
-func (a *authInterceptor) authenticate(ctx context.Context, h http.Header) (Caller, error) {
-	if auth := h.Get("Authorization"); auth != "" {
+func (a *authenticator) authenticate(r *http.Request) (Caller, error) {
+	if auth := r.Header.Get("Authorization"); auth != "" {
 		raw, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok {
 			return Caller{}, unauthenticated("authorization header: expected \"Bearer <token>\"")
@@ -140,10 +125,10 @@ func (a *authInterceptor) authenticate(ctx context.Context, h http.Header) (Call
 		}
 		return Caller{TokenID: tok.ID, Role: tokens.Role(rec.GetToken().GetRole())}, nil
 	}
-	if cs, ok := ctx.Value(tlsKey{}).(*tls.ConnectionState); ok {
+	if r.TLS != nil {
 		// The TLS layer verified the chain against the cluster CA; only
 		// nodes hold such certificates.
-		if name, ok := pki.NodeName(cs); ok {
+		if name, ok := pki.NodeName(r.TLS); ok {
 			return Caller{Node: name, Role: tokens.RoleAdmin}, nil
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/weftlb/weft/raftfsm"
 	"github.com/weftlb/weft/tokens"
 	"github.com/weftlb/weft/validate"
+	"github.com/weftlb/weft/version"
 )
 
 // Join tokens default to one use within a day, like kubeadm's.
@@ -36,9 +37,34 @@ var _ weftv1connect.ClusterServiceHandler = (*clusterService)(nil)
 
 type csc = weftv1connect.ClusterServiceClient
 
+// Observed is what a node observes beside the committed state, as Status
+// shows it: its gossip membership (nil before gossip starts) and its copy
+// of the agreed health view (nil on nodes that run no health checks).
+type Observed struct {
+	Gossip []*weftv1.GossipMember
+	Health []*weftv1.MemberHealth
+}
+
+// observed returns this node's observations, or none.
+func (s *Server) observed() Observed {
+	if s.cfg.Observed == nil {
+		return Observed{}
+	}
+	return s.cfg.Observed()
+}
+
+// livenessUnknown is the liveness of a node this node's gossip has no
+// record of.
+const livenessUnknown = "unknown"
+
 // nodes returns the node table with each node's Raft suffrage and whether
-// it leads, as this replica sees them.
+// it leads, as this replica sees them, and its liveness and version as this
+// node's gossip sees them.
 func (s *Server) nodes() []*weftv1.Node {
+	gossip := map[string]*weftv1.GossipMember{}
+	for _, g := range s.observed().Gossip {
+		gossip[g.GetName()] = g
+	}
 	suffrage := map[string]string{}
 	if servers, err := s.cfg.Replica.Servers(); err == nil {
 		for _, sv := range servers {
@@ -53,7 +79,11 @@ func (s *Server) nodes() []*weftv1.Node {
 	var out []*weftv1.Node
 	for _, n := range s.fsm.State().Nodes() {
 		n = proto.Clone(n).(*weftv1.Node)
-		n.Status = &weftv1.NodeStatus{Suffrage: suffrage[n.GetMetadata().GetName()], Leader: n.GetMetadata().GetName() == leader}
+		name := n.GetMetadata().GetName()
+		n.Status = &weftv1.NodeStatus{Suffrage: suffrage[name], Leader: name == leader, Liveness: livenessUnknown}
+		if g := gossip[name]; g != nil {
+			n.Status.Liveness, n.Status.Version = g.GetState(), g.GetVersion()
+		}
 		out = append(out, n)
 	}
 	return out
@@ -66,7 +96,7 @@ func (c *clusterService) Status(ctx context.Context, req *connect.Request[weftv1
 	state, term, commit, applied := s.cfg.Replica.Stats()
 	res := &weftv1.StatusResponse{
 		NodeName: s.cfg.NodeName, Term: term, CommitIndex: commit, AppliedIndex: applied, State: state,
-		Nodes: s.nodes(),
+		Nodes: s.nodes(), Version: version.String(),
 	}
 	if s.cfg.Local != nil {
 		s.cfg.Local(res)

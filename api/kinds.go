@@ -17,13 +17,13 @@ import (
 // and delete.
 type kind[T proto.Message] struct {
 	name   string // raftfsm.Kind*
-	field  string // the request field that carries it
+	field  string // the request field that carries it, as its JSON names it
 	wrap   func(T) *weftv1.Resource
 	unwrap func(*weftv1.Resource) T
 }
 
 var (
-	loadBalancers = kind[*weftv1.LoadBalancer]{raftfsm.KindLoadBalancer, "load_balancer",
+	loadBalancers = kind[*weftv1.LoadBalancer]{raftfsm.KindLoadBalancer, "loadBalancer",
 		func(x *weftv1.LoadBalancer) *weftv1.Resource {
 			return &weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: x}}
 		}, (*weftv1.Resource).GetLoadBalancer}
@@ -34,7 +34,7 @@ var (
 		func(x *weftv1.Certificate) *weftv1.Resource {
 			return &weftv1.Resource{Kind: &weftv1.Resource_Certificate{Certificate: x}}
 		}, (*weftv1.Resource).GetCertificate}
-	dnsRecords = kind[*weftv1.DNSRecord]{raftfsm.KindDNSRecord, "dns_record",
+	dnsRecords = kind[*weftv1.DNSRecord]{raftfsm.KindDNSRecord, "dnsRecord",
 		func(x *weftv1.DNSRecord) *weftv1.Resource {
 			return &weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: x}}
 		}, (*weftv1.Resource).GetDnsRecord}

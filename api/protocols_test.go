@@ -4,11 +4,14 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/weftlb/weft/pki"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
@@ -70,6 +73,18 @@ func TestProtocols(t *testing.T) {
 		}
 		if res.ProtoMajor != 1 {
 			t.Errorf("got HTTP/%d, want HTTP/1.1", res.ProtoMajor)
+		}
+	})
+
+	t.Run("grpc reflection needs no token", func(t *testing.T) {
+		stream := grpcreflect.NewClient(h2, n.url, connect.WithGRPC()).NewStream(ctx)
+		defer stream.Close()
+		names, err := stream.ListServices()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(names, protoreflect.FullName(weftv1connect.LoadBalancerServiceName)) {
+			t.Errorf("got services %v, want %s among them", names, weftv1connect.LoadBalancerServiceName)
 		}
 	})
 

@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"net/netip"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -64,7 +66,46 @@ func (s *Server) get(kind, name string) (*weftv1.Resource, error) {
 	if r == nil {
 		return nil, notFound("%s %q not found", validate.KindName(kind), name)
 	}
-	return redact(r), nil
+	r = redact(r)
+	s.observePools([]*weftv1.Resource{r})
+	return r, nil
+}
+
+// observePools sets the status of the pools among rs (copies) from this
+// node's health view: members up, down, and not in the view.
+func (s *Server) observePools(rs []*weftv1.Resource) {
+	view := map[string]map[netip.AddrPort]bool{}
+	for _, h := range s.observed().Health {
+		a, err := netip.ParseAddr(h.GetAddress())
+		if err != nil {
+			continue
+		}
+		if view[h.GetPool()] == nil {
+			view[h.GetPool()] = map[netip.AddrPort]bool{}
+		}
+		view[h.GetPool()][netip.AddrPortFrom(a, uint16(h.GetPort()))] = h.GetUp()
+	}
+	for _, r := range rs {
+		p := r.GetPool()
+		if p == nil {
+			continue
+		}
+		st := &weftv1.PoolStatus{Observer: s.cfg.NodeName}
+		members := view[p.GetMetadata().GetName()]
+		for _, m := range p.GetSpec().GetMembers() {
+			a, err := netip.ParseAddr(m.GetAddress())
+			up, known := members[netip.AddrPortFrom(a, uint16(m.GetPort()))]
+			switch {
+			case err != nil || !known:
+				st.MembersUnknown++
+			case up:
+				st.MembersUp++
+			default:
+				st.MembersDown++
+			}
+		}
+		p.Status = st
+	}
 }
 
 // redact copies a resource without its secrets: certificate keys are never
@@ -77,21 +118,78 @@ func redact(r *weftv1.Resource) *weftv1.Resource {
 	return r
 }
 
-// writeResources validates rs and proposes them as one Raft entry.
-func (s *Server) writeResources(ctx context.Context, mode statev1.WriteMode, rs []*weftv1.Resource) (*raftfsm.ApplyResult, error) {
+// validateBatch normalises and validates rs in place, and drops what
+// writes ignore (pool status is observed, never stored).
+func (s *Server) validateBatch(rs []*weftv1.Resource) error {
 	for i, r := range rs {
-		if err := validate.Resource(r); err != nil {
+		if err := s.checkResource(r); err != nil {
 			if len(rs) > 1 {
-				return nil, invalidArgument("resources[%d]: %v", i, err)
+				return invalidArgument("resources[%d]: %v", i, err)
 			}
-			return nil, err
+			return err
+		}
+		if p := r.GetPool(); p != nil {
+			p.Status = nil
 		}
 	}
-	resp, _, err := s.cfg.Replica.Apply(ctx, raftfsm.ApplyResourcesType, &statev1.ApplyResourcesCommand{Mode: mode, Resources: rs})
+	return nil
+}
+
+// writeResources validates rs and proposes them as one Raft entry, unless
+// the entry would change nothing (see answerFromState).
+func (s *Server) writeResources(ctx context.Context, mode statev1.WriteMode, rs []*weftv1.Resource) (*raftfsm.ApplyResult, error) {
+	if err := s.validateBatch(rs); err != nil {
+		return nil, err
+	}
+	cmd := &statev1.ApplyResourcesCommand{Mode: mode, Resources: rs}
+	if res, ok, err := s.answerFromState(ctx, cmd); ok {
+		return res, err
+	}
+	resp, _, err := s.cfg.Replica.Apply(ctx, raftfsm.ApplyResourcesType, cmd)
 	if err != nil {
 		return nil, err
 	}
 	return resp.(*raftfsm.ApplyResult), nil
+}
+
+// answerFromState answers, on the leader, a write that would change nothing
+// (every resource unchanged, or the batch refused by the state store) from
+// the state instead of a Raft entry; ok is false when it must be proposed.
+//
+// The answer is linearizable: after a ReadIndex read (ConsistentRead) the
+// state holds every write committed before this call, and evaluating the
+// batch on it gives what the FSM would answer had the entry been applied
+// there, versions and compare-and-set included. A write committed
+// meanwhile is concurrent with this one, so either order is correct. The
+// first evaluation, on the state as it is, spares writes that change
+// something the read's round trip.
+func (s *Server) answerFromState(ctx context.Context, cmd *statev1.ApplyResourcesCommand) (*raftfsm.ApplyResult, bool, error) {
+	if res, _, err := s.fsm.EvaluateResources(cmd); !changesNothing(res, err) {
+		return nil, false, nil
+	}
+	if err := s.cfg.Replica.ConsistentRead(ctx); err != nil {
+		return nil, true, err
+	}
+	res, _, err := s.fsm.EvaluateResources(cmd)
+	if !changesNothing(res, err) {
+		return nil, false, nil
+	}
+	return res, true, err
+}
+
+// changesNothing reports whether an evaluated batch leaves the state as it
+// is: refused by the state store, or with every resource unchanged.
+func changesNothing(res *raftfsm.ApplyResult, err error) bool {
+	var se *raftfsm.StateError
+	if err != nil {
+		return errors.As(err, &se)
+	}
+	for _, it := range res.Results {
+		if it.Action != raftfsm.ActionUnchanged {
+			return false
+		}
+	}
+	return true
 }
 
 // writeOne creates or updates one resource and returns it as stored.
@@ -126,6 +224,7 @@ func (s *Server) list(kind string) ([]*weftv1.Resource, uint64) {
 			out = append(out, redact(r))
 		}
 	}
+	s.observePools(out)
 	return out, st.Index()
 }
 
@@ -176,6 +275,9 @@ func (h *lbService) Apply(ctx context.Context, req *connect.Request[weftv1.Apply
 				return nil, invalidArgument("resources[%d]: no resource kind set", i)
 			}
 		}
+		if req.Msg.GetDryRun() {
+			return h.s.dryRun(ctx, req.Msg.GetResources())
+		}
 		res, err := h.s.writeResources(ctx, statev1.WriteMode_WRITE_MODE_UPSERT, req.Msg.GetResources())
 		if err != nil {
 			return nil, err
@@ -186,4 +288,29 @@ func (h *lbService) Apply(ctx context.Context, req *connect.Request[weftv1.Apply
 		}
 		return out, nil
 	})
+}
+
+// dryRun checks a batch as Apply would, on a linearizable read of the
+// state, and reports each resource's action with its stored and desired
+// forms; it proposes nothing.
+func (s *Server) dryRun(ctx context.Context, rs []*weftv1.Resource) (*weftv1.ApplyResponse, error) {
+	if err := s.validateBatch(rs); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Replica.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	res, st, err := s.fsm.EvaluateResources(&statev1.ApplyResourcesCommand{Mode: statev1.WriteMode_WRITE_MODE_UPSERT, Resources: rs})
+	if err != nil {
+		return nil, err
+	}
+	out := &weftv1.ApplyResponse{Index: res.Index}
+	for i, it := range res.Results {
+		r := &weftv1.ApplyResult{Kind: it.Kind, Name: it.Name, Action: it.Action, Version: it.Version, Desired: redact(rs[i])}
+		if cur := st.Resource(it.Kind, it.Name); cur != nil {
+			r.Current = redact(cur)
+		}
+		out.Results = append(out.Results, r)
+	}
+	return out, nil
 }

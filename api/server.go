@@ -23,6 +23,7 @@ import (
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
 	"github.com/weftlb/weft/raftfsm"
+	"github.com/weftlb/weft/validate"
 )
 
 // Replica is what the API needs from this node's Raft replica.
@@ -58,7 +59,28 @@ type Config struct {
 	// Local fills in what only the node itself knows for Status (its
 	// subsystems, health view and gossip membership); nil: nothing.
 	Local func(*weftv1.StatusResponse)
+	// MaxRequestBytes is the largest request message accepted, on every
+	// protocol; 0 means DefaultMaxRequestBytes.
+	MaxRequestBytes int
+	// LocalPorts are the addresses this node listens on (API, Raft,
+	// gossip) as configured, wildcards included; listeners may not take
+	// them. Every node's advertised addresses come from the node table.
+	LocalPorts []validate.NodePort
+	// Observed returns this node's gossip membership and health view, which
+	// reads of nodes and pools show beside the committed state; nil: none.
+	Observed func() Observed
 }
+
+// DefaultMaxRequestBytes is gRPC's default limit on a received message.
+// Weft's largest requests (an Apply of many resources with certificate
+// chains) are far below it.
+const DefaultMaxRequestBytes = 4 << 20
+
+// bodySlack is how much a request body may exceed MaxRequestBytes before it
+// is cut off unread: the envelope of a gRPC or Connect streaming message and
+// what compression can add. Within it, connect-go measures the message
+// itself.
+const bodySlack = 64 << 10
 
 // Server is the API of one node.
 type Server struct {
@@ -71,6 +93,8 @@ type Server struct {
 
 	muxOnce sync.Once
 	mux     *http.ServeMux
+	auth    *authenticator
+	limit   func(path string, h http.Handler) (string, http.Handler)
 }
 
 // New returns a Server for cfg.
@@ -84,37 +108,80 @@ func New(cfg Config) *Server {
 	if cfg.LeaderWait == 0 {
 		cfg.LeaderWait = 5 * time.Second
 	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
 	return &Server{cfg: cfg, fsm: cfg.Replica.FSM(), log: cfg.Logger, now: cfg.Now}
 }
 
 // Handler serves both services, gRPC health and reflection, and what was
-// mounted.
+// mounted. Requests pass authentication (from headers, before the body is
+// read; health and reflection are public), then the body limit, then
+// connect-go, whose codecs reject unknown fields.
 func (s *Server) Handler() http.Handler {
 	s.muxOnce.Do(func() {
+		opts := connect.WithHandlerOptions(s.HandlerOptions()...)
+		errw := connect.NewErrorWriter(opts)
+		s.auth = &authenticator{fsm: s.fsm, now: s.now, errors: errw}
+		s.limit = func(path string, h http.Handler) (string, http.Handler) {
+			return path, limitBody(h, int64(s.cfg.MaxRequestBytes), errw)
+		}
 		s.mux = http.NewServeMux()
-		opts := s.HandlerOptions()
-		s.mux.Handle(weftv1connect.NewLoadBalancerServiceHandler(&lbService{s}, opts...))
-		s.mux.Handle(weftv1connect.NewClusterServiceHandler(&clusterService{s}, opts...))
+		s.mux.Handle(s.auth.wrap(s.limit(weftv1connect.NewLoadBalancerServiceHandler(&lbService{s}, opts))))
+		s.mux.Handle(s.auth.wrap(s.limit(weftv1connect.NewClusterServiceHandler(&clusterService{s}, opts))))
 		services := []string{weftv1connect.LoadBalancerServiceName, weftv1connect.ClusterServiceName}
-		s.mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+		s.mux.Handle(s.limit(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...), opts)))
 		reflector := grpcreflect.NewStaticReflector(services...)
-		s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
-		s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+		s.mux.Handle(s.limit(grpcreflect.NewHandlerV1(reflector, opts)))
+		s.mux.Handle(s.limit(grpcreflect.NewHandlerV1Alpha(reflector, opts)))
 	})
-	return withTLSState(s.mux)
+	return s.mux
 }
 
-// HandlerOptions are what every service on the API is built with: the
-// authentication and roles.
+// HandlerOptions are what every service on the API is built with: codecs
+// that refuse unknown fields and the request size limit.
 func (s *Server) HandlerOptions() []connect.HandlerOption {
-	return []connect.HandlerOption{connect.WithInterceptors(&authInterceptor{fsm: s.fsm, now: s.now})}
+	return append(strictCodecs(), connect.WithReadMaxBytes(s.cfg.MaxRequestBytes))
 }
 
-// Mount serves another subsystem's service (built with HandlerOptions) at
-// path on the API, also once it is serving.
+// Mount serves another subsystem's service, built with HandlerOptions, at
+// path on the API, behind the same authentication; it may be called once
+// the API is serving. Its bodies are not capped as a whole, as the API's
+// are: its callers stream (flow sync), and HandlerOptions limits each
+// message.
 func (s *Server) Mount(path string, h http.Handler) {
 	s.Handler()
-	s.mux.Handle(path, h)
+	s.mux.Handle(s.auth.wrap(path, h))
+}
+
+// limitBody refuses a request whose declared length is over the limit
+// before reading any of it, and cuts off a body that grows past it, so that
+// connect-go, which reads a too large message to its end to report its size,
+// stops within bodySlack of the limit. The cap is on the whole body: the
+// only procedure whose caller streams messages is reflection, and its
+// requests are small.
+func limitBody(h http.Handler, limit int64, errw *connect.ErrorWriter) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit+bodySlack {
+			refuse(w, r, errw, connect.NewError(connect.CodeResourceExhausted,
+				fmt.Errorf("request body of %d bytes is larger than the limit of %d bytes", r.ContentLength, limit)))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit+bodySlack)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers r with err in the caller's protocol without reading its
+// body. Over HTTP/1 the connection closes after the answer, or net/http
+// would first read up to 256 KiB of the body nobody wants; HTTP/2 resets the
+// stream instead.
+func refuse(w http.ResponseWriter, r *http.Request, errw *connect.ErrorWriter, err error) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	// A failed write means the caller is gone; there is no one to tell.
+	_ = errw.Write(w, r, err)
 }
 
 // Serve serves the API on ln with TLS (HTTP/2 by ALPN, HTTP/1.1 for curl)

@@ -20,7 +20,7 @@ import (
 )
 
 // testNode is a one-node cluster: real Raft on loopback, the real handler
-// over httptest TLS, and an admin token.
+// over httptest TLS, and an admin token. opts adjust its Config.
 type testNode struct {
 	t      *testing.T
 	ca     *pki.CA
@@ -32,7 +32,8 @@ type testNode struct {
 	closed bool
 }
 
-func newTestNode(t *testing.T) *testNode {
+// newTestNode runs a one-node cluster's API, its Config changed by opts.
+func newTestNode(t *testing.T, opts ...func(*Config)) *testNode {
 	t.Helper()
 	ca, err := pki.NewCA("test")
 	if err != nil {
@@ -57,7 +58,11 @@ func newTestNode(t *testing.T) *testNode {
 	}
 	n := &testNode{t: t, ca: ca, raft: r}
 	n.clock.Store(time.Now().UnixNano())
-	n.srv = New(Config{NodeName: "n1", Replica: r, PeerTLS: peerTLS, Now: func() time.Time { return time.Unix(0, n.clock.Load()) }})
+	cfg := Config{NodeName: "n1", Replica: r, PeerTLS: peerTLS, Now: func() time.Time { return time.Unix(0, n.clock.Load()) }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n.srv = New(cfg)
 	apiTLS, err := pki.ServerTLS(certPEM, keyPEM, ca.CertPEM, tls.VerifyClientCertIfGiven)
 	if err != nil {
 		t.Fatal(err)

@@ -171,37 +171,37 @@ func TestBadInput(t *testing.T) {
 			p := pool("x")
 			p.Spec.Algorithm = "hash-header"
 			return apply(p)
-		}, connect.CodeInvalidArgument, `pool "x": spec.hash_key: must be set`},
+		}, connect.CodeInvalidArgument, `pool "x": spec.hashKey: must be set`},
 		{"rule rewriting hop-by-hop header", func() error {
 			return apply(lb("x", "198.51.100.20", &weftv1.Listener{Port: 80, Protocol: "http", Pool: "web",
 				Rules: []*weftv1.Rule{{PathPrefix: "/", Pool: "web", RequestHeaders: &weftv1.HeaderRewrite{Remove: []string{"Connection"}}}}}))
-		}, connect.CodeInvalidArgument, "spec.listeners[0].rules[0].request_headers.remove[0]"},
+		}, connect.CodeInvalidArgument, "spec.listeners[0].rules[0].requestHeaders.remove[0]"},
 		{"body limit on a tcp listener", func() error {
 			l := tcp(80, "web")
 			l.MaxBodyBytes = 1024
 			return apply(lb("x", "198.51.100.20", l))
-		}, connect.CodeInvalidArgument, "spec.listeners[0].max_body_bytes"},
+		}, connect.CodeInvalidArgument, "spec.listeners[0].maxBodyBytes"},
 		{"backup zone equal to primary", func() error {
 			return apply(withLB(func(l *weftv1.LoadBalancer) { l.Spec.BackupZones = []string{"a"} }))
-		}, connect.CodeInvalidArgument, "spec.backup_zones[0]"},
+		}, connect.CodeInvalidArgument, "spec.backupZones[0]"},
 		{"health interval too short", func() error {
 			return apply(hc(func(h *weftv1.HealthCheck) { h.Interval = durationpb.New(100 * time.Millisecond) }))
-		}, connect.CodeInvalidArgument, "spec.health_check.interval"},
+		}, connect.CodeInvalidArgument, "spec.healthCheck.interval"},
 		{"health timeout not below interval", func() error {
 			return apply(hc(func(h *weftv1.HealthCheck) {
 				h.Interval, h.Timeout = durationpb.New(2*time.Second), durationpb.New(2*time.Second)
 			}))
-		}, connect.CodeInvalidArgument, "spec.health_check.timeout"},
+		}, connect.CodeInvalidArgument, "spec.healthCheck.timeout"},
 		{"health expected codes", func() error {
 			return apply(hc(func(h *weftv1.HealthCheck) { h.ExpectedCodes = "abc" }))
-		}, connect.CodeInvalidArgument, "spec.health_check.expected_codes"},
+		}, connect.CodeInvalidArgument, "spec.healthCheck.expectedCodes"},
 		{"health check type", func() error {
 			return apply(hc(func(h *weftv1.HealthCheck) { h.Type = "icmp" }))
-		}, connect.CodeInvalidArgument, "spec.health_check.type"},
+		}, connect.CodeInvalidArgument, "spec.healthCheck.type"},
 		{"certificate key does not match", func() error { return apply(cert("x", certA, keyB)) },
-			connect.CodeInvalidArgument, `certificate "x": spec.private_key_pem`},
+			connect.CodeInvalidArgument, `certificate "x": spec.privateKeyPem`},
 		{"certificate not PEM", func() error { return apply(cert("x", "hello", keyA)) },
-			connect.CodeInvalidArgument, `certificate "x": spec.certificate_pem`},
+			connect.CodeInvalidArgument, `certificate "x": spec.certificatePem`},
 		{"dns fqdn", func() error { return apply(dns(func(s *weftv1.DNSRecordSpec) { s.Fqdn = "not a name" })) },
 			connect.CodeInvalidArgument, "spec.fqdn"},
 		{"dns policy", func() error { return apply(dns(func(s *weftv1.DNSRecordSpec) { s.Policy = "random" })) },
@@ -279,5 +279,30 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("state changed by a failed call:\nbefore %v\nafter  %v", before, after)
 			}
 		})
+	}
+}
+
+// TestHealthCheckDefaults: an interval shorter than the default timeout
+// allows gets a timeout that fits it, not an error about a timeout nobody
+// wrote; a written timeout over the default interval is blamed as written.
+func TestHealthCheckDefaults(t *testing.T) {
+	n := newTestNode(t)
+	c := n.client(n.admin)
+	ctx := context.Background()
+	p := pool("fast")
+	p.Spec.HealthCheck = &weftv1.HealthCheck{Interval: durationpb.New(time.Second)}
+	res, err := c.LB.CreatePool(ctx, connect.NewRequest(&weftv1.CreatePoolRequest{Pool: p}))
+	if err != nil {
+		t.Fatalf("interval 1s without a timeout: got %v, want it created", err)
+	}
+	if got := res.Msg.GetPool().GetSpec().GetHealthCheck().GetTimeout().AsDuration(); got != 500*time.Millisecond {
+		t.Errorf("stored timeout %v, want 500ms", got)
+	}
+	p = pool("slow")
+	p.Spec.HealthCheck = &weftv1.HealthCheck{Timeout: durationpb.New(10 * time.Second)}
+	_, err = c.LB.CreatePool(ctx, connect.NewRequest(&weftv1.CreatePoolRequest{Pool: p}))
+	wantCode(t, err, connect.CodeInvalidArgument)
+	if want := `pool "slow": spec.healthCheck.timeout: 10s must be shorter than the interval (5s by default; set interval too)`; !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("got %v, want %s", err, want)
 	}
 }

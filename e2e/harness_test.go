@@ -25,6 +25,9 @@ import (
 // and proberBin its failover prober, built once by TestMain.
 var weftBin, labServerBin, proberBin string
 
+// testVersion is the version TestMain builds weftBin with.
+const testVersion = "v0.0.0-e2e"
+
 func TestMain(m *testing.M) {
 	if path := os.Getenv(forwarderEnv); path != "" {
 		runForwarder(path)
@@ -38,7 +41,8 @@ func TestMain(m *testing.M) {
 	weftBin, labServerBin, proberBin = filepath.Join(dir, "weft"), filepath.Join(dir, "labserver"), filepath.Join(dir, "prober")
 	for bin, pkg := range map[string]string{weftBin: "../cmd/weft", labServerBin: "../deploy/lab/labserver",
 		proberBin: "../deploy/lab/prober"} {
-		build := exec.Command("go", "build", "-o", bin, pkg)
+		// As the Makefile's build does, with a version of its own.
+		build := exec.Command("go", "build", "-ldflags", "-X github.com/weftlb/weft/version.version="+testVersion, "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build", pkg+":", err)

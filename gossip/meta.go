@@ -30,6 +30,9 @@ type NodeMeta struct {
 	Checker bool
 	// AppliedIndex is the Raft index the node's subsystems have applied.
 	AppliedIndex uint64
+	// Version is the node's weft version (package version): observed
+	// state, so it changes with the binary and needs no Raft write.
+	Version string
 	// Flows is set on nodes that keep copies of L4 flows (flow sync).
 	Flows *FlowMeta
 
@@ -57,7 +60,8 @@ const (
 	tagAddr    = 3 // value: uvarint key length, key, address
 	tagFlags   = 4 // value: one byte, bit 0 = draining, bit 1 = leaving, bit 2 = checker
 	tagApplied = 5 // value: uvarint
-	tagFlows   = 6 // value: 6-byte MAC, then 16 bytes per local address
+	tagVersion = 6
+	tagFlows   = 7 // value: 6-byte MAC, then 16 bytes per local address
 
 	flagDraining = 1 << 0
 	flagLeaving  = 1 << 1
@@ -93,6 +97,7 @@ func (m NodeMeta) MarshalBinary() ([]byte, error) {
 	if m.AppliedIndex != 0 {
 		b = appendField(b, tagApplied, binary.AppendUvarint(nil, m.AppliedIndex))
 	}
+	b = appendField(b, tagVersion, []byte(m.Version))
 	if f := m.Flows; f != nil {
 		if len(f.MAC) != 6 {
 			return nil, fmt.Errorf("node meta: flow MAC %q is not 6 bytes", f.MAC)
@@ -167,6 +172,8 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 				return fmt.Errorf("node meta applied index: %w", errTruncated)
 			}
 			m.AppliedIndex = idx
+		case tagVersion:
+			m.Version = string(v)
 		case tagFlows:
 			if len(v) < 6 || (len(v)-6)%16 != 0 {
 				return fmt.Errorf("node meta flows: %d bytes", len(v))

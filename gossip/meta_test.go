@@ -17,7 +17,7 @@ func TestNodeMetaRoundTrip(t *testing.T) {
 		{"zone only", NodeMeta{Zone: "a"}},
 		{"checker", NodeMeta{Zone: "b", Checker: true}},
 		{"full", NodeMeta{Region: "eu-west", Zone: "eu-west-1a", Draining: true, Checker: true, AppliedIndex: 1 << 40,
-			Addrs: map[string]string{"api": "[2001:db8::1]:8443", "raft": "10.0.0.1:7000", "flow": "10.0.0.1:7001"}}},
+			Version: "v1.2.3-4-g0123456789ab-dirty", Addrs: map[string]string{"api": "[2001:db8::1]:8443", "raft": "10.0.0.1:7000", "flow": "10.0.0.1:7001"}}},
 		{"flows", NodeMeta{Zone: "a", Flows: &FlowMeta{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
 			Local: []netip.Addr{netip.MustParseAddr("198.18.1.111"), netip.MustParseAddr("2001:db8::111")}}}},
 		{"flows without local addresses", NodeMeta{Zone: "a", Flows: &FlowMeta{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}},
@@ -40,14 +40,14 @@ func TestNodeMetaRoundTrip(t *testing.T) {
 }
 
 func TestNodeMetaTypicalSize(t *testing.T) {
-	m := NodeMeta{Region: "eu-west", Zone: "eu-west-1a", Draining: true, AppliedIndex: 1 << 40,
+	m := NodeMeta{Region: "eu-west", Zone: "eu-west-1a", Draining: true, AppliedIndex: 1 << 40, Version: "v1.2.3-4-g0123456789ab",
 		Addrs: map[string]string{"api": "[2001:db8::1]:8443", "raft": "[2001:db8::1]:7000", "flow": "[2001:db8::1]:7001"}}
 	b, err := m.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) > 128 {
-		t.Errorf("typical meta: got %d bytes, want at most 128", len(b))
+	if len(b) > 160 {
+		t.Errorf("typical meta: got %d bytes, want at most 160", len(b))
 	}
 	m.Addrs["big"] = strings.Repeat("x", MetaMaxSize)
 	if _, err := m.MarshalBinary(); err == nil {
@@ -68,7 +68,7 @@ func TestNodeMetaSkipsUnknownFields(t *testing.T) {
 }
 
 func FuzzNodeMeta(f *testing.F) {
-	b, _ := NodeMeta{Region: "r", Zone: "z", Draining: true, AppliedIndex: 7, Addrs: map[string]string{"a": "b"}}.MarshalBinary()
+	b, _ := NodeMeta{Region: "r", Zone: "z", Draining: true, AppliedIndex: 7, Version: "v1", Addrs: map[string]string{"a": "b"}}.MarshalBinary()
 	f.Add(b)
 	f.Add([]byte{1, 3, 200})
 	f.Fuzz(func(t *testing.T, b []byte) {

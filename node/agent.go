@@ -30,6 +30,7 @@ import (
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/raftfsm"
 	"github.com/weftlb/weft/tokens"
+	"github.com/weftlb/weft/version"
 )
 
 // neighborRefresh is how often an XDP node rereads next-hop MACs.
@@ -165,7 +166,7 @@ func (a *Agent) open(d dataDir) error {
 	}
 	a.raft = r
 	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger,
-		Local: a.localStatus})
+		Local: a.localStatus, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name)})
 	a.api = srv
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
@@ -287,7 +288,7 @@ func (a *Agent) startReconciler() error {
 	}
 	a.gossip = newGossipSubsystem(gossip.Config{
 		NodeName: a.id.Name, BindAddr: a.cfg.GossipAddr, AdvertiseAddr: gossipAdvertise, Logger: a.cfg.Logger,
-		Meta: gossip.NodeMeta{Region: a.id.Region, Zone: a.id.Zone, Checker: checker,
+		Meta: gossip.NodeMeta{Region: a.id.Region, Zone: a.id.Zone, Checker: checker, Version: version.String(),
 			Addrs: map[string]string{"api": a.id.APIAdvertise, "raft": a.id.RaftAdvertise}},
 	}, a.rec.appliedByOthers, a.cfg.Logger)
 	a.rec.wake = append(a.rec.wake, a.gossip.changed)
@@ -395,22 +396,36 @@ func (a *Agent) localStatus(res *weftv1.StatusResponse) {
 		return // still starting
 	}
 	res.Subsystems = a.rec.status()
-	if a.health != nil {
-		res.Members = memberHealth(a.health)
-	}
+	obs := a.observed()
+	res.Members, res.Gossip = obs.Health, obs.Gossip
 	if a.speaker != nil {
 		res.Bgp = bgpStatus(a.speaker.Status())
 	}
 	if a.flowsync != nil {
 		res.FlowSync = a.flowSyncStatus()
 	}
+}
+
+// observed is this node's health view and gossip membership, for Status
+// and for the API's reads of nodes and pools.
+func (a *Agent) observed() api.Observed {
+	var obs api.Observed
+	select {
+	case <-a.started:
+	default:
+		return obs // still starting
+	}
+	if a.health != nil {
+		obs.Health = memberHealth(a.health)
+	}
 	if g := a.gossip.gossiper(); g != nil {
 		for _, m := range g.Members() {
-			res.Gossip = append(res.Gossip, &weftv1.GossipMember{Name: m.Name, Address: m.Addr.String(),
+			obs.Gossip = append(obs.Gossip, &weftv1.GossipMember{Name: m.Name, Address: m.Addr.String(),
 				State: m.State.String(), Zone: m.Meta.Zone, Draining: m.Meta.Draining, Checker: m.Meta.Checker,
-				AppliedIndex: m.Meta.AppliedIndex})
+				AppliedIndex: m.Meta.AppliedIndex, Version: m.Meta.Version})
 		}
 	}
+	return obs
 }
 
 // Done reports the API server's end.

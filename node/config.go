@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftlb/weft/bgp"
+	"github.com/weftlb/weft/validate"
 )
 
 // Config is how `weft agent` was started.
@@ -26,6 +27,9 @@ type Config struct {
 	// default is the Raft listen host with DefaultGossipPort. Its advertised
 	// address defaults to the Raft advertised host with the same port.
 	GossipAddr, GossipAdvertise string
+	// APIMaxRequestBytes is the largest API request message accepted (0:
+	// api.DefaultMaxRequestBytes).
+	APIMaxRequestBytes int
 
 	// Init creates a new cluster; Join (host:port of any member) with
 	// Token joins one. Neither: restart from DataDir.
@@ -120,6 +124,9 @@ func (c *Config) setDefaults() error {
 	if c.BGP.PrependPerZone == 0 {
 		c.BGP.PrependPerZone = 2
 	}
+	if c.APIMaxRequestBytes < 0 {
+		return fmt.Errorf("--api-max-request-bytes: %d is negative", c.APIMaxRequestBytes)
+	}
 	switch {
 	case c.TicketRotation == 0:
 		c.TicketRotation = DefaultTicketRotation
@@ -201,4 +208,11 @@ func advertise(what, listen, adv string) (string, error) {
 		return "", fmt.Errorf("%s advertise address %q: port 0 cannot be dialled", what, adv)
 	}
 	return adv, nil
+}
+
+// listenPorts are the ports this node's own services bind, as configured
+// (wildcards included), which the API keeps listeners off; the node table
+// holds only the advertised addresses.
+func (c *Config) listenPorts(name string) []validate.NodePort {
+	return validate.NodePorts(name, c.APIAddr, c.RaftAddr, c.GossipAddr)
 }

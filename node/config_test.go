@@ -1,6 +1,8 @@
 package node
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -42,5 +44,29 @@ func TestConfig_GossipDefaults(t *testing.T) {
 				t.Errorf("gossip %s advertise %s, want %s advertise %s", c.GossipAddr, c.GossipAdvertise, tc.wantGossip, tc.wantGossipAdvertise)
 			}
 		})
+	}
+}
+
+// TestConfig_ListenPorts: the API is given the ports the node binds as
+// configured, the defaulted gossip port and wildcards included.
+func TestConfig_ListenPorts(t *testing.T) {
+	c := Config{APIAddr: "0.0.0.0:7400", APIAdvertise: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401"}
+	if err := c.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range c.listenPorts("n1") {
+		got = append(got, fmt.Sprintf("%s %s %s", p.Node, p.Service, p.Addr))
+	}
+	want := []string{"n1 API 0.0.0.0:7400", "n1 Raft 10.0.0.1:7401", "n1 gossip 10.0.0.1:7946"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestConfig_APIMaxRequestBytes(t *testing.T) {
+	c := Config{APIAddr: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", APIMaxRequestBytes: -1}
+	if err := c.setDefaults(); err == nil || !strings.Contains(err.Error(), "--api-max-request-bytes: -1 is negative") {
+		t.Errorf("setDefaults() = %v, want the negative limit refused", err)
 	}
 }

@@ -175,6 +175,29 @@ func (tx *writeTxn) applyResources(cmd *statev1.ApplyResourcesCommand) (*ApplyRe
 	return result, nil
 }
 
+// EvaluateResources reports what an ApplyResourcesCommand would do if it
+// were the next entry applied, and changes nothing: the same results or the
+// same error, and the state they were worked out on. The result's Index is
+// that state's index, and created or updated resources get version 0 (the
+// entry's index is not known). The API answers dry runs with it, and
+// batches that would change nothing without writing a Raft entry.
+func (f *FSM) EvaluateResources(cmd *statev1.ApplyResourcesCommand) (*ApplyResult, *State, error) {
+	// A write transaction on a snapshot of the store neither waits for nor
+	// blocks Apply's; the snapshot shares the stored rows, which the
+	// transaction only reads.
+	db := f.db.Load().Snapshot()
+	st := &State{txn: db.Txn(false)}
+	tx := &writeTxn{txn: db.Txn(true)}
+	defer tx.txn.Abort()
+	// applyResources sets versions in the messages it is given.
+	res, err := tx.applyResources(proto.Clone(cmd).(*statev1.ApplyResourcesCommand))
+	if err != nil {
+		return nil, st, err
+	}
+	res.Index = st.Index()
+	return res, st, nil
+}
+
 // putResource creates or updates one resource according to mode and the
 // expected version in its metadata.
 func (tx *writeTxn) putResource(k *resourceKind, mode statev1.WriteMode, msg proto.Message) (ItemResult, error) {

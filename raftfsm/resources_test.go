@@ -206,7 +206,12 @@ func TestFSM_ApplyResources(t *testing.T) {
 			if mode == statev1.WriteMode_WRITE_MODE_UNSPECIFIED {
 				mode = statev1.WriteMode_WRITE_MODE_UPSERT
 			}
-			resp := apply(t, f, index, ApplyResourcesType, &statev1.ApplyResourcesCommand{Mode: mode, Resources: tc.batch})
+			cmd := &statev1.ApplyResourcesCommand{Mode: mode, Resources: tc.batch}
+			checkEvaluate(t, f, cmd, tc.want, tc.wantKind, tc.wantMsg)
+			if after := dump(f.State()); after != before {
+				t.Errorf("EvaluateResources changed the state:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+			resp := apply(t, f, index, ApplyResourcesType, cmd)
 			if got := f.State().Index(); got != index {
 				t.Errorf("State().Index() = %d, want %d", got, index)
 			}
@@ -249,6 +254,38 @@ func TestFSM_ApplyResources(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkEvaluate checks that EvaluateResources predicts the apply that
+// follows: the same error, or the same results with version 0 for what is
+// created or updated, at the current index; and that it leaves cmd as it was.
+func checkEvaluate(t *testing.T, f *FSM, cmd *statev1.ApplyResourcesCommand, want []ItemResult, wantKind ErrorKind, wantMsg string) {
+	t.Helper()
+	sent := proto.Clone(cmd)
+	res, st, err := f.EvaluateResources(cmd)
+	if !proto.Equal(cmd, sent) {
+		t.Errorf("EvaluateResources changed its command:\n got %v\nwant %v", cmd, sent)
+	}
+	if st == nil || st.Index() != f.State().Index() {
+		t.Errorf("EvaluateResources: state %v, want one at index %d", st, f.State().Index())
+	}
+	if wantKind != 0 {
+		checkStateError(t, err, wantKind, wantMsg)
+		return
+	}
+	if err != nil {
+		t.Fatalf("EvaluateResources: %v", err)
+	}
+	var wantEval []ItemResult
+	for _, it := range want {
+		if it.Action != ActionUnchanged {
+			it.Version = 0
+		}
+		wantEval = append(wantEval, it)
+	}
+	if res.Index != f.State().Index() || !slices.Equal(res.Results, wantEval) {
+		t.Errorf("EvaluateResources: index %d, results %+v; want index %d, results %+v", res.Index, res.Results, f.State().Index(), wantEval)
 	}
 }
 

@@ -29,16 +29,16 @@ func Certificate(cert *weftv1.Certificate) error {
 	s := cert.Spec
 	chain, err := parseChain(s.CertificatePem)
 	if err != nil {
-		return c.fail("spec.certificate_pem", "%v", err)
+		return c.fail("spec.certificatePem", "%v", err)
 	}
 	key, err := parseKey(s.PrivateKeyPem)
 	if err != nil {
-		return c.fail("spec.private_key_pem", "%v", err)
+		return c.fail("spec.privateKeyPem", "%v", err)
 	}
 	leaf := chain[0]
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(leaf.PublicKey) {
-		return c.fail("spec.private_key_pem", "does not match the certificate's public key")
+		return c.fail("spec.privateKeyPem", "does not match the certificate's public key")
 	}
 	sum := sha256.Sum256(leaf.Raw)
 	cert.Status = &weftv1.CertificateStatus{

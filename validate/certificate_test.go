@@ -170,22 +170,22 @@ func TestCertificateInvalid(t *testing.T) {
 		wantField  string
 		wantIn     string
 	}{
-		{"no chain", "", key, "spec.certificate_pem", "must be set"},
-		{"not pem", "hello", key, "spec.certificate_pem", "has no PEM block"},
-		{"key in chain", leaf.pem + key, key, "spec.certificate_pem", `PEM block 2 is "PRIVATE KEY", want CERTIFICATE`},
-		{"bad der", pemBlock("CERTIFICATE", []byte("nope")), key, "spec.certificate_pem", "certificate 1: "},
-		{"trailing junk", leaf.pem + "junk", key, "spec.certificate_pem", "has data after PEM block 1 that is not PEM"},
-		{"chain in the wrong order", ca.pem + leaf.pem, key, "spec.certificate_pem", "certificate 1 is not signed by certificate 2"},
-		{"unrelated issuer", leaf.pem + other.pem, key, "spec.certificate_pem", "certificate 1 is not signed by certificate 2"},
-		{"no key", leaf.pem, "", "spec.private_key_pem", "must be set"},
-		{"key not pem", leaf.pem, "secret", "spec.private_key_pem", "has no PRIVATE KEY PEM block"},
-		{"certificate as key", leaf.pem, leaf.pem, "spec.private_key_pem", `PEM block is "CERTIFICATE"`},
-		{"encrypted key", leaf.pem, pemBlock("ENCRYPTED PRIVATE KEY", []byte{1}), "spec.private_key_pem", "is encrypted"},
-		{"bad key der", leaf.pem, pemBlock("EC PRIVATE KEY", []byte{1}), "spec.private_key_pem", "parse ec private key: "},
-		{"ecdsa key of another cert", leaf.pem, pkcs8(t, ecKey(t)), "spec.private_key_pem", "does not match the certificate's public key"},
-		{"rsa key for ecdsa cert", leaf.pem, pkcs8(t, rsaLeafKey), "spec.private_key_pem", "does not match the certificate's public key"},
-		{"key of the issuer", leaf.pem + ca.pem, pkcs8(t, ca.key), "spec.private_key_pem", "does not match the certificate's public key"},
-		{"ecdsa key for rsa cert", rsaLeaf.pem, key, "spec.private_key_pem", "does not match the certificate's public key"},
+		{"no chain", "", key, "spec.certificatePem", "must be set"},
+		{"not pem", "hello", key, "spec.certificatePem", "has no PEM block"},
+		{"key in chain", leaf.pem + key, key, "spec.certificatePem", `PEM block 2 is "PRIVATE KEY", want CERTIFICATE`},
+		{"bad der", pemBlock("CERTIFICATE", []byte("nope")), key, "spec.certificatePem", "certificate 1: "},
+		{"trailing junk", leaf.pem + "junk", key, "spec.certificatePem", "has data after PEM block 1 that is not PEM"},
+		{"chain in the wrong order", ca.pem + leaf.pem, key, "spec.certificatePem", "certificate 1 is not signed by certificate 2"},
+		{"unrelated issuer", leaf.pem + other.pem, key, "spec.certificatePem", "certificate 1 is not signed by certificate 2"},
+		{"no key", leaf.pem, "", "spec.privateKeyPem", "must be set"},
+		{"key not pem", leaf.pem, "secret", "spec.privateKeyPem", "has no PRIVATE KEY PEM block"},
+		{"certificate as key", leaf.pem, leaf.pem, "spec.privateKeyPem", `PEM block is "CERTIFICATE"`},
+		{"encrypted key", leaf.pem, pemBlock("ENCRYPTED PRIVATE KEY", []byte{1}), "spec.privateKeyPem", "is encrypted"},
+		{"bad key der", leaf.pem, pemBlock("EC PRIVATE KEY", []byte{1}), "spec.privateKeyPem", "parse ec private key: "},
+		{"ecdsa key of another cert", leaf.pem, pkcs8(t, ecKey(t)), "spec.privateKeyPem", "does not match the certificate's public key"},
+		{"rsa key for ecdsa cert", leaf.pem, pkcs8(t, rsaLeafKey), "spec.privateKeyPem", "does not match the certificate's public key"},
+		{"key of the issuer", leaf.pem + ca.pem, pkcs8(t, ca.key), "spec.privateKeyPem", "does not match the certificate's public key"},
+		{"ecdsa key for rsa cert", rsaLeaf.pem, key, "spec.privateKeyPem", "does not match the certificate's public key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -209,7 +209,7 @@ func TestCertificateMismatchMessage(t *testing.T) {
 	year := time.Date(2035, 1, 1, 0, 0, 0, 0, time.UTC)
 	leaf := newCert(t, ecKey(t), nil, false, year, "www.example.com")
 	err := Certificate(certResource(leaf.pem, pkcs8(t, ecKey(t))))
-	want := `certificate "x": spec.private_key_pem: does not match the certificate's public key`
+	want := `certificate "x": spec.privateKeyPem: does not match the certificate's public key`
 	if err == nil || err.Error() != want {
 		t.Errorf("Certificate() = %v, want %s", err, want)
 	}

@@ -57,11 +57,11 @@ func (c checker) target(i int, t *weftv1.DNSTarget) error {
 	case t == nil:
 		return c.fail(field, "must not be null")
 	case t.LoadBalancer == "" && t.Address == "":
-		return c.fail(field, "must set exactly one of load_balancer and address; it sets neither")
+		return c.fail(field, "must set exactly one of loadBalancer and address; it sets neither")
 	case t.LoadBalancer != "" && t.Address != "":
-		return c.fail(field, "must set exactly one of load_balancer and address; it sets both")
+		return c.fail(field, "must set exactly one of loadBalancer and address; it sets both")
 	case t.LoadBalancer != "":
-		if err := c.label(field+".load_balancer", t.LoadBalancer); err != nil {
+		if err := c.label(field+".loadBalancer", t.LoadBalancer); err != nil {
 			return err
 		}
 	default:

@@ -37,15 +37,15 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 	if err := c.optionalLabel("spec.region", s.Region); err != nil {
 		return err
 	}
-	if err := c.optionalLabel("spec.primary_zone", s.PrimaryZone); err != nil {
+	if err := c.optionalLabel("spec.primaryZone", s.PrimaryZone); err != nil {
 		return err
 	}
 	if len(s.BackupZones) > 0 && s.PrimaryZone == "" {
-		return c.fail("spec.primary_zone", "must be set when backup_zones is set")
+		return c.fail("spec.primaryZone", "must be set when backupZones is set")
 	}
 	seenZone := map[string]bool{s.PrimaryZone: true}
 	for i, z := range s.BackupZones {
-		field := fmt.Sprintf("spec.backup_zones[%d]", i)
+		field := fmt.Sprintf("spec.backupZones[%d]", i)
 		if err := c.label(field, z); err != nil {
 			return err
 		}
@@ -70,17 +70,21 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 		}
 		names[l.Name] = i
 		// http and https run over tcp, so they share its port space.
-		transport := "tcp"
-		if l.Protocol == "udp" {
-			transport = "udp"
-		}
-		key := fmt.Sprintf("%d/%s", l.Port, transport)
+		key := fmt.Sprintf("%d/%s", l.Port, transport(l.Protocol))
 		if j, dup := ports[key]; dup {
 			return c.fail(field+".port", "%s is already used by spec.listeners[%d]", key, j)
 		}
 		ports[key] = i
 	}
 	return nil
+}
+
+// transport is what a listener protocol runs over: http and https over tcp.
+func transport(protocol string) string {
+	if protocol == "udp" {
+		return "udp"
+	}
+	return "tcp"
 }
 
 func (c checker) listener(i int, l *weftv1.Listener) error {
@@ -147,9 +151,9 @@ func (c checker) l4Listener(field string, l *weftv1.Listener) error {
 	case len(l.Certificates) > 0:
 		return c.fail(field+".certificates", "only https listeners have certificates")
 	case l.StickySession != nil:
-		return c.fail(field+".sticky_session", "only http and https listeners have sticky sessions; use scheduler source-hash")
+		return c.fail(field+".stickySession", "only http and https listeners have sticky sessions; use scheduler source-hash")
 	case l.MaxBodyBytes != 0:
-		return c.fail(field+".max_body_bytes", "only http and https listeners have a body limit")
+		return c.fail(field+".maxBodyBytes", "only http and https listeners have a body limit")
 	}
 	return nil
 }
@@ -190,17 +194,17 @@ func (c checker) l7Listener(field string, l *weftv1.Listener) error {
 		seen[name] = true
 	}
 	if l.MaxBodyBytes > math.MaxInt64 {
-		return c.fail(field+".max_body_bytes", "%d is too large (at most %d)", l.MaxBodyBytes, int64(math.MaxInt64))
+		return c.fail(field+".maxBodyBytes", "%d is too large (at most %d)", l.MaxBodyBytes, int64(math.MaxInt64))
 	}
 	if st := l.StickySession; st != nil {
 		if st.CookieName == "" {
 			st.CookieName = defaultCookieName
 		}
 		if !isToken(st.CookieName) {
-			return c.fail(field+".sticky_session.cookie_name", "%q is not a valid cookie name", st.CookieName)
+			return c.fail(field+".stickySession.cookieName", "%q is not a valid cookie name", st.CookieName)
 		}
 		// A cookie lifetime over a year outlives any deployment it pins to.
-		if err := c.duration(field+".sticky_session.ttl", st.Ttl, 0, 365*24*time.Hour); err != nil {
+		if err := c.duration(field+".stickySession.ttl", st.Ttl, 0, 365*24*time.Hour); err != nil {
 			return err
 		}
 	}
@@ -213,7 +217,7 @@ func (c checker) rule(field string, r *weftv1.Rule, last bool) error {
 	}
 	hasCond := r.Host != "" || r.PathPrefix != "" || r.PathExact != "" || r.Header != nil
 	if !hasCond && !last {
-		return c.fail(field, "has no match condition (host, path_prefix, path_exact or header); only the last rule may match every request")
+		return c.fail(field, "has no match condition (host, pathPrefix, pathExact or header); only the last rule may match every request")
 	}
 	if r.Host != "" {
 		r.Host = strings.ToLower(r.Host)
@@ -227,11 +231,11 @@ func (c checker) rule(field string, r *weftv1.Rule, last bool) error {
 	}
 	switch {
 	case r.PathPrefix != "" && r.PathExact != "":
-		return c.fail(field+".path_exact", "cannot be set together with path_prefix")
+		return c.fail(field+".pathExact", "cannot be set together with pathPrefix")
 	case r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/"):
-		return c.fail(field+".path_prefix", "%q must start with \"/\"", r.PathPrefix)
+		return c.fail(field+".pathPrefix", "%q must start with \"/\"", r.PathPrefix)
 	case r.PathExact != "" && !strings.HasPrefix(r.PathExact, "/"):
-		return c.fail(field+".path_exact", "%q must start with \"/\"", r.PathExact)
+		return c.fail(field+".pathExact", "%q must start with \"/\"", r.PathExact)
 	}
 	if h := r.Header; h != nil {
 		if h.Name == "" {
@@ -253,18 +257,18 @@ func (c checker) rule(field string, r *weftv1.Rule, last bool) error {
 		if err := c.label(field+".pool", r.Pool); err != nil {
 			return err
 		}
-		if err := c.headerRewrite(field+".request_headers", r.RequestHeaders); err != nil {
+		if err := c.headerRewrite(field+".requestHeaders", r.RequestHeaders); err != nil {
 			return err
 		}
-		return c.headerRewrite(field+".response_headers", r.ResponseHeaders)
+		return c.headerRewrite(field+".responseHeaders", r.ResponseHeaders)
 	}
 	// A redirect is answered by the proxy itself: no request goes to a
 	// member and no member's response comes back to rewrite.
 	if r.RequestHeaders != nil {
-		return c.fail(field+".request_headers", "only rules with a pool rewrite headers; this rule redirects")
+		return c.fail(field+".requestHeaders", "only rules with a pool rewrite headers; this rule redirects")
 	}
 	if r.ResponseHeaders != nil {
-		return c.fail(field+".response_headers", "only rules with a pool rewrite headers; this rule redirects")
+		return c.fail(field+".responseHeaders", "only rules with a pool rewrite headers; this rule redirects")
 	}
 	return c.redirect(field+".redirect", r.Redirect)
 }

@@ -23,14 +23,14 @@ func Node(n *weftv1.Node) error {
 	if err := c.label("spec.zone", n.GetSpec().GetZone()); err != nil {
 		return err
 	}
-	if err := c.hostPort("spec.raft_address", n.GetSpec().GetRaftAddress()); err != nil {
+	if err := c.hostPort("spec.raftAddress", n.GetSpec().GetRaftAddress()); err != nil {
 		return err
 	}
-	if err := c.hostPort("spec.api_address", n.GetSpec().GetApiAddress()); err != nil {
+	if err := c.hostPort("spec.apiAddress", n.GetSpec().GetApiAddress()); err != nil {
 		return err
 	}
 	if g := n.GetSpec().GetGossipAddress(); g != "" {
-		return c.hostPort("spec.gossip_address", g)
+		return c.hostPort("spec.gossipAddress", g)
 	}
 	return nil
 }

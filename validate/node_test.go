@@ -21,9 +21,9 @@ func TestNode(t *testing.T) {
 		{"valid", node(func(*weftv1.NodeSpec) {}), ""},
 		{"no gossip address (joined before gossip)", node(func(s *weftv1.NodeSpec) { s.GossipAddress = "" }), ""},
 		{"zone", node(func(s *weftv1.NodeSpec) { s.Zone = "A_1" }), `node "n1": spec.zone: "A_1" has character 'A'; use a-z, 0-9 and '-'`},
-		{"raft address", node(func(s *weftv1.NodeSpec) { s.RaftAddress = "10.0.0.1" }), `node "n1": spec.raft_address: "10.0.0.1" is not host:port`},
-		{"gossip address", node(func(s *weftv1.NodeSpec) { s.GossipAddress = "10.0.0.1:x" }), `node "n1": spec.gossip_address: port "x" is not a number`},
-		{"gossip port", node(func(s *weftv1.NodeSpec) { s.GossipAddress = "10.0.0.1:70000" }), `node "n1": spec.gossip_address: 70000 is not valid (1-65535)`},
+		{"raft address", node(func(s *weftv1.NodeSpec) { s.RaftAddress = "10.0.0.1" }), `node "n1": spec.raftAddress: "10.0.0.1" is not host:port`},
+		{"gossip address", node(func(s *weftv1.NodeSpec) { s.GossipAddress = "10.0.0.1:x" }), `node "n1": spec.gossipAddress: port "x" is not a number`},
+		{"gossip port", node(func(s *weftv1.NodeSpec) { s.GossipAddress = "10.0.0.1:70000" }), `node "n1": spec.gossipAddress: 70000 is not valid (1-65535)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -21,14 +21,16 @@ const (
 	defaultUpstreamProtocol = "http1"
 	defaultCheckType        = "tcp"
 	defaultInterval         = 5 * time.Second
-	defaultTimeout          = 2 * time.Second
-	defaultRise             = 2
-	defaultFall             = 3
-	defaultPath             = "/"
-	defaultExpectedCodes    = "200-399"
-	minInterval             = time.Second
-	maxInterval             = 5 * time.Minute
-	maxThreshold            = 10
+	// defaultTimeout applies to intervals of 4s and more; shorter ones
+	// default to half their interval.
+	defaultTimeout       = 2 * time.Second
+	defaultRise          = 2
+	defaultFall          = 3
+	defaultPath          = "/"
+	defaultExpectedCodes = "200-399"
+	minInterval          = time.Second
+	maxInterval          = 5 * time.Minute
+	maxThreshold         = 10
 )
 
 // Pool normalises and validates p in place; see Resource.
@@ -80,25 +82,25 @@ func (c checker) l7Pool(s *weftv1.PoolSpec) error {
 		return c.hashKeyProblem(s, "cookie")
 	case s.Algorithm != "hash-header" && s.Algorithm != "hash-cookie" && s.HashKey != "":
 		// A key that nothing reads is a mistake the operator should see.
-		return c.fail("spec.hash_key", "only hash-header and hash-cookie pools have a hash key (algorithm is %s)", s.Algorithm)
+		return c.fail("spec.hashKey", "only hash-header and hash-cookie pools have a hash key (algorithm is %s)", s.Algorithm)
 	}
 	if s.UpstreamProtocol == "" {
 		s.UpstreamProtocol = defaultUpstreamProtocol
 	}
-	if err := c.oneOf("spec.upstream_protocol", s.UpstreamProtocol, "http1", "h2c", "h2"); err != nil {
+	if err := c.oneOf("spec.upstreamProtocol", s.UpstreamProtocol, "http1", "h2c", "h2"); err != nil {
 		return err
 	}
 	if s.UpstreamTlsInsecure && s.UpstreamProtocol != "h2" {
-		return c.fail("spec.upstream_tls_insecure", "only h2 pools speak TLS to their members (upstream_protocol is %s)", s.UpstreamProtocol)
+		return c.fail("spec.upstreamTlsInsecure", "only h2 pools speak TLS to their members (upstreamProtocol is %s)", s.UpstreamProtocol)
 	}
 	return nil
 }
 
 func (c checker) hashKeyProblem(s *weftv1.PoolSpec, what string) error {
 	if s.HashKey == "" {
-		return c.fail("spec.hash_key", "must be set for %s pools (the %s name to hash)", s.Algorithm, what)
+		return c.fail("spec.hashKey", "must be set for %s pools (the %s name to hash)", s.Algorithm, what)
 	}
-	return c.fail("spec.hash_key", "%q is not a valid %s name", s.HashKey, what)
+	return c.fail("spec.hashKey", "%q is not a valid %s name", s.HashKey, what)
 }
 
 func (c checker) member(i int, m *weftv1.Member) error {
@@ -123,7 +125,7 @@ func (c checker) member(i int, m *weftv1.Member) error {
 }
 
 func (c checker) healthCheck(h *weftv1.HealthCheck) error {
-	const field = "spec.health_check"
+	const field = "spec.healthCheck"
 	if h.Type == "" {
 		h.Type = defaultCheckType
 	}
@@ -145,7 +147,7 @@ func (c checker) healthCheck(h *weftv1.HealthCheck) error {
 		}
 		codes, err := normaliseCodes(h.ExpectedCodes)
 		if err != nil {
-			return c.fail(field+".expected_codes", "%q: %v", h.ExpectedCodes, err)
+			return c.fail(field+".expectedCodes", "%q: %v", h.ExpectedCodes, err)
 		}
 		h.ExpectedCodes = codes
 	} else {
@@ -153,24 +155,33 @@ func (c checker) healthCheck(h *weftv1.HealthCheck) error {
 			return c.fail(field+".path", "only http checks have a path")
 		}
 		if h.ExpectedCodes != "" {
-			return c.fail(field+".expected_codes", "only http checks have expected codes")
+			return c.fail(field+".expectedCodes", "only http checks have expected codes")
 		}
 	}
-	if h.Interval == nil {
-		h.Interval = durationpb.New(defaultInterval)
-	}
-	if h.Timeout == nil {
-		h.Timeout = durationpb.New(defaultTimeout)
-	}
+	// The written values are checked before defaults fill the rest, so an
+	// error never blames a value the user did not write.
 	if err := c.duration(field+".interval", h.Interval, minInterval, maxInterval); err != nil {
 		return err
 	}
 	if err := c.duration(field+".timeout", h.Timeout, 0, maxInterval); err != nil {
 		return err
 	}
+	defaultedInterval := h.Interval == nil
+	if defaultedInterval {
+		h.Interval = durationpb.New(defaultInterval)
+	}
+	if h.Timeout == nil {
+		// At most half the interval, so that a short interval gets a timeout
+		// that fits it rather than an error about a value nobody wrote.
+		h.Timeout = durationpb.New(min(defaultTimeout, h.Interval.AsDuration()/2))
+	}
 	// A check that may run longer than its interval would overlap the next.
-	if h.Timeout.AsDuration() >= h.Interval.AsDuration() {
-		return c.fail(field+".timeout", "%v must be shorter than the interval (%v)", h.Timeout.AsDuration(), h.Interval.AsDuration())
+	// Only a written timeout can get here: a default one is below the interval.
+	if t, i := h.Timeout.AsDuration(), h.Interval.AsDuration(); t >= i {
+		if defaultedInterval {
+			return c.fail(field+".timeout", "%v must be shorter than the interval (%v by default; set interval too)", t, i)
+		}
+		return c.fail(field+".timeout", "%v must be shorter than the interval (%v)", t, i)
 	}
 	if h.Rise == 0 {
 		h.Rise = defaultRise

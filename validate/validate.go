@@ -1,7 +1,9 @@
 // Package validate normalises and checks API resources before they are
 // proposed to Raft. Every check here is stateless: references between
 // resources, in-use checks, duplicates across load balancers and
-// compare-and-set belong to the state store, which sees the whole state.
+// compare-and-set belong to the state store, which sees the whole state, and
+// a check that needs facts from outside the resource takes them as arguments
+// (ListenerPorts, the ports the nodes listen on).
 package validate
 
 import (
@@ -28,8 +30,9 @@ type FieldError struct {
 	Kind string
 	// Name is the resource's name; empty when the name itself is the problem.
 	Name string
-	// Field is the path of the field in proto field names, e.g.
-	// "spec.members[1].port".
+	// Field is the path of the field as the JSON (and YAML) of the
+	// resource spells it, e.g. "spec.members[1].port" or
+	// "spec.listeners[0].stickySession.ttl".
 	Field   string
 	Problem string
 }
@@ -63,7 +66,7 @@ func Resource(r *weftv1.Resource) error {
 	case *weftv1.Resource_DnsRecord:
 		return DNSRecord(k.DnsRecord)
 	default:
-		return &FieldError{Kind: "resource", Field: "kind", Problem: "must be set (load_balancer, pool, certificate or dns_record)"}
+		return &FieldError{Kind: "resource", Field: "kind", Problem: "must be set (loadBalancer, pool, certificate or dnsRecord)"}
 	}
 }
 

@@ -2,6 +2,8 @@ package validate
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -110,11 +113,11 @@ func TestInvalid(t *testing.T) {
 		{"vip broadcast", lb(func(s *weftv1.LoadBalancerSpec) { s.Vip = "255.255.255.255" }), "spec.vip", "broadcast"},
 		{"vip with zone", lb(func(s *weftv1.LoadBalancerSpec) { s.Vip = "fe80::1%eth0" }), "spec.vip", "has a zone"},
 		{"region not a label", lb(func(s *weftv1.LoadBalancerSpec) { s.Region = "eu_west" }), "spec.region", `character '_'`},
-		{"primary zone not a label", lb(func(s *weftv1.LoadBalancerSpec) { s.PrimaryZone = "-a" }), "spec.primary_zone", "must not start"},
-		{"backup zones without primary", lb(func(s *weftv1.LoadBalancerSpec) { s.PrimaryZone = "" }), "spec.primary_zone", "must be set when backup_zones"},
-		{"backup zone is primary", lb(func(s *weftv1.LoadBalancerSpec) { s.BackupZones = []string{"b", "a"} }), "spec.backup_zones[1]", "is the primary zone"},
-		{"backup zone twice", lb(func(s *weftv1.LoadBalancerSpec) { s.BackupZones = []string{"b", "b"} }), "spec.backup_zones[1]", `duplicate zone "b"`},
-		{"backup zone empty", lb(func(s *weftv1.LoadBalancerSpec) { s.BackupZones = []string{""} }), "spec.backup_zones[0]", "must not be empty"},
+		{"primary zone not a label", lb(func(s *weftv1.LoadBalancerSpec) { s.PrimaryZone = "-a" }), "spec.primaryZone", "must not start"},
+		{"backup zones without primary", lb(func(s *weftv1.LoadBalancerSpec) { s.PrimaryZone = "" }), "spec.primaryZone", "must be set when backupZones"},
+		{"backup zone is primary", lb(func(s *weftv1.LoadBalancerSpec) { s.BackupZones = []string{"b", "a"} }), "spec.backupZones[1]", "is the primary zone"},
+		{"backup zone twice", lb(func(s *weftv1.LoadBalancerSpec) { s.BackupZones = []string{"b", "b"} }), "spec.backupZones[1]", `duplicate zone "b"`},
+		{"backup zone empty", lb(func(s *weftv1.LoadBalancerSpec) { s.BackupZones = []string{""} }), "spec.backupZones[0]", "must not be empty"},
 
 		// Listeners.
 		{"port 0", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].Port = 0 }), "spec.listeners[0].port", "0 is not valid (1-65535)"},
@@ -141,10 +144,10 @@ func TestInvalid(t *testing.T) {
 		}), "spec.listeners[2].certificates", "only https listeners"},
 		{"https without certificates", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].Certificates = nil }), "spec.listeners[1].certificates", "at least one certificate"},
 		{"duplicate certificate", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].Certificates = []string{"a", "a"} }), "spec.listeners[1].certificates[1]", `duplicate certificate "a"`},
-		{"sticky on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].StickySession = &weftv1.StickySession{Enabled: true} }), "spec.listeners[0].sticky_session", "only http and https"},
+		{"sticky on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].StickySession = &weftv1.StickySession{Enabled: true} }), "spec.listeners[0].stickySession", "only http and https"},
 		{"bad cookie name", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners[1].StickySession = &weftv1.StickySession{Enabled: true, CookieName: "a b"}
-		}), "spec.listeners[1].sticky_session.cookie_name", "not a valid cookie name"},
+		}), "spec.listeners[1].stickySession.cookieName", "not a valid cookie name"},
 		{"zero timeout", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].Timeouts = &weftv1.Timeouts{Idle: dur(0)} }), "spec.listeners[0].timeouts.idle", "must be positive"},
 		{"negative timeout", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners[0].Timeouts = &weftv1.Timeouts{Connect: dur(-time.Second)}
@@ -177,13 +180,13 @@ func TestInvalid(t *testing.T) {
 		}), "spec.listeners[2].rules[0].host", "must not be empty"},
 		{"path prefix without slash", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{PathPrefix: "api", Pool: "web"}))
-		}), "spec.listeners[2].rules[0].path_prefix", `must start with "/"`},
+		}), "spec.listeners[2].rules[0].pathPrefix", `must start with "/"`},
 		{"path exact without slash", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{PathExact: "x", Pool: "web"}))
-		}), "spec.listeners[2].rules[0].path_exact", `must start with "/"`},
+		}), "spec.listeners[2].rules[0].pathExact", `must start with "/"`},
 		{"prefix and exact", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{PathPrefix: "/a", PathExact: "/a", Pool: "web"}))
-		}), "spec.listeners[2].rules[0].path_exact", "cannot be set together with path_prefix"},
+		}), "spec.listeners[2].rules[0].pathExact", "cannot be set together with pathPrefix"},
 		{"bad header name", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Header: &weftv1.HeaderMatch{Name: "X Env", Value: "x"}, Pool: "web"}))
 		}), "spec.listeners[2].rules[0].header.name", "not a valid header name"},
@@ -208,28 +211,28 @@ func TestInvalid(t *testing.T) {
 		{"rule pool not a label", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Pool: "a.b"})) }), "spec.listeners[2].rules[0].pool", `character '.'`},
 
 		// Header rewrites.
-		{"rewrite bad name", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"X Env": "a"}}, nil)), `spec.listeners[2].rules[0].request_headers.set["X Env"]`, `"X Env" is not a valid header name`},
-		{"rewrite pseudo-header", lb(rewrite(nil, &weftv1.HeaderRewrite{Add: map[string]string{":status": "200"}})), `spec.listeners[2].rules[0].response_headers.add[":status"]`, "not a valid header name"},
-		{"rewrite empty name", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"X-A", ""}}, nil)), "spec.listeners[2].rules[0].request_headers.remove[1]", `"" is not a valid header name`},
-		{"rewrite host", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"host": "b.example"}}, nil)), `spec.listeners[2].rules[0].request_headers.set["host"]`, "host cannot be rewritten"},
-		{"remove connection", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"Connection"}}, nil)), "spec.listeners[2].rules[0].request_headers.remove[0]", "Connection cannot be rewritten"},
-		{"set transfer-encoding", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"Transfer-Encoding": "chunked"}})), `spec.listeners[2].rules[0].response_headers.set["Transfer-Encoding"]`, "cannot be rewritten"},
-		{"add upgrade", lb(rewrite(&weftv1.HeaderRewrite{Add: map[string]string{"UPGRADE": "websocket"}}, nil)), `spec.listeners[2].rules[0].request_headers.add["UPGRADE"]`, "cannot be rewritten"},
-		{"set content-length", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"Content-Length": "0"}})), `spec.listeners[2].rules[0].response_headers.set["Content-Length"]`, "cannot be rewritten"},
-		{"remove twice", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"X-A", "x-a"}}, nil)), "spec.listeners[2].rules[0].request_headers.remove[1]", `duplicate header "x-a"`},
-		{"set differing in case", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"X-A": "1", "x-a": "2"}})), `spec.listeners[2].rules[0].response_headers.set["x-a"]`, `"x-a" differs from "X-A" only in case`},
-		{"value with CR LF", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"X-A": "a\r\nX-Injected: 1"}}, nil)), `spec.listeners[2].rules[0].request_headers.set["X-A"]`, "control characters"},
-		{"value with NUL", lb(rewrite(nil, &weftv1.HeaderRewrite{Add: map[string]string{"X-A": "a\x00"}})), `spec.listeners[2].rules[0].response_headers.add["X-A"]`, "control characters"},
+		{"rewrite bad name", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"X Env": "a"}}, nil)), `spec.listeners[2].rules[0].requestHeaders.set["X Env"]`, `"X Env" is not a valid header name`},
+		{"rewrite pseudo-header", lb(rewrite(nil, &weftv1.HeaderRewrite{Add: map[string]string{":status": "200"}})), `spec.listeners[2].rules[0].responseHeaders.add[":status"]`, "not a valid header name"},
+		{"rewrite empty name", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"X-A", ""}}, nil)), "spec.listeners[2].rules[0].requestHeaders.remove[1]", `"" is not a valid header name`},
+		{"rewrite host", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"host": "b.example"}}, nil)), `spec.listeners[2].rules[0].requestHeaders.set["host"]`, "host cannot be rewritten"},
+		{"remove connection", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"Connection"}}, nil)), "spec.listeners[2].rules[0].requestHeaders.remove[0]", "Connection cannot be rewritten"},
+		{"set transfer-encoding", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"Transfer-Encoding": "chunked"}})), `spec.listeners[2].rules[0].responseHeaders.set["Transfer-Encoding"]`, "cannot be rewritten"},
+		{"add upgrade", lb(rewrite(&weftv1.HeaderRewrite{Add: map[string]string{"UPGRADE": "websocket"}}, nil)), `spec.listeners[2].rules[0].requestHeaders.add["UPGRADE"]`, "cannot be rewritten"},
+		{"set content-length", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"Content-Length": "0"}})), `spec.listeners[2].rules[0].responseHeaders.set["Content-Length"]`, "cannot be rewritten"},
+		{"remove twice", lb(rewrite(&weftv1.HeaderRewrite{Remove: []string{"X-A", "x-a"}}, nil)), "spec.listeners[2].rules[0].requestHeaders.remove[1]", `duplicate header "x-a"`},
+		{"set differing in case", lb(rewrite(nil, &weftv1.HeaderRewrite{Set: map[string]string{"X-A": "1", "x-a": "2"}})), `spec.listeners[2].rules[0].responseHeaders.set["x-a"]`, `"x-a" differs from "X-A" only in case`},
+		{"value with CR LF", lb(rewrite(&weftv1.HeaderRewrite{Set: map[string]string{"X-A": "a\r\nX-Injected: 1"}}, nil)), `spec.listeners[2].rules[0].requestHeaders.set["X-A"]`, "control characters"},
+		{"value with NUL", lb(rewrite(nil, &weftv1.HeaderRewrite{Add: map[string]string{"X-A": "a\x00"}})), `spec.listeners[2].rules[0].responseHeaders.add["X-A"]`, "control characters"},
 		{"rewrite on a redirect", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Redirect: &weftv1.Redirect{Scheme: "https"}, ResponseHeaders: &weftv1.HeaderRewrite{Set: map[string]string{"X-A": "1"}}}))
-		}), "spec.listeners[2].rules[0].response_headers", "only rules with a pool rewrite headers; this rule redirects"},
+		}), "spec.listeners[2].rules[0].responseHeaders", "only rules with a pool rewrite headers; this rule redirects"},
 		{"request rewrite on a redirect", lb(func(s *weftv1.LoadBalancerSpec) {
 			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Redirect: &weftv1.Redirect{}, RequestHeaders: &weftv1.HeaderRewrite{}}))
-		}), "spec.listeners[2].rules[0].request_headers", "this rule redirects"},
+		}), "spec.listeners[2].rules[0].requestHeaders", "this rule redirects"},
 
 		// Body limit.
-		{"body limit on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].MaxBodyBytes = 1024 }), "spec.listeners[0].max_body_bytes", "only http and https listeners have a body limit"},
-		{"body limit over int64", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].MaxBodyBytes = 1 << 63 }), "spec.listeners[1].max_body_bytes", "9223372036854775808 is too large (at most 9223372036854775807)"},
+		{"body limit on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].MaxBodyBytes = 1024 }), "spec.listeners[0].maxBodyBytes", "only http and https listeners have a body limit"},
+		{"body limit over int64", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].MaxBodyBytes = 1 << 63 }), "spec.listeners[1].maxBodyBytes", "9223372036854775808 is too large (at most 9223372036854775807)"},
 
 		// Pools.
 		{"too many members", pool(func(s *weftv1.PoolSpec) {
@@ -245,31 +248,35 @@ func TestInvalid(t *testing.T) {
 		{"duplicate v6 member", pool(func(s *weftv1.PoolSpec) {
 			s.Members = []*weftv1.Member{{Address: "2001:db8::1", Port: 80}, {Address: "2001:DB8:0::1", Port: 80}}
 		}), "spec.members[1]", "[2001:db8::1]:80 is already"},
-		{"bad check type", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Type = "icmp" }), "spec.health_check.type", `"icmp" is not valid (tcp, http or grpc)`},
-		{"bad check port", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Port = 65536 }), "spec.health_check.port", "65536 is not valid (0-65535)"},
-		{"interval too short", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Interval = dur(500 * time.Millisecond) }), "spec.health_check.interval", "500ms is not valid (1s..5m0s)"},
-		{"interval too long", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Interval = dur(time.Hour) }), "spec.health_check.interval", "1h0m0s is not valid"},
-		{"zero timeout", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Timeout = dur(0) }), "spec.health_check.timeout", "must be positive"},
-		{"timeout not under interval", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Timeout = dur(5 * time.Second) }), "spec.health_check.timeout", "must be shorter than the interval (5s)"},
-		{"rise too big", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Rise = 11 }), "spec.health_check.rise", "11 is not valid (1..10)"},
-		{"fall too big", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Fall = 100 }), "spec.health_check.fall", "100 is not valid (1..10)"},
-		{"path without slash", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Path = "healthz" }), "spec.health_check.path", `must start with "/"`},
-		{"path on tcp check", pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Path: "/"} }), "spec.health_check.path", "only http checks have a path"},
-		{"codes on grpc check", pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Type: "grpc", ExpectedCodes: "200"} }), "spec.health_check.expected_codes", "only http checks"},
-		{"code out of range", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "200-600" }), "spec.health_check.expected_codes", "600 is not a valid status code (100-599)"},
-		{"code not a number", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "2xx" }), "spec.health_check.expected_codes", `"2xx" is not a status code`},
-		{"range backwards", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "399-200" }), "spec.health_check.expected_codes", "ends before it starts"},
-		{"empty code item", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "200,,204" }), "spec.health_check.expected_codes", "empty item"},
+		{"bad check type", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Type = "icmp" }), "spec.healthCheck.type", `"icmp" is not valid (tcp, http or grpc)`},
+		{"bad check port", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Port = 65536 }), "spec.healthCheck.port", "65536 is not valid (0-65535)"},
+		{"interval too short", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Interval = dur(500 * time.Millisecond) }), "spec.healthCheck.interval", "500ms is not valid (1s..5m0s)"},
+		{"interval too long", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Interval = dur(time.Hour) }), "spec.healthCheck.interval", "1h0m0s is not valid"},
+		{"zero timeout", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Timeout = dur(0) }), "spec.healthCheck.timeout", "must be positive"},
+		{"timeout not under the default interval", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Timeout = dur(5 * time.Second) }), "spec.healthCheck.timeout", "5s must be shorter than the interval (5s by default; set interval too)"},
+		{"timeout not under interval", pool(func(s *weftv1.PoolSpec) {
+			s.HealthCheck.Interval, s.HealthCheck.Timeout = dur(2*time.Second), dur(3*time.Second)
+		}), "spec.healthCheck.timeout", "3s must be shorter than the interval (2s)"},
+		{"bad interval reported before a default timeout", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Interval = dur(0) }), "spec.healthCheck.interval", "0s is not valid (1s..5m0s)"},
+		{"rise too big", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Rise = 11 }), "spec.healthCheck.rise", "11 is not valid (1..10)"},
+		{"fall too big", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Fall = 100 }), "spec.healthCheck.fall", "100 is not valid (1..10)"},
+		{"path without slash", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.Path = "healthz" }), "spec.healthCheck.path", `must start with "/"`},
+		{"path on tcp check", pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Path: "/"} }), "spec.healthCheck.path", "only http checks have a path"},
+		{"codes on grpc check", pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Type: "grpc", ExpectedCodes: "200"} }), "spec.healthCheck.expectedCodes", "only http checks"},
+		{"code out of range", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "200-600" }), "spec.healthCheck.expectedCodes", "600 is not a valid status code (100-599)"},
+		{"code not a number", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "2xx" }), "spec.healthCheck.expectedCodes", `"2xx" is not a status code`},
+		{"range backwards", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "399-200" }), "spec.healthCheck.expectedCodes", "ends before it starts"},
+		{"empty code item", pool(func(s *weftv1.PoolSpec) { s.HealthCheck.ExpectedCodes = "200,,204" }), "spec.healthCheck.expectedCodes", "empty item"},
 		{"bad algorithm", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "random" }), "spec.algorithm", `"random" is not valid (round-robin, least-request, hash-client-ip, hash-header or hash-cookie)`},
-		{"hash-header without key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-header" }), "spec.hash_key", "must be set for hash-header pools (the header name to hash)"},
-		{"hash-cookie without key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-cookie" }), "spec.hash_key", "must be set for hash-cookie pools (the cookie name to hash)"},
-		{"hash-header bad key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-header"; s.HashKey = "X User" }), "spec.hash_key", `"X User" is not a valid header name`},
-		{"hash-cookie bad key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-cookie"; s.HashKey = "a;b" }), "spec.hash_key", `"a;b" is not a valid cookie name`},
-		{"hash key on round robin", pool(func(s *weftv1.PoolSpec) { s.HashKey = "X-User" }), "spec.hash_key", "only hash-header and hash-cookie pools have a hash key (algorithm is round-robin)"},
-		{"hash key on hash-client-ip", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-client-ip"; s.HashKey = "X-User" }), "spec.hash_key", "(algorithm is hash-client-ip)"},
-		{"bad upstream protocol", pool(func(s *weftv1.PoolSpec) { s.UpstreamProtocol = "http2" }), "spec.upstream_protocol", `"http2" is not valid (http1, h2c or h2)`},
-		{"tls insecure without tls", pool(func(s *weftv1.PoolSpec) { s.UpstreamProtocol = "h2c"; s.UpstreamTlsInsecure = true }), "spec.upstream_tls_insecure", "only h2 pools speak TLS to their members (upstream_protocol is h2c)"},
-		{"tls insecure on default protocol", pool(func(s *weftv1.PoolSpec) { s.UpstreamTlsInsecure = true }), "spec.upstream_tls_insecure", "(upstream_protocol is http1)"},
+		{"hash-header without key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-header" }), "spec.hashKey", "must be set for hash-header pools (the header name to hash)"},
+		{"hash-cookie without key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-cookie" }), "spec.hashKey", "must be set for hash-cookie pools (the cookie name to hash)"},
+		{"hash-header bad key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-header"; s.HashKey = "X User" }), "spec.hashKey", `"X User" is not a valid header name`},
+		{"hash-cookie bad key", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-cookie"; s.HashKey = "a;b" }), "spec.hashKey", `"a;b" is not a valid cookie name`},
+		{"hash key on round robin", pool(func(s *weftv1.PoolSpec) { s.HashKey = "X-User" }), "spec.hashKey", "only hash-header and hash-cookie pools have a hash key (algorithm is round-robin)"},
+		{"hash key on hash-client-ip", pool(func(s *weftv1.PoolSpec) { s.Algorithm = "hash-client-ip"; s.HashKey = "X-User" }), "spec.hashKey", "(algorithm is hash-client-ip)"},
+		{"bad upstream protocol", pool(func(s *weftv1.PoolSpec) { s.UpstreamProtocol = "http2" }), "spec.upstreamProtocol", `"http2" is not valid (http1, h2c or h2)`},
+		{"tls insecure without tls", pool(func(s *weftv1.PoolSpec) { s.UpstreamProtocol = "h2c"; s.UpstreamTlsInsecure = true }), "spec.upstreamTlsInsecure", "only h2 pools speak TLS to their members (upstreamProtocol is h2c)"},
+		{"tls insecure on default protocol", pool(func(s *weftv1.PoolSpec) { s.UpstreamTlsInsecure = true }), "spec.upstreamTlsInsecure", "(upstreamProtocol is http1)"},
 
 		// DNS records.
 		{"no fqdn", dns(func(s *weftv1.DNSRecordSpec) { s.Fqdn = "" }), "spec.fqdn", "must not be empty"},
@@ -281,7 +288,7 @@ func TestInvalid(t *testing.T) {
 		{"no targets", dns(func(s *weftv1.DNSRecordSpec) { s.Targets = nil }), "spec.targets", "at least one target"},
 		{"target with neither", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].LoadBalancer = "" }), "spec.targets[0]", "it sets neither"},
 		{"target with both", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].Address = "192.0.2.1" }), "spec.targets[0]", "it sets both"},
-		{"target lb not a label", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].LoadBalancer = "web_1" }), "spec.targets[0].load_balancer", `character '_'`},
+		{"target lb not a label", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].LoadBalancer = "web_1" }), "spec.targets[0].loadBalancer", `character '_'`},
 		{"target address not an IP", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0] = &weftv1.DNSTarget{Address: "web"} }), "spec.targets[0].address", "not an IP address"},
 		{"target weight too big", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].Weight = 1001 }), "spec.targets[0].weight", "must be 0..1000, got 1001"},
 		{"target region not a label", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].Region = "Lab" }), "spec.targets[0].region", `character 'L'`},
@@ -297,8 +304,68 @@ func TestInvalid(t *testing.T) {
 			if fe.Field != tc.wantField || !strings.Contains(fe.Problem, tc.wantIn) {
 				t.Errorf("got field %q problem %q, want field %q problem containing %q", fe.Field, fe.Problem, tc.wantField, tc.wantIn)
 			}
+			if err := resolveJSONPath(tc.in, fe.Field); err != nil {
+				t.Errorf("field %q is not a path of JSON names: %v", fe.Field, err)
+			}
 		})
 	}
+}
+
+// resolveJSONPath checks that path (as in FieldError.Field) names a field of
+// r's kind by the names its JSON uses, with [i] after lists and ["key"]
+// after maps.
+func resolveJSONPath(r *weftv1.Resource, path string) error {
+	oneof := r.ProtoReflect().Descriptor().Oneofs().ByName("kind")
+	fd := r.ProtoReflect().WhichOneof(oneof)
+	if fd == nil {
+		if path != string(oneof.Name()) {
+			return fmt.Errorf("a resource without a kind has only the field %q", oneof.Name())
+		}
+		return nil
+	}
+	md := fd.Message()
+	var cur protoreflect.FieldDescriptor
+	indexed := false
+	for rest := path; rest != ""; {
+		switch {
+		case rest[0] == '[':
+			end := strings.IndexByte(rest, ']')
+			if key, err := strconv.QuotedPrefix(rest[1:]); err == nil {
+				end = 1 + len(key)
+				if cur == nil || !cur.IsMap() || len(rest) <= end || rest[end] != ']' {
+					return fmt.Errorf("%q: a key of something that is not a map", rest)
+				}
+			} else if cur == nil || !cur.IsList() || end < 0 {
+				return fmt.Errorf("%q: an index of something that is not a list", rest)
+			}
+			rest = rest[end+1:]
+			indexed = true
+			if cur.IsMap() {
+				md = cur.MapValue().Message()
+			}
+			continue
+		case rest[0] == '.':
+			rest = rest[1:]
+		}
+		end := strings.IndexAny(rest, ".[")
+		if end < 0 {
+			end = len(rest)
+		}
+		name := rest[:end]
+		rest = rest[end:]
+		if cur != nil && (cur.IsList() || cur.IsMap()) && !indexed {
+			return fmt.Errorf("%q: a field of %s without an index or key", name, cur.Name())
+		}
+		indexed = false
+		if md == nil {
+			return fmt.Errorf("%q: %s has no fields", name, cur.FullName())
+		}
+		if cur = md.Fields().ByJSONName(name); cur == nil {
+			return fmt.Errorf("%s has no field with the JSON name %q", md.FullName(), name)
+		}
+		md = cur.Message()
+	}
+	return nil
 }
 
 func TestFieldErrorString(t *testing.T) {
@@ -440,6 +507,46 @@ func TestNormalise(t *testing.T) {
 				s.Members = nil
 				s.HealthCheck = &weftv1.HealthCheck{Type: "tcp", Interval: dur(5 * time.Second), Timeout: dur(2 * time.Second), Rise: 2, Fall: 3}
 				s.Algorithm = "least-request"
+				s.UpstreamProtocol = "http1"
+			}),
+		},
+		{
+			name: "a short interval gets half of it as timeout",
+			in:   pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Interval: dur(time.Second)} }),
+			want: pool(func(s *weftv1.PoolSpec) {
+				s.Members[0].Weight, s.Members[1].Weight = w(100), w(100)
+				s.HealthCheck = &weftv1.HealthCheck{Type: "tcp", Interval: dur(time.Second), Timeout: dur(500 * time.Millisecond), Rise: 2, Fall: 3}
+				s.Algorithm = "round-robin"
+				s.UpstreamProtocol = "http1"
+			}),
+		},
+		{
+			name: "a 3s interval gets 1.5s",
+			in:   pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Interval: dur(3 * time.Second)} }),
+			want: pool(func(s *weftv1.PoolSpec) {
+				s.Members[0].Weight, s.Members[1].Weight = w(100), w(100)
+				s.HealthCheck = &weftv1.HealthCheck{Type: "tcp", Interval: dur(3 * time.Second), Timeout: dur(1500 * time.Millisecond), Rise: 2, Fall: 3}
+				s.Algorithm = "round-robin"
+				s.UpstreamProtocol = "http1"
+			}),
+		},
+		{
+			name: "a long interval keeps the 2s timeout",
+			in:   pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Interval: dur(time.Minute)} }),
+			want: pool(func(s *weftv1.PoolSpec) {
+				s.Members[0].Weight, s.Members[1].Weight = w(100), w(100)
+				s.HealthCheck = &weftv1.HealthCheck{Type: "tcp", Interval: dur(time.Minute), Timeout: dur(2 * time.Second), Rise: 2, Fall: 3}
+				s.Algorithm = "round-robin"
+				s.UpstreamProtocol = "http1"
+			}),
+		},
+		{
+			name: "a written timeout under the default interval is kept",
+			in:   pool(func(s *weftv1.PoolSpec) { s.HealthCheck = &weftv1.HealthCheck{Timeout: dur(4 * time.Second)} }),
+			want: pool(func(s *weftv1.PoolSpec) {
+				s.Members[0].Weight, s.Members[1].Weight = w(100), w(100)
+				s.HealthCheck = &weftv1.HealthCheck{Type: "tcp", Interval: dur(5 * time.Second), Timeout: dur(4 * time.Second), Rise: 2, Fall: 3}
+				s.Algorithm = "round-robin"
 				s.UpstreamProtocol = "http1"
 			}),
 		},

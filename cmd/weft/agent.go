@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/node"
 )
 
@@ -87,9 +88,11 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.RaftAdvertise, "advertise-raft", "", "Raft address others dial (default: --raft-addr)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "gossip listen address, UDP and TCP (default: the --raft-addr host, port "+node.DefaultGossipPort+")")
 	f.StringVar(&cfg.GossipAdvertise, "advertise-gossip", "", "gossip address others dial (default: the --advertise-raft host, the --gossip-addr port)")
+	f.IntVar(&cfg.APIMaxRequestBytes, "api-max-request-bytes", api.DefaultMaxRequestBytes, "largest API request message accepted, in bytes")
 	f.BoolVar(&cfg.Init, "init", false, "create a new cluster with this node as its first member")
 	f.StringVar(&cfg.Join, "join", "", "join the cluster of the member at HOST:PORT (its API address)")
-	f.StringVar(&cfg.Token, "token", os.Getenv("WEFT_JOIN_TOKEN"), "join token (WEFT_JOIN_TOKEN)")
+	cfg.Token = os.Getenv("WEFT_JOIN_TOKEN")
+	f.Var(secretFlag{&cfg.Token}, "token", "join token (default: WEFT_JOIN_TOKEN)")
 	f.Uint32Var(&cfg.JoinTokenUses, "join-token-uses", 2, "uses of the join token printed by --init")
 	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (0: default)")
 	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often Raft checks whether to snapshot (0: default)")

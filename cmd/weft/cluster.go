@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -13,7 +14,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weftlb/weft/api"
-	"github.com/weftlb/weft/manifest"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 )
 
@@ -34,21 +34,11 @@ func clientCmd(cf *clientFlags, use, short string, args cobra.PositionalArgs,
 	}
 }
 
-// printMessage writes a response as JSON or YAML, or as a table via rows.
-func printMessage(w io.Writer, format string, m proto.Message, header []string, rows [][]string) error {
-	switch format {
-	case "json":
-		return manifest.JSON(w, m)
-	case "yaml":
-		return manifest.YAML(w, m)
-	case "table", "":
-		return manifest.Table(w, header, rows)
-	}
-	return fmt.Errorf("-o: %q is not table, json or yaml", format)
-}
-
-func nodeRows(nodes []*weftv1.Node) [][]string {
-	var rows [][]string
+// nodeTable shows nodes: their record, Raft role, and liveness and version
+// as the answering node's gossip sees them.
+func nodeTable(nodes []*weftv1.Node) table {
+	t := table{columns: cols([]string{"name", "region", "zone", "api", "raft role", "liveness", "version", "drain"},
+		"raft", "gossip")}
 	for _, n := range nodes {
 		role := n.GetStatus().GetSuffrage()
 		if n.GetStatus().GetLeader() {
@@ -58,13 +48,13 @@ func nodeRows(nodes []*weftv1.Node) [][]string {
 		if n.GetSpec().GetDrain() {
 			drain = "draining"
 		}
-		rows = append(rows, []string{n.GetMetadata().GetName(), n.GetSpec().GetRegion(), n.GetSpec().GetZone(),
-			n.GetSpec().GetApiAddress(), n.GetSpec().GetRaftAddress(), role, drain})
+		t.rows = append(t.rows, []string{n.GetMetadata().GetName(), n.GetSpec().GetRegion(), n.GetSpec().GetZone(),
+			n.GetSpec().GetApiAddress(), role, n.GetStatus().GetLiveness(), n.GetStatus().GetVersion(), drain,
+			n.GetSpec().GetRaftAddress(), n.GetSpec().GetGossipAddress()})
+		t.names = append(t.names, "node/"+n.GetMetadata().GetName())
 	}
-	return rows
+	return t
 }
-
-var nodeHeader = []string{"name", "region", "zone", "api", "raft", "raft role", "drain"}
 
 func newNodesCmd(cf *clientFlags) *cobra.Command {
 	return clientCmd(cf, "nodes", "List the cluster's nodes", cobra.NoArgs,
@@ -73,7 +63,7 @@ func newNodesCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, nodeHeader, nodeRows(res.Msg.GetNodes()))
+			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, nodeTable(res.Msg.GetNodes()))
 		})
 }
 
@@ -84,18 +74,22 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m := res.Msg
-			if cf.output != "table" && cf.output != "" {
-				return printMessage(cmd.OutOrStdout(), cf.output, m, nil, nil)
+			switch cf.output {
+			case outTable, "":
+				return printStatus(cmd.OutOrStdout(), res.Msg, false)
+			case outWide:
+				return printStatus(cmd.OutOrStdout(), res.Msg, true)
+			case outName:
+				return errors.New("-o name: status is not a listing (use table, wide, json or yaml)")
 			}
-			return printStatus(cmd.OutOrStdout(), m)
+			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, table{})
 		})
 }
 
 func newNodeCmd(cf *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Drain, undrain or remove a node"}
 	printNode := func(cmd *cobra.Command, n *weftv1.Node) error {
-		return printMessage(cmd.OutOrStdout(), cf.output, n, nodeHeader, nodeRows([]*weftv1.Node{n}))
+		return printMessage(cmd.OutOrStdout(), cf.output, n, nodeTable([]*weftv1.Node{n}))
 	}
 	cmd.AddCommand(
 		clientCmd(cf, "drain NAME", "Stop sending new traffic to a node", cobra.ExactArgs(1),
@@ -123,12 +117,15 @@ func newNodeCmd(cf *clientFlags) *cobra.Command {
 				return nil
 			}),
 	)
+	for _, c := range cmd.Commands() {
+		c.ValidArgsFunction = completeNodes(cf)
+	}
 	return cmd
 }
 
 func newLeaderCmd(cf *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "leader", Short: "Raft leadership"}
-	cmd.AddCommand(clientCmd(cf, "transfer [NAME]", "Hand leadership to a node (or any voter)", cobra.MaximumNArgs(1),
+	transfer := clientCmd(cf, "transfer [NAME]", "Hand leadership to a node (or any voter)", cobra.MaximumNArgs(1),
 		func(cmd *cobra.Command, c *api.Client, args []string) error {
 			req := &weftv1.TransferLeadershipRequest{}
 			if len(args) == 1 {
@@ -140,7 +137,9 @@ func newLeaderCmd(cf *clientFlags) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "leader: %s\n", res.Msg.GetLeaderName())
 			return nil
-		}))
+		})
+	transfer.ValidArgsFunction = completeNodes(cf)
+	cmd.AddCommand(transfer)
 	return cmd
 }
 
@@ -157,8 +156,8 @@ func printSecret(w io.Writer, format string, res interface {
 	proto.Message
 	GetSecret() string
 }) error {
-	if format == "json" || format == "yaml" {
-		return printMessage(w, format, res, nil, nil)
+	if format == outJSON || format == outYAML {
+		return printMessage(w, format, res, table{})
 	}
 	_, err := fmt.Fprintln(w, res.GetSecret())
 	return err
@@ -189,11 +188,13 @@ func newTokenCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var rows [][]string
-			for _, t := range res.Msg.GetTokens() {
-				rows = append(rows, []string{t.GetId(), t.GetRole(), expires(t.GetExpiresAt()), t.GetDescription()})
+			t := table{columns: cols([]string{"id", "role", "expires", "description"}, "created")}
+			for _, tok := range res.Msg.GetTokens() {
+				t.rows = append(t.rows, []string{tok.GetId(), tok.GetRole(), expires(tok.GetExpiresAt()), tok.GetDescription(),
+					strconv.FormatUint(tok.GetCreateIndex(), 10)})
+				t.names = append(t.names, "token/"+tok.GetId())
 			}
-			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, []string{"id", "role", "expires", "description"}, rows)
+			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, t)
 		})
 	revoke := clientCmd(cf, "revoke ID", "Revoke an API token", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, c *api.Client, args []string) error {
@@ -233,11 +234,13 @@ func newJoinTokenCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var rows [][]string
-			for _, t := range res.Msg.GetTokens() {
-				rows = append(rows, []string{t.GetId(), strconv.Itoa(int(t.GetUsesRemaining())), expires(t.GetExpiresAt()), t.GetDescription()})
+			t := table{columns: cols([]string{"id", "uses left", "expires", "description"}, "created")}
+			for _, tok := range res.Msg.GetTokens() {
+				t.rows = append(t.rows, []string{tok.GetId(), strconv.Itoa(int(tok.GetUsesRemaining())), expires(tok.GetExpiresAt()),
+					tok.GetDescription(), strconv.FormatUint(tok.GetCreateIndex(), 10)})
+				t.names = append(t.names, "join-token/"+tok.GetId())
 			}
-			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, []string{"id", "uses left", "expires", "description"}, rows)
+			return printMessage(cmd.OutOrStdout(), cf.output, res.Msg, t)
 		})
 	revoke := clientCmd(cf, "revoke ID", "Revoke a join token", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, c *api.Client, args []string) error {

@@ -1,18 +1,25 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/manifest"
@@ -22,58 +29,225 @@ import (
 )
 
 func newApplyCmd(cf *clientFlags) *cobra.Command {
-	var file string
+	var (
+		files             []string
+		recursive, dryRun bool
+	)
 	cmd := &cobra.Command{
-		Use:   "apply -f FILE|-",
+		Use:   "apply -f FILE|DIR|- ...",
 		Short: "Create or update resources from YAML, all in one Raft entry",
-		Args:  cobra.NoArgs,
+		Long: `Create or update resources from YAML (or JSON) documents, all in one Raft entry.
+
+-f takes a file, a directory (its *.yaml, *.yml and *.json files in name order; with -R also
+those of its subdirectories) or - for standard input, and may be repeated. --dry-run has the
+leader check everything a real apply checks and print what would change as a diff of each
+resource's YAML, without writing anything.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return fmt.Errorf("-f: a file (or - for standard input) is required")
+			if len(files) == 0 {
+				return errors.New("-f: a file, a directory or - (standard input) is required")
 			}
-			var in io.Reader = cmd.InOrStdin()
-			if file != "-" {
-				f, err := os.Open(file)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				in = f
-			}
-			rs, err := manifest.Decode(in)
+			rs, err := readManifests(cmd.InOrStdin(), files, recursive)
 			if err != nil {
 				return err
-			}
-			if len(rs) == 0 {
-				return fmt.Errorf("%s: no resources", file)
 			}
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			res, err := c.LB.Apply(cmd.Context(), connect.NewRequest(&weftv1.ApplyRequest{Resources: rs}))
+			res, err := c.LB.Apply(cmd.Context(), connect.NewRequest(&weftv1.ApplyRequest{Resources: rs, DryRun: dryRun}))
 			if err != nil {
 				return err
 			}
+			out := cmd.OutOrStdout()
 			for _, r := range res.Msg.GetResults() {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", strings.ToLower(r.GetKind()), r.GetName(), r.GetAction())
+				ref := strings.ToLower(r.GetKind()) + "/" + r.GetName()
+				if !dryRun {
+					fmt.Fprintf(out, "%s %s\n", ref, r.GetAction())
+					continue
+				}
+				fmt.Fprintf(out, "%s %s (dry run)\n", ref, r.GetAction())
+				if err := printChange(out, ref, r); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&file, "filename", "f", "", "YAML file with one resource per document, or - for standard input")
+	f := cmd.Flags()
+	f.StringSliceVarP(&files, "filename", "f", nil, "file or directory of YAML documents, one resource each, or - for standard input (repeatable)")
+	f.BoolVarP(&recursive, "recursive", "R", false, "read the directories given with -f and their subdirectories")
+	f.BoolVar(&dryRun, "dry-run", false, "check on the leader and print the changes as a diff; write nothing")
+	cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 	return cmd
+}
+
+// manifestExts are the file names a directory given to apply -f is read for.
+var manifestExts = []string{".yaml", ".yml", ".json"}
+
+// readManifests decodes the resources of every -f argument, in order: a
+// file, a directory's manifest files (sorted; with recursive also those
+// below), or - for stdin.
+func readManifests(stdin io.Reader, args []string, recursive bool) ([]*weftv1.Resource, error) {
+	var paths []string
+	for _, a := range args {
+		if a == "-" {
+			paths = append(paths, a)
+			continue
+		}
+		fi, err := os.Stat(a)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			paths = append(paths, a)
+			continue
+		}
+		found, err := manifestFiles(a, recursive)
+		if err != nil {
+			return nil, err
+		}
+		if len(found) == 0 {
+			return nil, fmt.Errorf("%s: no %s files", a, strings.Join(manifestExts, ", "))
+		}
+		paths = append(paths, found...)
+	}
+	if n := slices.Index(paths, "-"); n >= 0 && slices.Index(paths[n+1:], "-") >= 0 {
+		return nil, errors.New("-f: standard input (-) may be given once")
+	}
+	var out []*weftv1.Resource
+	for _, p := range paths {
+		rs, err := decodeFile(stdin, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rs...)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no resources in %s", strings.Join(args, ", "))
+	}
+	return out, nil
+}
+
+// decodeFile decodes the documents of the file at path, or of stdin for -;
+// errors name it.
+func decodeFile(stdin io.Reader, path string) ([]*weftv1.Resource, error) {
+	if path == "-" {
+		rs, err := manifest.Decode(stdin)
+		if err != nil {
+			return nil, fmt.Errorf("standard input: %w", err)
+		}
+		return rs, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rs, err := manifest.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rs, nil
+}
+
+// manifestFiles lists dir's manifest files in name order, and with
+// recursive those of its subdirectories (each directory's files in name
+// order, as filepath.WalkDir visits them).
+func manifestFiles(dir string, recursive bool) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != dir && !recursive {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() && slices.Contains(manifestExts, strings.ToLower(filepath.Ext(path))) {
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// printChange prints a dry run's change to one resource: a diff of its
+// YAML from the stored form to the applied one (all added for a create).
+// Versions are left out of both sides: they are not part of the change.
+func printChange(w io.Writer, ref string, r *weftv1.ApplyResult) error {
+	if r.GetAction() == raftfsm.ActionUnchanged {
+		return nil
+	}
+	from, err := diffYAML(r.GetCurrent())
+	if err != nil {
+		return err
+	}
+	to, err := diffYAML(r.GetDesired())
+	if err != nil {
+		return err
+	}
+	fromName := ref + " (stored)"
+	if r.GetCurrent() == nil {
+		fromName = "/dev/null"
+	}
+	d := manifest.Diff(fromName, ref+" (applied)", from, to)
+	if d == "" {
+		// Only what reads never show differs.
+		d = "  (only the private key differs; keys are never shown)\n"
+	}
+	_, err = io.WriteString(w, d)
+	return err
+}
+
+// diffYAML is r as YAML for a diff: without its versions; "" for nil.
+func diffYAML(r *weftv1.Resource) (string, error) {
+	if r == nil {
+		return "", nil
+	}
+	r = proto.Clone(r).(*weftv1.Resource)
+	if m, ok := kindMessage(r); ok && m.GetMetadata() != nil {
+		m.GetMetadata().Version, m.GetMetadata().CreateIndex = 0, 0
+	}
+	var b strings.Builder
+	if err := manifest.Encode(&b, []*weftv1.Resource{r}); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// kindMessage returns the message r holds, with its metadata accessor.
+func kindMessage(r *weftv1.Resource) (interface {
+	proto.Message
+	GetMetadata() *weftv1.Metadata
+}, bool) {
+	switch {
+	case r.GetLoadBalancer() != nil:
+		return r.GetLoadBalancer(), true
+	case r.GetPool() != nil:
+		return r.GetPool(), true
+	case r.GetCertificate() != nil:
+		return r.GetCertificate(), true
+	case r.GetDnsRecord() != nil:
+		return r.GetDnsRecord(), true
+	}
+	return nil, false
 }
 
 func newGetCmd(cf *clientFlags) *cobra.Command {
 	var staleRead bool
 	cmd := &cobra.Command{
-		Use:       "get KIND [NAME]",
-		Short:     "List resources of a kind, or show one",
-		Long:      "List resources of a kind, or show one. Kinds: loadbalancers (lb), pools, certificates (cert), dnsrecords (dns).",
-		Args:      cobra.RangeArgs(1, 2),
-		ValidArgs: []string{"loadbalancers", "pools", "certificates", "dnsrecords"},
+		Use:   "get KIND [NAME]",
+		Short: "List resources of a kind, or show one",
+		Long: `List resources of a kind, or show one. Kinds: loadbalancers (lb), pools, certificates (cert), dnsrecords (dns).
+
+Pools show their members' health (up, down, unknown) as the answering node's copy of the agreed
+health view holds it; -o wide adds columns, -o name prints kind/name lines.`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeResource(cf, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := manifest.ParseKind(args[0])
 			if err != nil {
@@ -103,9 +277,10 @@ func newGetCmd(cf *clientFlags) *cobra.Command {
 
 func newDescribeCmd(cf *clientFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "describe KIND NAME",
-		Short: "Show one resource in full, as YAML",
-		Args:  cobra.ExactArgs(2),
+		Use:               "describe KIND NAME",
+		Short:             "Show one resource in full, as YAML",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeResource(cf, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := manifest.ParseKind(args[0])
 			if err != nil {
@@ -128,9 +303,10 @@ func newDescribeCmd(cf *clientFlags) *cobra.Command {
 func newDeleteCmd(cf *clientFlags) *cobra.Command {
 	var version uint64
 	cmd := &cobra.Command{
-		Use:   "delete KIND NAME",
-		Short: "Delete a resource",
-		Args:  cobra.ExactArgs(2),
+		Use:               "delete KIND NAME",
+		Short:             "Delete a resource",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeResource(cf, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := manifest.ParseKind(args[0])
 			if err != nil {
@@ -152,6 +328,92 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 	}
 	cmd.Flags().Uint64Var(&version, "version", 0, "delete only if the stored version is this one")
 	return cmd
+}
+
+// kindWords are the kinds shell completion offers.
+var kindWords = []string{"loadbalancers", "pools", "certificates", "dnsrecords"}
+
+// completionTimeout bounds the API call behind a completion, so that an
+// unreachable node does not hang the shell.
+const completionTimeout = 3 * time.Second
+
+// completeResource completes `KIND NAME` arguments for commands that take
+// at most maxArgs of them: the kinds, then the names of that kind, listed
+// through the API with the command's --addr, --token and --ca-file.
+func completeResource(cf *clientFlags, maxArgs int) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		switch {
+		case len(args) == 0:
+			return withPrefix(kindWords, toComplete), cobra.ShellCompDirectiveNoFileComp
+		case len(args) >= maxArgs:
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		kind, err := manifest.ParseKind(args[0])
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return completeNames(cmd, cf, toComplete, func(ctx context.Context, c *api.Client) ([]string, error) {
+			rs, err := listResources(ctx, c, kind, false)
+			var names []string
+			for _, r := range rs {
+				names = append(names, manifest.NameOf(r))
+			}
+			return names, err
+		})
+	}
+}
+
+// completeNodes completes a node name, for commands that take one.
+func completeNodes(cf *clientFlags) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return completeNames(cmd, cf, toComplete, func(ctx context.Context, c *api.Client) ([]string, error) {
+			res, err := c.Cluster.ListNodes(ctx, connect.NewRequest(&weftv1.ListNodesRequest{}))
+			var names []string
+			for _, n := range res.Msg.GetNodes() {
+				names = append(names, n.GetMetadata().GetName())
+			}
+			return names, err
+		})
+	}
+}
+
+// completeNames runs list against the API and offers the names that start
+// with toComplete; on failure it offers nothing (a completion cannot
+// print an error) and cobra's debug log (BASH_COMP_DEBUG_FILE) has why.
+func completeNames(cmd *cobra.Command, cf *clientFlags, toComplete string,
+	list func(context.Context, *api.Client) ([]string, error),
+) ([]cobra.Completion, cobra.ShellCompDirective) {
+	c, err := cf.client()
+	if err != nil {
+		cobra.CompDebugln(err.Error(), true)
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	defer c.Close()
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, completionTimeout)
+	defer cancel()
+	names, err := list(ctx, c)
+	if err != nil {
+		cobra.CompDebugln(err.Error(), true)
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return withPrefix(names, toComplete), cobra.ShellCompDirectiveNoFileComp
+}
+
+func withPrefix(words []string, prefix string) []cobra.Completion {
+	var out []cobra.Completion
+	for _, w := range words {
+		if strings.HasPrefix(w, prefix) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 func getResource(ctx context.Context, c *api.Client, kind, name string, staleRead bool) (*weftv1.Resource, error) {
@@ -235,11 +497,12 @@ var kinds = map[string]kindOps{
 		}),
 }
 
-// printResources writes resources as a table, JSON (an object for one
-// resource, {"items": [...]} for a listing) or YAML documents.
+// printResources writes resources as a table (-o wide: with more
+// columns), kind/name lines, JSON (an object for one resource,
+// {"items": [...]} for a listing) or YAML documents.
 func printResources(w io.Writer, format, kind string, rs []*weftv1.Resource, single bool) error {
 	switch format {
-	case "json":
+	case outJSON:
 		docs := make([]json.RawMessage, 0, len(rs))
 		for _, r := range rs {
 			doc, err := jsonDoc(r)
@@ -258,27 +521,23 @@ func printResources(w io.Writer, format, kind string, rs []*weftv1.Resource, sin
 		}
 		_, err = fmt.Fprintf(w, "%s\n", b)
 		return err
-	case "yaml":
+	case outYAML:
 		return manifest.Encode(w, rs)
-	case "table", "":
-		header, rows := tableOf(kind, rs)
-		return manifest.Table(w, header, rows)
+	case outTable, "":
+		return tableOf(kind, rs).write(w, false)
+	case outWide:
+		return tableOf(kind, rs).write(w, true)
+	case outName:
+		return tableOf(kind, rs).writeNames(w)
 	}
-	return fmt.Errorf("-o: %q is not table, json or yaml", format)
+	return badOutput(format)
 }
 
 // jsonDoc is a resource in the form `apply -f` takes, as JSON.
 func jsonDoc(r *weftv1.Resource) (json.RawMessage, error) {
-	var inner proto.Message
-	switch {
-	case r.GetLoadBalancer() != nil:
-		inner = r.GetLoadBalancer()
-	case r.GetPool() != nil:
-		inner = r.GetPool()
-	case r.GetCertificate() != nil:
-		inner = r.GetCertificate()
-	case r.GetDnsRecord() != nil:
-		inner = r.GetDnsRecord()
+	inner, ok := kindMessage(r)
+	if !ok {
+		return nil, errors.New("a resource with no kind set")
 	}
 	b, err := protojson.Marshal(inner)
 	if err != nil {
@@ -292,50 +551,110 @@ func jsonDoc(r *weftv1.Resource) (json.RawMessage, error) {
 	return json.Marshal(m)
 }
 
-func tableOf(kind string, rs []*weftv1.Resource) ([]string, [][]string) {
-	var rows [][]string
+func tableOf(kind string, rs []*weftv1.Resource) table {
+	var t table
+	for _, r := range rs {
+		t.names = append(t.names, strings.ToLower(kind)+"/"+manifest.NameOf(r))
+	}
 	switch kind {
 	case raftfsm.KindLoadBalancer:
+		t.columns = cols([]string{"name", "vip", "region", "zones", "listeners", "version"}, "pools", "certificates", "labels")
 		for _, r := range rs {
 			lb := r.GetLoadBalancer()
-			var ls []string
+			var ls, pools, certs []string
 			for _, l := range lb.GetSpec().GetListeners() {
 				ls = append(ls, fmt.Sprintf("%d/%s", l.GetPort(), l.GetProtocol()))
+				pools = append(pools, l.GetPool())
+				for _, rule := range l.GetRules() {
+					pools = append(pools, rule.GetPool())
+				}
+				certs = append(certs, l.GetCertificates()...)
 			}
 			zones := lb.GetSpec().GetPrimaryZone()
 			if b := lb.GetSpec().GetBackupZones(); len(b) > 0 {
 				zones += ">" + strings.Join(b, ">")
 			}
-			rows = append(rows, []string{lb.GetMetadata().GetName(), lb.GetSpec().GetVip(), lb.GetSpec().GetRegion(),
-				zones, strings.Join(ls, ","), version(lb.GetMetadata())})
+			t.rows = append(t.rows, []string{lb.GetMetadata().GetName(), lb.GetSpec().GetVip(), lb.GetSpec().GetRegion(),
+				zones, strings.Join(ls, ","), versionOf(lb.GetMetadata()),
+				strings.Join(uniqueSorted(pools), ","), strings.Join(uniqueSorted(certs), ","), labels(lb.GetMetadata().GetLabels())})
 		}
-		return []string{"name", "vip", "region", "zones", "listeners", "version"}, rows
 	case raftfsm.KindPool:
+		t.columns = cols([]string{"name", "members", "health", "check", "algorithm", "version"}, "check detail", "upstream", "health of", "labels")
 		for _, r := range rs {
 			p := r.GetPool()
-			rows = append(rows, []string{p.GetMetadata().GetName(), strconv.Itoa(len(p.GetSpec().GetMembers())),
-				p.GetSpec().GetHealthCheck().GetType(), p.GetSpec().GetAlgorithm(), version(p.GetMetadata())})
+			hc := p.GetSpec().GetHealthCheck()
+			t.rows = append(t.rows, []string{p.GetMetadata().GetName(), strconv.Itoa(len(p.GetSpec().GetMembers())),
+				poolHealth(p), hc.GetType(), p.GetSpec().GetAlgorithm(), versionOf(p.GetMetadata()),
+				checkDetail(hc), p.GetSpec().GetUpstreamProtocol(), p.GetStatus().GetObserver(), labels(p.GetMetadata().GetLabels())})
 		}
-		return []string{"name", "members", "health", "algorithm", "version"}, rows
 	case raftfsm.KindCertificate:
+		t.columns = cols([]string{"name", "dns names", "not after", "version"}, "not before", "fingerprint", "labels")
 		for _, r := range rs {
 			c := r.GetCertificate()
-			notAfter := ""
-			if t := c.GetStatus().GetNotAfter(); t != nil {
-				notAfter = t.AsTime().Format("2006-01-02")
-			}
-			rows = append(rows, []string{c.GetMetadata().GetName(), strings.Join(c.GetStatus().GetDnsNames(), ","),
-				notAfter, version(c.GetMetadata())})
+			t.rows = append(t.rows, []string{c.GetMetadata().GetName(), strings.Join(c.GetStatus().GetDnsNames(), ","),
+				date(c.GetStatus().GetNotAfter()), versionOf(c.GetMetadata()),
+				date(c.GetStatus().GetNotBefore()), c.GetStatus().GetFingerprint(), labels(c.GetMetadata().GetLabels())})
 		}
-		return []string{"name", "dns names", "not after", "version"}, rows
 	default:
+		t.columns = cols([]string{"name", "fqdn", "policy", "targets", "ttl", "version"}, "target list", "labels")
 		for _, r := range rs {
 			d := r.GetDnsRecord()
-			rows = append(rows, []string{d.GetMetadata().GetName(), d.GetSpec().GetFqdn(), d.GetSpec().GetPolicy(),
-				strconv.Itoa(len(d.GetSpec().GetTargets())), strconv.Itoa(int(d.GetSpec().GetTtl())), version(d.GetMetadata())})
+			var targets []string
+			for _, tg := range d.GetSpec().GetTargets() {
+				targets = append(targets, cmp.Or(tg.GetLoadBalancer(), tg.GetAddress()))
+			}
+			t.rows = append(t.rows, []string{d.GetMetadata().GetName(), d.GetSpec().GetFqdn(), d.GetSpec().GetPolicy(),
+				strconv.Itoa(len(d.GetSpec().GetTargets())), strconv.Itoa(int(d.GetSpec().GetTtl())), versionOf(d.GetMetadata()),
+				strings.Join(targets, ","), labels(d.GetMetadata().GetLabels())})
 		}
-		return []string{"name", "fqdn", "policy", "targets", "ttl", "version"}, rows
 	}
+	return t
 }
 
-func version(m *weftv1.Metadata) string { return strconv.FormatUint(m.GetVersion(), 10) }
+// poolHealth summarises a pool's members by their state in the answering
+// node's health view: "2 up, 1 down", with ", 1 unknown" for members the
+// view does not hold, or "unknown" when it holds none of them.
+func poolHealth(p *weftv1.Pool) string {
+	st := p.GetStatus()
+	up, down, unknown := st.GetMembersUp(), st.GetMembersDown(), st.GetMembersUnknown()
+	switch {
+	case len(p.GetSpec().GetMembers()) == 0:
+		return "no members"
+	case st == nil || up+down == 0:
+		return "unknown"
+	}
+	out := fmt.Sprintf("%d up, %d down", up, down)
+	if unknown > 0 {
+		out += fmt.Sprintf(", %d unknown", unknown)
+	}
+	return out
+}
+
+// checkDetail shows a health check's settings in one cell.
+func checkDetail(hc *weftv1.HealthCheck) string {
+	var parts []string
+	if hc.GetPort() != 0 {
+		parts = append(parts, fmt.Sprintf("port %d", hc.GetPort()))
+	}
+	if hc.GetType() == "http" {
+		parts = append(parts, cmp.Or(hc.GetPath(), "/"), "codes "+hc.GetExpectedCodes())
+	}
+	parts = append(parts, fmt.Sprintf("every %s timeout %s rise %d fall %d",
+		hc.GetInterval().AsDuration(), hc.GetTimeout().AsDuration(), hc.GetRise(), hc.GetFall()))
+	return strings.Join(parts, " ")
+}
+
+func uniqueSorted(ss []string) []string {
+	ss = slices.DeleteFunc(slices.Clone(ss), func(s string) bool { return s == "" })
+	slices.Sort(ss)
+	return slices.Compact(ss)
+}
+
+func date(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return ""
+	}
+	return ts.AsTime().Format("2006-01-02")
+}
+
+func versionOf(m *weftv1.Metadata) string { return strconv.FormatUint(m.GetVersion(), 10) }

@@ -13,10 +13,11 @@ import (
 )
 
 // printStatus shows a node's Status as text: Raft progress, subsystems,
-// BGP, gossip membership, the health view and the nodes.
-func printStatus(w io.Writer, m *weftv1.StatusResponse) error {
-	fmt.Fprintf(w, "node:    %s (%s)\nleader:  %s %s\nterm:    %d\ncommit:  %d\napplied: %d\n",
-		m.GetNodeName(), m.GetState(), m.GetLeaderName(), m.GetLeaderApiAddress(),
+// BGP, gossip membership, the health view and the nodes (with their wide
+// columns when wide is set).
+func printStatus(w io.Writer, m *weftv1.StatusResponse, wide bool) error {
+	fmt.Fprintf(w, "node:    %s (%s)\nversion: %s\nleader:  %s %s\nterm:    %d\ncommit:  %d\napplied: %d\n",
+		m.GetNodeName(), m.GetState(), m.GetVersion(), m.GetLeaderName(), m.GetLeaderApiAddress(),
 		m.GetTerm(), m.GetCommitIndex(), m.GetAppliedIndex())
 	for _, s := range m.GetSubsystems() {
 		fmt.Fprintf(w, "%-11s applied %d %s\n", s.GetName()+":", s.GetAppliedIndex(), s.GetError())
@@ -26,9 +27,10 @@ func printStatus(w io.Writer, m *weftv1.StatusResponse) error {
 		var rows [][]string
 		for _, g := range m.GetGossip() {
 			rows = append(rows, []string{g.GetName(), g.GetAddress(), g.GetZone(), g.GetState(),
-				strconv.FormatBool(g.GetChecker()), strconv.FormatBool(g.GetDraining()), strconv.FormatUint(g.GetAppliedIndex(), 10)})
+				strconv.FormatBool(g.GetChecker()), strconv.FormatBool(g.GetDraining()), strconv.FormatUint(g.GetAppliedIndex(), 10),
+				g.GetVersion()})
 		}
-		if err := manifest.Table(w, []string{"name", "address", "zone", "state", "checker", "draining", "applied"}, rows); err != nil {
+		if err := manifest.Table(w, []string{"name", "address", "zone", "state", "checker", "draining", "applied", "version"}, rows); err != nil {
 			return err
 		}
 	}
@@ -72,5 +74,5 @@ func printStatus(w io.Writer, m *weftv1.StatusResponse) error {
 		}
 	}
 	fmt.Fprintln(w, "\nnodes:")
-	return manifest.Table(w, nodeHeader, nodeRows(m.GetNodes()))
+	return nodeTable(m.GetNodes()).write(w, wide)
 }

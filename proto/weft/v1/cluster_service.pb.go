@@ -79,6 +79,8 @@ type StatusResponse struct {
 	Gossip []*GossipMember `protobuf:"bytes,11,rep,name=gossip,proto3" json:"gossip,omitempty"`
 	// Bgp is this node's BGP speaker, unset when BGP is off.
 	Bgp *BGPStatus `protobuf:"bytes,12,opt,name=bgp,proto3" json:"bgp,omitempty"`
+	// Version is the version of this node's weft binary.
+	Version string `protobuf:"bytes,13,opt,name=version,proto3" json:"version,omitempty"`
 	// FlowSync is this node's flow ownership and sync, unset when off.
 	FlowSync      *FlowSyncStatus `protobuf:"bytes,20,opt,name=flow_sync,json=flowSync,proto3" json:"flow_sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -197,6 +199,13 @@ func (x *StatusResponse) GetBgp() *BGPStatus {
 		return x.Bgp
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 func (x *StatusResponse) GetFlowSync() *FlowSyncStatus {
@@ -532,7 +541,9 @@ type GossipMember struct {
 	Checker bool `protobuf:"varint,6,opt,name=checker,proto3" json:"checker,omitempty"`
 	// AppliedIndex is the Raft index the node's subsystems have applied, as
 	// it last told the others.
-	AppliedIndex  uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Version is the node's weft version, as it last told the others.
+	Version       string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +625,13 @@ func (x *GossipMember) GetAppliedIndex() uint64 {
 		return x.AppliedIndex
 	}
 	return 0
+}
+
+func (x *GossipMember) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 // SubsystemStatus is one subsystem's (dataplane, l7, bgp, ...) progress.
@@ -1819,7 +1837,7 @@ var File_weft_v1_cluster_service_proto protoreflect.FileDescriptor
 const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17weft/v1/flow_sync.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
-	"\rStatusRequest\"\x89\x04\n" +
+	"\rStatusRequest\"\xa3\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vleader_name\x18\x02 \x01(\tR\n" +
@@ -1836,7 +1854,8 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x15.weft.v1.MemberHealthR\amembers\x12-\n" +
 	"\x06gossip\x18\v \x03(\v2\x15.weft.v1.GossipMemberR\x06gossip\x12$\n" +
-	"\x03bgp\x18\f \x01(\v2\x12.weft.v1.BGPStatusR\x03bgp\x124\n" +
+	"\x03bgp\x18\f \x01(\v2\x12.weft.v1.BGPStatusR\x03bgp\x12\x18\n" +
+	"\aversion\x18\r \x01(\tR\aversion\x124\n" +
 	"\tflow_sync\x18\x14 \x01(\v2\x17.weft.v1.FlowSyncStatusR\bflowSync\"\xcc\x01\n" +
 	"\tBGPStatus\x12\x1b\n" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x10\n" +
@@ -1862,7 +1881,7 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\bcheckers\x18\x05 \x03(\tR\bcheckers\x12\x14\n" +
 	"\x05probe\x18\x06 \x01(\tR\x05probe\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\a \x01(\tR\tlastError\"\xc1\x01\n" +
+	"last_error\x18\a \x01(\tR\tlastError\"\xdb\x01\n" +
 	"\fGossipMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -1870,7 +1889,8 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x1a\n" +
 	"\bdraining\x18\x05 \x01(\bR\bdraining\x12\x18\n" +
 	"\achecker\x18\x06 \x01(\bR\achecker\x12#\n" +
-	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\"`\n" +
+	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\"`\n" +
 	"\x0fSubsystemStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x14\n" +

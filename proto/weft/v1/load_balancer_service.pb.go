@@ -1304,8 +1304,12 @@ func (x *UpdateDNSRecordResponse) GetDnsRecord() *DNSRecord {
 }
 
 type ApplyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resources     []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	// DryRun asks the leader to check the batch against the current state as
+	// a real apply would (validation, references, compare-and-set) and to
+	// report what it would do, without proposing anything.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1347,10 +1351,20 @@ func (x *ApplyRequest) GetResources() []*Resource {
 	return nil
 }
 
+func (x *ApplyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type ApplyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*ApplyResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Results []*ApplyResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Index is the Raft index of the entry written, or, when nothing was
+	// (every resource unchanged, or a dry run), the index of the state the
+	// batch was checked against.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1405,8 +1419,15 @@ type ApplyResult struct {
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Action is created, updated or unchanged.
-	Action        string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	Version       uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	// Version is the resource's version after the apply; 0 for what a dry
+	// run would create or update.
+	Version uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// Current is the stored resource before the apply and Desired the
+	// resource as it would be stored (defaults filled in), both without
+	// secrets; set by dry runs only, Current only when the resource exists.
+	Current       *Resource `protobuf:"bytes,5,opt,name=current,proto3" json:"current,omitempty"`
+	Desired       *Resource `protobuf:"bytes,6,opt,name=desired,proto3" json:"desired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1467,6 +1488,20 @@ func (x *ApplyResult) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *ApplyResult) GetCurrent() *Resource {
+	if x != nil {
+		return x.Current
+	}
+	return nil
+}
+
+func (x *ApplyResult) GetDesired() *Resource {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
 }
 
 type WatchRequest struct {
@@ -1647,17 +1682,20 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"L\n" +
 	"\x17UpdateDNSRecordResponse\x121\n" +
 	"\n" +
-	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"?\n" +
+	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"X\n" +
 	"\fApplyRequest\x12/\n" +
-	"\tresources\x18\x01 \x03(\v2\x11.weft.v1.ResourceR\tresources\"U\n" +
+	"\tresources\x18\x01 \x03(\v2\x11.weft.v1.ResourceR\tresources\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"U\n" +
 	"\rApplyResponse\x12.\n" +
 	"\aresults\x18\x01 \x03(\v2\x14.weft.v1.ApplyResultR\aresults\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"g\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xc1\x01\n" +
 	"\vApplyResult\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\"-\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12+\n" +
+	"\acurrent\x18\x05 \x01(\v2\x11.weft.v1.ResourceR\acurrent\x12+\n" +
+	"\adesired\x18\x06 \x01(\v2\x11.weft.v1.ResourceR\adesired\"-\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\"h\n" +
@@ -1772,56 +1810,58 @@ var file_weft_v1_load_balancer_service_proto_depIdxs = []int32{
 	36, // 23: weft.v1.UpdateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
 	37, // 24: weft.v1.ApplyRequest.resources:type_name -> weft.v1.Resource
 	30, // 25: weft.v1.ApplyResponse.results:type_name -> weft.v1.ApplyResult
-	37, // 26: weft.v1.WatchResponse.resource:type_name -> weft.v1.Resource
-	0,  // 27: weft.v1.LoadBalancerService.GetLoadBalancer:input_type -> weft.v1.GetRequest
-	1,  // 28: weft.v1.LoadBalancerService.ListLoadBalancers:input_type -> weft.v1.ListRequest
-	6,  // 29: weft.v1.LoadBalancerService.CreateLoadBalancer:input_type -> weft.v1.CreateLoadBalancerRequest
-	8,  // 30: weft.v1.LoadBalancerService.UpdateLoadBalancer:input_type -> weft.v1.UpdateLoadBalancerRequest
-	2,  // 31: weft.v1.LoadBalancerService.DeleteLoadBalancer:input_type -> weft.v1.DeleteRequest
-	0,  // 32: weft.v1.LoadBalancerService.GetPool:input_type -> weft.v1.GetRequest
-	1,  // 33: weft.v1.LoadBalancerService.ListPools:input_type -> weft.v1.ListRequest
-	12, // 34: weft.v1.LoadBalancerService.CreatePool:input_type -> weft.v1.CreatePoolRequest
-	14, // 35: weft.v1.LoadBalancerService.UpdatePool:input_type -> weft.v1.UpdatePoolRequest
-	2,  // 36: weft.v1.LoadBalancerService.DeletePool:input_type -> weft.v1.DeleteRequest
-	0,  // 37: weft.v1.LoadBalancerService.GetCertificate:input_type -> weft.v1.GetRequest
-	1,  // 38: weft.v1.LoadBalancerService.ListCertificates:input_type -> weft.v1.ListRequest
-	18, // 39: weft.v1.LoadBalancerService.CreateCertificate:input_type -> weft.v1.CreateCertificateRequest
-	20, // 40: weft.v1.LoadBalancerService.UpdateCertificate:input_type -> weft.v1.UpdateCertificateRequest
-	2,  // 41: weft.v1.LoadBalancerService.DeleteCertificate:input_type -> weft.v1.DeleteRequest
-	0,  // 42: weft.v1.LoadBalancerService.GetDNSRecord:input_type -> weft.v1.GetRequest
-	1,  // 43: weft.v1.LoadBalancerService.ListDNSRecords:input_type -> weft.v1.ListRequest
-	24, // 44: weft.v1.LoadBalancerService.CreateDNSRecord:input_type -> weft.v1.CreateDNSRecordRequest
-	26, // 45: weft.v1.LoadBalancerService.UpdateDNSRecord:input_type -> weft.v1.UpdateDNSRecordRequest
-	2,  // 46: weft.v1.LoadBalancerService.DeleteDNSRecord:input_type -> weft.v1.DeleteRequest
-	28, // 47: weft.v1.LoadBalancerService.Apply:input_type -> weft.v1.ApplyRequest
-	31, // 48: weft.v1.LoadBalancerService.Watch:input_type -> weft.v1.WatchRequest
-	4,  // 49: weft.v1.LoadBalancerService.GetLoadBalancer:output_type -> weft.v1.GetLoadBalancerResponse
-	5,  // 50: weft.v1.LoadBalancerService.ListLoadBalancers:output_type -> weft.v1.ListLoadBalancersResponse
-	7,  // 51: weft.v1.LoadBalancerService.CreateLoadBalancer:output_type -> weft.v1.CreateLoadBalancerResponse
-	9,  // 52: weft.v1.LoadBalancerService.UpdateLoadBalancer:output_type -> weft.v1.UpdateLoadBalancerResponse
-	3,  // 53: weft.v1.LoadBalancerService.DeleteLoadBalancer:output_type -> weft.v1.DeleteResponse
-	10, // 54: weft.v1.LoadBalancerService.GetPool:output_type -> weft.v1.GetPoolResponse
-	11, // 55: weft.v1.LoadBalancerService.ListPools:output_type -> weft.v1.ListPoolsResponse
-	13, // 56: weft.v1.LoadBalancerService.CreatePool:output_type -> weft.v1.CreatePoolResponse
-	15, // 57: weft.v1.LoadBalancerService.UpdatePool:output_type -> weft.v1.UpdatePoolResponse
-	3,  // 58: weft.v1.LoadBalancerService.DeletePool:output_type -> weft.v1.DeleteResponse
-	16, // 59: weft.v1.LoadBalancerService.GetCertificate:output_type -> weft.v1.GetCertificateResponse
-	17, // 60: weft.v1.LoadBalancerService.ListCertificates:output_type -> weft.v1.ListCertificatesResponse
-	19, // 61: weft.v1.LoadBalancerService.CreateCertificate:output_type -> weft.v1.CreateCertificateResponse
-	21, // 62: weft.v1.LoadBalancerService.UpdateCertificate:output_type -> weft.v1.UpdateCertificateResponse
-	3,  // 63: weft.v1.LoadBalancerService.DeleteCertificate:output_type -> weft.v1.DeleteResponse
-	22, // 64: weft.v1.LoadBalancerService.GetDNSRecord:output_type -> weft.v1.GetDNSRecordResponse
-	23, // 65: weft.v1.LoadBalancerService.ListDNSRecords:output_type -> weft.v1.ListDNSRecordsResponse
-	25, // 66: weft.v1.LoadBalancerService.CreateDNSRecord:output_type -> weft.v1.CreateDNSRecordResponse
-	27, // 67: weft.v1.LoadBalancerService.UpdateDNSRecord:output_type -> weft.v1.UpdateDNSRecordResponse
-	3,  // 68: weft.v1.LoadBalancerService.DeleteDNSRecord:output_type -> weft.v1.DeleteResponse
-	29, // 69: weft.v1.LoadBalancerService.Apply:output_type -> weft.v1.ApplyResponse
-	32, // 70: weft.v1.LoadBalancerService.Watch:output_type -> weft.v1.WatchResponse
-	49, // [49:71] is the sub-list for method output_type
-	27, // [27:49] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	37, // 26: weft.v1.ApplyResult.current:type_name -> weft.v1.Resource
+	37, // 27: weft.v1.ApplyResult.desired:type_name -> weft.v1.Resource
+	37, // 28: weft.v1.WatchResponse.resource:type_name -> weft.v1.Resource
+	0,  // 29: weft.v1.LoadBalancerService.GetLoadBalancer:input_type -> weft.v1.GetRequest
+	1,  // 30: weft.v1.LoadBalancerService.ListLoadBalancers:input_type -> weft.v1.ListRequest
+	6,  // 31: weft.v1.LoadBalancerService.CreateLoadBalancer:input_type -> weft.v1.CreateLoadBalancerRequest
+	8,  // 32: weft.v1.LoadBalancerService.UpdateLoadBalancer:input_type -> weft.v1.UpdateLoadBalancerRequest
+	2,  // 33: weft.v1.LoadBalancerService.DeleteLoadBalancer:input_type -> weft.v1.DeleteRequest
+	0,  // 34: weft.v1.LoadBalancerService.GetPool:input_type -> weft.v1.GetRequest
+	1,  // 35: weft.v1.LoadBalancerService.ListPools:input_type -> weft.v1.ListRequest
+	12, // 36: weft.v1.LoadBalancerService.CreatePool:input_type -> weft.v1.CreatePoolRequest
+	14, // 37: weft.v1.LoadBalancerService.UpdatePool:input_type -> weft.v1.UpdatePoolRequest
+	2,  // 38: weft.v1.LoadBalancerService.DeletePool:input_type -> weft.v1.DeleteRequest
+	0,  // 39: weft.v1.LoadBalancerService.GetCertificate:input_type -> weft.v1.GetRequest
+	1,  // 40: weft.v1.LoadBalancerService.ListCertificates:input_type -> weft.v1.ListRequest
+	18, // 41: weft.v1.LoadBalancerService.CreateCertificate:input_type -> weft.v1.CreateCertificateRequest
+	20, // 42: weft.v1.LoadBalancerService.UpdateCertificate:input_type -> weft.v1.UpdateCertificateRequest
+	2,  // 43: weft.v1.LoadBalancerService.DeleteCertificate:input_type -> weft.v1.DeleteRequest
+	0,  // 44: weft.v1.LoadBalancerService.GetDNSRecord:input_type -> weft.v1.GetRequest
+	1,  // 45: weft.v1.LoadBalancerService.ListDNSRecords:input_type -> weft.v1.ListRequest
+	24, // 46: weft.v1.LoadBalancerService.CreateDNSRecord:input_type -> weft.v1.CreateDNSRecordRequest
+	26, // 47: weft.v1.LoadBalancerService.UpdateDNSRecord:input_type -> weft.v1.UpdateDNSRecordRequest
+	2,  // 48: weft.v1.LoadBalancerService.DeleteDNSRecord:input_type -> weft.v1.DeleteRequest
+	28, // 49: weft.v1.LoadBalancerService.Apply:input_type -> weft.v1.ApplyRequest
+	31, // 50: weft.v1.LoadBalancerService.Watch:input_type -> weft.v1.WatchRequest
+	4,  // 51: weft.v1.LoadBalancerService.GetLoadBalancer:output_type -> weft.v1.GetLoadBalancerResponse
+	5,  // 52: weft.v1.LoadBalancerService.ListLoadBalancers:output_type -> weft.v1.ListLoadBalancersResponse
+	7,  // 53: weft.v1.LoadBalancerService.CreateLoadBalancer:output_type -> weft.v1.CreateLoadBalancerResponse
+	9,  // 54: weft.v1.LoadBalancerService.UpdateLoadBalancer:output_type -> weft.v1.UpdateLoadBalancerResponse
+	3,  // 55: weft.v1.LoadBalancerService.DeleteLoadBalancer:output_type -> weft.v1.DeleteResponse
+	10, // 56: weft.v1.LoadBalancerService.GetPool:output_type -> weft.v1.GetPoolResponse
+	11, // 57: weft.v1.LoadBalancerService.ListPools:output_type -> weft.v1.ListPoolsResponse
+	13, // 58: weft.v1.LoadBalancerService.CreatePool:output_type -> weft.v1.CreatePoolResponse
+	15, // 59: weft.v1.LoadBalancerService.UpdatePool:output_type -> weft.v1.UpdatePoolResponse
+	3,  // 60: weft.v1.LoadBalancerService.DeletePool:output_type -> weft.v1.DeleteResponse
+	16, // 61: weft.v1.LoadBalancerService.GetCertificate:output_type -> weft.v1.GetCertificateResponse
+	17, // 62: weft.v1.LoadBalancerService.ListCertificates:output_type -> weft.v1.ListCertificatesResponse
+	19, // 63: weft.v1.LoadBalancerService.CreateCertificate:output_type -> weft.v1.CreateCertificateResponse
+	21, // 64: weft.v1.LoadBalancerService.UpdateCertificate:output_type -> weft.v1.UpdateCertificateResponse
+	3,  // 65: weft.v1.LoadBalancerService.DeleteCertificate:output_type -> weft.v1.DeleteResponse
+	22, // 66: weft.v1.LoadBalancerService.GetDNSRecord:output_type -> weft.v1.GetDNSRecordResponse
+	23, // 67: weft.v1.LoadBalancerService.ListDNSRecords:output_type -> weft.v1.ListDNSRecordsResponse
+	25, // 68: weft.v1.LoadBalancerService.CreateDNSRecord:output_type -> weft.v1.CreateDNSRecordResponse
+	27, // 69: weft.v1.LoadBalancerService.UpdateDNSRecord:output_type -> weft.v1.UpdateDNSRecordResponse
+	3,  // 70: weft.v1.LoadBalancerService.DeleteDNSRecord:output_type -> weft.v1.DeleteResponse
+	29, // 71: weft.v1.LoadBalancerService.Apply:output_type -> weft.v1.ApplyResponse
+	32, // 72: weft.v1.LoadBalancerService.Watch:output_type -> weft.v1.WatchResponse
+	51, // [51:73] is the sub-list for method output_type
+	29, // [29:51] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_load_balancer_service_proto_init() }

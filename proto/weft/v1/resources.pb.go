@@ -780,9 +780,12 @@ func (x *Timeouts) GetResponse() *durationpb.Duration {
 
 // Pool is a set of real servers and how their health is checked.
 type Pool struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Metadata      *Metadata              `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	Spec          *PoolSpec              `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Metadata *Metadata              `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Spec     *PoolSpec              `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Status is filled in by reads from the answering node's health view;
+	// it is never stored, and writes ignore it.
+	Status        *PoolStatus `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -831,6 +834,87 @@ func (x *Pool) GetSpec() *PoolSpec {
 	return nil
 }
 
+func (x *Pool) GetStatus() *PoolStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// PoolStatus counts the pool's members by their state in the agreed health
+// view, as the node that answered the read holds it (`weft status` shows
+// the same view per member).
+type PoolStatus struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	MembersUp   uint32                 `protobuf:"varint,1,opt,name=members_up,json=membersUp,proto3" json:"members_up,omitempty"`
+	MembersDown uint32                 `protobuf:"varint,2,opt,name=members_down,json=membersDown,proto3" json:"members_down,omitempty"`
+	// MembersUnknown are members the view does not hold: just added, or the
+	// answering node runs no health checks.
+	MembersUnknown uint32 `protobuf:"varint,3,opt,name=members_unknown,json=membersUnknown,proto3" json:"members_unknown,omitempty"`
+	// Observer is the node whose view this is.
+	Observer      string `protobuf:"bytes,4,opt,name=observer,proto3" json:"observer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolStatus) Reset() {
+	*x = PoolStatus{}
+	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolStatus) ProtoMessage() {}
+
+func (x *PoolStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
+func (*PoolStatus) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PoolStatus) GetMembersUp() uint32 {
+	if x != nil {
+		return x.MembersUp
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetMembersDown() uint32 {
+	if x != nil {
+		return x.MembersDown
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetMembersUnknown() uint32 {
+	if x != nil {
+		return x.MembersUnknown
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetObserver() string {
+	if x != nil {
+		return x.Observer
+	}
+	return ""
+}
+
 type PoolSpec struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Members     []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
@@ -853,7 +937,7 @@ type PoolSpec struct {
 
 func (x *PoolSpec) Reset() {
 	*x = PoolSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	mi := &file_weft_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +949,7 @@ func (x *PoolSpec) String() string {
 func (*PoolSpec) ProtoMessage() {}
 
 func (x *PoolSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	mi := &file_weft_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +962,7 @@ func (x *PoolSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolSpec.ProtoReflect.Descriptor instead.
 func (*PoolSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PoolSpec) GetMembers() []*Member {
@@ -946,7 +1030,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_weft_v1_resources_proto_msgTypes[12]
+	mi := &file_weft_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1042,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[12]
+	mi := &file_weft_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1055,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Member) GetAddress() string {
@@ -1030,7 +1114,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_weft_v1_resources_proto_msgTypes[13]
+	mi := &file_weft_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1126,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[13]
+	mi := &file_weft_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1139,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HealthCheck) GetType() string {
@@ -1127,7 +1211,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_weft_v1_resources_proto_msgTypes[14]
+	mi := &file_weft_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1223,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[14]
+	mi := &file_weft_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1236,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Certificate) GetMetadata() *Metadata {
@@ -1186,7 +1270,7 @@ type CertificateSpec struct {
 
 func (x *CertificateSpec) Reset() {
 	*x = CertificateSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[15]
+	mi := &file_weft_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1282,7 @@ func (x *CertificateSpec) String() string {
 func (*CertificateSpec) ProtoMessage() {}
 
 func (x *CertificateSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[15]
+	mi := &file_weft_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1295,7 @@ func (x *CertificateSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateSpec.ProtoReflect.Descriptor instead.
 func (*CertificateSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CertificateSpec) GetCertificatePem() string {
@@ -1241,7 +1325,7 @@ type CertificateStatus struct {
 
 func (x *CertificateStatus) Reset() {
 	*x = CertificateStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[16]
+	mi := &file_weft_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1337,7 @@ func (x *CertificateStatus) String() string {
 func (*CertificateStatus) ProtoMessage() {}
 
 func (x *CertificateStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[16]
+	mi := &file_weft_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1350,7 @@ func (x *CertificateStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateStatus.ProtoReflect.Descriptor instead.
 func (*CertificateStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CertificateStatus) GetDnsNames() []string {
@@ -1308,7 +1392,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_weft_v1_resources_proto_msgTypes[17]
+	mi := &file_weft_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1404,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[17]
+	mi := &file_weft_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1417,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DNSRecord) GetMetadata() *Metadata {
@@ -1364,7 +1448,7 @@ type DNSRecordSpec struct {
 
 func (x *DNSRecordSpec) Reset() {
 	*x = DNSRecordSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[18]
+	mi := &file_weft_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1460,7 @@ func (x *DNSRecordSpec) String() string {
 func (*DNSRecordSpec) ProtoMessage() {}
 
 func (x *DNSRecordSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[18]
+	mi := &file_weft_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1473,7 @@ func (x *DNSRecordSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecordSpec.ProtoReflect.Descriptor instead.
 func (*DNSRecordSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DNSRecordSpec) GetFqdn() string {
@@ -1434,7 +1518,7 @@ type DNSTarget struct {
 
 func (x *DNSTarget) Reset() {
 	*x = DNSTarget{}
-	mi := &file_weft_v1_resources_proto_msgTypes[19]
+	mi := &file_weft_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1530,7 @@ func (x *DNSTarget) String() string {
 func (*DNSTarget) ProtoMessage() {}
 
 func (x *DNSTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[19]
+	mi := &file_weft_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1543,7 @@ func (x *DNSTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSTarget.ProtoReflect.Descriptor instead.
 func (*DNSTarget) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DNSTarget) GetLoadBalancer() string {
@@ -1509,7 +1593,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_weft_v1_resources_proto_msgTypes[20]
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1605,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[20]
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1618,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Node) GetMetadata() *Metadata {
@@ -1574,7 +1658,7 @@ type NodeSpec struct {
 
 func (x *NodeSpec) Reset() {
 	*x = NodeSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1670,7 @@ func (x *NodeSpec) String() string {
 func (*NodeSpec) ProtoMessage() {}
 
 func (x *NodeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1683,7 @@ func (x *NodeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSpec.ProtoReflect.Descriptor instead.
 func (*NodeSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeSpec) GetRegion() string {
@@ -1644,18 +1728,27 @@ func (x *NodeSpec) GetGossipAddress() string {
 	return ""
 }
 
+// NodeStatus is what the answering node knows of a node beside its record:
+// its Raft role and, from its gossip view, liveness and version.
 type NodeStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Suffrage is voter or nonvoter (empty when not in the Raft configuration).
-	Suffrage      string `protobuf:"bytes,1,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
-	Leader        bool   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	Suffrage string `protobuf:"bytes,1,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	Leader   bool   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Liveness is alive, dead or left as the answering node's gossip sees the
+	// node, or unknown when its gossip has no record of it (not started yet,
+	// or never reached).
+	Liveness string `protobuf:"bytes,3,opt,name=liveness,proto3" json:"liveness,omitempty"`
+	// Version is the node's weft version, from its gossip metadata; empty
+	// when unknown.
+	Version       string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1760,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1773,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeStatus) GetSuffrage() string {
@@ -1697,6 +1790,20 @@ func (x *NodeStatus) GetLeader() bool {
 	return false
 }
 
+func (x *NodeStatus) GetLiveness() string {
+	if x != nil {
+		return x.Liveness
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 // JoinToken lets a new node join. The secret is shown only at creation.
 type JoinToken struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1711,7 +1818,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1830,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1843,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinToken) GetId() string {
@@ -1789,7 +1896,7 @@ type APIToken struct {
 
 func (x *APIToken) Reset() {
 	*x = APIToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1908,7 @@ func (x *APIToken) String() string {
 func (*APIToken) ProtoMessage() {}
 
 func (x *APIToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1921,7 @@ func (x *APIToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIToken.ProtoReflect.Descriptor instead.
 func (*APIToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *APIToken) GetId() string {
@@ -1868,7 +1975,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	mi := &file_weft_v1_resources_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +1987,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	mi := &file_weft_v1_resources_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2000,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -2039,10 +2146,18 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\bTimeouts\x123\n" +
 	"\aconnect\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\aconnect\x12-\n" +
 	"\x04idle\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04idle\x125\n" +
-	"\bresponse\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bresponse\"\\\n" +
+	"\bresponse\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bresponse\"\x89\x01\n" +
 	"\x04Pool\x12-\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x11.weft.v1.MetadataR\bmetadata\x12%\n" +
-	"\x04spec\x18\x02 \x01(\v2\x11.weft.v1.PoolSpecR\x04spec\"\xaf\x02\n" +
+	"\x04spec\x18\x02 \x01(\v2\x11.weft.v1.PoolSpecR\x04spec\x12+\n" +
+	"\x06status\x18\x03 \x01(\v2\x13.weft.v1.PoolStatusR\x06status\"\x93\x01\n" +
+	"\n" +
+	"PoolStatus\x12\x1d\n" +
+	"\n" +
+	"members_up\x18\x01 \x01(\rR\tmembersUp\x12!\n" +
+	"\fmembers_down\x18\x02 \x01(\rR\vmembersDown\x12'\n" +
+	"\x0fmembers_unknown\x18\x03 \x01(\rR\x0emembersUnknown\x12\x1a\n" +
+	"\bobserver\x18\x04 \x01(\tR\bobserver\"\xaf\x02\n" +
 	"\bPoolSpec\x12)\n" +
 	"\amembers\x18\x01 \x03(\v2\x0f.weft.v1.MemberR\amembers\x127\n" +
 	"\fhealth_check\x18\x02 \x01(\v2\x14.weft.v1.HealthCheckR\vhealthCheck\x12\x1c\n" +
@@ -2105,11 +2220,13 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\vapi_address\x18\x04 \x01(\tR\n" +
 	"apiAddress\x12\x14\n" +
 	"\x05drain\x18\x05 \x01(\bR\x05drain\x12%\n" +
-	"\x0egossip_address\x18\x06 \x01(\tR\rgossipAddress\"@\n" +
+	"\x0egossip_address\x18\x06 \x01(\tR\rgossipAddress\"v\n" +
 	"\n" +
 	"NodeStatus\x12\x1a\n" +
 	"\bsuffrage\x18\x01 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x02 \x01(\bR\x06leader\"\xc2\x01\n" +
+	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x1a\n" +
+	"\bliveness\x18\x03 \x01(\tR\bliveness\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\"\xc2\x01\n" +
 	"\tJoinToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x129\n" +
@@ -2144,7 +2261,7 @@ func file_weft_v1_resources_proto_rawDescGZIP() []byte {
 	return file_weft_v1_resources_proto_rawDescData
 }
 
-var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_weft_v1_resources_proto_goTypes = []any{
 	(*Metadata)(nil),              // 0: weft.v1.Metadata
 	(*LoadBalancer)(nil),          // 1: weft.v1.LoadBalancer
@@ -2157,29 +2274,30 @@ var file_weft_v1_resources_proto_goTypes = []any{
 	(*StickySession)(nil),         // 8: weft.v1.StickySession
 	(*Timeouts)(nil),              // 9: weft.v1.Timeouts
 	(*Pool)(nil),                  // 10: weft.v1.Pool
-	(*PoolSpec)(nil),              // 11: weft.v1.PoolSpec
-	(*Member)(nil),                // 12: weft.v1.Member
-	(*HealthCheck)(nil),           // 13: weft.v1.HealthCheck
-	(*Certificate)(nil),           // 14: weft.v1.Certificate
-	(*CertificateSpec)(nil),       // 15: weft.v1.CertificateSpec
-	(*CertificateStatus)(nil),     // 16: weft.v1.CertificateStatus
-	(*DNSRecord)(nil),             // 17: weft.v1.DNSRecord
-	(*DNSRecordSpec)(nil),         // 18: weft.v1.DNSRecordSpec
-	(*DNSTarget)(nil),             // 19: weft.v1.DNSTarget
-	(*Node)(nil),                  // 20: weft.v1.Node
-	(*NodeSpec)(nil),              // 21: weft.v1.NodeSpec
-	(*NodeStatus)(nil),            // 22: weft.v1.NodeStatus
-	(*JoinToken)(nil),             // 23: weft.v1.JoinToken
-	(*APIToken)(nil),              // 24: weft.v1.APIToken
-	(*Resource)(nil),              // 25: weft.v1.Resource
-	nil,                           // 26: weft.v1.Metadata.LabelsEntry
-	nil,                           // 27: weft.v1.HeaderRewrite.SetEntry
-	nil,                           // 28: weft.v1.HeaderRewrite.AddEntry
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*PoolStatus)(nil),            // 11: weft.v1.PoolStatus
+	(*PoolSpec)(nil),              // 12: weft.v1.PoolSpec
+	(*Member)(nil),                // 13: weft.v1.Member
+	(*HealthCheck)(nil),           // 14: weft.v1.HealthCheck
+	(*Certificate)(nil),           // 15: weft.v1.Certificate
+	(*CertificateSpec)(nil),       // 16: weft.v1.CertificateSpec
+	(*CertificateStatus)(nil),     // 17: weft.v1.CertificateStatus
+	(*DNSRecord)(nil),             // 18: weft.v1.DNSRecord
+	(*DNSRecordSpec)(nil),         // 19: weft.v1.DNSRecordSpec
+	(*DNSTarget)(nil),             // 20: weft.v1.DNSTarget
+	(*Node)(nil),                  // 21: weft.v1.Node
+	(*NodeSpec)(nil),              // 22: weft.v1.NodeSpec
+	(*NodeStatus)(nil),            // 23: weft.v1.NodeStatus
+	(*JoinToken)(nil),             // 24: weft.v1.JoinToken
+	(*APIToken)(nil),              // 25: weft.v1.APIToken
+	(*Resource)(nil),              // 26: weft.v1.Resource
+	nil,                           // 27: weft.v1.Metadata.LabelsEntry
+	nil,                           // 28: weft.v1.HeaderRewrite.SetEntry
+	nil,                           // 29: weft.v1.HeaderRewrite.AddEntry
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_weft_v1_resources_proto_depIdxs = []int32{
-	26, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
+	27, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
 	0,  // 1: weft.v1.LoadBalancer.metadata:type_name -> weft.v1.Metadata
 	2,  // 2: weft.v1.LoadBalancer.spec:type_name -> weft.v1.LoadBalancerSpec
 	3,  // 3: weft.v1.LoadBalancerSpec.listeners:type_name -> weft.v1.Listener
@@ -2190,40 +2308,41 @@ var file_weft_v1_resources_proto_depIdxs = []int32{
 	7,  // 8: weft.v1.Rule.redirect:type_name -> weft.v1.Redirect
 	5,  // 9: weft.v1.Rule.request_headers:type_name -> weft.v1.HeaderRewrite
 	5,  // 10: weft.v1.Rule.response_headers:type_name -> weft.v1.HeaderRewrite
-	27, // 11: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
-	28, // 12: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
-	29, // 13: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
-	29, // 14: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
-	29, // 15: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
-	29, // 16: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
+	28, // 11: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
+	29, // 12: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
+	30, // 13: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
+	30, // 14: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
+	30, // 15: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	30, // 16: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
 	0,  // 17: weft.v1.Pool.metadata:type_name -> weft.v1.Metadata
-	11, // 18: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
-	12, // 19: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
-	13, // 20: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
-	29, // 21: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	29, // 22: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	0,  // 23: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
-	15, // 24: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
-	16, // 25: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
-	30, // 26: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
-	30, // 27: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
-	0,  // 28: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
-	18, // 29: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
-	19, // 30: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
-	0,  // 31: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
-	21, // 32: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
-	22, // 33: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
-	30, // 34: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	30, // 35: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 36: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
-	10, // 37: weft.v1.Resource.pool:type_name -> weft.v1.Pool
-	14, // 38: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
-	17, // 39: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	12, // 18: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
+	11, // 19: weft.v1.Pool.status:type_name -> weft.v1.PoolStatus
+	13, // 20: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
+	14, // 21: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
+	30, // 22: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	30, // 23: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	0,  // 24: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
+	16, // 25: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
+	17, // 26: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
+	31, // 27: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
+	31, // 28: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
+	0,  // 29: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
+	19, // 30: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
+	20, // 31: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
+	0,  // 32: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
+	22, // 33: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
+	23, // 34: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
+	31, // 35: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	31, // 36: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 37: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
+	10, // 38: weft.v1.Resource.pool:type_name -> weft.v1.Pool
+	15, // 39: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
+	18, // 40: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_resources_proto_init() }
@@ -2231,8 +2350,8 @@ func file_weft_v1_resources_proto_init() {
 	if File_weft_v1_resources_proto != nil {
 		return
 	}
-	file_weft_v1_resources_proto_msgTypes[12].OneofWrappers = []any{}
-	file_weft_v1_resources_proto_msgTypes[25].OneofWrappers = []any{
+	file_weft_v1_resources_proto_msgTypes[13].OneofWrappers = []any{}
+	file_weft_v1_resources_proto_msgTypes[26].OneofWrappers = []any{
 		(*Resource_LoadBalancer)(nil),
 		(*Resource_Pool)(nil),
 		(*Resource_Certificate)(nil),
@@ -2244,7 +2363,7 @@ func file_weft_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_resources_proto_rawDesc), len(file_weft_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
