@@ -2,11 +2,26 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/weftlb/weft/deploy/lab"
+	"github.com/weftlb/weft/pki"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
 )
 
 // Flow sync in the lab (issue 11): 200 long-lived FullNAT and 200 DSR
@@ -63,12 +78,17 @@ func (r *fabricRig) waitFlowsReady(limit time.Duration) {
 	})
 }
 
-// TestLab_FlowSync: node loss while the pool changes, the loss of a whole
-// zone, and a rolling restart.
+// TestLab_FlowSync: forged syncs refused, node loss while the pool
+// changes, the loss of a whole zone, and a rolling restart.
 func TestLab_FlowSync(t *testing.T) {
 	r := newFabricRig(t, "weftf", 500*time.Millisecond, 0, 1)
 	r.waitFlowsReady(20 * time.Second)
 
+	// First, while no traffic makes flows to sync.
+	t.Run("forged", func(t *testing.T) {
+		defer r.on(t)()
+		forgedSync(t, r)
+	})
 	t.Run("node-loss-backend-change", func(t *testing.T) {
 		defer r.on(t)()
 		dsr, fullnat := nodeLossWithBackendChange(t, r)
@@ -171,4 +191,136 @@ func rollingRestart(tb testing.TB, r *fabricRig) (dsr, fullnat lab.ProbeResult) 
 	pd.end(tb)
 	pf.end(tb)
 	return pd.result(tb), pf.result(tb)
+}
+
+// recordingConn keeps every byte written to it: the TLS records a client
+// sent, for replaying.
+type recordingConn struct {
+	net.Conn
+	mu   sync.Mutex
+	sent []byte
+}
+
+func (c *recordingConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.sent = append(c.sent, b...)
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// syncOnce opens a Sync stream to a with tlsConfig (and token, if set),
+// sends one flow as node2 and waits for the first answer.
+func (r *fabricRig) syncOnce(a *agent, tlsConfig *tls.Config, token string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) error {
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, ForceAttemptHTTP2: true, DialContext: dial}}
+	defer hc.CloseIdleConnections()
+	c := weftv1connect.NewFlowSyncServiceClient(hc, "https://"+a.apiAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream := c.Sync(ctx)
+	if token != "" {
+		stream.RequestHeader().Set("Authorization", "Bearer "+token)
+	}
+	flow := &weftv1.SyncedFlow{Client: netip.MustParseAddr("198.18.0.2").AsSlice(), ClientPort: 9, Vip: labVIP.AsSlice(), VipPort: 80,
+		Proto: 6, Backend: r.l.Servers[0].Addr.AsSlice(), BackendPort: 8080, Established: true, Forward: true}
+	if err := stream.Send(&weftv1.SyncRequest{Node: "node2", Flows: []*weftv1.SyncedFlow{flow}}); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	_, err := stream.Receive()
+	stream.CloseRequest()
+	stream.CloseResponse()
+	return err
+}
+
+// flowsReceived is how many synced flows agent i has received.
+func (r *fabricRig) flowsReceived(i int) uint64 {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := status(ctx, r.api[i])
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st.GetFlowSync().GetReceived()
+}
+
+// forgedSync sends node1 flows it must refuse: from a certificate of
+// another CA that names node2, with the admin API token instead of a node
+// certificate, and a replay of the TLS bytes of a real sync from node2.
+// Only the real one is received.
+func forgedSync(t *testing.T, r *fabricRig) {
+	ca, err := os.ReadFile(r.c.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node2Cert, err1 := os.ReadFile(filepath.Join(r.c.agents[1].dataDir, "tls", "node.crt"))
+	node2Key, err2 := os.ReadFile(filepath.Join(r.c.agents[1].dataDir, "tls", "node.key"))
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewCA("another cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedCert, forgedKey, err := other.IssueNode("node2", []string{r.l.Nodes[1].Addr.String()}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err1 := pki.ClientTLS(ca, nil, nil)
+	real, err2 := pki.ClientTLS(ca, node2Cert, node2Key)
+	forgedPair, err3 := tls.X509KeyPair(forgedCert, forgedKey)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatal(err)
+	}
+	// Presented whatever the server asks for, as an attacker would.
+	forged.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &forgedPair, nil }
+	tokenOnly, err := pki.ClientTLS(ca, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := r.c.agents[0]
+	before := r.flowsReceived(0)
+
+	if err := r.syncOnce(target, forged, "", r.c.dial); err == nil {
+		t.Errorf("sync with a certificate of another CA: accepted")
+	} else {
+		t.Logf("another CA's certificate: %v", err)
+	}
+	if err := r.syncOnce(target, tokenOnly, r.c.adminToken, r.c.dial); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("sync with the admin token: %v, want PermissionDenied", err)
+	}
+	var rec *recordingConn
+	recordDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := r.c.dial(ctx, network, addr)
+		if err == nil {
+			rec = &recordingConn{Conn: c}
+			return rec, nil
+		}
+		return nil, err
+	}
+	if err := r.syncOnce(target, real, "", recordDial); err != nil {
+		t.Fatalf("sync as node2: %v", err)
+	}
+	waitFor(t, 5*time.Second, "node1 to receive node2's flow", func() error {
+		if got := r.flowsReceived(0); got != before+1 {
+			return fmt.Errorf("received %d flows, want %d", got-before, 1)
+		}
+		return nil
+	})
+	// The same bytes again, on a new connection: TLS refuses them.
+	rec.mu.Lock()
+	replay := slices.Clone(rec.sent)
+	rec.mu.Unlock()
+	conn, err := r.c.dial(context.Background(), "tcp", target.apiAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	conn.Write(replay)
+	answer, _ := io.ReadAll(conn)
+	conn.Close()
+	t.Logf("replayed %d bytes of node2's sync; node1 answered %d bytes and closed", len(replay), len(answer))
+	time.Sleep(500 * time.Millisecond)
+	if got := r.flowsReceived(0); got != before+1 {
+		t.Errorf("node1 received %d flows from the forged, token and replayed syncs and the real one, want 1", got-before)
+	}
 }
