@@ -2,6 +2,10 @@
 # they need (Debian packages as root, Go tools into ./bin).
 
 SHELL := /bin/bash
+# Go from the official tarball is in /usr/local/go/bin, which sudo's
+# secure_path and login shells without a profile for it leave out; what the
+# targets run (go run, go generate, the tests' go build) needs it too.
+export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := $(CURDIR)/bin
 BUF_VERSION := v1.75.0

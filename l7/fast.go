@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -136,13 +137,22 @@ func (s *socket) serveFast(c net.Conn) {
 		if !headBuffered(br) {
 			c.SetReadDeadline(time.Now().Add(params.header))
 		}
-		eligible, err := fastEligible(br, params.maxHeader)
+		head, bad, err := peekHead(br)
 		if err != nil {
-			// Header timeout (slowloris) or the client left.
+			// The header timeout (slowloris) or the client closed its
+			// side: net/http answers what came if it is malformed.
+			b, _ := br.Peek(br.Buffered())
+			bad = endVerdict(b, errors.Is(err, io.EOF))
+		}
+		if bad != nil {
+			c.SetWriteDeadline(time.Now().Add(params.idle))
+			io.WriteString(c, bad.resp)
+		}
+		if err != nil || bad != nil {
 			c.Close()
 			return
 		}
-		if !eligible {
+		if head == nil || len(head) > params.maxHeader || !eligibleHead(head) {
 			// Not ours: net/http takes the connection, with what is
 			// buffered, and its own timeouts and limits.
 			buffered, _ := br.Peek(br.Buffered())
@@ -180,36 +190,43 @@ func (s *socket) serveOne(w *fastWriter, r *http.Request) (ok bool) {
 	return true
 }
 
-// headBuffered reports whether a whole request head is already buffered.
+// headBuffered reports whether the next request can be judged from what
+// is buffered: a whole head, or one net/http would reject already.
 func headBuffered(br *bufio.Reader) bool {
 	b, _ := br.Peek(br.Buffered())
-	return bytes.Contains(b, []byte("\r\n\r\n"))
+	n, bad := checkRequest(b, false)
+	return n > 0 || bad != nil
 }
 
-// fastEligible reads ahead (without consuming) until the whole request head
-// is buffered and reports whether the fast loop may serve it.
-func fastEligible(br *bufio.Reader, maxHeader int) (bool, error) {
+// peekHead reads ahead (without consuming) until checkRequest judges the
+// next request: its whole head if valid, or net/http's answer to it.
+// Neither means the head is larger than the buffer: net/http's to read.
+func peekHead(br *bufio.Reader) ([]byte, *headError, error) {
 	for {
 		b, _ := br.Peek(br.Buffered())
-		if end := bytes.Index(b, []byte("\r\n\r\n")); end >= 0 {
-			return end <= maxHeader && eligibleHead(b[:end+2]), nil
+		if n, bad := checkRequest(b, false); n > 0 || bad != nil {
+			return b[:n], bad, nil
 		}
-		if br.Buffered() >= br.Size() || br.Buffered() > maxHeader {
-			return false, nil
+		if br.Buffered() >= br.Size() {
+			return nil, nil, nil
 		}
 		if _, err := br.Peek(br.Buffered() + 1); err != nil {
-			return false, err
+			return nil, nil, err
 		}
 	}
 }
 
-// eligibleHead checks a request head: an HTTP/1.x request line with a
-// method other than CONNECT and PRI, and no header announcing a body, an
-// upgrade or an expectation.
+// eligibleHead checks a valid request head: an HTTP/1.x request line with
+// a method other than CONNECT and PRI, and no header announcing a body,
+// an upgrade or an expectation.
 func eligibleHead(head []byte) bool {
 	// net/http also ends lines at a bare LF; this pre-parse splits at CRLF
 	// only, so a head with a bare LF (or CR) goes to net/http (found by
-	// FuzzEligibleHead: "0:\nContent-Length:1" hid a body).
+	// FuzzRequestHead: "0:\nContent-Length:1" hid a body).
+	if !bytes.HasSuffix(head, crlf2) {
+		return false
+	}
+	head = head[:len(head)-2]
 	if n := bytes.Count(head, []byte("\r\n")); bytes.Count(head, []byte("\n")) != n || bytes.Count(head, []byte("\r")) != n {
 		return false
 	}

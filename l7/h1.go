@@ -308,7 +308,7 @@ func (rs *reqState) responseHeader(h http.Header, resp *http.Response) {
 		rs.rt.respHdr.apply(h)
 	}
 	if s := rs.t.sticky; s != nil && rs.cookieID != rs.member.stickyID {
-		h.Add("Set-Cookie", setCookie(s, rs.member.stickyID))
+		h.Add("Set-Cookie", setCookie(s, rs.member.stickyID, rs.t.tls != nil))
 	}
 }
 

@@ -46,6 +46,7 @@ type lconn struct {
 	in       []byte // unread request bytes
 	output          // the response bytes not yet written
 	readable bool
+	hup      bool // the client closed its side: read until a read returns 0
 	state    connState
 	deadline time.Time
 
@@ -72,6 +73,11 @@ type lconn struct {
 func (c *lconn) event(ev uint32) {
 	if ev&inEvents != 0 {
 		c.readable = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		// Edge-triggered, the FIN may come in one event with the last
+		// bytes: a short read does not mean the socket has nothing left.
+		c.hup = true
 	}
 	if ev&outEvents != 0 {
 		c.writable = true
@@ -112,11 +118,15 @@ func (c *lconn) flush() bool {
 
 // request reads and starts the next request; false means waiting.
 func (c *lconn) request() bool {
-	end := bytes.Index(c.in, crlf2)
-	if end < 0 {
+	n, bad := checkRequest(c.in, false)
+	switch {
+	case bad != nil:
+		c.reject(bad)
+		return true
+	case n == 0:
 		return c.read()
 	}
-	head := c.in[:end+4]
+	head := c.in[:n]
 	if !loopHead(head) {
 		c.handoff()
 		return false
@@ -141,7 +151,7 @@ func (c *lconn) request() bool {
 		return false
 	}
 	rs.member.st.inflight.Add(1)
-	c.req, c.rs, c.head, c.attempt, c.fresh = r, rs, end+4, 0, false
+	c.req, c.rs, c.head, c.attempt, c.fresh = r, rs, n, 0, false
 	c.state = stProxy
 	c.w.reset(r)
 	return c.send()
@@ -169,11 +179,20 @@ func (c *lconn) read() bool {
 	case err == unix.EAGAIN:
 		c.readable = false
 		return false
-	case err != nil || n == 0:
+	case n == 0 && err == nil:
+		// The client closed its side: net/http answers a part of a
+		// head with 400 (an unexpected EOF) and then closes too.
+		if bad := endVerdict(c.in, true); bad != nil {
+			c.reject(bad)
+			return true
+		}
+		c.close()
+		return false
+	case err != nil:
 		c.close()
 		return false
 	}
-	if n < cap(c.in)-len(c.in) {
+	if n < cap(c.in)-len(c.in) && !c.hup {
 		c.readable = false // a short read drained the socket
 	}
 	c.in = c.in[:len(c.in)+n]
@@ -184,11 +203,21 @@ func (c *lconn) read() bool {
 	return true
 }
 
-// loopHead reports whether the loop serves a request head: HTTP/1.1 and
-// eligible for the fast path (no body, upgrade or expectation).
+// loopHead reports whether the loop serves a valid request head:
+// HTTP/1.1 and eligible for the fast path (no body, upgrade or
+// expectation).
 func loopHead(head []byte) bool {
 	line, _, _ := bytes.Cut(head, crlf2[:2])
-	return bytes.HasSuffix(line, []byte(" HTTP/1.1")) && eligibleHead(head[:len(head)-2])
+	return bytes.HasSuffix(line, []byte(" HTTP/1.1")) && eligibleHead(head)
+}
+
+// reject answers a head net/http would reject as net/http does, then
+// closes the connection.
+func (c *lconn) reject(bad *headError) {
+	c.l.p.log.Debug("l7 bad request", "client", c.remote, "status", bad.status)
+	c.out = append(c.out, bad.resp...)
+	c.state = stClose
+	c.deadline = time.Now().Add(c.s.gen.Load().params.idle)
 }
 
 // send puts the request on a member connection.
@@ -474,6 +503,15 @@ func (c *lconn) finish() bool {
 // expire acts on a passed deadline.
 func (c *lconn) expire() {
 	switch {
+	case c.state == stHead:
+		// The header timeout: net/http reads what came as the whole head,
+		// answers if that is malformed, and closes.
+		if bad := endVerdict(c.in, false); bad != nil {
+			c.reject(bad)
+			c.run()
+			return
+		}
+		c.close()
 	case c.state != stProxy:
 		c.close()
 	case c.up != nil && c.up.connecting:

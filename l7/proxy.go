@@ -642,7 +642,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		rs.rt.respHdr.apply(resp.Header)
 	}
 	if s := rs.t.sticky; s != nil && rs.cookieID != rs.member.stickyID {
-		resp.Header.Add("Set-Cookie", setCookie(s, rs.member.stickyID))
+		resp.Header.Add("Set-Cookie", setCookie(s, rs.member.stickyID, rs.t.tls != nil))
 	}
 	return nil
 }

@@ -27,13 +27,16 @@ func stickyID(key []byte, pool string, m *member) string {
 }
 
 // setCookie renders the Set-Cookie value pinning a client to the member
-// with the given sticky id.
-func setCookie(s *Sticky, id string) string {
+// with the given sticky id. On an https listener the cookie is Secure, so
+// a browser never sends it over plain HTTP, where anyone on the path could
+// read it.
+func setCookie(s *Sticky, id string, secure bool) string {
 	c := &http.Cookie{
 		Name:     s.CookieName,
 		Value:    id,
 		Path:     "/",
 		HttpOnly: true,
+		Secure:   secure,
 		SameSite: http.SameSiteLaxMode,
 	}
 	if s.TTL > 0 {

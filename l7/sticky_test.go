@@ -2,9 +2,12 @@ package l7
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestStickySessions(t *testing.T) {
@@ -93,5 +96,68 @@ func TestStickySessions(t *testing.T) {
 	}
 	if !strings.HasPrefix(resp.Header.Get("Set-Cookie"), DefaultCookieName+"=") {
 		t.Errorf("fallback did not re-pin the client: Set-Cookie %q", resp.Header.Get("Set-Cookie"))
+	}
+}
+
+// TestStickyCookieAttributes checks the sticky cookie's attributes on
+// each path that sets it: the event loop (plain GET), the direct path
+// in net/http (GET over TLS) and the ReverseProxy path (POST, either
+// listener). It is Secure exactly on https listeners.
+func TestStickyCookieAttributes(t *testing.T) {
+	b := startBackend(t, "b", nil)
+	plain, secure := freeAddr(t, "127.0.0.8"), freeAddr(t, "127.0.0.8")
+	startProxy(t, Config{
+		CookieKey:    []byte("cluster cookie key, 32 bytes...."),
+		Certificates: map[string]tls.Certificate{"c": selfSigned(t, false, "a.example.com")},
+		Pools:        map[string]Pool{"p": {Members: []Member{b.member()}}},
+		Listeners: []Listener{
+			{Name: "http", Addr: plain, DefaultPool: "p", Sticky: &Sticky{}},
+			{Name: "https", Addr: secure, TLS: true, Certificates: []string{"c"}, DefaultPool: "p", Sticky: &Sticky{}},
+		},
+	})
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "a.example.com"}}}
+	defer client.CloseIdleConnections()
+	tests := []struct {
+		name   string
+		url    string
+		method string
+		secure bool
+	}{
+		{"http GET on the event loop", "http://" + plain.String() + "/", http.MethodGet, false},
+		{"http POST through ReverseProxy", "http://" + plain.String() + "/", http.MethodPost, false},
+		{"https GET on the direct path", "https://" + secure.String() + "/", http.MethodGet, true},
+		{"https POST through ReverseProxy", "https://" + secure.String() + "/", http.MethodPost, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader
+			if tc.method == http.MethodPost {
+				body = strings.NewReader("data")
+			}
+			req, err := http.NewRequest(tc.method, tc.url, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", tc.method, tc.url, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			var c *http.Cookie
+			for _, rc := range resp.Cookies() {
+				if rc.Name == DefaultCookieName {
+					c = rc
+				}
+			}
+			if c == nil {
+				t.Fatalf("no %s cookie in %q", DefaultCookieName, resp.Header["Set-Cookie"])
+			}
+			if c.Secure != tc.secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode {
+				t.Errorf("cookie %q: Secure=%v HttpOnly=%v SameSite=%v, want Secure=%v HttpOnly=true SameSite=Lax",
+					resp.Header.Get("Set-Cookie"), c.Secure, c.HttpOnly, c.SameSite, tc.secure)
+			}
+		})
 	}
 }

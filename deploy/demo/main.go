@@ -21,6 +21,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/weftlb/weft/dataplane/bpffs"
 	"github.com/weftlb/weft/deploy/lab"
 )
 
@@ -40,7 +43,11 @@ func stateDir() string { return filepath.Join(os.TempDir(), "weft-demo-"+prefix)
 
 // pinDir is where the switch-side XDP pass programs stay attached after
 // the demo exits (a bpf link lives as long as a pin or a process holds it).
-const pinDir = "/sys/fs/bpf"
+const pinDir = bpffs.Path
+
+// bpffsMark, in the state dir, says that the demo mounted the bpf
+// filesystem on pinDir, so that make demo-down unmounts it again.
+const bpffsMark = "bpffs-mounted"
 
 func main() {
 	down := flag.Bool("down", false, "remove the demo's lab, cluster and files (make demo-down)")
@@ -57,10 +64,15 @@ func main() {
 		fail(fallback(err, *weft))
 	}
 	if *down {
-		if err := teardown(); err != nil {
+		unmounted, err := teardown()
+		if err != nil {
 			fail(err)
 		}
-		fmt.Printf("removed the demo: namespaces %s-*, its processes and %s\n", prefix, stateDir())
+		fmt.Printf("removed the demo: namespaces %s-*, their processes, the pins %s/%s-pass-* and %s\n",
+			prefix, pinDir, prefix, stateDir())
+		if unmounted {
+			fmt.Printf("unmounted the bpf filesystem the demo had mounted on %s\n", pinDir)
+		}
 		return
 	}
 	// Every wait inside is bounded; this bounds what is not (apt-get).
@@ -91,17 +103,44 @@ func fallback(why error, weft string) error {
 	return syscall.Exec(script, []string{script}, os.Environ())
 }
 
-// teardown removes everything the demo made; it is safe to run at any time.
-func teardown() error {
+// teardown removes everything the demo made, and unmounts the bpf
+// filesystem if the demo mounted it and nothing else is pinned there; it
+// is safe to run at any time. On an error it keeps the state dir (logs,
+// and the mark of the mount) for a look and the next try.
+func teardown() (unmounted bool, err error) {
 	l := &lab.Lab{Topology: lab.Topology{Prefix: prefix}}
-	err := l.Down()
+	err = l.Down()
 	pins, _ := filepath.Glob(filepath.Join(pinDir, prefix+"-pass-*"))
 	for _, p := range pins {
 		if rmErr := os.Remove(p); rmErr != nil {
 			err = errors.Join(err, rmErr)
 		}
 	}
-	return errors.Join(err, os.RemoveAll(stateDir()))
+	if err != nil {
+		return false, err
+	}
+	if _, statErr := os.Stat(filepath.Join(stateDir(), bpffsMark)); statErr == nil {
+		if unmounted, err = unmountBPFFS(); err != nil {
+			return false, err
+		}
+	}
+	return unmounted, os.RemoveAll(stateDir())
+}
+
+// unmountBPFFS unmounts the bpf filesystem on pinDir unless something else
+// is pinned in it (another program's pins would go with it).
+func unmountBPFFS() (bool, error) {
+	if on, err := bpffs.IsMounted(pinDir); err != nil || !on {
+		return false, err
+	}
+	left, err := bpffs.Pins(pinDir)
+	if err != nil || len(left) > 0 {
+		return false, err
+	}
+	if err := unix.Unmount(pinDir, 0); err != nil {
+		return false, fmt.Errorf("unmount the bpf filesystem on %s: %w", pinDir, err)
+	}
+	return true, nil
 }
 
 func goBuild(out, pkg string) error {

@@ -17,11 +17,21 @@ import (
 	"github.com/weftlb/weft/deploy/lab"
 )
 
+// requestTimeout bounds each request. It is longer than Linux's first SYN
+// retransmission (1 s), as a real client's connect timeout is: a SYN that
+// reaches a killed node in the few milliseconds before the router drops
+// the node's route is lost, and the client's resend takes the new route.
+// Such requests are counted as slow (slowAfter), not hidden.
+const requestTimeout = 3 * time.Second
+
+// slowAfter is the time above which an answered request counts as slow.
+const slowAfter = 500 * time.Millisecond
+
 // get sends one HTTP request through the VIP from the client's namespace on
 // a new connection (so the router hashes every request afresh) and returns
 // the name of the server that answered.
 func (d *demo) get(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+vip+"/", nil)
 	if err != nil {
@@ -79,7 +89,7 @@ func runLoop(ctx context.Context, d *demo, rec *recorder, o loopOptions) {
 				at := rec.since()
 				// Not ctx: stopping the loop must not fail a request in flight.
 				server, err := d.get(context.Background())
-				rec.add(at, server, err)
+				rec.add(at, rec.since()-at, server, err)
 				time.Sleep(o.pause)
 			}
 		}()
@@ -97,6 +107,7 @@ type recorder struct {
 
 type result struct {
 	at     time.Duration // when the request started
+	took   time.Duration
 	server string
 	err    error
 }
@@ -110,10 +121,10 @@ func newRecorder() *recorder { return &recorder{start: time.Now()} }
 
 func (r *recorder) since() time.Duration { return time.Since(r.start) }
 
-func (r *recorder) add(at time.Duration, server string, err error) {
+func (r *recorder) add(at, took time.Duration, server string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.results = append(r.results, result{at, server, err})
+	r.results = append(r.results, result{at, took, server, err})
 }
 
 func (r *recorder) event(what string) {
@@ -122,21 +133,40 @@ func (r *recorder) event(what string) {
 	r.events = append(r.events, event{r.since(), what})
 }
 
-// totals counts the requests that started in [from, to).
-func (r *recorder) totals(from, to time.Duration) (ok, failed int) {
+// totals counts the requests that started in [from, to): answered (slow
+// ones among them) and failed.
+func (r *recorder) totals(from, to time.Duration) (ok, slow, failed int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, res := range r.results {
 		if res.at < from || res.at >= to {
 			continue
 		}
-		if res.err != nil {
+		switch {
+		case res.err != nil:
 			failed++
-		} else {
+		case res.took > slowAfter:
+			ok++
+			slow++
+		default:
 			ok++
 		}
 	}
-	return ok, failed
+	return ok, slow, failed
+}
+
+// failedAcross counts the failed requests that were running at from and
+// had started before to.
+func (r *recorder) failedAcross(from, to time.Duration) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, res := range r.results {
+		if res.err != nil && res.at < to && res.at+res.took >= from {
+			n++
+		}
+	}
+	return n
 }
 
 // perServer prints the answers per server of the requests that started in
@@ -176,14 +206,18 @@ func (r *recorder) timeline() string {
 		end = max(end, res.at)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "    %-8s %8s %6s   %s\n", "second", "answered", "failed", "what happened")
+	fmt.Fprintf(&b, "    %-8s %8s %6s %6s   %s\n", "second", "answered", "slow", "failed", "what happened")
 	for s := time.Duration(0); s <= end; s += time.Second {
-		ok, failed := 0, 0
+		ok, slow, failed := 0, 0, 0
 		for _, res := range r.results {
 			if res.at >= s && res.at < s+time.Second {
-				if res.err != nil {
+				switch {
+				case res.err != nil:
 					failed++
-				} else {
+				case res.took > slowAfter:
+					ok++
+					slow++
+				default:
 					ok++
 				}
 			}
@@ -194,7 +228,7 @@ func (r *recorder) timeline() string {
 				what = append(what, fmt.Sprintf("%.2fs %s", e.at.Seconds(), e.what))
 			}
 		}
-		fmt.Fprintf(&b, "    %-8s %8d %6d   %s\n", fmt.Sprintf("%d-%d", s/time.Second, s/time.Second+1), ok, failed, strings.Join(what, "; "))
+		fmt.Fprintf(&b, "    %-8s %8d %6d %6d   %s\n", fmt.Sprintf("%d-%d", s/time.Second, s/time.Second+1), ok, slow, failed, strings.Join(what, "; "))
 	}
 	return b.String()
 }

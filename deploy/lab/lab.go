@@ -18,7 +18,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -196,23 +199,51 @@ func (l *Lab) Down() error {
 		return fmt.Errorf("ip netns list: %w", err)
 	}
 	var errs []error
+	var killed []int
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || !strings.HasPrefix(f[0], l.Prefix+"-") {
 			continue
 		}
 		// Processes outlive a deleted namespace: stop them first.
-		if pids, err := exec.Command("ip", "netns", "pids", f[0]).Output(); err == nil {
-			for _, pid := range strings.Fields(string(pids)) {
-				exec.Command("kill", "-9", pid).Run()
+		if out, err := exec.Command("ip", "netns", "pids", f[0]).Output(); err == nil {
+			for _, field := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(field); err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
+					killed = append(killed, pid)
+				}
 			}
 		}
 		if err := exec.Command("ip", "netns", "del", f[0]).Run(); err != nil {
 			errs = append(errs, fmt.Errorf("delete netns %s: %w", f[0], err))
 		}
 	}
+	// Wait for the killed processes, so that nothing of the lab runs once
+	// Down returns.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		killed = slices.DeleteFunc(killed, exited)
+		if len(killed) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			errs = append(errs, fmt.Errorf("processes %v still run 5s after SIGKILL", killed))
+			break
+		}
+	}
 	os.RemoveAll(l.runDir())
 	return errors.Join(errs...)
+}
+
+// exited reports whether process pid has exited; a zombie has (nothing
+// may reap it: the lab's processes are not the caller's children).
+func exited(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses and
+	// may itself hold any character.
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X'
 }
 
 // Command returns a command that runs in a host's namespace.
