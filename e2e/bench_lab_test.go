@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"math"
 	"os/exec"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/weftlb/weft/deploy/lab"
 )
@@ -109,7 +113,13 @@ func BenchmarkLab_L4(b *testing.B) {
 //     long-lived connections and new connections (TestLab_NodeLoss); the
 //     kernel closes the agent's BGP session, so the router withdraws at once;
 //   - host-loss: the same with the node cut off first (isolate), as when a
-//     machine dies: the router waits for the hold time.
+//     machine dies: the router waits for the hold time;
+//   - node-loss-backend-change: node-loss while a server joins the pools
+//     and another is drained in the same second (TestLab_FlowSync);
+//   - zone-loss-sessions: both primary-zone nodes SIGKILLed under the same
+//     load; survival on the backup zone's node;
+//   - rolling-restart: every node stopped (SIGTERM) and started again in
+//     turn under the same load.
 //
 // Figures are reported, never asserted.
 func BenchmarkLab_Failover(b *testing.B) {
@@ -174,4 +184,150 @@ func BenchmarkLab_Failover(b *testing.B) {
 			report(b, dsr, fullnat, withdrawn)
 		}
 	})
+	survival := func(b *testing.B, dsr, fullnat lab.ProbeResult) {
+		b.ReportMetric(dsr.SurvivalPct, "dsr-survival-%")
+		b.ReportMetric(fullnat.SurvivalPct, "fullnat-survival-%")
+	}
+	sub("node-loss-backend-change", func(b *testing.B) {
+		for range b.N {
+			r.restore(1)
+			r.waitFlowsReady(20 * time.Second)
+			dsr, fullnat := nodeLossWithBackendChange(b, r)
+			survival(b, dsr, fullnat)
+		}
+	})
+	sub("zone-loss-sessions", func(b *testing.B) {
+		for range b.N {
+			r.restore(1)
+			r.waitFlowsReady(20 * time.Second)
+			dsr, fullnat := zoneLoss(b, r)
+			survival(b, dsr, fullnat)
+		}
+	})
+	sub("rolling-restart", func(b *testing.B) {
+		for range b.N {
+			for i := range r.c.agents {
+				r.restore(i)
+			}
+			r.waitFlowsReady(20 * time.Second)
+			dsr, fullnat := rollingRestart(b, r)
+			survival(b, dsr, fullnat)
+		}
+	})
 }
+
+// BenchmarkLab_FlowSync measures what flow sync costs, on the three XDP
+// nodes of the failover rig: new FullNAT connections per second through
+// the VIP with sync on and with it off (the same agents restarted with
+// --flow-sync=false), the protobuf bytes sent per synced flow, and the
+// kernel memory of a FullNAT flow's conntrack and reverse entries.
+func BenchmarkLab_FlowSync(b *testing.B) {
+	r := newFabricRig(b, "weftq", 500*time.Millisecond, 0, 1, 2)
+	r.waitFlowsReady(20 * time.Second)
+	const seconds = 5
+	// newConns runs wrk with a connection per request and returns the
+	// connections it made.
+	newConns := func(b *testing.B) int {
+		reqs, errs := r.wrk("80", seconds, "-H", "Connection: close")
+		b.ReportMetric(float64(reqs)/seconds, "conn/s")
+		b.ReportMetric(float64(errs), "errors")
+		return reqs
+	}
+	b.Run("sync-on/new-conn", func(b *testing.B) {
+		defer r.on(b)()
+		for range b.N {
+			before := r.syncTotals()
+			conns := newConns(b)
+			after := r.syncTotals()
+			// A flow goes to its bucket's owners and its local address's
+			// heir, less the node that reports it: up to three copies.
+			if conns > 0 {
+				b.ReportMetric(float64(after.bytes-before.bytes)/float64(conns), "sync-bytes/conn")
+				b.ReportMetric(float64(after.sent-before.sent)/float64(conns), "sync-copies/conn")
+			}
+			b.ReportMetric(float64(r.flowEntryBytes()), "ct-bytes/flow")
+		}
+	})
+	b.Run("sync-off/new-conn", func(b *testing.B) {
+		defer r.on(b)()
+		for _, a := range r.c.agents {
+			a.extra = append(a.extra, "--flow-sync=false")
+			a.stop(b)
+			r.c.restart(a)
+		}
+		waitVia(b, r.l, 20*time.Second, r.l.Nodes...)
+		r.waitServing("80")
+		for range b.N {
+			newConns(b)
+		}
+	})
+}
+
+type syncTotals struct{ sent, bytes uint64 }
+
+// syncTotals sums, over the running agents, the flows and bytes their
+// flow sync sent.
+func (r *fabricRig) syncTotals() syncTotals {
+	r.t.Helper()
+	var t syncTotals
+	for i, a := range r.c.agents {
+		if !a.running() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := status(ctx, r.api[i])
+		cancel()
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		t.sent += st.GetFlowSync().GetSent()
+		t.bytes += st.GetFlowSync().GetSentBytes()
+	}
+	return t
+}
+
+// flowEntryBytes is the kernel memory of one FullNAT flow on node1: an
+// entry of conntrack and one of nat_reverse, both preallocated LRU hashes,
+// so their memlock over their entries is the cost of one.
+func (r *fabricRig) flowEntryBytes() uint64 {
+	r.t.Helper()
+	out, err := exec.Command("ip", "-n", r.l.Nodes[0].NS, "-d", "link", "show", r.l.Nodes[0].Iface).CombinedOutput()
+	m := xdpProgID.FindSubmatch(out)
+	if err != nil || m == nil {
+		r.t.Fatalf("xdp program of node1: %v %s", err, out)
+	}
+	id, _ := strconv.Atoi(string(m[1]))
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ids, _ := info.MapIDs()
+	var total uint64
+	for _, mid := range ids {
+		mp, err := ebpf.NewMapFromID(mid)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		mi, err := mp.Info()
+		mp.Close()
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if mi.Name != "conntrack" && mi.Name != "nat_reverse" {
+			continue
+		}
+		mem, ok := mi.Memlock()
+		if !ok {
+			r.t.Fatalf("map %s reports no memlock", mi.Name)
+		}
+		total += mem / uint64(mi.MaxEntries)
+	}
+	return total
+}
+
+var xdpProgID = regexp.MustCompile(`prog/xdp id (\d+)`)

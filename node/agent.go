@@ -339,6 +339,8 @@ func (a *Agent) startReconciler() error {
 			if err := a.startFlowSync(d); err != nil {
 				return err
 			}
+		} else if err := holdLocal(d, a.cfg.Interface, a.cfg.LocalAddrs); err != nil {
+			return err
 		}
 		// Next hops are learnt outside Raft: look at the kernel's table again.
 		a.rec.wake = append(a.rec.wake, func() <-chan struct{} {

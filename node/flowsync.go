@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/flowsync"
 	"github.com/weftlb/weft/dataplane/xdp"
 	"github.com/weftlb/weft/gossip"
@@ -64,6 +65,38 @@ func (a *Agent) startFlowSync(d *xdp.Dataplane) error {
 	a.rec.subs = append(a.rec.subs, &subsystem{name: "flowsync", apply: sub.apply})
 	a.rec.wake = append(a.rec.wake, s.Changed)
 	a.gossip.cfg.Meta.Flows = &gossip.FlowMeta{MAC: mac, Local: a.cfg.LocalAddrs}
+	return nil
+}
+
+// holdLocal makes the XDP program answer ARP for this node's dedicated
+// local addresses when flow sync, which otherwise decides who holds them,
+// is off: the node handles all its flows itself.
+func holdLocal(d *xdp.Dataplane, ifname string, local []netip.Addr) error {
+	if len(local) == 0 {
+		return nil
+	}
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("local addresses: %w", err)
+	}
+	r := dataplane.FlowRouting{MAC: iface.HardwareAddr, Owners: make([]uint32, d.FlowBuckets()),
+		Local: map[netip.Addr]dataplane.LocalTarget{}}
+	for i := range r.Owners {
+		r.Owners[i] = dataplane.TargetSelf
+	}
+	for _, a := range local {
+		r.Local[a] = dataplane.LocalTarget{Target: dataplane.TargetSelf, Held: true}
+	}
+	if err := d.SetFlowRouting(r); err != nil {
+		return err
+	}
+	for _, a := range local {
+		if a.Is4() {
+			if err := gratuitousARP(ifname, iface.HardwareAddr, a); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

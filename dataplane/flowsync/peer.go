@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
@@ -193,15 +194,17 @@ func (p *peer) session() (bool, error) {
 		case <-p.wakeup:
 		}
 		for {
-			batch := p.take()
-			if err := stream.Send(&weftv1.SyncRequest{Flows: batch}); err != nil {
+			req := &weftv1.SyncRequest{Flows: p.take()}
+			if err := stream.Send(req); err != nil {
 				return p.isUp(), fmt.Errorf("send: %w", err)
 			}
 			lastSent = time.Now()
-			if len(batch) == 0 {
+			if len(req.Flows) == 0 {
 				break
 			}
+			batch := req.Flows
 			p.s.c.sent.Add(uint64(len(batch)))
+			p.s.c.sentBytes.Add(uint64(proto.Size(req)))
 			p.mu.Lock()
 			p.sent += uint64(len(batch))
 			more := len(p.queue) > 0

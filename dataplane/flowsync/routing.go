@@ -69,27 +69,8 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 	}
 	epoch := s.epochLocked()
 	for b := range r.Owners {
-		r.Owners[b] = dataplane.TargetSelf
-		found := false
-		for _, o := range s.cur.ownersOf(b) {
-			if s.readyForLocked(o, epoch) {
-				r.Owners[b], found = target(o), true
-				break
-			}
-		}
-		if found {
-			continue
-		}
-		// No owner of the current table is ready: the previous owners
-		// still hold the bucket's flows.
-		for _, o := range s.prev.ownersOf(b) {
-			if s.liveLocked(o) {
-				r.Owners[b] = target(o)
-				break
-			}
-		}
+		r.Owners[b] = s.bucketTargetLocked(b, epoch, target)
 	}
-	ms := s.membersLocked()
 	ready := s.readyLocked()
 	var gained []netip.Addr
 	held, taken := map[netip.Addr]bool{}, map[netip.Addr]bool{}
@@ -104,13 +85,13 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 				// kept them.
 				t = dataplane.LocalTarget{Target: dataplane.TargetSelf, Held: true}
 				if !ready {
-					t.Target = target(s.heirLocked(a, n.Name, ms, ""))
+					t.Target = target(s.heirLocked(a, ""))
 				}
 			case s.lostLocked(n, a):
 				// Its node is lost (or has not pulled back yet): the
 				// first live heir holds it.
 				taken[a] = true
-				h := s.heirLocked(a, n.Name, ms, "")
+				h := s.heirLocked(a, "")
 				t = dataplane.LocalTarget{Target: target(h), Held: h == s.cfg.Self}
 			default:
 				t.Target = target(n.Name)
@@ -140,6 +121,28 @@ func (s *Syncer) lostLocked(n Node, a netip.Addr) bool {
 		lost = true
 	}
 	return lost
+}
+
+// bucketTargetLocked is where client packets of bucket b's unknown flows
+// go: its first owner in the current table that has pulled that table's
+// flows; if none has, its first live owner in the previous table, which
+// still holds them; else this node.
+func (s *Syncer) bucketTargetLocked(b int, epoch uint64, target func(string) uint32) uint32 {
+	if s.cur != nil {
+		for i := range s.cur.replicas {
+			if o := s.cur.owner(b, i); s.readyForLocked(o, epoch) {
+				return target(o)
+			}
+		}
+	}
+	if s.prev != nil {
+		for i := range s.prev.replicas {
+			if o := s.prev.owner(b, i); s.liveLocked(o) {
+				return target(o)
+			}
+		}
+	}
+	return dataplane.TargetSelf
 }
 
 // dropPrevLocked forgets the previous table once every live owner of the

@@ -93,6 +93,9 @@ type Syncer struct {
 	nodes     map[string]Node
 	peers     map[string]*peer
 	addrOwner map[netip.Addr]string
+	// heirs orders each local address's heirs (table.go), for the
+	// nodes of the last Apply.
+	heirs map[netip.Addr][]string
 	// pulledEpoch is the epoch this node last pulled its flows for, once
 	// pulled is set; pulling while a pull runs.
 	pulledEpoch     uint64
@@ -106,7 +109,7 @@ type Syncer struct {
 }
 
 type counters struct {
-	reported, sent, unsent, received, installed, rejected, pulled atomic.Uint64
+	reported, sent, sentBytes, unsent, received, installed, rejected, pulled atomic.Uint64
 }
 
 // New returns a Syncer; Start runs it.
@@ -207,6 +210,11 @@ func (s *Syncer) Apply(_ context.Context, st State) error {
 		}
 	}
 	s.nodes, s.addrOwner = nodes, owners
+	s.heirs = map[netip.Addr][]string{}
+	ms := s.membersLocked()
+	for a, owner := range owners {
+		s.heirs[a] = heirs(a, Member{Name: owner, Zone: nodes[owner].Zone}, ms)
+	}
 	s.maybePullLocked()
 	s.wake()
 	return nil
@@ -290,10 +298,10 @@ func (s *Syncer) readyForLocked(name string, epoch uint64) bool {
 	return up && ready && readyEpoch >= epoch
 }
 
-// heirLocked is the first live heir of local address a of node owner
-// (live also counts extra, the node a pull is for), or "".
-func (s *Syncer) heirLocked(a netip.Addr, owner string, ms []Member, extra string) string {
-	for _, h := range heirs(a, Member{Name: owner, Zone: s.nodes[owner].Zone}, ms) {
+// heirLocked is the first live heir of local address a (live also counts
+// extra, the node a pull is for), or "".
+func (s *Syncer) heirLocked(a netip.Addr, extra string) string {
+	for _, h := range s.heirs[a] {
 		if h == extra || s.liveLocked(h) {
 			return h
 		}
@@ -301,28 +309,45 @@ func (s *Syncer) heirLocked(a netip.Addr, owner string, ms []Member, extra strin
 	return ""
 }
 
-// targetsLocked says which nodes keep a copy of flow f, and what for: the
+// target is a node that keeps a copy of a flow, and what for.
+type target struct {
+	name string
+	into dataplane.Install
+}
+
+// targetsLocked appends to ts the nodes that keep a copy of flow f: the
 // owners of its bucket (current table, and the previous one while it is
-// kept) its client packets; for FullNAT, the node its local address
-// belongs to and that address's first live heir its replies. extra counts
-// as live (the node a pull is for).
-func (s *Syncer) targetsLocked(f dataplane.Flow, ms []Member, extra string) map[string]dataplane.Install {
-	out := map[string]dataplane.Install{}
+// kept) for its client packets; for FullNAT, the node its local address
+// belongs to and that address's first live heir for its replies. extra
+// counts as live (the node a pull is for).
+func (s *Syncer) targetsLocked(ts []target, f dataplane.Flow, extra string) []target {
+	add := func(name string, into dataplane.Install) {
+		for i := range ts {
+			if ts[i].name == name {
+				ts[i].into |= into
+				return
+			}
+		}
+		ts = append(ts, target{name, into})
+	}
 	b := dataplane.Bucket(f.Hash(), s.buckets)
 	for _, t := range []*table{s.cur, s.prev} {
-		for _, o := range t.ownersOf(b) {
-			out[o] |= dataplane.InstallForward
+		if t == nil {
+			continue
+		}
+		for i := range t.replicas {
+			add(t.owner(b, i), dataplane.InstallForward)
 		}
 	}
 	if f.FullNAT() {
 		if owner, ok := s.addrOwner[f.Local.Addr()]; ok {
-			out[owner] |= dataplane.InstallReply
-			if h := s.heirLocked(f.Local.Addr(), owner, ms, extra); h != "" {
-				out[h] |= dataplane.InstallReply
+			add(owner, dataplane.InstallReply)
+			if h := s.heirLocked(f.Local.Addr(), extra); h != "" {
+				add(h, dataplane.InstallReply)
 			}
 		}
 	}
-	return out
+	return ts
 }
 
 // report sends flows the dataplane reported to the nodes that keep them.
@@ -330,13 +355,14 @@ func (s *Syncer) report(flows []dataplane.Flow) {
 	s.c.reported.Add(uint64(len(flows)))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ms := s.membersLocked()
+	var ts []target
 	for _, f := range flows {
-		for name, into := range s.targetsLocked(f, ms, "") {
-			if name == s.cfg.Self {
+		ts = s.targetsLocked(ts[:0], f, "")
+		for _, t := range ts {
+			if t.name == s.cfg.Self {
 				continue
 			}
-			if p := s.peers[name]; p != nil && p.enqueue(toWire(f, into)) {
+			if p := s.peers[t.name]; p != nil && p.enqueue(toWire(f, t.into)) {
 				continue
 			}
 			s.c.unsent.Add(1)
@@ -451,13 +477,17 @@ func (s *Syncer) waitForPeers(deadline time.Time) {
 func (s *Syncer) pullFor(q string, send func([]*weftv1.SyncedFlow) error) error {
 	var batch []*weftv1.SyncedFlow
 	var sendErr error
-	s.mu.Lock()
-	ms := s.membersLocked()
-	s.mu.Unlock()
+	var ts []target
 	err := s.cfg.Driver.Flows(func(f dataplane.Flow) bool {
 		s.mu.Lock()
-		into := s.targetsLocked(f, ms, q)[q]
+		ts = s.targetsLocked(ts[:0], f, q)
 		s.mu.Unlock()
+		var into dataplane.Install
+		for _, t := range ts {
+			if t.name == q {
+				into = t.into
+			}
+		}
 		if into == 0 {
 			return true
 		}
@@ -505,7 +535,7 @@ func (s *Syncer) Status() *weftv1.FlowSyncStatus {
 	for _, p := range peers {
 		st.Peers = append(st.Peers, p.status())
 	}
-	st.Reported, st.Sent, st.Unsent = s.c.reported.Load(), s.c.sent.Load(), s.c.unsent.Load()
+	st.Reported, st.Sent, st.SentBytes, st.Unsent = s.c.reported.Load(), s.c.sent.Load(), s.c.sentBytes.Load(), s.c.unsent.Load()
 	st.Received, st.Installed, st.Rejected, st.Pulled = s.c.received.Load(), s.c.installed.Load(), s.c.rejected.Load(), s.c.pulled.Load()
 	return st
 }

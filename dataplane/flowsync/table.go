@@ -101,6 +101,9 @@ func decodeTable(o *statev1.FlowOwnership, buckets int) (*table, error) {
 	return t, nil
 }
 
+// owner is the name of bucket b's i-th owner.
+func (t *table) owner(b, i int) string { return t.nodes[t.owners[b*t.replicas+i]] }
+
 // ownersOf returns the names of bucket b's owners, in order.
 func (t *table) ownersOf(b int) []string {
 	if t == nil {
@@ -108,7 +111,7 @@ func (t *table) ownersOf(b int) []string {
 	}
 	out := make([]string, t.replicas)
 	for i := range out {
-		out[i] = t.nodes[t.owners[b*t.replicas+i]]
+		out[i] = t.owner(b, i)
 	}
 	return out
 }

@@ -22,8 +22,11 @@ go test -run '^$' -bench 'BenchmarkXDP' -count "$COUNT" ./dataplane/xdp | tee "$
 section "L4 in the lab: Weft XDP FullNAT and DSR against nftables DNAT on the same node (root)"
 go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-l4.txt"
 
-section "Fabric in the lab: apply -> applied on every node (p50/p99 ms); zone, node (SIGKILL) and host loss: takeover, withdraw and new-connection recovery ms, survival % of 200 DSR and 200 FullNAT long-lived connections (root)"
+section "Fabric in the lab: apply -> applied on every node (p50/p99 ms); zone, node (SIGKILL) and host loss: takeover, withdraw and new-connection recovery ms; survival % of 200 DSR and 200 FullNAT long-lived connections through node, host and zone loss, node loss while the pool changes, and a rolling restart (root)"
 go test -run '^$' -bench 'BenchmarkLab_Failover' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-failover.txt"
+
+section "Flow sync in the lab: new FullNAT connections/s with flow sync on and off, sync bytes per flow, kernel bytes per flow (root)"
+go test -run '^$' -bench 'BenchmarkLab_FlowSync' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-flowsync.txt"
 
 section "L7 proxy in-process: one kept-alive HTTP/1.1 request (ns and allocations per request)"
 go test -run '^$' -bench 'BenchmarkProxyKeepAlive' -benchtime 20000x -count "$COUNT" ./l7 | tee "$OUT/l7-inproc.txt"
@@ -38,4 +41,4 @@ for extra in deploy/bench/*/run.sh; do
 done
 
 section "medians"
-go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/l7-inproc.txt "$OUT"/maglev.txt
+go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base BenchmarkLab_FlowSync=sync-off "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/maglev.txt

@@ -394,6 +394,9 @@ type FlowSyncStatus struct {
 	Pulled        uint64 `protobuf:"varint,15,opt,name=pulled,proto3" json:"pulled,omitempty"`
 	HandedForward uint64 `protobuf:"varint,16,opt,name=handed_forward,json=handedForward,proto3" json:"handed_forward,omitempty"`
 	HandedReply   uint64 `protobuf:"varint,17,opt,name=handed_reply,json=handedReply,proto3" json:"handed_reply,omitempty"`
+	// SentBytes are the protobuf bytes of the flows sent (before HTTP/2 and
+	// TLS framing).
+	SentBytes     uint64 `protobuf:"varint,18,opt,name=sent_bytes,json=sentBytes,proto3" json:"sent_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -547,6 +550,13 @@ func (x *FlowSyncStatus) GetHandedReply() uint64 {
 	return 0
 }
 
+func (x *FlowSyncStatus) GetSentBytes() uint64 {
+	if x != nil {
+		return x.SentBytes
+	}
+	return 0
+}
+
 type FlowSyncPeer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -667,7 +677,7 @@ const file_weft_v1_flow_sync_proto_rawDesc = "" +
 	"\vPullRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"9\n" +
 	"\fPullResponse\x12)\n" +
-	"\x05flows\x18\x01 \x03(\v2\x13.weft.v1.SyncedFlowR\x05flows\"\xf5\x03\n" +
+	"\x05flows\x18\x01 \x03(\v2\x13.weft.v1.SyncedFlowR\x05flows\"\x94\x04\n" +
 	"\x0eFlowSyncStatus\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vready_epoch\x18\x02 \x01(\x04R\n" +
@@ -688,7 +698,9 @@ const file_weft_v1_flow_sync_proto_rawDesc = "" +
 	"\brejected\x18\x0e \x01(\x04R\brejected\x12\x16\n" +
 	"\x06pulled\x18\x0f \x01(\x04R\x06pulled\x12%\n" +
 	"\x0ehanded_forward\x18\x10 \x01(\x04R\rhandedForward\x12!\n" +
-	"\fhanded_reply\x18\x11 \x01(\x04R\vhandedReply\"\x9e\x01\n" +
+	"\fhanded_reply\x18\x11 \x01(\x04R\vhandedReply\x12\x1d\n" +
+	"\n" +
+	"sent_bytes\x18\x12 \x01(\x04R\tsentBytes\"\x9e\x01\n" +
 	"\fFlowSyncPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1f\n" +
