@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,8 +22,11 @@ import (
 
 // agent is one `weft agent` process in a node's namespace.
 type agent struct {
-	host    lab.Host
-	zone    string
+	host lab.Host
+	zone string
+	// local is the node's FullNAT source address, which another node
+	// takes over if this one is lost (flow sync).
+	local   netip.Addr
 	dir     string // the demo's state dir
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -57,7 +61,7 @@ var joinRe = regexp.MustCompile(`join token \(.*\): (\S+)`)
 func (d *demo) formCluster(ctx context.Context) error {
 	d.step("form the cluster: node1 runs 'weft agent --init', node2 and node3 join with the token it printed")
 	for i, n := range d.l.Nodes {
-		d.agents = append(d.agents, &agent{host: n, zone: topology.Nodes[i].Zone, dir: d.dir})
+		d.agents = append(d.agents, &agent{host: n, zone: topology.Nodes[i].Zone, local: lab.LocalAddr(i), dir: d.dir})
 	}
 	first := d.agents[0]
 	if err := d.startAgent(ctx, first, "--init"); err != nil {
@@ -166,6 +170,7 @@ func (d *demo) startAgent(ctx context.Context, a *agent, extra ...string) error 
 		"--api-addr", a.apiAddr(), "--raft-addr", a.raftAddr(),
 		"--dataplane", "xdp", "--interface", a.host.Iface,
 		"--bgp-asn", fmt.Sprint(lab.NodeASN), "--bgp-peer", fmt.Sprintf("%s:%d", lab.RouterInner, lab.RouterASN),
+		"--local-addr", a.local.String(),
 	}, extra...)
 	fmt.Printf("$ ip netns exec %s weft %s\n", a.host.NS, strings.Join(redact(args), " "))
 	cmd, err := d.detached(a.host, a.outFile(), a.logFile(), d.weft, args...)

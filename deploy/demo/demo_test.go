@@ -77,12 +77,11 @@ func TestDemo(t *testing.T) {
 	sent, _ := strconv.Atoi(m[1])
 	failed, _ := strconv.Atoi(m[2])
 	cut, _ := strconv.Atoi(m[3])
-	// A FullNAT connection under way through the node as it is killed
-	// dies with it (no other node can take it over): each of the demo's
-	// four clients may have one. Every other request must be answered.
-	if sent <= 200 || failed != cut || cut > 4 {
-		t.Errorf("demo result: %d requests, %d failed, %d of them under way through the killed node; "+
-			"want more than the 200 of the spread, and no failure but at most one per client (4) cut by the kill", sent, failed, cut)
+	// Connections under way through the killed node survive it too: flow
+	// sync keeps copies of their FullNAT flows on other nodes.
+	if sent <= 200 || failed != 0 {
+		t.Errorf("demo result: %d requests, %d failed (%d under way through the killed node); want more than the 200 of the spread, none failed",
+			sent, failed, cut)
 	}
 
 	// What demo -down must remove is there while the demo is up, so each

@@ -270,8 +270,7 @@ func (d *demo) killLeader(ctx context.Context) error {
 			"as it died, before the router dropped it, is lost; the resend takes the new route)\n", slow, slowAfter, victim.host.Name)
 	}
 	if cut > 0 {
-		fmt.Printf("%d failed as connections under way through %s when it died: another node cannot take over\n"+
-			"a FullNAT flow (the dead node's address is its source towards the server)\n", cut, victim.host.Name)
+		fmt.Printf("%d failed as connections under way through %s when it died\n", cut, victim.host.Name)
 	}
 	if failed > cut {
 		fmt.Printf("%d failed otherwise; a sample:\n%s", failed-cut, rec.errorSample())
@@ -313,7 +312,10 @@ func (d *demo) summary() {
   - The router (bird2) made one route with a next hop per node (ECMP): each connection hashes to a node,
     and every node sends it to the same server, so no node is special.
   - The Raft leader was SIGKILLed mid-traffic: its BGP session closed, the router dropped it, the two
-    other nodes kept serving and elected a new leader. Restarted from its data dir, it rejoined on its own.
+    other nodes kept serving and elected a new leader. Connections under way through it carried on: every
+    flow has copies on the two nodes that own its hash bucket (flow sync), and the node that inherited its
+    FullNAT source address answered for it. Restarted from its data dir, it pulled its flows back and
+    rejoined on its own.
 
 Left running (make demo-down removes it). Poke at it, as root, from the repository root:
 %s`, vip, d.pokeHelp())
