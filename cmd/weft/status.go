@@ -58,6 +58,9 @@ func printStatus(w io.Writer, m *weftv1.StatusResponse, wide bool) error {
 			fmt.Fprintf(w, "announced %s (prepends %d)\n", a.GetPrefix(), a.GetPrepend())
 		}
 	}
+	if err := printFlowSync(w, m.GetFlowSync()); err != nil {
+		return err
+	}
 	if len(m.GetMembers()) > 0 {
 		fmt.Fprintln(w, "\nhealth view:")
 		var rows [][]string
@@ -75,4 +78,31 @@ func printStatus(w io.Writer, m *weftv1.StatusResponse, wide bool) error {
 	}
 	fmt.Fprintln(w, "\nnodes:")
 	return nodeTable(m.GetNodes()).write(w, wide)
+}
+
+// printFlowSync shows the node's flow ownership and sync: the table's
+// epoch and this node's share, the local addresses it answers for, its
+// sync peers with backlog and lag, and the counters.
+func printFlowSync(w io.Writer, f *weftv1.FlowSyncStatus) error {
+	if f == nil {
+		return nil
+	}
+	ready := "pulled"
+	if f.GetReadyEpoch() != f.GetEpoch() {
+		ready = fmt.Sprintf("pulling (holds epoch %d)", f.GetReadyEpoch())
+	}
+	fmt.Fprintf(w, "\nflow sync: ownership epoch %d, %s; owns %d of %d buckets first, %d second\n",
+		f.GetEpoch(), ready, f.GetPrimary(), f.GetBuckets(), f.GetBackup())
+	if len(f.GetHeld()) > 0 {
+		fmt.Fprintf(w, "answers for local addresses: %s\n", strings.Join(f.GetHeld(), ", "))
+	}
+	fmt.Fprintf(w, "flows: %d reported (%d lost), %d copies sent (%d bytes, %d unsent), %d received, %d installed, %d rejected, %d pulled\n",
+		f.GetReported(), f.GetReportLost(), f.GetSent(), f.GetSentBytes(), f.GetUnsent(), f.GetReceived(), f.GetInstalled(), f.GetRejected(), f.GetPulled())
+	fmt.Fprintf(w, "packets handed to another node: %d client, %d reply\n", f.GetHandedForward(), f.GetHandedReply())
+	var rows [][]string
+	for _, p := range f.GetPeers() {
+		rows = append(rows, []string{p.GetName(), p.GetState(), strconv.FormatUint(p.GetReadyEpoch(), 10),
+			strconv.Itoa(int(p.GetBacklog())), strconv.Itoa(int(p.GetLagMs())), strconv.FormatUint(p.GetSent(), 10)})
+	}
+	return manifest.Table(w, []string{"sync peer", "state", "ready epoch", "backlog", "lag ms", "sent"}, rows)
 }
