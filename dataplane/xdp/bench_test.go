@@ -8,12 +8,17 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftlb/weft/dataplane"
 )
 
 // BenchmarkXDP reports the program's time per packet, as the kernel
 // measures a BPF_PROG_TEST_RUN (ns/pkt; ns/op adds the syscall), for a
 // connection-table hit and a miss (a new flow), per mode and family. A miss in FullNAT also
-// allocates the source port and writes the reverse entry.
+// allocates the source port and writes the reverse entry. The handshake's
+// last packet is measured with flow reports off and on (the cost of flow
+// sync in the program), and a segment of an unknown flow handed to its
+// owner.
 func BenchmarkXDP(b *testing.B) {
 	d := newTestDataplane(b, Options{ConnTrackSize: 1 << 17})
 	cfg := testConfig()
@@ -53,6 +58,43 @@ func BenchmarkXDP(b *testing.B) {
 				b.Fatalf("syn: action %s", actionNames[act])
 			}
 			benchRun(b, r, ack.frame(b))
+		})
+		// The packet that completes a handshake: its flow becomes
+		// established and, with flow sync on, is reported to Go.
+		for _, sync := range []bool{false, true} {
+			name := c.name + "/establish/sync-off"
+			if sync {
+				name = c.name + "/establish/sync-on"
+			}
+			b.Run(name, func(b *testing.B) {
+				pin(b)
+				stop := drainReports(b, d, sync)
+				defer stop()
+				var total uint64
+				for i := uint32(0); b.Loop(); i++ {
+					src := netip.AddrPortFrom(addN(syn.src.Addr(), 100+i/60000), uint16(1024+i%60000))
+					if act, _ := r.run(b, syn.with(func(q *packet) { q.src = src }).frame(b)); act != xdpTX {
+						b.Fatalf("syn: action %s", actionNames[act])
+					}
+					ret, dur := runTimed(b, r, ack.with(func(q *packet) { q.src = src }).frame(b))
+					if ret != xdpTX {
+						b.Fatalf("ack: action %s", actionNames[ret])
+					}
+					total += dur
+				}
+				b.ReportMetric(float64(total)/float64(b.N), "ns/pkt")
+			})
+		}
+		// A segment of a flow this node does not know, handed to the
+		// owner of its bucket.
+		b.Run(c.name+"/handed", func(b *testing.B) {
+			pin(b)
+			if err := d.SetFlowRouting(routing(d, 0, false)); err != nil {
+				b.Fatal(err)
+			}
+			defer d.SetFlowRouting(routing(d, dataplane.TargetSelf, false))
+			unknown := ack.with(func(q *packet) { q.src = netip.AddrPortFrom(q.src.Addr(), 7) })
+			benchRun(b, r, unknown.frame(b))
 		})
 		b.Run(c.name+"/miss", func(b *testing.B) {
 			// Each run is a SYN of a new flow: a miss, then an insert
@@ -127,4 +169,23 @@ func addN(a netip.Addr, n uint32) netip.Addr {
 	b := a.As16()
 	binary.BigEndian.PutUint32(b[12:], binary.BigEndian.Uint32(b[12:])+n)
 	return netip.AddrFrom16(b).Unmap()
+}
+
+// drainReports turns flow reports on or off and, when on, reads them
+// (as flow sync does) until the returned function is called.
+func drainReports(b *testing.B, d *Dataplane, on bool) (stop func()) {
+	if err := d.SetFlowRouting(routing(d, dataplane.TargetSelf, on)); err != nil {
+		b.Fatal(err)
+	}
+	if !on {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.ReadFlows(ctx, func([]dataplane.Flow) {}) }()
+	return func() {
+		cancel()
+		<-done
+		d.SetFlowRouting(routing(d, dataplane.TargetSelf, false))
+	}
 }

@@ -28,6 +28,9 @@ go test -run '^$' -bench 'BenchmarkLab_Failover' -benchtime 1x -count "$COUNT" -
 section "Flow sync in the lab: new FullNAT connections/s with flow sync on and off, sync bytes per flow, kernel bytes per flow (root)"
 go test -run '^$' -bench 'BenchmarkLab_FlowSync' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-flowsync.txt"
 
+section "Flow sync in Go: ns per reported flow sent (3 and 100 nodes) and per synced flow received"
+go test -run '^$' -bench 'BenchmarkReport|BenchmarkInstall' -count "$COUNT" ./dataplane/flowsync | tee "$OUT/flowsync.txt"
+
 section "L7 proxy in-process: one kept-alive HTTP/1.1 request (ns and allocations per request)"
 go test -run '^$' -bench 'BenchmarkProxyKeepAlive' -benchtime 20000x -count "$COUNT" ./l7 | tee "$OUT/l7-inproc.txt"
 
@@ -41,4 +44,4 @@ for extra in deploy/bench/*/run.sh; do
 done
 
 section "medians"
-go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base BenchmarkLab_FlowSync=sync-off "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/maglev.txt
+go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base BenchmarkLab_FlowSync=sync-off "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/maglev.txt
