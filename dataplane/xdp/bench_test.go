@@ -3,6 +3,7 @@ package xdp
 import (
 	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -187,5 +188,46 @@ func drainReports(b *testing.B, d *Dataplane, on bool) (stop func()) {
 		cancel()
 		<-done
 		d.SetFlowRouting(routing(d, dataplane.TargetSelf, false))
+	}
+}
+
+// BenchmarkNATCapacity fills the FullNAT source ports of one local
+// address towards one backend with new flows, as new connections do while
+// their ports are held (until each flow's entry expires: 10 s after a FIN,
+// 30 s for a SYN alone), and reports how many flows it took before the
+// first was refused (NAT_PORTS) and how many had a port once 1% were
+// refused. The sustainable rate of new connections is about that over the
+// holding time, per local address and backend: add local addresses
+// (--local-addr) for more.
+func BenchmarkNATCapacity(b *testing.B) {
+	for b.Loop() {
+		d := newTestDataplane(b, Options{ConnTrackSize: 1 << 17, TableSize: testTableSize})
+		vip := netip.MustParseAddrPort("192.0.2.9:80")
+		cfg := Config{Services: []Service{{VIP: vip.Addr(), Port: vip.Port(), Proto: "tcp", Mode: "fullnat",
+			Backends: []Backend{be("10.1.0.11", 8080, 1)}}}, LocalAddrs: []netip.Addr{local4},
+			Neighbors: map[netip.Addr]net.HardwareAddr{ip("10.1.0.11"): backendMAC[ip("10.1.0.11")]}, Gateway: gwMAC}
+		if err := d.Apply(context.Background(), cfg); err != nil {
+			b.Fatal(err)
+		}
+		r := runner{d.objs.XdpLb}
+		firstDrop, ok, refused := 0, 0, 0
+		for i := uint32(0); ; i++ {
+			syn := packet{srcMAC: gwMAC, dstMAC: nodeMAC, proto: "tcp", syn: true, dst: vip,
+				src: netip.AddrPortFrom(addN(client4.Addr(), i/50000), uint16(1024+i%50000))}
+			act, _ := r.run(b, syn.frame(b))
+			if act == xdpTX {
+				ok++
+				continue
+			}
+			refused++
+			if firstDrop == 0 {
+				firstDrop = ok
+			}
+			if refused*100 >= ok+refused {
+				break
+			}
+		}
+		b.ReportMetric(float64(firstDrop), "flows-to-first-refusal")
+		b.ReportMetric(float64(ok), "flows-at-1%-refused")
 	}
 }

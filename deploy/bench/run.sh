@@ -18,6 +18,7 @@ go test -run '^$' -bench 'BenchmarkClusterWrites' -benchtime 2000x -count "$COUN
 
 section "XDP program: ns per packet through BPF_PROG_TEST_RUN (root)"
 go test -run '^$' -bench 'BenchmarkXDP' -count "$COUNT" ./dataplane/xdp | tee "$OUT/xdp.txt"
+go test -run '^$' -bench 'BenchmarkNATCapacity' -benchtime 1x -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
 
 section "L4 in the lab: Weft XDP FullNAT and DSR against nftables DNAT on the same node (root)"
 go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-l4.txt"
