@@ -220,15 +220,9 @@ func (s *Syncer) Apply(_ context.Context, st State) error {
 	return nil
 }
 
-// Ready reports whether this node holds the flows of its share of the
-// current table: it pulled them since it started and since the table last
-// changed (or it has no table yet and pulled once).
-func (s *Syncer) Ready() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.readyLocked()
-}
-
+// readyLocked reports whether this node holds the flows of its share of
+// the current table: it pulled them since it started and since the table
+// last changed (or it has no table yet and pulled once).
 func (s *Syncer) readyLocked() bool {
 	return s.pulled && (s.cur == nil || s.pulledEpoch >= s.cur.epoch)
 }
