@@ -125,10 +125,7 @@ func nodeLossWithBackendChange(tb testing.TB, r *fabricRig) (dsr, fullnat lab.Pr
 	tb.Helper()
 	r.waitApplied(r.apply(r.manifest([]int{0, 1}, -1, "")), 10*time.Second)
 	observe := holdTime + 3*time.Second
-	pd := startProber(tb, r.l, "dsr", "81", 200, observe)
-	pf := startProber(tb, r.l, "fullnat", "80", 200, observe)
-	pd.mark(tb)
-	pf.mark(tb)
+	pd, pf := markedProbers(tb, r, 200, observe)
 	r.c.agents[1].kill()
 	r.apply(r.manifest([]int{0, 1, 2}, 0, ""))
 	waitVia(tb, r.l, holdTime+5*time.Second, r.l.Nodes[0], r.l.Nodes[2])
@@ -144,10 +141,7 @@ func zoneLoss(tb testing.TB, r *fabricRig) (dsr, fullnat lab.ProbeResult) {
 	r.waitApplied(r.apply(r.manifest([]int{0, 1}, -1, "")), 10*time.Second)
 	waitVia(tb, r.l, 10*time.Second, r.l.Nodes[0], r.l.Nodes[1])
 	observe := holdTime + 3*time.Second
-	pd := startProber(tb, r.l, "dsr", "81", 200, observe)
-	pf := startProber(tb, r.l, "fullnat", "80", 200, observe)
-	pd.mark(tb)
-	pf.mark(tb)
+	pd, pf := markedProbers(tb, r, 200, observe)
 	r.c.agents[0].kill()
 	r.c.agents[1].kill()
 	took := waitVia(tb, r.l, holdTime+5*time.Second, r.l.Nodes[2])
@@ -170,10 +164,7 @@ func rollingRestart(tb testing.TB, r *fabricRig) (dsr, fullnat lab.ProbeResult) 
 	tb.Helper()
 	// At most; ended once the third node is back.
 	observe := 50 * time.Second
-	pd := startProber(tb, r.l, "dsr", "81", 200, observe)
-	pf := startProber(tb, r.l, "fullnat", "80", 200, observe)
-	pd.mark(tb)
-	pf.mark(tb)
+	pd, pf := markedProbers(tb, r, 200, observe)
 	start := time.Now()
 	for _, a := range r.c.agents {
 		a.stop(tb)

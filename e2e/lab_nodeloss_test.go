@@ -85,6 +85,18 @@ func (p *prober) mark(tb testing.TB) {
 	}
 }
 
+// markedProbers starts a DSR (VIP:81) and a FullNAT (VIP:80) prober with
+// conns held connections each, waits until both are ready and marks the
+// event now.
+func markedProbers(tb testing.TB, r *fabricRig, conns int, observe time.Duration) (dsr, fullnat *prober) {
+	tb.Helper()
+	dsr = startProber(tb, r.l, "dsr", "81", conns, observe)
+	fullnat = startProber(tb, r.l, "fullnat", "80", conns, observe)
+	dsr.mark(tb)
+	fullnat.mark(tb)
+	return dsr, fullnat
+}
+
 // end ends the prober's observation now (it must be past the grace).
 func (p *prober) end(tb testing.TB) {
 	if _, err := io.WriteString(p.stdin, "end\n"); err != nil {
@@ -119,16 +131,13 @@ func nodeLoss(tb testing.TB, r *fabricRig, victim, conns int, cut func()) (dsr, 
 	tb.Helper()
 	// Long enough after the grace period to see connections still answered.
 	observe := holdTime + 3*time.Second
-	pd := startProber(tb, r.l, "dsr", "81", conns, observe)
-	pf := startProber(tb, r.l, "fullnat", "80", conns, observe)
+	pd, pf := markedProbers(tb, r, conns, observe)
 	var rest []lab.Host
 	for i, n := range r.l.Nodes {
 		if i != victim {
 			rest = append(rest, n)
 		}
 	}
-	pd.mark(tb)
-	pf.mark(tb)
 	if cut != nil {
 		cut()
 	}

@@ -82,33 +82,7 @@ func TestFlowRouting(t *testing.T) {
 		{name: "arp reply passes", raw: arpReply(heldAddr), action: xdpPass},
 		{name: "truncated arp passes", raw: arpRequest(heldAddr)[:30], action: xdpPass},
 	}
-	for _, tc := range rows {
-		t.Run(tc.name, func(t *testing.T) {
-			in := tc.raw
-			if in == nil {
-				in = tc.in.frame(t)
-			}
-			orig := bytes.Clone(in)
-			got, out := r.run(t, in)
-			if got != tc.action {
-				t.Fatalf("action = %s, want %s", actionNames[got], actionNames[tc.action])
-			}
-			switch got {
-			case xdpTX:
-				want := tc.wantRaw
-				if want == nil {
-					want = tc.want.frame(t)
-				}
-				if !bytes.Equal(out[:len(want)], want) {
-					t.Fatalf("output frame differs:\n%s", frameDiff(out, want))
-				}
-			case xdpPass:
-				if !bytes.Equal(out, orig) {
-					t.Fatalf("passed frame was changed:\n%s", frameDiff(out, orig))
-				}
-			}
-		})
-	}
+	runFixtures(t, r, rows)
 
 	// Routing back to this node: an unknown FullNAT segment is dropped again.
 	if err := d.SetFlowRouting(routing(d, dataplane.TargetSelf, false)); err != nil {
