@@ -107,6 +107,14 @@
 /* Target of a bucket or local address that this node handles itself. */
 #define TARGET_SELF 0xffffffff
 
+/* Seconds a closing entry serves the segments of its own connection's
+ * end (last ACKs, retransmitted FINs) before a segment that hits it is
+ * taken for a new connection on the same tuple and handed to the flow's
+ * owner, if that is another node (xdp_lb.bpf.c). */
+#ifndef CT_CLOSED_GRACE
+#define CT_CLOSED_GRACE 2
+#endif
+
 /* VLAN tags (802.1Q / 802.1ad) skipped before the L3 header. */
 #ifndef MAX_VLAN_TAGS
 #define MAX_VLAN_TAGS 2

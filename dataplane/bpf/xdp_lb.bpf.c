@@ -155,6 +155,19 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 	const __u8 *mac;
 	__u32 hash = 0;
 
+	/* An entry of a connection that closed a while ago, hit by a segment
+	 * that is not a SYN, is most likely of a new connection on the same
+	 * tuple that another node opened (ECMP moved the tuple since): that
+	 * node reported it to the bucket's owners, whose copy replaces any
+	 * old one, so the owner decides. Sent here, the segment would go out
+	 * with the old connection's backend and source, and the server would
+	 * reset the new one. */
+	if (!is_new && (ct->flags & CT_CLOSING) && now - ct->last_seen > CT_CLOSED_GRACE) {
+		int r = hand_to_owner(p, flow_hash(&p->key));
+		if (r >= 0)
+			return r;
+	}
+
 	if (is_new) {
 		hash = flow_hash(&p->key);
 		/* Only a SYN opens a TCP flow: a flood of other segments

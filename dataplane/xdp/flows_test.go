@@ -277,3 +277,37 @@ func TestInstallFlows(t *testing.T) {
 		t.Errorf("dumped %d flows, want 3", len(dumped))
 	}
 }
+
+// A closing entry idle past its grace is taken for an old connection on a
+// tuple a new one reuses: a segment that hits it goes to the flow's owner.
+func TestClosedEntryDefersToOwner(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 4096, TableSize: testTableSize})
+	cfg := testConfig()
+	if err := d.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetFlowRouting(routing(d, 0, false)); err != nil {
+		t.Fatal(err)
+	}
+	r := runner{d.objs.XdpLb}
+	flow := func(port uint16, idle time.Duration) dataplane.Flow {
+		return dataplane.Flow{Client: netip.AddrPortFrom(ip("198.51.100.60"), port), VIP: netip.MustParseAddrPort("192.0.2.1:80"), Proto: protoTCP,
+			Backend: netip.MustParseAddrPort("10.1.0.12:8080"), Local: netip.AddrPortFrom(local4, port), Established: true, Closing: true, Idle: idle}
+	}
+	recent, old := flow(5000, 0), flow(5001, 5*time.Second)
+	if err := d.InstallFlows([]dataplane.Flow{recent, old}, []dataplane.Install{dataplane.InstallForward, dataplane.InstallForward}); err != nil {
+		t.Fatal(err)
+	}
+	seg := func(f dataplane.Flow) packet {
+		return packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: f.Client, dst: f.VIP, proto: "tcp", ack: true}
+	}
+	if got, out := r.run(t, seg(recent).frame(t)); got != xdpTX || !bytes.Equal(out[:6], backendMAC[recent.Backend.Addr()]) {
+		t.Errorf("segment of a connection closing now: %s to %v, want XDP_TX to its backend", actionNames[got], net.HardwareAddr(out[:6]))
+	}
+	if got, out := r.run(t, seg(old).frame(t)); got != xdpTX || !bytes.Equal(out[:6], peerMAC) {
+		t.Errorf("segment hitting an entry closed 5 s ago: %s to %v, want XDP_TX to the owner %v", actionNames[got], net.HardwareAddr(out[:6]), peerMAC)
+	}
+	if got, out := r.run(t, seg(old).with(func(q *packet) { q.srcMAC = peerMAC }).frame(t)); got != xdpTX || !bytes.Equal(out[:6], backendMAC[old.Backend.Addr()]) {
+		t.Errorf("the same segment handed here by a peer: %s to %v, want XDP_TX to the entry's backend", actionNames[got], net.HardwareAddr(out[:6]))
+	}
+}
