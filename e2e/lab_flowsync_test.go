@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,6 +94,26 @@ func TestLab_FlowSync(t *testing.T) {
 		defer r.on(t)()
 		dsr, fullnat := nodeLossWithBackendChange(t, r)
 		requireAllSurvived(t, "node loss while the pool changed", dsr, fullnat)
+	})
+	// Nodes frozen past their peers' dead-after time are taken over, and
+	// take each other over, then come back: the node lost next must not be
+	// where servers still send another node's replies.
+	t.Run("freeze-then-node-loss", func(t *testing.T) {
+		defer r.on(t)()
+		r.restore(1)
+		r.waitFlowsReady(20 * time.Second)
+		for _, a := range r.c.agents[:2] {
+			a.cmd.Process.Signal(syscall.SIGSTOP)
+		}
+		// Until the router has given up on them (the BGP hold time).
+		waitVia(t, r.l, holdTime+5*time.Second, r.l.Nodes[2])
+		for _, a := range r.c.agents[:2] {
+			a.cmd.Process.Signal(syscall.SIGCONT)
+		}
+		waitVia(t, r.l, 20*time.Second, r.l.Nodes...)
+		r.waitFlowsReady(20 * time.Second)
+		dsr, fullnat, _ := nodeLoss(t, r, 1, 200, nil)
+		requireAllSurvived(t, "loss of a node after another was frozen", dsr, fullnat)
 	})
 	t.Run("zone-loss", func(t *testing.T) {
 		defer r.on(t)()

@@ -55,7 +55,7 @@ func (a *Agent) startFlowSync(d *xdp.Dataplane) error {
 			c, ok := api.CallerFrom(ctx)
 			return c.Node, ok && c.Node != ""
 		},
-		Announce: func(addr netip.Addr) error { return gratuitousARP(a.cfg.Interface, mac, addr) },
+		Announce: func(addr netip.Addr, at net.HardwareAddr) error { return gratuitousARP(a.cfg.Interface, mac, at, addr) },
 		Logger:   a.cfg.Logger,
 	})
 	a.api.Mount(s.Handler(a.api.HandlerOptions()...))
@@ -92,7 +92,7 @@ func holdLocal(d *xdp.Dataplane, ifname string, local []netip.Addr) error {
 	}
 	for _, a := range local {
 		if a.Is4() {
-			if err := gratuitousARP(ifname, iface.HardwareAddr, a); err != nil {
+			if err := gratuitousARP(ifname, iface.HardwareAddr, iface.HardwareAddr, a); err != nil {
 				return err
 			}
 		}
@@ -236,12 +236,13 @@ func peerClient(tlsConfig *tls.Config) *http.Client {
 	}}
 }
 
-// gratuitousARP tells the segment of ifname that addr is at mac: an ARP
-// request for addr from addr, broadcast, twice, as keepalived does. Hosts
-// with an entry for addr update it.
-func gratuitousARP(ifname string, mac net.HardwareAddr, addr netip.Addr) error {
-	if !addr.Is4() {
-		return fmt.Errorf("gratuitous arp: %v is not IPv4", addr)
+// gratuitousARP tells the segment of ifname that addr is at MAC at: an ARP
+// request for addr from addr, broadcast, twice, as keepalived does, sent
+// from this node's MAC (so switches learn nothing wrong). Hosts with an
+// entry for addr update it.
+func gratuitousARP(ifname string, mac, at net.HardwareAddr, addr netip.Addr) error {
+	if !addr.Is4() || len(at) != 6 {
+		return fmt.Errorf("gratuitous arp: %v at %v: need an IPv4 address and a 6-byte MAC", addr, at)
 	}
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -258,7 +259,7 @@ func gratuitousARP(ifname string, mac net.HardwareAddr, addr netip.Addr) error {
 	frame = binary.BigEndian.AppendUint16(frame, unix.ETH_P_ARP)
 	frame = append(frame, 0, 1, 8, 0, 6, 4, 0, 1) // Ethernet, IPv4, request
 	a := addr.As4()
-	frame = append(frame, mac...)
+	frame = append(frame, at...)
 	frame = append(frame, a[:]...)
 	frame = append(frame, 0, 0, 0, 0, 0, 0)
 	frame = append(frame, a[:]...)

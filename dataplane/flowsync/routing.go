@@ -28,7 +28,7 @@ func (s *Syncer) routeLoop() {
 		s.mu.Lock()
 		s.maybePullLocked()
 		s.mu.Unlock()
-		r, gained := s.routing()
+		r, moved := s.routing()
 		if last != nil && sameRouting(*last, r) {
 			continue
 		}
@@ -37,16 +37,24 @@ func (s *Syncer) routeLoop() {
 			continue
 		}
 		last = &r
-		for _, a := range gained {
-			s.announce(a)
+		for _, m := range moved {
+			s.announce(m.addr, m.at)
 		}
 	}
 }
 
+// move is a local address that changed holder, to announce where it now is.
+type move struct {
+	addr netip.Addr
+	at   net.HardwareAddr
+}
+
 // routing computes the dataplane's routing from the tables and the peers'
-// states, and returns the local addresses this node holds that it did not
-// hold before.
-func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
+// states, and returns the local addresses of other nodes whose holder
+// changed from or to this node: one it took over, and one it let go of
+// (its node is back, but servers may still send its replies here), which
+// is announced at its holder's MAC.
+func (s *Syncer) routing() (dataplane.FlowRouting, []move) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.dropPrevLocked()
@@ -72,7 +80,7 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 		r.Owners[b] = s.bucketTargetLocked(b, epoch, target)
 	}
 	ready := s.readyLocked()
-	var gained []netip.Addr
+	var moved []move
 	held, taken := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for _, n := range s.nodes {
 		for _, a := range n.Local {
@@ -97,16 +105,18 @@ func (s *Syncer) routing() (dataplane.FlowRouting, []netip.Addr) {
 				t.Target = target(n.Name)
 			}
 			r.Local[a] = t
-			if t.Held {
-				held[a] = true
-				if !s.held[a] && n.Name != s.cfg.Self {
-					gained = append(gained, a)
-				}
+			held[a] = t.Held
+			switch {
+			case n.Name == s.cfg.Self:
+			case t.Held && !s.held[a]:
+				moved = append(moved, move{a, s.cfg.MAC})
+			case !t.Held && s.held[a] && t.Target != dataplane.TargetSelf:
+				moved = append(moved, move{a, r.Peers[t.Target]})
 			}
 		}
 	}
 	s.held, s.takenOver = held, taken
-	return r, gained
+	return r, moved
 }
 
 // lostLocked reports whether node n's local address a needs a holder
@@ -163,19 +173,19 @@ func (s *Syncer) dropPrevLocked() {
 // their flows, so that servers send replies here again.
 func (s *Syncer) announceAll() {
 	for _, a := range s.cfg.Local {
-		s.announce(a)
+		s.announce(a, s.cfg.MAC)
 	}
 }
 
-func (s *Syncer) announce(a netip.Addr) {
+func (s *Syncer) announce(a netip.Addr, at net.HardwareAddr) {
 	if s.cfg.Announce == nil {
 		return
 	}
-	if err := s.cfg.Announce(a); err != nil {
-		s.log.Warn("announce local address", "address", a, "error", err)
+	if err := s.cfg.Announce(a, at); err != nil {
+		s.log.Warn("announce local address", "address", a, "at", at, "error", err)
 		return
 	}
-	s.log.Info("announced local address", "address", a)
+	s.log.Info("announced local address", "address", a, "at", at)
 }
 
 func sameRouting(a, b dataplane.FlowRouting) bool {

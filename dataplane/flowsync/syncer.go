@@ -42,9 +42,10 @@ type Config struct {
 	// Authenticate returns the node name of a caller's cluster-signed
 	// certificate, or false for any other caller.
 	Authenticate func(ctx context.Context) (node string, ok bool)
-	// Announce sends gratuitous ARP for a local address this node has just
-	// taken over (or taken back); nil sends none.
-	Announce func(netip.Addr) error
+	// Announce tells the segment (gratuitous ARP) that a local address is
+	// at MAC at: this node's, for one it has just taken over or back, or
+	// another node's, for one it has let go of; nil sends none.
+	Announce func(addr netip.Addr, at net.HardwareAddr) error
 	// Heartbeat is how often an idle stream says it is alive (200 ms);
 	// DeadAfter how long a peer may be silent before it counts as lost
 	// (1 s); JoinWait how long a starting node waits for its peers before
@@ -100,9 +101,9 @@ type Syncer struct {
 	// pulled is set; pulling while a pull runs.
 	pulledEpoch     uint64
 	pulled, pulling bool
-	// held are the local addresses this node answered for in the last
-	// routing; takenOver those of other nodes it saw lost and not yet
-	// back with their flows.
+	// held says, per local address, whether this node answered for it in
+	// the last routing; takenOver are those of other nodes it saw lost
+	// and not yet back with their flows.
 	held, takenOver map[netip.Addr]bool
 	// pulledCh is closed when a pull completes (Changed).
 	pulledCh chan struct{}
@@ -522,7 +523,9 @@ func (s *Syncer) Status() *weftv1.FlowSyncStatus {
 		}
 	}
 	for _, a := range slices.SortedFunc(maps.Keys(s.held), netip.Addr.Compare) {
-		st.Held = append(st.Held, a.String())
+		if s.held[a] {
+			st.Held = append(st.Held, a.String())
+		}
 	}
 	peers := slices.SortedFunc(maps.Values(s.peers), func(a, b *peer) int { return cmp.Compare(a.name, b.name) })
 	s.mu.Unlock()

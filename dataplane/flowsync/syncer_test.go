@@ -153,7 +153,7 @@ func startNode(t *testing.T, name, zone string, i int) *testNode {
 			v, ok := ctx.Value(nodeKey{}).(string)
 			return v, ok
 		},
-		Announce:  func(a netip.Addr) error { n.announced <- a; return nil },
+		Announce:  func(a netip.Addr, _ net.HardwareAddr) error { n.announced <- a; return nil },
 		Heartbeat: 20 * time.Millisecond, DeadAfter: 200 * time.Millisecond, JoinWait: 2 * time.Second,
 	})
 	mux.Handle(n.syncer.Handler())
