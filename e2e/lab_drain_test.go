@@ -90,8 +90,10 @@ func xdpAttached(h lab.Host) (bool, error) {
 // for --drain-delay after withdrawing), and no request fails: the
 // connections ECMP moves to node1 keep their server (DSR, same Maglev
 // table). A FullNAT wrk with a new connection per request runs alongside;
-// its errors are logged, not asserted (a FullNAT flow that ECMP moves
-// mid-connection cannot survive, see TestLab_NodeLoss).
+// its errors are logged, not asserted: two of the three nodes stop in turn,
+// and a FullNAT flow of the first keeps its replies only while the heir of
+// its local address lives (flow sync keeps copies for one loss at a time;
+// TestLab_FlowSync covers FullNAT through losses and restarts).
 func TestLab_Drain(t *testing.T) {
 	const drainDelay = 2 * time.Second
 	r := newFabricRig(t, "weftn", drainDelay, 0, 1, 2)
