@@ -105,9 +105,6 @@ func (c *Config) setDefaults() error {
 		if c.Interface == "" {
 			return errors.New("--dataplane xdp needs --interface")
 		}
-		if err := c.checkLocalAddrs(); err != nil {
-			return err
-		}
 	default:
 		return fmt.Errorf("--dataplane: %q is not %s, %s or %s", c.Dataplane, DataplaneNone, DataplaneUserspace, DataplaneXDP)
 	}
@@ -140,6 +137,9 @@ func (c *Config) setDefaults() error {
 	if c.RaftAdvertise, err = advertise("raft", c.RaftAddr, c.RaftAdvertise); err != nil {
 		return err
 	}
+	if err := c.checkLocalAddrs(); err != nil {
+		return err
+	}
 	return c.gossipDefaults()
 }
 
@@ -147,7 +147,19 @@ func (c *Config) setDefaults() error {
 // (MAX_LOCAL_ADDRS).
 const maxLocalAddrs = 16
 
+// checkLocalAddrs checks --local-addr: unicast addresses, none twice, none
+// of the node's own (another node takes a local address over when this one
+// is lost, which it must never do to the address the node itself uses).
 func (c *Config) checkLocalAddrs() error {
+	if len(c.LocalAddrs) > 0 && c.Dataplane != DataplaneXDP {
+		return errors.New("--local-addr needs --dataplane xdp")
+	}
+	own := map[netip.Addr]bool{}
+	for _, a := range []string{c.APIAdvertise, c.RaftAdvertise} {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			own[ap.Addr().Unmap()] = true
+		}
+	}
 	var n4, n6 int
 	seen := map[netip.Addr]bool{}
 	for _, a := range c.LocalAddrs {
@@ -157,6 +169,8 @@ func (c *Config) checkLocalAddrs() error {
 			return fmt.Errorf("--local-addr: %v is not a unicast address", a)
 		case seen[a]:
 			return fmt.Errorf("--local-addr: %v is given twice", a)
+		case own[a]:
+			return fmt.Errorf("--local-addr: %v is the node's own address (API or Raft), which no other node may take over", a)
 		case a.Is4():
 			n4++
 		default:

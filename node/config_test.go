@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -68,5 +69,42 @@ func TestConfig_APIMaxRequestBytes(t *testing.T) {
 	c := Config{APIAddr: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", APIMaxRequestBytes: -1}
 	if err := c.setDefaults(); err == nil || !strings.Contains(err.Error(), "--api-max-request-bytes: -1 is negative") {
 		t.Errorf("setDefaults() = %v, want the negative limit refused", err)
+	}
+}
+
+func TestConfig_LocalAddrs(t *testing.T) {
+	addrs := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+	many := make([]string, 17)
+	for i := range many {
+		many[i] = fmt.Sprintf("10.0.1.%d", i+1)
+	}
+	for _, tc := range []struct {
+		name, dataplane string
+		local           []netip.Addr
+		want            string
+	}{
+		{"dedicated", DataplaneXDP, addrs("10.0.0.111", "2001:db8::111"), ""},
+		{"the raft address", DataplaneXDP, addrs("10.0.0.1"), "--local-addr: 10.0.0.1 is the node's own address"},
+		{"twice", DataplaneXDP, addrs("10.0.0.111", "10.0.0.111"), "is given twice"},
+		{"loopback", DataplaneXDP, addrs("127.0.0.2"), "is not a unicast address"},
+		{"too many", DataplaneXDP, addrs(many...), "at most 16 addresses per family"},
+		{"without xdp", DataplaneUserspace, addrs("10.0.0.111"), "--local-addr needs --dataplane xdp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{APIAddr: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", Dataplane: tc.dataplane, Interface: "eth0", LocalAddrs: tc.local}
+			err := c.setDefaults()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("setDefaults() = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("setDefaults() = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }
