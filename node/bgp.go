@@ -126,12 +126,18 @@ type bgpSubsystem struct {
 	zone    string
 	prepend int
 	healthy Healthy
-	last    *bgp.Config
+	// extra are announced beside the VIPs, from every zone, while the node
+	// is not draining: the anycast DNS address.
+	extra []bgp.Announcement
+	last  *bgp.Config
 }
 
 func (b *bgpSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
 	cfg := b.base
 	cfg.Announcements = announcements(st, b.self, b.zone, b.prepend, b.healthy)
+	if !st.Node(b.self).GetSpec().GetDrain() {
+		cfg.Announcements = append(cfg.Announcements, b.extra...)
+	}
 	if b.last != nil && reflect.DeepEqual(*b.last, cfg) {
 		return nil
 	}
