@@ -17,6 +17,12 @@ var toolPackages = map[string]string{
 	"wrk":     "wrk",
 	"nft":     "nftables",
 	"nstat":   "iproute2",
+	// DNS: clients, a resolver, and the benchmark's tool and peer.
+	"dig":         "dnsutils",
+	"kdig":        "knot-dnsutils",
+	"unbound":     "unbound",
+	"dnsperf":     "dnsperf",
+	"pdns_server": "pdns-server",
 }
 
 var aptUpdate sync.Once
