@@ -31,7 +31,7 @@ type query struct {
 // result tells the server what an answer was, for its counters.
 type result struct {
 	failOpen bool
-	reason   string
+	why      func() string // nil for answers no policy chose
 	scope    int
 	// transfer is set for AXFR and IXFR queries allowed over TCP: the
 	// server streams the zone instead of sending the message.
@@ -117,8 +117,8 @@ func (t *table) answer(m *dns.Msg, z *zone, name string, qtype uint16, a asker) 
 		if r := o.steered; r != nil && (qtype == dns.TypeA || qtype == dns.TypeAAAA) {
 			if ts := ofFamily(r.Targets, qtype); len(ts) > 0 {
 				c := choose(r, ts, z.Regions, t.region, a)
-				m.Answer = append(m.Answer, addrRRs(name, r.TTL, c.addrs)...)
-				res = result{failOpen: c.failOpen, reason: c.reason, scope: c.scope}
+				r.answerRRs(m, c.addrs)
+				res = result{failOpen: c.failOpen, why: c.why, scope: c.scope}
 			}
 		}
 		if qtype == dns.TypeNS && name == z.Name {

@@ -92,6 +92,17 @@ type Record struct {
 	Targets []Target
 	// MaxAnswers caps AllHealthy answers (0: DefaultMaxAnswers).
 	MaxAnswers int
+
+	// rrs are the targets' records, built once by compile and shared,
+	// read only, by every answer.
+	rrs map[netip.Addr]dns.RR
+}
+
+// answerRRs are the records of the chosen addresses.
+func (r *Record) answerRRs(m *dns.Msg, addrs []netip.Addr) {
+	for _, a := range addrs {
+		m.Answer = append(m.Answer, r.rrs[a])
+	}
 }
 
 // Target is one address a steered record may answer.

@@ -15,7 +15,9 @@ type choice struct {
 	// length of client addresses that get the same one (0: every client).
 	scope    int
 	failOpen bool
-	reason   string
+	// why says how the addresses were chosen; it is only called when
+	// someone asks (status, `weft dns query`), not per query served.
+	why func() string
 }
 
 // asker is what a policy may know of the query: the client prefix that
@@ -50,8 +52,9 @@ func choose(r *Record, targets []Target, regions []Region, self string, q asker)
 		}
 	}
 	if len(healthy) == 0 {
-		c := choice{addrs: capped(addrsOf(targets), r.MaxAnswers, 0), failOpen: true,
-			reason: fmt.Sprintf("no target is healthy (%s): answering every one (fail open)", names(targets))}
+		c := choice{addrs: capped(addrsOf(targets), r.MaxAnswers, 0), failOpen: true, why: func() string {
+			return fmt.Sprintf("no target is healthy (%s): answering every one (fail open)", names(targets))
+		}}
 		if r.Policy == Geo {
 			_, c.scope = q.geo(regions)
 		}
@@ -64,18 +67,21 @@ func choose(r *Record, targets []Target, regions []Region, self string, q asker)
 		return weighted(healthy, q.pick)
 	case Geo:
 		region, scope := q.geo(regions)
-		who := "geo: client " + clientText(q.client)
-		if q.regionKnown {
-			who = "geo: a client"
+		who := func() string {
+			if q.regionKnown {
+				return "geo: a client"
+			}
+			return "geo: client " + clientText(q.client)
 		}
 		c := inRegion(r, healthy, region, q.pick, who)
 		c.scope = scope
 		return c
 	case Nearest:
-		return inRegion(r, healthy, self, q.pick, "nearest: answering node")
+		return inRegion(r, healthy, self, q.pick, func() string { return "nearest: answering node" })
 	default: // AllHealthy
-		return choice{addrs: capped(addrsOf(healthy), r.MaxAnswers, q.pick),
-			reason: fmt.Sprintf("all-healthy: %d of %d targets healthy (%s)", len(healthy), len(targets), names(healthy))}
+		return choice{addrs: capped(addrsOf(healthy), r.MaxAnswers, q.pick), why: func() string {
+			return fmt.Sprintf("all-healthy: %d of %d targets healthy (%s)", len(healthy), len(targets), names(healthy))
+		}}
 	}
 }
 
@@ -94,11 +100,13 @@ func failover(all, healthy []Target) choice {
 			down = append(down, t)
 		}
 	}
-	reason := fmt.Sprintf("failover: priority %d (%s)", best, names(chosen))
-	if len(down) > 0 {
-		reason += fmt.Sprintf("; before it down: %s", names(down))
-	}
-	return choice{addrs: addrsOf(chosen), reason: reason}
+	return choice{addrs: addrsOf(chosen), why: func() string {
+		reason := fmt.Sprintf("failover: priority %d (%s)", best, names(chosen))
+		if len(down) > 0 {
+			reason += fmt.Sprintf("; before it down: %s", names(down))
+		}
+		return reason
+	}}
 }
 
 // weighted draws one healthy target with probability weight/total; pick
@@ -108,14 +116,14 @@ func weighted(healthy []Target, pick uint64) choice {
 	for _, t := range healthy {
 		total += uint64(t.Weight)
 	}
-	reason := fmt.Sprintf("weighted: one per query by weight among %s", weights(healthy))
+	why := func() string { return fmt.Sprintf("weighted: one per query by weight among %s", weights(healthy)) }
 	if total == 0 {
-		return choice{addrs: []netip.Addr{healthy[pick%uint64(len(healthy))].Addr}, reason: reason}
+		return choice{addrs: []netip.Addr{healthy[pick%uint64(len(healthy))].Addr}, why: why}
 	}
 	n := pick % total
 	for _, t := range healthy {
 		if n < uint64(t.Weight) {
-			return choice{addrs: []netip.Addr{t.Addr}, reason: reason}
+			return choice{addrs: []netip.Addr{t.Addr}, why: why}
 		}
 		n -= uint64(t.Weight)
 	}
@@ -124,7 +132,7 @@ func weighted(healthy []Target, pick uint64) choice {
 
 // inRegion answers the healthy targets of region, or every healthy target
 // when the region has none (or there is no region).
-func inRegion(r *Record, healthy []Target, region string, pick uint64, who string) choice {
+func inRegion(r *Record, healthy []Target, region string, pick uint64, who func() string) choice {
 	var in []Target
 	for _, t := range healthy {
 		if region != "" && t.Region == region {
@@ -133,14 +141,17 @@ func inRegion(r *Record, healthy []Target, region string, pick uint64, who strin
 	}
 	switch {
 	case region == "":
-		return choice{addrs: capped(addrsOf(healthy), r.MaxAnswers, pick),
-			reason: who + " is in no region: answering every healthy target (" + names(healthy) + ")"}
+		return choice{addrs: capped(addrsOf(healthy), r.MaxAnswers, pick), why: func() string {
+			return who() + " is in no region: answering every healthy target (" + names(healthy) + ")"
+		}}
 	case len(in) == 0:
-		return choice{addrs: capped(addrsOf(healthy), r.MaxAnswers, pick),
-			reason: fmt.Sprintf("%s is in region %s, which has no healthy target: answering every healthy target (%s)", who, region, names(healthy))}
+		return choice{addrs: capped(addrsOf(healthy), r.MaxAnswers, pick), why: func() string {
+			return fmt.Sprintf("%s is in region %s, which has no healthy target: answering every healthy target (%s)", who(), region, names(healthy))
+		}}
 	}
-	return choice{addrs: capped(addrsOf(in), r.MaxAnswers, pick),
-		reason: fmt.Sprintf("%s is in region %s (%s)", who, region, names(in))}
+	return choice{addrs: capped(addrsOf(in), r.MaxAnswers, pick), why: func() string {
+		return fmt.Sprintf("%s is in region %s (%s)", who(), region, names(in))
+	}}
 }
 
 // geoRegion is the region of the longest prefix holding the client's

@@ -56,10 +56,10 @@ func TestChoose(t *testing.T) {
 				got = append(got, fmt.Sprint(a.As4()[3]))
 			}
 			if strings.Join(got, " ") != tc.want || c.failOpen != tc.failOpen {
-				t.Errorf("got %v fail-open %v, want %s fail-open %v (%s)", got, c.failOpen, tc.want, tc.failOpen, c.reason)
+				t.Errorf("got %v fail-open %v, want %s fail-open %v (%s)", got, c.failOpen, tc.want, tc.failOpen, c.why())
 			}
-			if !strings.Contains(c.reason, tc.reason) {
-				t.Errorf("reason %q does not say %q", c.reason, tc.reason)
+			if !strings.Contains(c.why(), tc.reason) {
+				t.Errorf("reason %q does not say %q", c.why(), tc.reason)
 			}
 		})
 	}

@@ -49,10 +49,13 @@ type Options struct {
 
 // Server is a node's authoritative DNS server.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	addr   netip.AddrPort
+	opts Options
+	log  *slog.Logger
+	addr netip.AddrPort
+	// UDP is served by miekg/dns's server on wildcard addresses (udp),
+	// else by the batching loop on pc.
 	udp    *dns.Server
+	pc     *net.UDPConn
 	tcp    *dns.Server
 	rrl    *limiter
 	table  atomic.Pointer[table]
@@ -99,10 +102,19 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	s.udp = &dns.Server{PacketConn: pc, Handler: s.handler(false), UDPSize: dns.MaxMsgSize}
 	s.tcp = &dns.Server{Listener: ln, Handler: s.handler(true), ReadTimeout: tcpTimeout, WriteTimeout: tcpTimeout,
 		IdleTimeout: func() time.Duration { return tcpIdle }, MaxTCPQueries: maxTCPQueries}
-	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+	servers := []*dns.Server{s.tcp}
+	if s.addr.Addr().IsUnspecified() {
+		// A wildcard socket must answer from the address each query came
+		// to, which miekg/dns's server does with control messages.
+		s.udp = &dns.Server{PacketConn: pc, Handler: s.handler(false), UDPSize: dns.MaxMsgSize}
+		servers = append(servers, s.udp)
+	} else {
+		s.pc = pc.(*net.UDPConn)
+		s.serveUDP(s.pc)
+	}
+	for _, srv := range servers {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
 		errc := make(chan error, 1)
@@ -193,6 +205,9 @@ func (s *Server) Apply(ctx context.Context, cfg Config) error {
 func (s *Server) Close() error {
 	s.cancel()
 	var errs []error
+	if s.pc != nil {
+		errs = append(errs, s.pc.Close())
+	}
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {
 		if srv != nil {
 			if err := srv.Shutdown(); err != nil && !errors.Is(err, net.ErrClosed) && err.Error() != "dns: server not started" {
@@ -208,19 +223,13 @@ func (s *Server) handler(tcp bool) dns.HandlerFunc {
 	return func(w dns.ResponseWriter, req *dns.Msg) { s.serve(w, req, tcp) }
 }
 
-// serve answers one query and counts it.
+// serve answers one query that miekg/dns's server read (TCP, and UDP on
+// wildcard addresses) and counts it.
 func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, tcp bool) {
 	src := addrOf(w.RemoteAddr())
-	if tcp {
-		s.stats.tcp.Add(1)
-	} else {
-		s.stats.udp.Add(1)
-	}
 	t := s.table.Load()
-	m, res := t.respond(query{req: req, src: src, tcp: tcp, pick: s.pick()})
+	m, res := s.reply(t, req, src, tcp)
 	if res.transfer != nil {
-		s.stats.transfers.Add(1)
-		s.stats.rcodes[dns.RcodeSuccess].Add(1)
 		ch := make(chan *dns.Envelope)
 		go func() {
 			for _, e := range res.transfer.axfr(t.region) {
@@ -236,6 +245,28 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, tcp bool) {
 		w.Close()
 		return
 	}
+	if m == nil {
+		return // dropped by rate limiting
+	}
+	if err := w.WriteMsg(m); err != nil {
+		s.log.Debug("dns: write response", "to", src, "error", err)
+	}
+}
+
+// reply answers req from t and counts it: over UDP it applies rate
+// limiting (nil: drop) and truncates to the size the query allows.
+func (s *Server) reply(t *table, req *dns.Msg, src netip.Addr, tcp bool) (*dns.Msg, result) {
+	if tcp {
+		s.stats.tcp.Add(1)
+	} else {
+		s.stats.udp.Add(1)
+	}
+	m, res := t.respond(query{req: req, src: src, tcp: tcp, pick: s.pick()})
+	if res.transfer != nil {
+		s.stats.transfers.Add(1)
+		s.stats.rcodes[dns.RcodeSuccess].Add(1)
+		return m, res
+	}
 	if res.failOpen {
 		s.stats.failOpen.Add(1)
 	}
@@ -243,7 +274,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, tcp bool) {
 		switch s.rrl.judge(src) {
 		case drop:
 			s.stats.limited.Add(1)
-			return
+			return nil, res
 		case slip:
 			s.stats.slipped.Add(1)
 			m.Answer, m.Ns = nil, nil
@@ -258,9 +289,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, tcp bool) {
 	if m.Rcode >= 0 && m.Rcode < len(s.stats.rcodes) {
 		s.stats.rcodes[m.Rcode].Add(1)
 	}
-	if err := w.WriteMsg(m); err != nil {
-		s.log.Debug("dns: write response", "to", src, "error", err)
-	}
+	return m, res
 }
 
 // pick is a number that differs from query to query, spread over 64 bits
@@ -297,7 +326,11 @@ func (s *Server) Query(req *dns.Msg, src netip.Addr) (*dns.Msg, Explanation) {
 	if res.transfer != nil {
 		m.Rcode = dns.RcodeRefused // transfers only over DNS itself
 	}
-	return m, Explanation{Reason: res.reason, FailOpen: res.failOpen, Scope: res.scope}
+	ex := Explanation{FailOpen: res.failOpen, Scope: res.scope}
+	if res.why != nil {
+		ex.Reason = res.why()
+	}
+	return m, ex
 }
 
 // Stats are the server's counters since it started.
@@ -423,7 +456,7 @@ func explainRecord(r *Record, z *zone, self, region string) Answer {
 		}
 		a.Addrs = append(a.Addrs, c.addrs...)
 		a.FailOpen = a.FailOpen || c.failOpen
-		reasons = append(reasons, c.reason)
+		reasons = append(reasons, c.why())
 	}
 	a.Reason = fmt.Sprint(reasons)
 	if len(reasons) == 1 {

@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -516,5 +517,18 @@ func TestServer_RecordsStatus(t *testing.T) {
 	}
 	if www := recs["www"]; len(www.Answers[0].Addrs) != 2 || !strings.Contains(www.Answers[0].Reason, "failover: priority 1") {
 		t.Errorf("www: got %+v, want web-eu's two addresses at priority 1", www)
+	}
+}
+
+// TestServer_Wildcard: on a wildcard address miekg/dns's UDP server
+// answers (from the address each query came to).
+func TestServer_Wildcard(t *testing.T) {
+	s := startServer(t, Options{Addr: "0.0.0.0:0", RateLimit: -1}, Config{Zones: []Zone{testZone()}})
+	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+	for _, addr := range []string{"127.0.0.1", "127.0.0.2"} {
+		r, _, err := c.Exchange(question("ns1.example.com.", dns.TypeA), net.JoinHostPort(addr, fmt.Sprint(s.Addr().Port())))
+		if err != nil || len(r.Answer) != 1 {
+			t.Errorf("query to %s: got %v, %v; want one answer", addr, r, err)
+		}
 	}
 }

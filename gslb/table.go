@@ -56,6 +56,10 @@ func compile(cfg Config, prev *table) *table {
 			switch r.Type {
 			case 0:
 				o.steered = r
+				r.rrs = make(map[netip.Addr]dns.RR, len(r.Targets))
+				for _, t := range r.Targets {
+					r.rrs[t.Addr] = addrRRs(r.Name, r.TTL, []netip.Addr{t.Addr})[0]
+				}
 			case dns.TypeA:
 				for _, v := range r.Values {
 					o.add(&dns.A{Hdr: hdr(r.Name, dns.TypeA, r.TTL), A: net.IP(netip.MustParseAddr(v).AsSlice())})

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 )
 
-// Tools the lab uses, by the Debian package that provides each.
+// Tools the lab uses, by the Debian packages that provide each (space
+// separated: pdns_server needs its bind backend too).
 var toolPackages = map[string]string{
 	"ping":    "iputils-ping",
 	"ethtool": "ethtool",
@@ -22,7 +24,7 @@ var toolPackages = map[string]string{
 	"kdig":        "knot-dnsutils",
 	"unbound":     "unbound",
 	"dnsperf":     "dnsperf",
-	"pdns_server": "pdns-server",
+	"pdns_server": "pdns-server pdns-backend-bind",
 }
 
 var aptUpdate sync.Once
@@ -37,7 +39,7 @@ func EnsureTools(ctx context.Context, tools ...string) error {
 			return fmt.Errorf("lab: no package known for tool %q", t)
 		}
 		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, pkg)
+			missing = append(missing, strings.Fields(pkg)...)
 		}
 	}
 	if len(missing) == 0 {
