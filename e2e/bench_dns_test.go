@@ -30,6 +30,7 @@ import (
 const (
 	benchWeftDNS = "127.0.53.1:5300"
 	benchPDNS    = "127.0.53.1:5301"
+	benchGdnsd   = "127.0.53.1:5302"
 	benchBackA   = "127.0.53.11"
 	benchBackB   = "127.0.53.12"
 )
@@ -37,27 +38,31 @@ const (
 // benchCases are the records both servers answer, by policy: Weft's and
 // PowerDNS's Lua equivalent. Both check the backends themselves.
 var benchCases = []struct {
-	name, weft, pdns string
+	name, weft, pdns, gdnsd string
 	// want is the answer once both checked the backends (sorted; "" for
 	// a draw).
 	want string
 }{
 	{"static", `{fqdn: static.example.com, type: A, values: [192.0.2.1]}`,
-		`static IN A 192.0.2.1`, "192.0.2.1"},
+		`static IN A 192.0.2.1`, `static A 192.0.2.1`, "192.0.2.1"},
 	{"failover-http", `{fqdn: failover-http.example.com, policy: failover, healthCheck: {type: http, port: 8080, interval: 1s},
   targets: [{address: ` + benchBackA + `, priority: 1}, {address: ` + benchBackB + `, priority: 2}]}`,
-		`failover-http IN LUA A "ifurlup('http://` + benchBackA + `:8080/', {{'` + benchBackA + `'}, {'` + benchBackB + `'}})"`, benchBackA},
+		`failover-http IN LUA A "ifurlup('http://` + benchBackA + `:8080/', {{'` + benchBackA + `'}, {'` + benchBackB + `'}})"`,
+		`failover-http DYNA simplefo!failover`, benchBackA},
 	{"all-healthy-tcp", `{fqdn: all-healthy-tcp.example.com, policy: all-healthy, healthCheck: {port: 8080, interval: 1s},
   targets: [{address: ` + benchBackA + `}, {address: ` + benchBackB + `}]}`,
-		`all-healthy-tcp IN LUA A "ifportup(8080, {'` + benchBackA + `', '` + benchBackB + `'}, {selector='all'})"`, benchBackA + " " + benchBackB},
+		`all-healthy-tcp IN LUA A "ifportup(8080, {'` + benchBackA + `', '` + benchBackB + `'}, {selector='all'})"`,
+		`all-healthy-tcp DYNA multifo!all`, benchBackA + " " + benchBackB},
 	{"weighted", `{fqdn: weighted.example.com, policy: weighted, targets: [{address: ` + benchBackA + `, weight: 3}, {address: ` + benchBackB + `, weight: 1}]}`,
-		`weighted IN LUA A "pickwrandom({{3, '` + benchBackA + `'}, {1, '` + benchBackB + `'}})"`, ""},
+		`weighted IN LUA A "pickwrandom({{3, '` + benchBackA + `'}, {1, '` + benchBackB + `'}})"`,
+		`weighted DYNA weighted!weighted`, ""},
 }
 
 // BenchmarkDNS measures, with dnsperf (bounded: 5 s a run), the queries
-// per second Weft's DNS server and PowerDNS Authoritative (4.7, bind
-// backend, shared Lua state, its packet cache on as shipped) answer for
-// the same records, each server pinned to CPU 1 and dnsperf to CPU 0; and
+// per second Weft's DNS server, PowerDNS Authoritative (4.7, bind backend,
+// shared Lua state, its packet cache on as shipped) and gdnsd (3.8: its
+// simplefo, multifo and weighted plugins) answer for the same records,
+// each server pinned to CPU 1 and dnsperf to CPU 0; and
 // the p99 latency at a fixed 5000 queries/s both sustain. Names are
 // BenchmarkDNS/<server>/<case>; medians and ratios to PowerDNS come from
 // deploy/bench/median -base BenchmarkDNS=powerdns.
@@ -68,7 +73,7 @@ func BenchmarkDNS(b *testing.B) {
 	if runtime.NumCPU() < 2 {
 		b.Skip("the DNS benchmark pins servers and dnsperf to different CPUs")
 	}
-	if err := lab.EnsureTools(context.Background(), "dnsperf", "pdns_server"); err != nil {
+	if err := lab.EnsureTools(context.Background(), "dnsperf", "pdns_server", "gdnsd"); err != nil {
 		b.Fatal(err)
 	}
 	for _, a := range []string{benchBackA, benchBackB} {
@@ -85,6 +90,7 @@ func BenchmarkDNS(b *testing.B) {
 		start      func(b *testing.B)
 	}{
 		{"powerdns", benchPDNS, startPDNS},
+		{"gdnsd", benchGdnsd, startGdnsd},
 		{"weft", benchWeftDNS, startWeftDNS},
 	}
 	for _, srv := range servers {
@@ -171,7 +177,50 @@ webserver=no
 			b.Fatal(err)
 		}
 	}
-	cmd := exec.Command("taskset", "-c", "1", "pdns_server", "--config-dir="+dir)
+	startPinned(b, "pdns_server", "--config-dir="+dir)
+}
+
+// startGdnsd runs gdnsd on CPU 1 with the benchmark's records as its
+// plugins' resources, checking the backends as often as it allows (2 s).
+func startGdnsd(b *testing.B) {
+	dir := b.TempDir()
+	zone := []string{"$TTL 30", "@ SOA ns1 hostmaster 1 3600 600 604800 30", "@ NS ns1", "ns1 A 127.0.53.1"}
+	for _, c := range benchCases {
+		zone = append(zone, c.gdnsd)
+	}
+	config := fmt.Sprintf(`options => {
+  listen => [ %s ]
+  run_dir => %s
+  state_dir => %s
+  udp_threads => 1
+  tcp_threads => 1
+}
+service_types => {
+  web_http => { plugin => http_status, port => 8080, url_path => "/", interval => 2, timeout => 1 }
+  web_tcp => { plugin => tcp_connect, port => 8080, interval => 2, timeout => 1 }
+}
+plugins => {
+  simplefo => { failover => { primary => %[4]s, secondary => %[5]s, service_types => web_http } }
+  multifo => { all => { service_types => web_tcp, a => %[4]s, b => %[5]s } }
+  weighted => { weighted => { a => [ %[4]s, 3 ], b => [ %[5]s, 1 ] } }
+}
+`, benchGdnsd, filepath.Join(dir, "run"), filepath.Join(dir, "state"), benchBackA, benchBackB)
+	for _, d := range []string{"zones", "run", "state"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for name, text := range map[string]string{"config": config, "zones/example.com": strings.Join(zone, "\n") + "\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	startPinned(b, "gdnsd", "-c", dir, "start")
+}
+
+// startPinned runs a server on CPU 1 until the benchmark ends.
+func startPinned(b *testing.B, name string, args ...string) {
+	cmd := exec.Command("taskset", append([]string{"-c", "1", name}, args...)...)
 	var log syncBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -181,7 +230,7 @@ webserver=no
 		cmd.Process.Kill()
 		cmd.Wait()
 		if b.Failed() {
-			b.Logf("pdns_server log:\n%s", tail(log.String(), 40))
+			b.Logf("%s log:\n%s", name, tail(log.String(), 40))
 		}
 	})
 }

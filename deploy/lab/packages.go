@@ -25,6 +25,7 @@ var toolPackages = map[string]string{
 	"unbound":     "unbound",
 	"dnsperf":     "dnsperf",
 	"pdns_server": "pdns-server pdns-backend-bind",
+	"gdnsd":       "gdnsd",
 }
 
 var aptUpdate sync.Once
