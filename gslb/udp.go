@@ -17,6 +17,10 @@ import (
 // query, and with no goroutine per query (miekg/dns's server starts one).
 const udpBatch = 64
 
+// udpReadSize is the largest query read: real queries are a few hundred
+// bytes, and one cut short here does not unpack and is answered FORMERR.
+const udpReadSize = 4096
+
 // batchConn is the part of ipv4.PacketConn and ipv6.PacketConn the loop
 // uses.
 type batchConn interface {
@@ -45,7 +49,7 @@ func (s *Server) udpLoop(bc batchConn) {
 	in := make([]ipv4.Message, udpBatch)
 	out := make([]ipv4.Message, udpBatch)
 	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, dns.MaxMsgSize)}
+		in[i].Buffers = [][]byte{make([]byte, udpReadSize)}
 		out[i].Buffers = [][]byte{make([]byte, MaxUDPSize)}
 	}
 	for {
