@@ -51,7 +51,7 @@ func requiredRole(procedure string) tokens.Role {
 	case strings.Contains(method, "Token"), method == "RemoveNode":
 		return tokens.RoleAdmin
 	case strings.HasPrefix(method, "Get"), strings.HasPrefix(method, "List"),
-		method == "Watch", method == "Status":
+		method == "Watch", method == "Status", method == "QueryDNS":
 		return tokens.RoleViewer
 	case strings.HasPrefix(method, "Create"), strings.HasPrefix(method, "Update"),
 		strings.HasPrefix(method, "Delete"), method == "Apply",

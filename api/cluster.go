@@ -39,10 +39,13 @@ type csc = weftv1connect.ClusterServiceClient
 
 // Observed is what a node observes beside the committed state, as Status
 // shows it: its gossip membership (nil before gossip starts) and its copy
-// of the agreed health view (nil on nodes that run no health checks).
+// of the agreed health view (nil on nodes that run no health checks), and
+// what its DNS server answers for each DNS record (nil on nodes that run
+// none).
 type Observed struct {
 	Gossip []*weftv1.GossipMember
 	Health []*weftv1.MemberHealth
+	DNS    map[string]*weftv1.DNSRecordStatus
 }
 
 // observed returns this node's observations, or none.

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -202,6 +203,21 @@ func (h *lbService) GetDNSRecord(ctx context.Context, req *connect.Request[weftv
 		func(x *weftv1.DNSRecord) *weftv1.GetDNSRecordResponse {
 			return &weftv1.GetDNSRecordResponse{DnsRecord: x}
 		})
+}
+
+// QueryDNS is answered by this node's DNS server, never forwarded: the
+// caller asks the node it wants to hear from.
+func (h *lbService) QueryDNS(ctx context.Context, req *connect.Request[weftv1.QueryDNSRequest]) (*connect.Response[weftv1.QueryDNSResponse], error) {
+	if h.s.cfg.DNSQuery == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("node %s runs no DNS server (start it with --dns-addr)", h.s.cfg.NodeName))
+	}
+	res, err := h.s.cfg.DNSQuery(req.Msg)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	res.Node = h.s.cfg.NodeName
+	return connect.NewResponse(res), nil
 }
 
 func (h *lbService) ListDNSRecords(ctx context.Context, req *connect.Request[weftv1.ListRequest]) (*connect.Response[weftv1.ListDNSRecordsResponse], error) {

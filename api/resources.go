@@ -67,15 +67,38 @@ func (s *Server) get(kind, name string) (*weftv1.Resource, error) {
 		return nil, notFound("%s %q not found", validate.KindName(kind), name)
 	}
 	r = redact(r)
-	s.observePools([]*weftv1.Resource{r})
+	s.observe([]*weftv1.Resource{r})
 	return r, nil
 }
 
-// observePools sets the status of the pools among rs (copies) from this
-// node's health view: members up, down, and not in the view.
-func (s *Server) observePools(rs []*weftv1.Resource) {
+// observe sets the status of the pools and DNS records among rs (copies)
+// from what this node observes.
+func (s *Server) observe(rs []*weftv1.Resource) {
+	obs := s.observed()
+	s.observePools(rs, obs)
+	for _, r := range rs {
+		d := r.GetDnsRecord()
+		if d == nil {
+			continue
+		}
+		switch st := obs.DNS[d.GetMetadata().GetName()]; {
+		case obs.DNS == nil:
+			d.Status = &weftv1.DNSRecordStatus{Observer: s.cfg.NodeName,
+				Reason: "node " + s.cfg.NodeName + " runs no DNS server (--dns-addr); ask one that does (weft --addr)"}
+		case st == nil:
+			d.Status = &weftv1.DNSRecordStatus{Observer: s.cfg.NodeName,
+				Reason: "node " + s.cfg.NodeName + "'s DNS server has not applied this record yet"}
+		default:
+			d.Status = st
+		}
+	}
+}
+
+// observePools sets the status of the pools among rs from this node's
+// health view: members up, down, and not in the view.
+func (s *Server) observePools(rs []*weftv1.Resource, obs Observed) {
 	view := map[string]map[netip.AddrPort]bool{}
-	for _, h := range s.observed().Health {
+	for _, h := range obs.Health {
 		a, err := netip.ParseAddr(h.GetAddress())
 		if err != nil {
 			continue
@@ -119,7 +142,7 @@ func redact(r *weftv1.Resource) *weftv1.Resource {
 }
 
 // validateBatch normalises and validates rs in place, and drops what
-// writes ignore (pool status is observed, never stored).
+// writes ignore (pool and DNS record status are observed, never stored).
 func (s *Server) validateBatch(rs []*weftv1.Resource) error {
 	for i, r := range rs {
 		if err := s.checkResource(r); err != nil {
@@ -130,6 +153,9 @@ func (s *Server) validateBatch(rs []*weftv1.Resource) error {
 		}
 		if p := r.GetPool(); p != nil {
 			p.Status = nil
+		}
+		if d := r.GetDnsRecord(); d != nil {
+			d.Status = nil
 		}
 	}
 	return nil
@@ -224,7 +250,7 @@ func (s *Server) list(kind string) ([]*weftv1.Resource, uint64) {
 			out = append(out, redact(r))
 		}
 	}
-	s.observePools(out)
+	s.observe(out)
 	return out, st.Index()
 }
 

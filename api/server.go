@@ -69,6 +69,9 @@ type Config struct {
 	// Observed returns this node's gossip membership and health view, which
 	// reads of nodes and pools show beside the committed state; nil: none.
 	Observed func() Observed
+	// DNSQuery asks this node's DNS server what it would answer (QueryDNS);
+	// nil when the node runs none.
+	DNSQuery func(*weftv1.QueryDNSRequest) (*weftv1.QueryDNSResponse, error)
 }
 
 // DefaultMaxRequestBytes is gRPC's default limit on a received message.

@@ -60,10 +60,12 @@ type agent struct {
 	ns             string // network namespace to run in; "" for this one
 	dataDir        string
 	extra          []string // extra agent flags, kept across restarts
-	cmd            *exec.Cmd
-	out            *syncBuffer // stdout: printed secrets
-	log            *syncBuffer // stderr: the structured log
-	exited         chan struct{}
+	// wrap, when set, runs the agent under this command (taskset -c 1).
+	wrap   []string
+	cmd    *exec.Cmd
+	out    *syncBuffer // stdout: printed secrets
+	log    *syncBuffer // stderr: the structured log
+	exited chan struct{}
 }
 
 func (a *agent) apiAddr() string  { return net.JoinHostPort(a.ip, "7400") }
@@ -121,6 +123,9 @@ func (c *cluster) start(a *agent, args ...string) {
 		"--api-addr", a.apiAddr(), "--raft-addr", a.raftAddr(), "--log-format", "json"}, a.extra...)
 	full = append(full, args...)
 	a.cmd = exec.Command(weftBin, full...)
+	if len(a.wrap) > 0 {
+		a.cmd = exec.Command(a.wrap[0], append(append(a.wrap[1:len(a.wrap):len(a.wrap)], weftBin), full...)...)
+	}
 	if a.ns != "" {
 		a.cmd = exec.Command("ip", append([]string{"netns", "exec", a.ns, weftBin}, full...)...)
 	}

@@ -129,6 +129,12 @@ type fabricRig struct {
 // the router has the ECMP route via all three nodes and each port answers.
 func newFabricRig(tb testing.TB, prefix string, drainDelay time.Duration, servers ...int) *fabricRig {
 	tb.Helper()
+	return newFabricRigWith(tb, prefix, drainDelay, nil, servers...)
+}
+
+// newFabricRigWith is newFabricRig with more flags for every agent.
+func newFabricRigWith(tb testing.TB, prefix string, drainDelay time.Duration, agentArgs []string, servers ...int) *fabricRig {
+	tb.Helper()
 	l := upLab(tb, lab.Topology{Prefix: prefix, Servers: 3,
 		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}, {Name: "node3", Zone: "b"}}},
 		[]string{"curl", "wrk"}, true, "-addr", ":8080,:81")
@@ -146,6 +152,7 @@ func newFabricRig(tb testing.TB, prefix string, drainDelay time.Duration, server
 			dataDir: filepath.Join(c.dir, h.Name), extra: []string{"--dataplane", "xdp", "--interface", h.Iface,
 				"--bgp-asn", fmt.Sprint(lab.NodeASN), "--bgp-peer", fmt.Sprintf("%s:%d", lab.RouterInner, lab.RouterASN),
 				"--drain-delay", drainDelay.String(), "--local-addr", lab.LocalAddr(i).String()}})
+		c.agents[i].extra = append(c.agents[i].extra, agentArgs...)
 	}
 	c.initCluster(c.agents[0])
 	c.join(c.agents[1], c.agents[0])

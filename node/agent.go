@@ -59,6 +59,7 @@ type Agent struct {
 	speaker   *bgp.Speaker
 	health    *health.Health
 	l7        *l7Subsystem
+	dns       *gslbSubsystem
 	nl        *netlink.Handle
 	stopKeys  func()
 	flowsync  *flowsync.Syncer
@@ -166,7 +167,8 @@ func (a *Agent) open(d dataDir) error {
 	}
 	a.raft = r
 	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger,
-		Local: a.localStatus, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name)})
+		Local: a.localStatus, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name),
+		DNSQuery: a.dnsQuery()})
 	a.api = srv
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
@@ -281,7 +283,7 @@ func (a *Agent) nodeRecord() *weftv1.Node {
 func (a *Agent) startReconciler() error {
 	a.rec = &reconciler{fsm: a.raft.FSM(), log: a.cfg.Logger}
 	// Only nodes that serve traffic check their pools' members.
-	checker := a.cfg.Dataplane != DataplaneNone || a.cfg.BGP.ASN != 0
+	checker := a.cfg.Dataplane != DataplaneNone || a.cfg.BGP.ASN != 0 || a.cfg.DNSAddr != ""
 	gossipAdvertise := a.id.GossipAdvertise
 	if gossipAdvertise == "" {
 		gossipAdvertise = a.cfg.GossipAdvertise
@@ -289,7 +291,7 @@ func (a *Agent) startReconciler() error {
 	a.gossip = newGossipSubsystem(gossip.Config{
 		NodeName: a.id.Name, BindAddr: a.cfg.GossipAddr, AdvertiseAddr: gossipAdvertise, Logger: a.cfg.Logger,
 		Meta: gossip.NodeMeta{Region: a.id.Region, Zone: a.id.Zone, Checker: checker, Version: version.String(),
-			Addrs: map[string]string{"api": a.id.APIAdvertise, "raft": a.id.RaftAdvertise}},
+			Addrs: a.metaAddrs()},
 	}, a.rec.appliedByOthers, a.cfg.Logger)
 	a.rec.wake = append(a.rec.wake, a.gossip.changed)
 	healthy := Healthy(allHealthy)
@@ -355,6 +357,13 @@ func (a *Agent) startReconciler() error {
 		a.l7 = newL7Subsystem(healthy, a.nl, a.cfg.Logger)
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "l7", apply: a.l7.apply})
 	}
+	// DNS (issue 12): the GSLB answers for the committed zones; the anycast
+	// DNS address is announced by the bgp subsystem below.
+	if a.cfg.DNSAddr != "" {
+		if err := a.startGSLB(healthy); err != nil {
+			return err
+		}
+	}
 	if a.cfg.BGP.ASN != 0 {
 		sp, err := bgp.New(bgp.Options{Logger: a.cfg.Logger})
 		if err != nil {
@@ -370,7 +379,8 @@ func (a *Agent) startReconciler() error {
 			routerID = ap.Addr()
 		}
 		b := &bgpSubsystem{speaker: sp, self: a.id.Name, zone: a.id.Zone, prepend: a.cfg.BGP.PrependPerZone,
-			healthy: healthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers}}
+			healthy: healthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers},
+			extra: a.dnsAnnouncements()}
 		if a.flowsync != nil {
 			// A (re)starting node announces once it holds its share of
 			// the flows, so ECMP brings it none it cannot forward.
@@ -406,6 +416,9 @@ func (a *Agent) localStatus(res *weftv1.StatusResponse) {
 	if a.flowsync != nil {
 		res.FlowSync = a.flowSyncStatus()
 	}
+	if a.dns != nil {
+		res.Dns = a.dns.status(a.dns.records(a.id.Name))
+	}
 }
 
 // observed is this node's health view and gossip membership, for Status
@@ -419,6 +432,9 @@ func (a *Agent) observed() api.Observed {
 	}
 	if a.health != nil {
 		obs.Health = memberHealth(a.health)
+	}
+	if a.dns != nil {
+		obs.DNS = a.dns.records(a.id.Name)
 	}
 	if g := a.gossip.gossiper(); g != nil {
 		for _, m := range g.Members() {
@@ -481,6 +497,9 @@ func (a *Agent) Close() error {
 	}
 	if a.l7 != nil {
 		errs = append(errs, a.l7.close())
+	}
+	if a.dns != nil {
+		errs = append(errs, a.dns.close())
 	}
 	if a.speaker != nil {
 		errs = append(errs, a.speaker.Close())

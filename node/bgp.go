@@ -126,8 +126,12 @@ type bgpSubsystem struct {
 	zone    string
 	prepend int
 	healthy Healthy
-	// ready, when set, holds announcements back until it reports true.
+	// ready, when set, holds the VIPs' announcements back until it
+	// reports true.
 	ready func() bool
+	// extra are announced beside the VIPs, from every zone, while the node
+	// is not draining: the anycast DNS address.
+	extra []bgp.Announcement
 	last  *bgp.Config
 }
 
@@ -135,6 +139,9 @@ func (b *bgpSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
 	cfg := b.base
 	if b.ready == nil || b.ready() {
 		cfg.Announcements = announcements(st, b.self, b.zone, b.prepend, b.healthy)
+	}
+	if !st.Node(b.self).GetSpec().GetDrain() {
+		cfg.Announcements = append(cfg.Announcements, b.extra...)
 	}
 	if b.last != nil && reflect.DeepEqual(*b.last, cfg) {
 		return nil

@@ -67,6 +67,17 @@ type Config struct {
 	DrainDelay time.Duration
 	bgpPeers   []bgp.Peer
 
+	// DNSAddr is the host:port the node answers DNS on, over UDP and TCP,
+	// for the zones of the committed state ("": no DNS server).
+	DNSAddr string
+	// DNSAnycast announces DNSAddr's address over BGP like a VIP, from
+	// every zone, and makes it local: anycast DNS (it needs BGP).
+	DNSAnycast bool
+	// DNSRateLimit is the UDP responses per second one client prefix gets
+	// (response rate limiting); 0 takes gslb.DefaultRateLimit, negative
+	// turns it off.
+	DNSRateLimit int
+
 	// TicketRotation is how often the leader rotates the cluster's TLS
 	// session-ticket keys (0: DefaultTicketRotation); three are kept.
 	TicketRotation time.Duration
@@ -130,6 +141,9 @@ func (c *Config) setDefaults() error {
 	case c.TicketRotation < time.Second:
 		return fmt.Errorf("--tls-ticket-rotation: %v is shorter than 1s", c.TicketRotation)
 	}
+	if err := c.dnsDefaults(); err != nil {
+		return err
+	}
 	var err error
 	if c.APIAdvertise, err = advertise("api", c.APIAddr, c.APIAdvertise); err != nil {
 		return err
@@ -184,6 +198,39 @@ func (c *Config) checkLocalAddrs() error {
 	return nil
 }
 
+// dnsDefaults checks the DNS flags.
+func (c *Config) dnsDefaults() error {
+	if c.DNSAddr == "" {
+		if c.DNSAnycast {
+			return errors.New("--dns-anycast needs --dns-addr")
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.DNSAddr)
+	if err != nil {
+		return fmt.Errorf("--dns-addr %q: %w", c.DNSAddr, err)
+	}
+	if !c.DNSAnycast {
+		return nil
+	}
+	if c.BGP.ASN == 0 {
+		return errors.New("--dns-anycast announces the DNS address over BGP: it needs --bgp-asn")
+	}
+	if _, err := c.dnsAnycastAddr(); err != nil || host == "" {
+		return fmt.Errorf("--dns-anycast: --dns-addr %q must name one IP address to announce", c.DNSAddr)
+	}
+	return nil
+}
+
+// dnsAnycastAddr is the address --dns-anycast announces.
+func (c *Config) dnsAnycastAddr() (netip.Addr, error) {
+	ap, err := netip.ParseAddrPort(c.DNSAddr)
+	if err != nil || ap.Addr().IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("dns address %q is not one IP address and port", c.DNSAddr)
+	}
+	return ap.Addr().Unmap(), nil
+}
+
 // gossipDefaults derives the gossip addresses from the Raft ones.
 func (c *Config) gossipDefaults() error {
 	if c.GossipAddr == "" {
@@ -228,5 +275,6 @@ func advertise(what, listen, adv string) (string, error) {
 // (wildcards included), which the API keeps listeners off; the node table
 // holds only the advertised addresses.
 func (c *Config) listenPorts(name string) []validate.NodePort {
-	return validate.NodePorts(name, c.APIAddr, c.RaftAddr, c.GossipAddr)
+	return append(validate.NodePorts(name, c.APIAddr, c.RaftAddr, c.GossipAddr),
+		validate.ServicePorts(name, validate.ServiceDNS, c.DNSAddr)...)
 }

@@ -19,12 +19,7 @@ import (
 func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo) health.Config {
 	cfg := health.Config{Self: self, Nodes: nodes}
 	for _, p := range st.Pools() {
-		hc := p.GetSpec().GetHealthCheck()
-		pool := health.Pool{Name: p.GetMetadata().GetName(), Check: health.CheckSpec{
-			Type: health.CheckType(hc.GetType()), Port: uint16(hc.GetPort()), Path: hc.GetPath(),
-			ExpectedCodes: hc.GetExpectedCodes(), Interval: hc.GetInterval().AsDuration(),
-			Timeout: hc.GetTimeout().AsDuration(), Rise: int(hc.GetRise()), Fall: int(hc.GetFall()),
-		}}
+		pool := health.Pool{Name: p.GetMetadata().GetName(), Check: checkSpec(p.GetSpec().GetHealthCheck())}
 		for _, m := range p.GetSpec().GetMembers() {
 			if a, err := memberAddr(m); err == nil {
 				pool.Members = append(pool.Members, health.Member{Addr: a})
@@ -32,7 +27,15 @@ func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo) healt
 		}
 		cfg.Pools = append(cfg.Pools, pool)
 	}
+	cfg.Pools = append(cfg.Pools, dnsHealthPools(st)...)
 	return cfg
+}
+
+// checkSpec is a validated health check as the health subsystem takes it.
+func checkSpec(hc *weftv1.HealthCheck) health.CheckSpec {
+	return health.CheckSpec{Type: health.CheckType(hc.GetType()), Port: uint16(hc.GetPort()), Path: hc.GetPath(),
+		ExpectedCodes: hc.GetExpectedCodes(), Interval: hc.GetInterval().AsDuration(),
+		Timeout: hc.GetTimeout().AsDuration(), Rise: int(hc.GetRise()), Fall: int(hc.GetFall())}
 }
 
 func memberAddr(m *weftv1.Member) (netip.AddrPort, error) {

@@ -227,6 +227,9 @@ type l7Subsystem struct {
 	certs   certCache
 	vips    *localVIPs
 	last    *l7.Config
+	// extraVIPs are made local beside the listeners' VIPs: addresses other
+	// services of the node serve (the anycast DNS address).
+	extraVIPs []netip.Addr
 }
 
 func newL7Subsystem(healthy Healthy, nl routeTable, log *slog.Logger) *l7Subsystem {
@@ -245,7 +248,7 @@ func (s *l7Subsystem) apply(ctx context.Context, st *raftfsm.State) error {
 		s.last = &cfg
 		s.certs.forget(cfg.Certificates)
 	}
-	return errors.Join(cfgErr, s.vips.set(vips))
+	return errors.Join(cfgErr, s.vips.set(append(vips, s.extraVIPs...)))
 }
 
 // close stops the proxy (draining its requests) and removes the VIPs'

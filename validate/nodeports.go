@@ -15,23 +15,25 @@ const (
 	ServiceAPI    = "API"
 	ServiceRaft   = "Raft"
 	ServiceGossip = "gossip"
+	ServiceDNS    = "DNS"
 )
 
 // serviceTransports are the transports each node service listens on
-// (memberlist gossips over UDP and pushes state over TCP). A new service of
-// the node, such as the DNS server of a later issue ("DNS": udp and tcp),
-// is added here, and its addresses to what the API passes ListenerPorts:
-// the node table's and the node's own (api's nodePorts).
+// (memberlist gossips over UDP and pushes state over TCP, DNS answers over
+// both). A new service of the node is added here, and its addresses to
+// what the API passes ListenerPorts: the node table's and the node's own
+// (api's nodePorts).
 var serviceTransports = map[string][]string{
 	ServiceAPI:    {"tcp"},
 	ServiceRaft:   {"tcp"},
 	ServiceGossip: {"udp", "tcp"},
+	ServiceDNS:    {"udp", "tcp"},
 }
 
 // NodePort is an address and port a node itself listens on.
 type NodePort struct {
 	Node    string
-	Service string // ServiceAPI, ServiceRaft or ServiceGossip
+	Service string // ServiceAPI, ServiceRaft, ServiceGossip or ServiceDNS
 	// Addr is the address and port; an unspecified address (0.0.0.0 or
 	// ::) is a wildcard bind, which takes the port on every address (Go
 	// listens dual-stack on either).
@@ -52,6 +54,15 @@ func NodePorts(node, apiAddr, raftAddr, gossipAddr string) []NodePort {
 		}
 	}
 	return ports
+}
+
+// ServicePorts returns the NodePort of one service's address (host:port),
+// as NodePorts reads each: none for an empty address or a host name.
+func ServicePorts(node, service, addr string) []NodePort {
+	if p, ok := parseNodePort(node, service, addr); ok {
+		return []NodePort{p}
+	}
+	return nil
 }
 
 func parseNodePort(node, service, hostPort string) (p NodePort, ok bool) {

@@ -45,6 +45,8 @@ func TestListenerPorts(t *testing.T) {
 		{Node: "node2", Service: ServiceAPI, Addr: netip.MustParseAddrPort("[2001:db8::2]:7400")},
 		{Node: "node2", Service: ServiceRaft, Addr: netip.MustParseAddrPort("0.0.0.0:9401")},
 	}
+	ports = append(ports, ServicePorts("node3", ServiceDNS, "198.51.100.53:53")...)
+	ports = append(ports, ServicePorts("node3", ServiceDNS, "dns.example:53")...) // a host name: left out
 	balancer := func(vip string, ls ...*weftv1.Listener) *weftv1.LoadBalancer {
 		return &weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "web"}, Spec: &weftv1.LoadBalancerSpec{Vip: vip, Listeners: ls}}
 	}
@@ -72,6 +74,11 @@ func TestListenerPorts(t *testing.T) {
 			`load balancer "web": spec.listeners[0].port: 9401 is the Raft port of node node2 (0.0.0.0:9401, every address)`},
 		{"wildcard bind takes IPv6 VIPs too", balancer("2001:db8::10", listener("http", 9401)),
 			`load balancer "web": spec.listeners[0].port: 9401 is the Raft port of node node2 (0.0.0.0:9401, every address)`},
+		{"udp on the DNS port", balancer("198.51.100.53", listener("udp", 53)),
+			`load balancer "web": spec.listeners[0].port: 53 is the DNS port of node node3 (198.51.100.53:53)`},
+		{"tcp on the DNS port", balancer("198.51.100.53", listener("tcp", 80), listener("tcp", 53)),
+			`load balancer "web": spec.listeners[1].port: 53 is the DNS port of node node3 (198.51.100.53:53)`},
+		{"DNS port of another address", balancer("198.51.100.54", listener("udp", 53)), ""},
 		{"udp on the api port", balancer("127.0.0.1", listener("udp", 7400)), ""},
 		{"udp on a tcp-only wildcard port", balancer("198.51.100.10", listener("udp", 9401)), ""},
 		{"api port on another address", balancer("127.0.0.2", listener("tcp", 7400)), ""},

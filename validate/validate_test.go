@@ -52,6 +52,22 @@ func pool(edit func(s *weftv1.PoolSpec)) *weftv1.Resource {
 	}}}
 }
 
+// static returns a static DNS record of type typ with values.
+func static(typ string, values ...string) *weftv1.Resource {
+	return dns(func(s *weftv1.DNSRecordSpec) {
+		s.Policy, s.Targets, s.Type, s.Values = "", nil, typ, values
+	})
+}
+
+// zone returns a zone apex record with no data but its zone, changed by edit.
+func zone(edit func(z *weftv1.DNSZone)) *weftv1.Resource {
+	return dns(func(s *weftv1.DNSRecordSpec) {
+		s.Policy, s.Targets, s.Fqdn = "", nil, "example.com"
+		s.Zone = &weftv1.DNSZone{}
+		edit(s.Zone)
+	})
+}
+
 // dns returns a valid DNS record resource, changed by edit.
 func dns(edit func(s *weftv1.DNSRecordSpec)) *weftv1.Resource {
 	s := &weftv1.DNSRecordSpec{
@@ -283,7 +299,7 @@ func TestInvalid(t *testing.T) {
 		{"root fqdn", dns(func(s *weftv1.DNSRecordSpec) { s.Fqdn = "." }), "spec.fqdn", "must not be empty"},
 		{"bad fqdn", dns(func(s *weftv1.DNSRecordSpec) { s.Fqdn = "www..example.com." }), "spec.fqdn", "not a valid host name"},
 		{"fqdn too long", dns(func(s *weftv1.DNSRecordSpec) { s.Fqdn = strings.Repeat("a.", 127) + "com" }), "spec.fqdn", "at most 253"},
-		{"no policy", dns(func(s *weftv1.DNSRecordSpec) { s.Policy = "" }), "spec.policy", "must be set (failover, weighted, geo or all-healthy)"},
+		{"no policy", dns(func(s *weftv1.DNSRecordSpec) { s.Policy = "" }), "spec.policy", "must be set (failover, weighted, geo, all-healthy or nearest), or spec.type"},
 		{"bad policy", dns(func(s *weftv1.DNSRecordSpec) { s.Policy = "random" }), "spec.policy", `"random" is not valid`},
 		{"no targets", dns(func(s *weftv1.DNSRecordSpec) { s.Targets = nil }), "spec.targets", "at least one target"},
 		{"target with neither", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].LoadBalancer = "" }), "spec.targets[0]", "it sets neither"},
@@ -293,6 +309,35 @@ func TestInvalid(t *testing.T) {
 		{"target weight too big", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].Weight = 1001 }), "spec.targets[0].weight", "must be 0..1000, got 1001"},
 		{"target region not a label", dns(func(s *weftv1.DNSRecordSpec) { s.Targets[0].Region = "Lab" }), "spec.targets[0].region", `character 'L'`},
 		{"ttl too long", dns(func(s *weftv1.DNSRecordSpec) { s.Ttl = 86401 }), "spec.ttl", "86401 is not valid (1..86400)"},
+		{"values on a steered record", dns(func(s *weftv1.DNSRecordSpec) { s.Values = []string{"192.0.2.1"} }), "spec.values", "values are for static records"},
+		{"health check without address targets", dns(func(s *weftv1.DNSRecordSpec) { s.HealthCheck = &weftv1.HealthCheck{Port: 80} }), "spec.healthCheck", "has none"},
+		{"health check without a port", dns(func(s *weftv1.DNSRecordSpec) {
+			s.Targets[0] = &weftv1.DNSTarget{Address: "192.0.2.1"}
+			s.HealthCheck = &weftv1.HealthCheck{}
+		}), "spec.healthCheck.port", "must be set"},
+		{"max answers too big", dns(func(s *weftv1.DNSRecordSpec) { s.MaxAnswers = 65 }), "spec.maxAnswers", "65 is not valid (1..64)"},
+		{"static with a policy", dns(func(s *weftv1.DNSRecordSpec) { s.Type = "A"; s.Values = []string{"192.0.2.1"} }), "spec.type", "not a policy and targets"},
+		{"unknown static type", static("MX", "mail.example.com"), "spec.type", `"MX" is not valid (A, AAAA, CNAME or TXT)`},
+		{"A with an IPv6 value", static("a", "2001:db8::1"), "spec.values[0]", "is not an IPv4 address"},
+		{"AAAA with an IPv4 value", static("AAAA", "192.0.2.1"), "spec.values[0]", "is not an IPv6 address"},
+		{"CNAME with two values", static("CNAME", "a.example.com", "b.example.com"), "spec.values", "exactly one value, got 2"},
+		{"CNAME to a bad name", static("CNAME", "a..example.com"), "spec.values[0]", "not a valid host name"},
+		{"static without values", static("TXT"), "spec.values", "at least one value"},
+		{"TXT too long", static("TXT", strings.Repeat("x", 4001)), "spec.values[0]", "4001 bytes long (at most 4000)"},
+		{"CNAME apex", func() *weftv1.Resource {
+			r := static("CNAME", "b.example.com")
+			r.GetDnsRecord().Spec.Zone = &weftv1.DNSZone{}
+			return r
+		}(), "spec.type", "cannot be a CNAME"},
+		{"zone with a bad nameserver", zone(func(z *weftv1.DNSZone) { z.Nameservers = []string{"ns_1.example.com"} }), "spec.zone.nameservers[0]", "character '_'"},
+		{"zone with a bad secondary", zone(func(z *weftv1.DNSZone) { z.Secondaries = []string{"ns2"} }), "spec.zone.secondaries[0]", "not an IP address or IP:port"},
+		{"zone with a bad region prefix", zone(func(z *weftv1.DNSZone) {
+			z.Regions = []*weftv1.DNSRegion{{Name: "eu", Cidrs: []string{"203.0.113.0/33"}}}
+		}), "spec.zone.regions[0].cidrs[0]", "not a prefix"},
+		{"zone with a repeated region", zone(func(z *weftv1.DNSZone) {
+			z.Regions = []*weftv1.DNSRegion{{Name: "eu", Cidrs: []string{"203.0.113.0/24"}}, {Name: "eu", Cidrs: []string{"198.51.100.0/24"}}}
+		}), "spec.zone.regions[1].name", "already spec.zone.regions[0]"},
+		{"zone negative TTL too long", zone(func(z *weftv1.DNSZone) { z.NegativeTtl = 90000 }), "spec.zone.negativeTtl", "90000 is not valid"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -592,11 +637,38 @@ func TestNormalise(t *testing.T) {
 			want: dns(func(s *weftv1.DNSRecordSpec) {
 				s.Fqdn = "www.example.com."
 				s.Ttl = 30
+				s.MaxAnswers = 8
 				s.Targets = []*weftv1.DNSTarget{
 					{LoadBalancer: "web", Region: "lab", Weight: 1},
 					{Address: "2001:db8::5", Weight: 1000, Priority: 1},
 				}
 			}),
+		},
+		{
+			name: "static records",
+			in:   static("aaaa", "2001:DB8:0::1"),
+			want: func() *weftv1.Resource {
+				r := static("AAAA", "2001:db8::1")
+				r.GetDnsRecord().Spec.Fqdn, r.GetDnsRecord().Spec.Ttl = "www.example.com.", 30
+				return r
+			}(),
+		},
+		{
+			name: "zone defaults",
+			in: zone(func(z *weftv1.DNSZone) {
+				z.Secondaries = []string{"198.18.0.2", "[2001:db8::2]:5353"}
+				z.Regions = []*weftv1.DNSRegion{{Name: "eu", Cidrs: []string{"203.0.113.7/24"}}}
+			}),
+			want: func() *weftv1.Resource {
+				r := zone(func(z *weftv1.DNSZone) {
+					*z = weftv1.DNSZone{PrimaryNs: "ns1.example.com.", Hostmaster: "hostmaster.example.com.",
+						Nameservers: []string{"ns1.example.com."}, Refresh: 3600, Retry: 600, Expire: 604800, NegativeTtl: 30,
+						Secondaries: []string{"198.18.0.2:53", "[2001:db8::2]:5353"},
+						Regions:     []*weftv1.DNSRegion{{Name: "eu", Cidrs: []string{"203.0.113.0/24"}}}}
+				})
+				r.GetDnsRecord().Spec.Fqdn, r.GetDnsRecord().Spec.Ttl = "example.com.", 30
+				return r
+			}(),
 		},
 	}
 	for _, tc := range tests {

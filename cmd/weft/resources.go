@@ -596,19 +596,77 @@ func tableOf(kind string, rs []*weftv1.Resource) table {
 				date(c.GetStatus().GetNotBefore()), c.GetStatus().GetFingerprint(), labels(c.GetMetadata().GetLabels())})
 		}
 	default:
-		t.columns = cols([]string{"name", "fqdn", "policy", "targets", "ttl", "version"}, "target list", "labels")
+		t.columns = cols([]string{"name", "fqdn", "policy", "targets", "answers", "ttl", "version"}, "target list", "why", "answered by", "labels")
 		for _, r := range rs {
 			d := r.GetDnsRecord()
 			var targets []string
 			for _, tg := range d.GetSpec().GetTargets() {
 				targets = append(targets, cmp.Or(tg.GetLoadBalancer(), tg.GetAddress()))
 			}
-			t.rows = append(t.rows, []string{d.GetMetadata().GetName(), d.GetSpec().GetFqdn(), d.GetSpec().GetPolicy(),
-				strconv.Itoa(len(d.GetSpec().GetTargets())), strconv.Itoa(int(d.GetSpec().GetTtl())), versionOf(d.GetMetadata()),
-				strings.Join(targets, ","), labels(d.GetMetadata().GetLabels())})
+			t.rows = append(t.rows, []string{d.GetMetadata().GetName(), d.GetSpec().GetFqdn(), recordKind(d.GetSpec()),
+				targetHealth(d), dnsAnswers(d.GetStatus()), strconv.Itoa(int(d.GetSpec().GetTtl())), versionOf(d.GetMetadata()),
+				strings.Join(targets, ","), d.GetStatus().GetReason(), d.GetStatus().GetObserver(), labels(d.GetMetadata().GetLabels())})
 		}
 	}
 	return t
+}
+
+// recordKind is what a DNS record is: its policy, its static type, or a
+// zone apex.
+func recordKind(s *weftv1.DNSRecordSpec) string {
+	kind := cmp.Or(s.GetPolicy(), s.GetType())
+	switch {
+	case s.GetZone() != nil && kind != "":
+		return "zone," + kind
+	case s.GetZone() != nil:
+		return "zone"
+	}
+	return kind
+}
+
+// targetHealth counts a record's healthy targets as the answering node's
+// DNS server sees them: "1/2 healthy".
+func targetHealth(d *weftv1.DNSRecord) string {
+	ts := d.GetStatus().GetTargets()
+	if len(d.GetSpec().GetTargets()) == 0 {
+		return ""
+	}
+	if len(ts) == 0 {
+		return strconv.Itoa(len(d.GetSpec().GetTargets()))
+	}
+	up := 0
+	for _, t := range ts {
+		if t.GetHealthy() {
+			up++
+		}
+	}
+	return fmt.Sprintf("%d/%d healthy", up, len(ts))
+}
+
+// dnsAnswers shows what a record answers now: its addresses (per region
+// for geo records), "fail open" when no target is healthy, or why it is
+// not served.
+func dnsAnswers(st *weftv1.DNSRecordStatus) string {
+	switch {
+	case st == nil:
+		return ""
+	case !st.GetServed():
+		return "not served"
+	}
+	var parts []string
+	for _, a := range st.GetAnswers() {
+		p := strings.Join(a.GetAddresses(), ",")
+		if a.GetRegion() != "" {
+			p = a.GetRegion() + ":" + p
+		} else if len(st.GetAnswers()) > 1 {
+			p = "other:" + p
+		}
+		if a.GetFailOpen() {
+			p += " (fail open)"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, " ")
 }
 
 // poolHealth summarises a pool's members by their state in the answering

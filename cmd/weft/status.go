@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +63,9 @@ func printStatus(w io.Writer, m *weftv1.StatusResponse, wide bool) error {
 	if err := printFlowSync(w, m.GetFlowSync()); err != nil {
 		return err
 	}
+	if d := m.GetDns(); d != nil {
+		printDNSStatus(w, d)
+	}
 	if len(m.GetMembers()) > 0 {
 		fmt.Fprintln(w, "\nhealth view:")
 		var rows [][]string
@@ -105,4 +110,30 @@ func printFlowSync(w io.Writer, f *weftv1.FlowSyncStatus) error {
 			strconv.Itoa(int(p.GetBacklog())), strconv.Itoa(int(p.GetLagMs())), strconv.FormatUint(p.GetSent(), 10)})
 	}
 	return manifest.Table(w, []string{"sync peer", "state", "ready epoch", "backlog", "lag ms", "sent"}, rows)
+}
+
+// printDNSStatus shows the node's DNS server: where it listens, its zones
+// and what it answered, fail-open records first.
+func printDNSStatus(w io.Writer, d *weftv1.DNSStatus) {
+	fmt.Fprintf(w, "\ndns: %s", d.GetAddress())
+	if d.GetAnnounced() {
+		fmt.Fprint(w, " (anycast, announced over BGP)")
+	}
+	if d.GetError() != "" {
+		fmt.Fprintf(w, ", error: %s", d.GetError())
+	}
+	fmt.Fprintln(w)
+	if fo := d.GetFailOpenRecords(); len(fo) > 0 {
+		fmt.Fprintf(w, "failing open (no healthy target): %s\n", strings.Join(fo, ", "))
+	}
+	for _, z := range d.GetZones() {
+		fmt.Fprintf(w, "zone %s serial %d, %d records\n", z.GetName(), z.GetSerial(), z.GetRecords())
+	}
+	var rcodes []string
+	for _, rc := range slices.Sorted(maps.Keys(d.GetResponses())) {
+		rcodes = append(rcodes, fmt.Sprintf("%s %d", rc, d.GetResponses()[rc]))
+	}
+	fmt.Fprintf(w, "queries: udp %d, tcp %d; responses: %s; truncated %d, rate-limited %d (slipped %d), fail-open %d, transfers %d\n",
+		d.GetQueries()["udp"], d.GetQueries()["tcp"], strings.Join(rcodes, ", "), d.GetTruncated(), d.GetRateLimited(),
+		d.GetSlipped(), d.GetFailOpen(), d.GetTransfers())
 }

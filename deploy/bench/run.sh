@@ -35,6 +35,12 @@ go test -run '^$' -bench 'BenchmarkReport|BenchmarkInstall' -count "$COUNT" ./da
 section "L7 proxy in-process: one kept-alive HTTP/1.1 request (ns and allocations per request)"
 go test -run '^$' -bench 'BenchmarkProxyKeepAlive' -benchtime 20000x -count "$COUNT" ./l7 | tee "$OUT/l7-inproc.txt"
 
+section "DNS in-process: one UDP query through the GSLB's datagram path (ns and allocations per query)"
+go test -run '^$' -bench 'BenchmarkHandleUDP' -benchtime 200000x -count "$COUNT" ./gslb | tee "$OUT/dns-inproc.txt"
+
+section "DNS: dnsperf against Weft and PowerDNS Authoritative (equivalent Lua records), each pinned to CPU 1, dnsperf on CPU 0: queries/s, p99 ms at 5000 queries/s (root)"
+go test -run '^$' -bench 'BenchmarkDNS' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/dns.txt"
+
 section "Maglev table build and lookup"
 go test -run '^$' -bench . -count "$COUNT" ./dataplane/maglev | tee "$OUT/maglev.txt"
 
@@ -45,4 +51,4 @@ for extra in deploy/bench/*/run.sh; do
 done
 
 section "medians"
-go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base BenchmarkLab_FlowSync=sync-off "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/maglev.txt
+go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base BenchmarkLab_FlowSync=sync-off -base BenchmarkDNS=powerdns "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/maglev.txt

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 )
 
-// Tools the lab uses, by the Debian package that provides each.
+// Tools the lab uses, by the Debian packages that provide each (space
+// separated: pdns_server needs its bind backend too).
 var toolPackages = map[string]string{
 	"ping":    "iputils-ping",
 	"ethtool": "ethtool",
@@ -17,6 +19,13 @@ var toolPackages = map[string]string{
 	"wrk":     "wrk",
 	"nft":     "nftables",
 	"nstat":   "iproute2",
+	// DNS: clients, a resolver, and the benchmark's tool and peer.
+	"dig":         "dnsutils",
+	"kdig":        "knot-dnsutils",
+	"unbound":     "unbound",
+	"dnsperf":     "dnsperf",
+	"pdns_server": "pdns-server pdns-backend-bind",
+	"gdnsd":       "gdnsd",
 }
 
 var aptUpdate sync.Once
@@ -31,7 +40,7 @@ func EnsureTools(ctx context.Context, tools ...string) error {
 			return fmt.Errorf("lab: no package known for tool %q", t)
 		}
 		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, pkg)
+			missing = append(missing, strings.Fields(pkg)...)
 		}
 	}
 	if len(missing) == 0 {

@@ -82,7 +82,9 @@ type StatusResponse struct {
 	// Version is the version of this node's weft binary.
 	Version string `protobuf:"bytes,13,opt,name=version,proto3" json:"version,omitempty"`
 	// FlowSync is this node's flow ownership and sync, unset when off.
-	FlowSync      *FlowSyncStatus `protobuf:"bytes,20,opt,name=flow_sync,json=flowSync,proto3" json:"flow_sync,omitempty"`
+	FlowSync *FlowSyncStatus `protobuf:"bytes,20,opt,name=flow_sync,json=flowSync,proto3" json:"flow_sync,omitempty"`
+	// Dns is this node's authoritative DNS server, unset without --dns-addr.
+	Dns           *DNSStatus `protobuf:"bytes,30,opt,name=dns,proto3" json:"dns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -215,6 +217,223 @@ func (x *StatusResponse) GetFlowSync() *FlowSyncStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetDns() *DNSStatus {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
+}
+
+// DNSStatus is a node's DNS server: where it listens, what it serves and
+// what it has answered since it started.
+type DNSStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Zones   []*DNSZoneStatus       `protobuf:"bytes,2,rep,name=zones,proto3" json:"zones,omitempty"`
+	// Queries counts queries by transport ("udp", "tcp").
+	Queries map[string]uint64 `protobuf:"bytes,3,rep,name=queries,proto3" json:"queries,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Responses counts responses by rcode ("NOERROR", "NXDOMAIN", ...).
+	Responses map[string]uint64 `protobuf:"bytes,4,rep,name=responses,proto3" json:"responses,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Truncated uint64            `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// RateLimited counts UDP responses dropped by response rate limiting,
+	// Slipped those sent truncated instead, to move the client to TCP.
+	RateLimited uint64 `protobuf:"varint,6,opt,name=rate_limited,json=rateLimited,proto3" json:"rate_limited,omitempty"`
+	Slipped     uint64 `protobuf:"varint,7,opt,name=slipped,proto3" json:"slipped,omitempty"`
+	// FailOpen counts answers given with every target of a record
+	// unhealthy; FailOpenRecords are the records answering so now.
+	FailOpen        uint64   `protobuf:"varint,8,opt,name=fail_open,json=failOpen,proto3" json:"fail_open,omitempty"`
+	FailOpenRecords []string `protobuf:"bytes,9,rep,name=fail_open_records,json=failOpenRecords,proto3" json:"fail_open_records,omitempty"`
+	Transfers       uint64   `protobuf:"varint,10,opt,name=transfers,proto3" json:"transfers,omitempty"`
+	NotifiesSent    uint64   `protobuf:"varint,11,opt,name=notifies_sent,json=notifiesSent,proto3" json:"notifies_sent,omitempty"`
+	// Error is set when the server could not start or apply the state.
+	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// Announced is set when the node announces the DNS address over BGP.
+	Announced     bool `protobuf:"varint,13,opt,name=announced,proto3" json:"announced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSStatus) Reset() {
+	*x = DNSStatus{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSStatus) ProtoMessage() {}
+
+func (x *DNSStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSStatus.ProtoReflect.Descriptor instead.
+func (*DNSStatus) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DNSStatus) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DNSStatus) GetZones() []*DNSZoneStatus {
+	if x != nil {
+		return x.Zones
+	}
+	return nil
+}
+
+func (x *DNSStatus) GetQueries() map[string]uint64 {
+	if x != nil {
+		return x.Queries
+	}
+	return nil
+}
+
+func (x *DNSStatus) GetResponses() map[string]uint64 {
+	if x != nil {
+		return x.Responses
+	}
+	return nil
+}
+
+func (x *DNSStatus) GetTruncated() uint64 {
+	if x != nil {
+		return x.Truncated
+	}
+	return 0
+}
+
+func (x *DNSStatus) GetRateLimited() uint64 {
+	if x != nil {
+		return x.RateLimited
+	}
+	return 0
+}
+
+func (x *DNSStatus) GetSlipped() uint64 {
+	if x != nil {
+		return x.Slipped
+	}
+	return 0
+}
+
+func (x *DNSStatus) GetFailOpen() uint64 {
+	if x != nil {
+		return x.FailOpen
+	}
+	return 0
+}
+
+func (x *DNSStatus) GetFailOpenRecords() []string {
+	if x != nil {
+		return x.FailOpenRecords
+	}
+	return nil
+}
+
+func (x *DNSStatus) GetTransfers() uint64 {
+	if x != nil {
+		return x.Transfers
+	}
+	return 0
+}
+
+func (x *DNSStatus) GetNotifiesSent() uint64 {
+	if x != nil {
+		return x.NotifiesSent
+	}
+	return 0
+}
+
+func (x *DNSStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DNSStatus) GetAnnounced() bool {
+	if x != nil {
+		return x.Announced
+	}
+	return false
+}
+
+type DNSZoneStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Serial        uint32                 `protobuf:"varint,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	Records       uint32                 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSZoneStatus) Reset() {
+	*x = DNSZoneStatus{}
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSZoneStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSZoneStatus) ProtoMessage() {}
+
+func (x *DNSZoneStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSZoneStatus.ProtoReflect.Descriptor instead.
+func (*DNSZoneStatus) Descriptor() ([]byte, []int) {
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DNSZoneStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DNSZoneStatus) GetSerial() uint32 {
+	if x != nil {
+		return x.Serial
+	}
+	return 0
+}
+
+func (x *DNSZoneStatus) GetRecords() uint32 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
 // BGPStatus is a node's BGP sessions and announcements.
 type BGPStatus struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -232,7 +451,7 @@ type BGPStatus struct {
 
 func (x *BGPStatus) Reset() {
 	*x = BGPStatus{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +463,7 @@ func (x *BGPStatus) String() string {
 func (*BGPStatus) ProtoMessage() {}
 
 func (x *BGPStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[2]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +476,7 @@ func (x *BGPStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPStatus.ProtoReflect.Descriptor instead.
 func (*BGPStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{2}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BGPStatus) GetRouterId() string {
@@ -316,7 +535,7 @@ type BGPPeer struct {
 
 func (x *BGPPeer) Reset() {
 	*x = BGPPeer{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +547,7 @@ func (x *BGPPeer) String() string {
 func (*BGPPeer) ProtoMessage() {}
 
 func (x *BGPPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[3]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +560,7 @@ func (x *BGPPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPPeer.ProtoReflect.Descriptor instead.
 func (*BGPPeer) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BGPPeer) GetAddress() string {
@@ -390,7 +609,7 @@ type BGPAnnouncement struct {
 
 func (x *BGPAnnouncement) Reset() {
 	*x = BGPAnnouncement{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +621,7 @@ func (x *BGPAnnouncement) String() string {
 func (*BGPAnnouncement) ProtoMessage() {}
 
 func (x *BGPAnnouncement) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +634,7 @@ func (x *BGPAnnouncement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPAnnouncement.ProtoReflect.Descriptor instead.
 func (*BGPAnnouncement) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BGPAnnouncement) GetPrefix() string {
@@ -451,7 +670,7 @@ type MemberHealth struct {
 
 func (x *MemberHealth) Reset() {
 	*x = MemberHealth{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +682,7 @@ func (x *MemberHealth) String() string {
 func (*MemberHealth) ProtoMessage() {}
 
 func (x *MemberHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +695,7 @@ func (x *MemberHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberHealth.ProtoReflect.Descriptor instead.
 func (*MemberHealth) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MemberHealth) GetPool() string {
@@ -550,7 +769,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +781,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +794,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GossipMember) GetName() string {
@@ -648,7 +867,7 @@ type SubsystemStatus struct {
 
 func (x *SubsystemStatus) Reset() {
 	*x = SubsystemStatus{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +879,7 @@ func (x *SubsystemStatus) String() string {
 func (*SubsystemStatus) ProtoMessage() {}
 
 func (x *SubsystemStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +892,7 @@ func (x *SubsystemStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubsystemStatus.ProtoReflect.Descriptor instead.
 func (*SubsystemStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubsystemStatus) GetName() string {
@@ -706,7 +925,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +937,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +950,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListNodesRequest) GetStale() bool {
@@ -750,7 +969,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +981,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +994,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -794,7 +1013,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +1025,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +1038,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -837,7 +1056,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1068,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1081,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
 }
 
 type DrainNodeRequest struct {
@@ -874,7 +1093,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1105,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1118,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DrainNodeRequest) GetName() string {
@@ -918,7 +1137,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1149,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1162,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -962,7 +1181,7 @@ type UndrainNodeRequest struct {
 
 func (x *UndrainNodeRequest) Reset() {
 	*x = UndrainNodeRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1193,7 @@ func (x *UndrainNodeRequest) String() string {
 func (*UndrainNodeRequest) ProtoMessage() {}
 
 func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1206,7 @@ func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*UndrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UndrainNodeRequest) GetName() string {
@@ -1006,7 +1225,7 @@ type UndrainNodeResponse struct {
 
 func (x *UndrainNodeResponse) Reset() {
 	*x = UndrainNodeResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1237,7 @@ func (x *UndrainNodeResponse) String() string {
 func (*UndrainNodeResponse) ProtoMessage() {}
 
 func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1250,7 @@ func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*UndrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UndrainNodeResponse) GetNode() *Node {
@@ -1051,7 +1270,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1282,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1295,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransferLeadershipRequest) GetName() string {
@@ -1095,7 +1314,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1326,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1339,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderName() string {
@@ -1142,7 +1361,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1373,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[18]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1386,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
@@ -1202,7 +1421,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1433,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[19]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1446,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -1252,7 +1471,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1483,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[20]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1496,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
 }
 
 type ListJoinTokensResponse struct {
@@ -1289,7 +1508,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1520,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[21]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1533,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -1333,7 +1552,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1564,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[22]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1577,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -1376,7 +1595,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1607,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[23]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1620,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
 }
 
 type CreateAPITokenRequest struct {
@@ -1416,7 +1635,7 @@ type CreateAPITokenRequest struct {
 
 func (x *CreateAPITokenRequest) Reset() {
 	*x = CreateAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1647,7 @@ func (x *CreateAPITokenRequest) String() string {
 func (*CreateAPITokenRequest) ProtoMessage() {}
 
 func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[24]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1660,7 @@ func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateAPITokenRequest) GetRole() string {
@@ -1476,7 +1695,7 @@ type CreateAPITokenResponse struct {
 
 func (x *CreateAPITokenResponse) Reset() {
 	*x = CreateAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1707,7 @@ func (x *CreateAPITokenResponse) String() string {
 func (*CreateAPITokenResponse) ProtoMessage() {}
 
 func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[25]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1720,7 @@ func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateAPITokenResponse) GetToken() *APIToken {
@@ -1526,7 +1745,7 @@ type ListAPITokensRequest struct {
 
 func (x *ListAPITokensRequest) Reset() {
 	*x = ListAPITokensRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1757,7 @@ func (x *ListAPITokensRequest) String() string {
 func (*ListAPITokensRequest) ProtoMessage() {}
 
 func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[26]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1770,7 @@ func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAPITokensRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{28}
 }
 
 type ListAPITokensResponse struct {
@@ -1563,7 +1782,7 @@ type ListAPITokensResponse struct {
 
 func (x *ListAPITokensResponse) Reset() {
 	*x = ListAPITokensResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1794,7 @@ func (x *ListAPITokensResponse) String() string {
 func (*ListAPITokensResponse) ProtoMessage() {}
 
 func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[27]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1807,7 @@ func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAPITokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAPITokensResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{27}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListAPITokensResponse) GetTokens() []*APIToken {
@@ -1607,7 +1826,7 @@ type RevokeAPITokenRequest struct {
 
 func (x *RevokeAPITokenRequest) Reset() {
 	*x = RevokeAPITokenRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1838,7 @@ func (x *RevokeAPITokenRequest) String() string {
 func (*RevokeAPITokenRequest) ProtoMessage() {}
 
 func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[28]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1851,7 @@ func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{28}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeAPITokenRequest) GetId() string {
@@ -1650,7 +1869,7 @@ type RevokeAPITokenResponse struct {
 
 func (x *RevokeAPITokenResponse) Reset() {
 	*x = RevokeAPITokenResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[29]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1881,7 @@ func (x *RevokeAPITokenResponse) String() string {
 func (*RevokeAPITokenResponse) ProtoMessage() {}
 
 func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[29]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1894,7 @@ func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAPITokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAPITokenResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{29}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{31}
 }
 
 type JoinRequest struct {
@@ -1696,7 +1915,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[30]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1927,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[30]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1940,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{30}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -1790,7 +2009,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[31]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +2021,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_cluster_service_proto_msgTypes[31]
+	mi := &file_weft_v1_cluster_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2034,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{31}
+	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JoinResponse) GetCertificatePem() string {
@@ -1837,7 +2056,7 @@ var File_weft_v1_cluster_service_proto protoreflect.FileDescriptor
 const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17weft/v1/flow_sync.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
-	"\rStatusRequest\"\xa3\x04\n" +
+	"\rStatusRequest\"\xc9\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vleader_name\x18\x02 \x01(\tR\n" +
@@ -1856,7 +2075,33 @@ const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\x06gossip\x18\v \x03(\v2\x15.weft.v1.GossipMemberR\x06gossip\x12$\n" +
 	"\x03bgp\x18\f \x01(\v2\x12.weft.v1.BGPStatusR\x03bgp\x12\x18\n" +
 	"\aversion\x18\r \x01(\tR\aversion\x124\n" +
-	"\tflow_sync\x18\x14 \x01(\v2\x17.weft.v1.FlowSyncStatusR\bflowSync\"\xcc\x01\n" +
+	"\tflow_sync\x18\x14 \x01(\v2\x17.weft.v1.FlowSyncStatusR\bflowSync\x12$\n" +
+	"\x03dns\x18\x1e \x01(\v2\x12.weft.v1.DNSStatusR\x03dns\"\xe4\x04\n" +
+	"\tDNSStatus\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12,\n" +
+	"\x05zones\x18\x02 \x03(\v2\x16.weft.v1.DNSZoneStatusR\x05zones\x129\n" +
+	"\aqueries\x18\x03 \x03(\v2\x1f.weft.v1.DNSStatus.QueriesEntryR\aqueries\x12?\n" +
+	"\tresponses\x18\x04 \x03(\v2!.weft.v1.DNSStatus.ResponsesEntryR\tresponses\x12\x1c\n" +
+	"\ttruncated\x18\x05 \x01(\x04R\ttruncated\x12!\n" +
+	"\frate_limited\x18\x06 \x01(\x04R\vrateLimited\x12\x18\n" +
+	"\aslipped\x18\a \x01(\x04R\aslipped\x12\x1b\n" +
+	"\tfail_open\x18\b \x01(\x04R\bfailOpen\x12*\n" +
+	"\x11fail_open_records\x18\t \x03(\tR\x0ffailOpenRecords\x12\x1c\n" +
+	"\ttransfers\x18\n" +
+	" \x01(\x04R\ttransfers\x12#\n" +
+	"\rnotifies_sent\x18\v \x01(\x04R\fnotifiesSent\x12\x14\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12\x1c\n" +
+	"\tannounced\x18\r \x01(\bR\tannounced\x1a:\n" +
+	"\fQueriesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a<\n" +
+	"\x0eResponsesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"U\n" +
+	"\rDNSZoneStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\rR\x06serial\x12\x18\n" +
+	"\arecords\x18\x03 \x01(\rR\arecords\"\xcc\x01\n" +
 	"\tBGPStatus\x12\x1b\n" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x10\n" +
 	"\x03asn\x18\x02 \x01(\rR\x03asn\x12\x1a\n" +
@@ -1982,98 +2227,106 @@ func file_weft_v1_cluster_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_cluster_service_proto_rawDescData
 }
 
-var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_weft_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_weft_v1_cluster_service_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: weft.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: weft.v1.StatusResponse
-	(*BGPStatus)(nil),                  // 2: weft.v1.BGPStatus
-	(*BGPPeer)(nil),                    // 3: weft.v1.BGPPeer
-	(*BGPAnnouncement)(nil),            // 4: weft.v1.BGPAnnouncement
-	(*MemberHealth)(nil),               // 5: weft.v1.MemberHealth
-	(*GossipMember)(nil),               // 6: weft.v1.GossipMember
-	(*SubsystemStatus)(nil),            // 7: weft.v1.SubsystemStatus
-	(*ListNodesRequest)(nil),           // 8: weft.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 9: weft.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),          // 10: weft.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 11: weft.v1.RemoveNodeResponse
-	(*DrainNodeRequest)(nil),           // 12: weft.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),          // 13: weft.v1.DrainNodeResponse
-	(*UndrainNodeRequest)(nil),         // 14: weft.v1.UndrainNodeRequest
-	(*UndrainNodeResponse)(nil),        // 15: weft.v1.UndrainNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 16: weft.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 17: weft.v1.TransferLeadershipResponse
-	(*CreateJoinTokenRequest)(nil),     // 18: weft.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 19: weft.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 20: weft.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 21: weft.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),     // 22: weft.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),    // 23: weft.v1.RevokeJoinTokenResponse
-	(*CreateAPITokenRequest)(nil),      // 24: weft.v1.CreateAPITokenRequest
-	(*CreateAPITokenResponse)(nil),     // 25: weft.v1.CreateAPITokenResponse
-	(*ListAPITokensRequest)(nil),       // 26: weft.v1.ListAPITokensRequest
-	(*ListAPITokensResponse)(nil),      // 27: weft.v1.ListAPITokensResponse
-	(*RevokeAPITokenRequest)(nil),      // 28: weft.v1.RevokeAPITokenRequest
-	(*RevokeAPITokenResponse)(nil),     // 29: weft.v1.RevokeAPITokenResponse
-	(*JoinRequest)(nil),                // 30: weft.v1.JoinRequest
-	(*JoinResponse)(nil),               // 31: weft.v1.JoinResponse
-	(*Node)(nil),                       // 32: weft.v1.Node
-	(*FlowSyncStatus)(nil),             // 33: weft.v1.FlowSyncStatus
-	(*timestamppb.Timestamp)(nil),      // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
-	(*JoinToken)(nil),                  // 36: weft.v1.JoinToken
-	(*APIToken)(nil),                   // 37: weft.v1.APIToken
+	(*DNSStatus)(nil),                  // 2: weft.v1.DNSStatus
+	(*DNSZoneStatus)(nil),              // 3: weft.v1.DNSZoneStatus
+	(*BGPStatus)(nil),                  // 4: weft.v1.BGPStatus
+	(*BGPPeer)(nil),                    // 5: weft.v1.BGPPeer
+	(*BGPAnnouncement)(nil),            // 6: weft.v1.BGPAnnouncement
+	(*MemberHealth)(nil),               // 7: weft.v1.MemberHealth
+	(*GossipMember)(nil),               // 8: weft.v1.GossipMember
+	(*SubsystemStatus)(nil),            // 9: weft.v1.SubsystemStatus
+	(*ListNodesRequest)(nil),           // 10: weft.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 11: weft.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),          // 12: weft.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 13: weft.v1.RemoveNodeResponse
+	(*DrainNodeRequest)(nil),           // 14: weft.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 15: weft.v1.DrainNodeResponse
+	(*UndrainNodeRequest)(nil),         // 16: weft.v1.UndrainNodeRequest
+	(*UndrainNodeResponse)(nil),        // 17: weft.v1.UndrainNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 18: weft.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 19: weft.v1.TransferLeadershipResponse
+	(*CreateJoinTokenRequest)(nil),     // 20: weft.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 21: weft.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 22: weft.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 23: weft.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),     // 24: weft.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),    // 25: weft.v1.RevokeJoinTokenResponse
+	(*CreateAPITokenRequest)(nil),      // 26: weft.v1.CreateAPITokenRequest
+	(*CreateAPITokenResponse)(nil),     // 27: weft.v1.CreateAPITokenResponse
+	(*ListAPITokensRequest)(nil),       // 28: weft.v1.ListAPITokensRequest
+	(*ListAPITokensResponse)(nil),      // 29: weft.v1.ListAPITokensResponse
+	(*RevokeAPITokenRequest)(nil),      // 30: weft.v1.RevokeAPITokenRequest
+	(*RevokeAPITokenResponse)(nil),     // 31: weft.v1.RevokeAPITokenResponse
+	(*JoinRequest)(nil),                // 32: weft.v1.JoinRequest
+	(*JoinResponse)(nil),               // 33: weft.v1.JoinResponse
+	nil,                                // 34: weft.v1.DNSStatus.QueriesEntry
+	nil,                                // 35: weft.v1.DNSStatus.ResponsesEntry
+	(*Node)(nil),                       // 36: weft.v1.Node
+	(*FlowSyncStatus)(nil),             // 37: weft.v1.FlowSyncStatus
+	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 39: google.protobuf.Duration
+	(*JoinToken)(nil),                  // 40: weft.v1.JoinToken
+	(*APIToken)(nil),                   // 41: weft.v1.APIToken
 }
 var file_weft_v1_cluster_service_proto_depIdxs = []int32{
-	32, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
-	7,  // 1: weft.v1.StatusResponse.subsystems:type_name -> weft.v1.SubsystemStatus
-	5,  // 2: weft.v1.StatusResponse.members:type_name -> weft.v1.MemberHealth
-	6,  // 3: weft.v1.StatusResponse.gossip:type_name -> weft.v1.GossipMember
-	2,  // 4: weft.v1.StatusResponse.bgp:type_name -> weft.v1.BGPStatus
-	33, // 5: weft.v1.StatusResponse.flow_sync:type_name -> weft.v1.FlowSyncStatus
-	3,  // 6: weft.v1.BGPStatus.peers:type_name -> weft.v1.BGPPeer
-	4,  // 7: weft.v1.BGPStatus.announced:type_name -> weft.v1.BGPAnnouncement
-	34, // 8: weft.v1.BGPPeer.established_since:type_name -> google.protobuf.Timestamp
-	35, // 9: weft.v1.BGPPeer.hold_time:type_name -> google.protobuf.Duration
-	32, // 10: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
-	32, // 11: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
-	32, // 12: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
-	35, // 13: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	36, // 14: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
-	36, // 15: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
-	35, // 16: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
-	37, // 17: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
-	37, // 18: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
-	0,  // 19: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
-	8,  // 20: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
-	10, // 21: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
-	12, // 22: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
-	14, // 23: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
-	16, // 24: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
-	18, // 25: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
-	20, // 26: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
-	22, // 27: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
-	24, // 28: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
-	26, // 29: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
-	28, // 30: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
-	30, // 31: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
-	1,  // 32: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
-	9,  // 33: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
-	11, // 34: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
-	13, // 35: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
-	15, // 36: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
-	17, // 37: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
-	19, // 38: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
-	21, // 39: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
-	23, // 40: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
-	25, // 41: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
-	27, // 42: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
-	29, // 43: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
-	31, // 44: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
-	32, // [32:45] is the sub-list for method output_type
-	19, // [19:32] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	36, // 0: weft.v1.StatusResponse.nodes:type_name -> weft.v1.Node
+	9,  // 1: weft.v1.StatusResponse.subsystems:type_name -> weft.v1.SubsystemStatus
+	7,  // 2: weft.v1.StatusResponse.members:type_name -> weft.v1.MemberHealth
+	8,  // 3: weft.v1.StatusResponse.gossip:type_name -> weft.v1.GossipMember
+	4,  // 4: weft.v1.StatusResponse.bgp:type_name -> weft.v1.BGPStatus
+	37, // 5: weft.v1.StatusResponse.flow_sync:type_name -> weft.v1.FlowSyncStatus
+	2,  // 6: weft.v1.StatusResponse.dns:type_name -> weft.v1.DNSStatus
+	3,  // 7: weft.v1.DNSStatus.zones:type_name -> weft.v1.DNSZoneStatus
+	34, // 8: weft.v1.DNSStatus.queries:type_name -> weft.v1.DNSStatus.QueriesEntry
+	35, // 9: weft.v1.DNSStatus.responses:type_name -> weft.v1.DNSStatus.ResponsesEntry
+	5,  // 10: weft.v1.BGPStatus.peers:type_name -> weft.v1.BGPPeer
+	6,  // 11: weft.v1.BGPStatus.announced:type_name -> weft.v1.BGPAnnouncement
+	38, // 12: weft.v1.BGPPeer.established_since:type_name -> google.protobuf.Timestamp
+	39, // 13: weft.v1.BGPPeer.hold_time:type_name -> google.protobuf.Duration
+	36, // 14: weft.v1.ListNodesResponse.nodes:type_name -> weft.v1.Node
+	36, // 15: weft.v1.DrainNodeResponse.node:type_name -> weft.v1.Node
+	36, // 16: weft.v1.UndrainNodeResponse.node:type_name -> weft.v1.Node
+	39, // 17: weft.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	40, // 18: weft.v1.CreateJoinTokenResponse.token:type_name -> weft.v1.JoinToken
+	40, // 19: weft.v1.ListJoinTokensResponse.tokens:type_name -> weft.v1.JoinToken
+	39, // 20: weft.v1.CreateAPITokenRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 21: weft.v1.CreateAPITokenResponse.token:type_name -> weft.v1.APIToken
+	41, // 22: weft.v1.ListAPITokensResponse.tokens:type_name -> weft.v1.APIToken
+	0,  // 23: weft.v1.ClusterService.Status:input_type -> weft.v1.StatusRequest
+	10, // 24: weft.v1.ClusterService.ListNodes:input_type -> weft.v1.ListNodesRequest
+	12, // 25: weft.v1.ClusterService.RemoveNode:input_type -> weft.v1.RemoveNodeRequest
+	14, // 26: weft.v1.ClusterService.DrainNode:input_type -> weft.v1.DrainNodeRequest
+	16, // 27: weft.v1.ClusterService.UndrainNode:input_type -> weft.v1.UndrainNodeRequest
+	18, // 28: weft.v1.ClusterService.TransferLeadership:input_type -> weft.v1.TransferLeadershipRequest
+	20, // 29: weft.v1.ClusterService.CreateJoinToken:input_type -> weft.v1.CreateJoinTokenRequest
+	22, // 30: weft.v1.ClusterService.ListJoinTokens:input_type -> weft.v1.ListJoinTokensRequest
+	24, // 31: weft.v1.ClusterService.RevokeJoinToken:input_type -> weft.v1.RevokeJoinTokenRequest
+	26, // 32: weft.v1.ClusterService.CreateAPIToken:input_type -> weft.v1.CreateAPITokenRequest
+	28, // 33: weft.v1.ClusterService.ListAPITokens:input_type -> weft.v1.ListAPITokensRequest
+	30, // 34: weft.v1.ClusterService.RevokeAPIToken:input_type -> weft.v1.RevokeAPITokenRequest
+	32, // 35: weft.v1.ClusterService.Join:input_type -> weft.v1.JoinRequest
+	1,  // 36: weft.v1.ClusterService.Status:output_type -> weft.v1.StatusResponse
+	11, // 37: weft.v1.ClusterService.ListNodes:output_type -> weft.v1.ListNodesResponse
+	13, // 38: weft.v1.ClusterService.RemoveNode:output_type -> weft.v1.RemoveNodeResponse
+	15, // 39: weft.v1.ClusterService.DrainNode:output_type -> weft.v1.DrainNodeResponse
+	17, // 40: weft.v1.ClusterService.UndrainNode:output_type -> weft.v1.UndrainNodeResponse
+	19, // 41: weft.v1.ClusterService.TransferLeadership:output_type -> weft.v1.TransferLeadershipResponse
+	21, // 42: weft.v1.ClusterService.CreateJoinToken:output_type -> weft.v1.CreateJoinTokenResponse
+	23, // 43: weft.v1.ClusterService.ListJoinTokens:output_type -> weft.v1.ListJoinTokensResponse
+	25, // 44: weft.v1.ClusterService.RevokeJoinToken:output_type -> weft.v1.RevokeJoinTokenResponse
+	27, // 45: weft.v1.ClusterService.CreateAPIToken:output_type -> weft.v1.CreateAPITokenResponse
+	29, // 46: weft.v1.ClusterService.ListAPITokens:output_type -> weft.v1.ListAPITokensResponse
+	31, // 47: weft.v1.ClusterService.RevokeAPIToken:output_type -> weft.v1.RevokeAPITokenResponse
+	33, // 48: weft.v1.ClusterService.Join:output_type -> weft.v1.JoinResponse
+	36, // [36:49] is the sub-list for method output_type
+	23, // [23:36] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_cluster_service_proto_init() }
@@ -2089,7 +2342,7 @@ func file_weft_v1_cluster_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_cluster_service_proto_rawDesc), len(file_weft_v1_cluster_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

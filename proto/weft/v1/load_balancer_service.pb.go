@@ -1609,6 +1609,191 @@ func (x *WatchResponse) GetResource() *Resource {
 	return nil
 }
 
+type QueryDNSRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Type is the query type, A by default (AAAA, TXT, SOA, ...).
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Subnet is sent as EDNS Client Subnet, e.g. "203.0.113.0/24".
+	Subnet string `protobuf:"bytes,3,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	// Client is the resolver's address the query comes from (default: none,
+	// which no region matches).
+	Client        string `protobuf:"bytes,4,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryDNSRequest) Reset() {
+	*x = QueryDNSRequest{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryDNSRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryDNSRequest) ProtoMessage() {}
+
+func (x *QueryDNSRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryDNSRequest.ProtoReflect.Descriptor instead.
+func (*QueryDNSRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *QueryDNSRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *QueryDNSRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *QueryDNSRequest) GetSubnet() string {
+	if x != nil {
+		return x.Subnet
+	}
+	return ""
+}
+
+func (x *QueryDNSRequest) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+type QueryDNSResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node is the node that answered.
+	Node  string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Rcode string `protobuf:"bytes,2,opt,name=rcode,proto3" json:"rcode,omitempty"`
+	// Answer, Authority and Additional are the sections' records in zone
+	// file form.
+	Answer        []string `protobuf:"bytes,3,rep,name=answer,proto3" json:"answer,omitempty"`
+	Authority     []string `protobuf:"bytes,4,rep,name=authority,proto3" json:"authority,omitempty"`
+	Additional    []string `protobuf:"bytes,5,rep,name=additional,proto3" json:"additional,omitempty"`
+	Authoritative bool     `protobuf:"varint,6,opt,name=authoritative,proto3" json:"authoritative,omitempty"`
+	// Scope is the EDNS Client Subnet scope prefix length of the answer.
+	Scope uint32 `protobuf:"varint,7,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Reason says how the records were chosen.
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	FailOpen      bool   `protobuf:"varint,9,opt,name=fail_open,json=failOpen,proto3" json:"fail_open,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryDNSResponse) Reset() {
+	*x = QueryDNSResponse{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryDNSResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryDNSResponse) ProtoMessage() {}
+
+func (x *QueryDNSResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryDNSResponse.ProtoReflect.Descriptor instead.
+func (*QueryDNSResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *QueryDNSResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *QueryDNSResponse) GetRcode() string {
+	if x != nil {
+		return x.Rcode
+	}
+	return ""
+}
+
+func (x *QueryDNSResponse) GetAnswer() []string {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
+func (x *QueryDNSResponse) GetAuthority() []string {
+	if x != nil {
+		return x.Authority
+	}
+	return nil
+}
+
+func (x *QueryDNSResponse) GetAdditional() []string {
+	if x != nil {
+		return x.Additional
+	}
+	return nil
+}
+
+func (x *QueryDNSResponse) GetAuthoritative() bool {
+	if x != nil {
+		return x.Authoritative
+	}
+	return false
+}
+
+func (x *QueryDNSResponse) GetScope() uint32 {
+	if x != nil {
+		return x.Scope
+	}
+	return 0
+}
+
+func (x *QueryDNSResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *QueryDNSResponse) GetFailOpen() bool {
+	if x != nil {
+		return x.FailOpen
+	}
+	return false
+}
+
 var File_weft_v1_load_balancer_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
@@ -1702,7 +1887,24 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12-\n" +
-	"\bresource\x18\x03 \x01(\v2\x11.weft.v1.ResourceR\bresource2\xa3\r\n" +
+	"\bresource\x18\x03 \x01(\v2\x11.weft.v1.ResourceR\bresource\"i\n" +
+	"\x0fQueryDNSRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06subnet\x18\x03 \x01(\tR\x06subnet\x12\x16\n" +
+	"\x06client\x18\x04 \x01(\tR\x06client\"\x83\x02\n" +
+	"\x10QueryDNSResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05rcode\x18\x02 \x01(\tR\x05rcode\x12\x16\n" +
+	"\x06answer\x18\x03 \x03(\tR\x06answer\x12\x1c\n" +
+	"\tauthority\x18\x04 \x03(\tR\tauthority\x12\x1e\n" +
+	"\n" +
+	"additional\x18\x05 \x03(\tR\n" +
+	"additional\x12$\n" +
+	"\rauthoritative\x18\x06 \x01(\bR\rauthoritative\x12\x14\n" +
+	"\x05scope\x18\a \x01(\rR\x05scope\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12\x1b\n" +
+	"\tfail_open\x18\t \x01(\bR\bfailOpen2\xe9\r\n" +
 	"\x13LoadBalancerService\x12M\n" +
 	"\x0fGetLoadBalancer\x12\x13.weft.v1.GetRequest\x1a .weft.v1.GetLoadBalancerResponse\"\x03\x90\x02\x01\x12R\n" +
 	"\x11ListLoadBalancers\x12\x14.weft.v1.ListRequest\x1a\".weft.v1.ListLoadBalancersResponse\"\x03\x90\x02\x01\x12]\n" +
@@ -1726,7 +1928,8 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\x0eListDNSRecords\x12\x14.weft.v1.ListRequest\x1a\x1f.weft.v1.ListDNSRecordsResponse\"\x03\x90\x02\x01\x12T\n" +
 	"\x0fCreateDNSRecord\x12\x1f.weft.v1.CreateDNSRecordRequest\x1a .weft.v1.CreateDNSRecordResponse\x12T\n" +
 	"\x0fUpdateDNSRecord\x12\x1f.weft.v1.UpdateDNSRecordRequest\x1a .weft.v1.UpdateDNSRecordResponse\x12B\n" +
-	"\x0fDeleteDNSRecord\x12\x16.weft.v1.DeleteRequest\x1a\x17.weft.v1.DeleteResponse\x126\n" +
+	"\x0fDeleteDNSRecord\x12\x16.weft.v1.DeleteRequest\x1a\x17.weft.v1.DeleteResponse\x12D\n" +
+	"\bQueryDNS\x12\x18.weft.v1.QueryDNSRequest\x1a\x19.weft.v1.QueryDNSResponse\"\x03\x90\x02\x01\x126\n" +
 	"\x05Apply\x12\x15.weft.v1.ApplyRequest\x1a\x16.weft.v1.ApplyResponse\x128\n" +
 	"\x05Watch\x12\x15.weft.v1.WatchRequest\x1a\x16.weft.v1.WatchResponse0\x01B-Z+github.com/weftlb/weft/proto/weft/v1;weftv1b\x06proto3"
 
@@ -1742,7 +1945,7 @@ func file_weft_v1_load_balancer_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_load_balancer_service_proto_rawDescData
 }
 
-var file_weft_v1_load_balancer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_weft_v1_load_balancer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_weft_v1_load_balancer_service_proto_goTypes = []any{
 	(*GetRequest)(nil),                 // 0: weft.v1.GetRequest
 	(*ListRequest)(nil),                // 1: weft.v1.ListRequest
@@ -1777,42 +1980,44 @@ var file_weft_v1_load_balancer_service_proto_goTypes = []any{
 	(*ApplyResult)(nil),                // 30: weft.v1.ApplyResult
 	(*WatchRequest)(nil),               // 31: weft.v1.WatchRequest
 	(*WatchResponse)(nil),              // 32: weft.v1.WatchResponse
-	(*LoadBalancer)(nil),               // 33: weft.v1.LoadBalancer
-	(*Pool)(nil),                       // 34: weft.v1.Pool
-	(*Certificate)(nil),                // 35: weft.v1.Certificate
-	(*DNSRecord)(nil),                  // 36: weft.v1.DNSRecord
-	(*Resource)(nil),                   // 37: weft.v1.Resource
+	(*QueryDNSRequest)(nil),            // 33: weft.v1.QueryDNSRequest
+	(*QueryDNSResponse)(nil),           // 34: weft.v1.QueryDNSResponse
+	(*LoadBalancer)(nil),               // 35: weft.v1.LoadBalancer
+	(*Pool)(nil),                       // 36: weft.v1.Pool
+	(*Certificate)(nil),                // 37: weft.v1.Certificate
+	(*DNSRecord)(nil),                  // 38: weft.v1.DNSRecord
+	(*Resource)(nil),                   // 39: weft.v1.Resource
 }
 var file_weft_v1_load_balancer_service_proto_depIdxs = []int32{
-	33, // 0: weft.v1.GetLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
-	33, // 1: weft.v1.ListLoadBalancersResponse.load_balancers:type_name -> weft.v1.LoadBalancer
-	33, // 2: weft.v1.CreateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
-	33, // 3: weft.v1.CreateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
-	33, // 4: weft.v1.UpdateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
-	33, // 5: weft.v1.UpdateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
-	34, // 6: weft.v1.GetPoolResponse.pool:type_name -> weft.v1.Pool
-	34, // 7: weft.v1.ListPoolsResponse.pools:type_name -> weft.v1.Pool
-	34, // 8: weft.v1.CreatePoolRequest.pool:type_name -> weft.v1.Pool
-	34, // 9: weft.v1.CreatePoolResponse.pool:type_name -> weft.v1.Pool
-	34, // 10: weft.v1.UpdatePoolRequest.pool:type_name -> weft.v1.Pool
-	34, // 11: weft.v1.UpdatePoolResponse.pool:type_name -> weft.v1.Pool
-	35, // 12: weft.v1.GetCertificateResponse.certificate:type_name -> weft.v1.Certificate
-	35, // 13: weft.v1.ListCertificatesResponse.certificates:type_name -> weft.v1.Certificate
-	35, // 14: weft.v1.CreateCertificateRequest.certificate:type_name -> weft.v1.Certificate
-	35, // 15: weft.v1.CreateCertificateResponse.certificate:type_name -> weft.v1.Certificate
-	35, // 16: weft.v1.UpdateCertificateRequest.certificate:type_name -> weft.v1.Certificate
-	35, // 17: weft.v1.UpdateCertificateResponse.certificate:type_name -> weft.v1.Certificate
-	36, // 18: weft.v1.GetDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
-	36, // 19: weft.v1.ListDNSRecordsResponse.dns_records:type_name -> weft.v1.DNSRecord
-	36, // 20: weft.v1.CreateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
-	36, // 21: weft.v1.CreateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
-	36, // 22: weft.v1.UpdateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
-	36, // 23: weft.v1.UpdateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
-	37, // 24: weft.v1.ApplyRequest.resources:type_name -> weft.v1.Resource
+	35, // 0: weft.v1.GetLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
+	35, // 1: weft.v1.ListLoadBalancersResponse.load_balancers:type_name -> weft.v1.LoadBalancer
+	35, // 2: weft.v1.CreateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
+	35, // 3: weft.v1.CreateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
+	35, // 4: weft.v1.UpdateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
+	35, // 5: weft.v1.UpdateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
+	36, // 6: weft.v1.GetPoolResponse.pool:type_name -> weft.v1.Pool
+	36, // 7: weft.v1.ListPoolsResponse.pools:type_name -> weft.v1.Pool
+	36, // 8: weft.v1.CreatePoolRequest.pool:type_name -> weft.v1.Pool
+	36, // 9: weft.v1.CreatePoolResponse.pool:type_name -> weft.v1.Pool
+	36, // 10: weft.v1.UpdatePoolRequest.pool:type_name -> weft.v1.Pool
+	36, // 11: weft.v1.UpdatePoolResponse.pool:type_name -> weft.v1.Pool
+	37, // 12: weft.v1.GetCertificateResponse.certificate:type_name -> weft.v1.Certificate
+	37, // 13: weft.v1.ListCertificatesResponse.certificates:type_name -> weft.v1.Certificate
+	37, // 14: weft.v1.CreateCertificateRequest.certificate:type_name -> weft.v1.Certificate
+	37, // 15: weft.v1.CreateCertificateResponse.certificate:type_name -> weft.v1.Certificate
+	37, // 16: weft.v1.UpdateCertificateRequest.certificate:type_name -> weft.v1.Certificate
+	37, // 17: weft.v1.UpdateCertificateResponse.certificate:type_name -> weft.v1.Certificate
+	38, // 18: weft.v1.GetDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
+	38, // 19: weft.v1.ListDNSRecordsResponse.dns_records:type_name -> weft.v1.DNSRecord
+	38, // 20: weft.v1.CreateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
+	38, // 21: weft.v1.CreateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
+	38, // 22: weft.v1.UpdateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
+	38, // 23: weft.v1.UpdateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
+	39, // 24: weft.v1.ApplyRequest.resources:type_name -> weft.v1.Resource
 	30, // 25: weft.v1.ApplyResponse.results:type_name -> weft.v1.ApplyResult
-	37, // 26: weft.v1.ApplyResult.current:type_name -> weft.v1.Resource
-	37, // 27: weft.v1.ApplyResult.desired:type_name -> weft.v1.Resource
-	37, // 28: weft.v1.WatchResponse.resource:type_name -> weft.v1.Resource
+	39, // 26: weft.v1.ApplyResult.current:type_name -> weft.v1.Resource
+	39, // 27: weft.v1.ApplyResult.desired:type_name -> weft.v1.Resource
+	39, // 28: weft.v1.WatchResponse.resource:type_name -> weft.v1.Resource
 	0,  // 29: weft.v1.LoadBalancerService.GetLoadBalancer:input_type -> weft.v1.GetRequest
 	1,  // 30: weft.v1.LoadBalancerService.ListLoadBalancers:input_type -> weft.v1.ListRequest
 	6,  // 31: weft.v1.LoadBalancerService.CreateLoadBalancer:input_type -> weft.v1.CreateLoadBalancerRequest
@@ -1833,32 +2038,34 @@ var file_weft_v1_load_balancer_service_proto_depIdxs = []int32{
 	24, // 46: weft.v1.LoadBalancerService.CreateDNSRecord:input_type -> weft.v1.CreateDNSRecordRequest
 	26, // 47: weft.v1.LoadBalancerService.UpdateDNSRecord:input_type -> weft.v1.UpdateDNSRecordRequest
 	2,  // 48: weft.v1.LoadBalancerService.DeleteDNSRecord:input_type -> weft.v1.DeleteRequest
-	28, // 49: weft.v1.LoadBalancerService.Apply:input_type -> weft.v1.ApplyRequest
-	31, // 50: weft.v1.LoadBalancerService.Watch:input_type -> weft.v1.WatchRequest
-	4,  // 51: weft.v1.LoadBalancerService.GetLoadBalancer:output_type -> weft.v1.GetLoadBalancerResponse
-	5,  // 52: weft.v1.LoadBalancerService.ListLoadBalancers:output_type -> weft.v1.ListLoadBalancersResponse
-	7,  // 53: weft.v1.LoadBalancerService.CreateLoadBalancer:output_type -> weft.v1.CreateLoadBalancerResponse
-	9,  // 54: weft.v1.LoadBalancerService.UpdateLoadBalancer:output_type -> weft.v1.UpdateLoadBalancerResponse
-	3,  // 55: weft.v1.LoadBalancerService.DeleteLoadBalancer:output_type -> weft.v1.DeleteResponse
-	10, // 56: weft.v1.LoadBalancerService.GetPool:output_type -> weft.v1.GetPoolResponse
-	11, // 57: weft.v1.LoadBalancerService.ListPools:output_type -> weft.v1.ListPoolsResponse
-	13, // 58: weft.v1.LoadBalancerService.CreatePool:output_type -> weft.v1.CreatePoolResponse
-	15, // 59: weft.v1.LoadBalancerService.UpdatePool:output_type -> weft.v1.UpdatePoolResponse
-	3,  // 60: weft.v1.LoadBalancerService.DeletePool:output_type -> weft.v1.DeleteResponse
-	16, // 61: weft.v1.LoadBalancerService.GetCertificate:output_type -> weft.v1.GetCertificateResponse
-	17, // 62: weft.v1.LoadBalancerService.ListCertificates:output_type -> weft.v1.ListCertificatesResponse
-	19, // 63: weft.v1.LoadBalancerService.CreateCertificate:output_type -> weft.v1.CreateCertificateResponse
-	21, // 64: weft.v1.LoadBalancerService.UpdateCertificate:output_type -> weft.v1.UpdateCertificateResponse
-	3,  // 65: weft.v1.LoadBalancerService.DeleteCertificate:output_type -> weft.v1.DeleteResponse
-	22, // 66: weft.v1.LoadBalancerService.GetDNSRecord:output_type -> weft.v1.GetDNSRecordResponse
-	23, // 67: weft.v1.LoadBalancerService.ListDNSRecords:output_type -> weft.v1.ListDNSRecordsResponse
-	25, // 68: weft.v1.LoadBalancerService.CreateDNSRecord:output_type -> weft.v1.CreateDNSRecordResponse
-	27, // 69: weft.v1.LoadBalancerService.UpdateDNSRecord:output_type -> weft.v1.UpdateDNSRecordResponse
-	3,  // 70: weft.v1.LoadBalancerService.DeleteDNSRecord:output_type -> weft.v1.DeleteResponse
-	29, // 71: weft.v1.LoadBalancerService.Apply:output_type -> weft.v1.ApplyResponse
-	32, // 72: weft.v1.LoadBalancerService.Watch:output_type -> weft.v1.WatchResponse
-	51, // [51:73] is the sub-list for method output_type
-	29, // [29:51] is the sub-list for method input_type
+	33, // 49: weft.v1.LoadBalancerService.QueryDNS:input_type -> weft.v1.QueryDNSRequest
+	28, // 50: weft.v1.LoadBalancerService.Apply:input_type -> weft.v1.ApplyRequest
+	31, // 51: weft.v1.LoadBalancerService.Watch:input_type -> weft.v1.WatchRequest
+	4,  // 52: weft.v1.LoadBalancerService.GetLoadBalancer:output_type -> weft.v1.GetLoadBalancerResponse
+	5,  // 53: weft.v1.LoadBalancerService.ListLoadBalancers:output_type -> weft.v1.ListLoadBalancersResponse
+	7,  // 54: weft.v1.LoadBalancerService.CreateLoadBalancer:output_type -> weft.v1.CreateLoadBalancerResponse
+	9,  // 55: weft.v1.LoadBalancerService.UpdateLoadBalancer:output_type -> weft.v1.UpdateLoadBalancerResponse
+	3,  // 56: weft.v1.LoadBalancerService.DeleteLoadBalancer:output_type -> weft.v1.DeleteResponse
+	10, // 57: weft.v1.LoadBalancerService.GetPool:output_type -> weft.v1.GetPoolResponse
+	11, // 58: weft.v1.LoadBalancerService.ListPools:output_type -> weft.v1.ListPoolsResponse
+	13, // 59: weft.v1.LoadBalancerService.CreatePool:output_type -> weft.v1.CreatePoolResponse
+	15, // 60: weft.v1.LoadBalancerService.UpdatePool:output_type -> weft.v1.UpdatePoolResponse
+	3,  // 61: weft.v1.LoadBalancerService.DeletePool:output_type -> weft.v1.DeleteResponse
+	16, // 62: weft.v1.LoadBalancerService.GetCertificate:output_type -> weft.v1.GetCertificateResponse
+	17, // 63: weft.v1.LoadBalancerService.ListCertificates:output_type -> weft.v1.ListCertificatesResponse
+	19, // 64: weft.v1.LoadBalancerService.CreateCertificate:output_type -> weft.v1.CreateCertificateResponse
+	21, // 65: weft.v1.LoadBalancerService.UpdateCertificate:output_type -> weft.v1.UpdateCertificateResponse
+	3,  // 66: weft.v1.LoadBalancerService.DeleteCertificate:output_type -> weft.v1.DeleteResponse
+	22, // 67: weft.v1.LoadBalancerService.GetDNSRecord:output_type -> weft.v1.GetDNSRecordResponse
+	23, // 68: weft.v1.LoadBalancerService.ListDNSRecords:output_type -> weft.v1.ListDNSRecordsResponse
+	25, // 69: weft.v1.LoadBalancerService.CreateDNSRecord:output_type -> weft.v1.CreateDNSRecordResponse
+	27, // 70: weft.v1.LoadBalancerService.UpdateDNSRecord:output_type -> weft.v1.UpdateDNSRecordResponse
+	3,  // 71: weft.v1.LoadBalancerService.DeleteDNSRecord:output_type -> weft.v1.DeleteResponse
+	34, // 72: weft.v1.LoadBalancerService.QueryDNS:output_type -> weft.v1.QueryDNSResponse
+	29, // 73: weft.v1.LoadBalancerService.Apply:output_type -> weft.v1.ApplyResponse
+	32, // 74: weft.v1.LoadBalancerService.Watch:output_type -> weft.v1.WatchResponse
+	52, // [52:75] is the sub-list for method output_type
+	29, // [29:52] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name
@@ -1876,7 +2083,7 @@ func file_weft_v1_load_balancer_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_load_balancer_service_proto_rawDesc), len(file_weft_v1_load_balancer_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

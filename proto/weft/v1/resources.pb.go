@@ -1381,11 +1381,17 @@ func (x *CertificateStatus) GetFingerprint() string {
 	return ""
 }
 
-// DNSRecord is a name answered by the GSLB.
+// DNSRecord is a name answered by the GSLB (DESIGN.md "Routing and
+// steering"): a zone's apex (zone set), a static record (type and values),
+// or a steered record (policy and targets), each served by every node
+// started with --dns-addr.
 type DNSRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Metadata      *Metadata              `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	Spec          *DNSRecordSpec         `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Metadata *Metadata              `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Spec     *DNSRecordSpec         `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Status is filled in by reads from the answering node's DNS server: what
+	// the record answers now and why. It is never stored; writes ignore it.
+	Status        *DNSRecordStatus `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1434,14 +1440,40 @@ func (x *DNSRecord) GetSpec() *DNSRecordSpec {
 	return nil
 }
 
+func (x *DNSRecord) GetStatus() *DNSRecordStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
 type DNSRecordSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Fqdn is the fully qualified name answered, e.g. "www.example.com.".
 	Fqdn string `protobuf:"bytes,1,opt,name=fqdn,proto3" json:"fqdn,omitempty"`
-	// Policy is failover, weighted, geo or all-healthy.
-	Policy        string       `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
-	Targets       []*DNSTarget `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
-	Ttl           uint32       `protobuf:"varint,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Policy steers among the targets: failover (lowest priority with a
+	// healthy target), weighted (one target by weight), geo (the targets of
+	// the client's region, by EDNS Client Subnet or the resolver's address),
+	// all-healthy (every healthy target, up to max_answers) or nearest (the
+	// targets of the answering node's region). Unset for static records and
+	// zones without targets.
+	Policy  string       `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	Targets []*DNSTarget `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	Ttl     uint32       `protobuf:"varint,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Type is the type of a static record's values: A, AAAA, CNAME or TXT.
+	Type string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
+	// Values are a static record's data: addresses (A, AAAA), one name
+	// (CNAME) or strings (TXT, one record each).
+	Values []string `protobuf:"bytes,6,rep,name=values,proto3" json:"values,omitempty"`
+	// Zone makes the record its fqdn's zone apex: the nodes answer
+	// authoritatively for every name under it, with this SOA and NS set.
+	Zone *DNSZone `protobuf:"bytes,7,opt,name=zone,proto3" json:"zone,omitempty"`
+	// MaxAnswers caps the addresses of an all-healthy answer (default 8).
+	MaxAnswers uint32 `protobuf:"varint,8,opt,name=max_answers,json=maxAnswers,proto3" json:"max_answers,omitempty"`
+	// HealthCheck probes the address targets from several nodes, as pool
+	// members are probed (its port is required); without it address
+	// targets count as healthy.
+	HealthCheck   *HealthCheck `protobuf:"bytes,9,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1504,11 +1536,47 @@ func (x *DNSRecordSpec) GetTtl() uint32 {
 	return 0
 }
 
+func (x *DNSRecordSpec) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DNSRecordSpec) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *DNSRecordSpec) GetZone() *DNSZone {
+	if x != nil {
+		return x.Zone
+	}
+	return nil
+}
+
+func (x *DNSRecordSpec) GetMaxAnswers() uint32 {
+	if x != nil {
+		return x.MaxAnswers
+	}
+	return 0
+}
+
+func (x *DNSRecordSpec) GetHealthCheck() *HealthCheck {
+	if x != nil {
+		return x.HealthCheck
+	}
+	return nil
+}
+
 type DNSTarget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Exactly one of load_balancer and address.
-	LoadBalancer  string `protobuf:"bytes,1,opt,name=load_balancer,json=loadBalancer,proto3" json:"load_balancer,omitempty"`
-	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	LoadBalancer string `protobuf:"bytes,1,opt,name=load_balancer,json=loadBalancer,proto3" json:"load_balancer,omitempty"`
+	Address      string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Region defaults to the load balancer's region.
 	Region        string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
 	Weight        uint32 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
 	Priority      uint32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
@@ -1581,6 +1649,425 @@ func (x *DNSTarget) GetPriority() uint32 {
 	return 0
 }
 
+// DNSZone is the SOA and NS data of a zone and what its policies need.
+type DNSZone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PrimaryNs is the SOA MNAME (default "ns1.<zone>").
+	PrimaryNs string `protobuf:"bytes,1,opt,name=primary_ns,json=primaryNs,proto3" json:"primary_ns,omitempty"`
+	// Hostmaster is the SOA RNAME (default "hostmaster.<zone>").
+	Hostmaster string `protobuf:"bytes,2,opt,name=hostmaster,proto3" json:"hostmaster,omitempty"`
+	// Nameservers are the apex NS names (default: primary_ns).
+	Nameservers []string `protobuf:"bytes,3,rep,name=nameservers,proto3" json:"nameservers,omitempty"`
+	// Refresh, retry and expire are the SOA timers in seconds (defaults
+	// 3600, 600, 604800).
+	Refresh uint32 `protobuf:"varint,4,opt,name=refresh,proto3" json:"refresh,omitempty"`
+	Retry   uint32 `protobuf:"varint,5,opt,name=retry,proto3" json:"retry,omitempty"`
+	Expire  uint32 `protobuf:"varint,6,opt,name=expire,proto3" json:"expire,omitempty"`
+	// NegativeTtl is the SOA MINIMUM: how long resolvers cache NXDOMAIN and
+	// NODATA (default 30).
+	NegativeTtl uint32 `protobuf:"varint,7,opt,name=negative_ttl,json=negativeTtl,proto3" json:"negative_ttl,omitempty"`
+	// Secondaries are the addresses (IP or IP:port, port 53 by default)
+	// sent NOTIFY when the zone changes and allowed AXFR and IXFR.
+	Secondaries []string `protobuf:"bytes,8,rep,name=secondaries,proto3" json:"secondaries,omitempty"`
+	// Regions map client addresses to regions for geo records.
+	Regions       []*DNSRegion `protobuf:"bytes,9,rep,name=regions,proto3" json:"regions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSZone) Reset() {
+	*x = DNSZone{}
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSZone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSZone) ProtoMessage() {}
+
+func (x *DNSZone) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSZone.ProtoReflect.Descriptor instead.
+func (*DNSZone) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DNSZone) GetPrimaryNs() string {
+	if x != nil {
+		return x.PrimaryNs
+	}
+	return ""
+}
+
+func (x *DNSZone) GetHostmaster() string {
+	if x != nil {
+		return x.Hostmaster
+	}
+	return ""
+}
+
+func (x *DNSZone) GetNameservers() []string {
+	if x != nil {
+		return x.Nameservers
+	}
+	return nil
+}
+
+func (x *DNSZone) GetRefresh() uint32 {
+	if x != nil {
+		return x.Refresh
+	}
+	return 0
+}
+
+func (x *DNSZone) GetRetry() uint32 {
+	if x != nil {
+		return x.Retry
+	}
+	return 0
+}
+
+func (x *DNSZone) GetExpire() uint32 {
+	if x != nil {
+		return x.Expire
+	}
+	return 0
+}
+
+func (x *DNSZone) GetNegativeTtl() uint32 {
+	if x != nil {
+		return x.NegativeTtl
+	}
+	return 0
+}
+
+func (x *DNSZone) GetSecondaries() []string {
+	if x != nil {
+		return x.Secondaries
+	}
+	return nil
+}
+
+func (x *DNSZone) GetRegions() []*DNSRegion {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+type DNSRegion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Cidrs are the client prefixes of the region; the longest match wins.
+	Cidrs         []string `protobuf:"bytes,2,rep,name=cidrs,proto3" json:"cidrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSRegion) Reset() {
+	*x = DNSRegion{}
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSRegion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSRegion) ProtoMessage() {}
+
+func (x *DNSRegion) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSRegion.ProtoReflect.Descriptor instead.
+func (*DNSRegion) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DNSRegion) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DNSRegion) GetCidrs() []string {
+	if x != nil {
+		return x.Cidrs
+	}
+	return nil
+}
+
+// DNSRecordStatus is what the record answers now on the node that answered
+// the read, and why.
+type DNSRecordStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Observer is the node whose DNS server this is.
+	Observer string `protobuf:"bytes,1,opt,name=observer,proto3" json:"observer,omitempty"`
+	// Served is false when that node runs no DNS server, or the record is in
+	// no zone of the committed state; Reason says which.
+	Served  bool               `protobuf:"varint,2,opt,name=served,proto3" json:"served,omitempty"`
+	Zone    string             `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
+	Targets []*DNSTargetStatus `protobuf:"bytes,4,rep,name=targets,proto3" json:"targets,omitempty"`
+	// Answers are the addresses answered now: one entry, or one per region
+	// for geo records (a client of no region gets the entry with none).
+	Answers []*DNSAnswer `protobuf:"bytes,5,rep,name=answers,proto3" json:"answers,omitempty"`
+	// FailOpen is set when no target is healthy and every one is answered.
+	FailOpen      bool   `protobuf:"varint,6,opt,name=fail_open,json=failOpen,proto3" json:"fail_open,omitempty"`
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSRecordStatus) Reset() {
+	*x = DNSRecordStatus{}
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSRecordStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSRecordStatus) ProtoMessage() {}
+
+func (x *DNSRecordStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSRecordStatus.ProtoReflect.Descriptor instead.
+func (*DNSRecordStatus) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DNSRecordStatus) GetObserver() string {
+	if x != nil {
+		return x.Observer
+	}
+	return ""
+}
+
+func (x *DNSRecordStatus) GetServed() bool {
+	if x != nil {
+		return x.Served
+	}
+	return false
+}
+
+func (x *DNSRecordStatus) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *DNSRecordStatus) GetTargets() []*DNSTargetStatus {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *DNSRecordStatus) GetAnswers() []*DNSAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
+func (x *DNSRecordStatus) GetFailOpen() bool {
+	if x != nil {
+		return x.FailOpen
+	}
+	return false
+}
+
+func (x *DNSRecordStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DNSTargetStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target is the load balancer's name or the address.
+	Target  string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Region  string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	Healthy bool   `protobuf:"varint,4,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Reason says why the target counts as healthy or not.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSTargetStatus) Reset() {
+	*x = DNSTargetStatus{}
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSTargetStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSTargetStatus) ProtoMessage() {}
+
+func (x *DNSTargetStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSTargetStatus.ProtoReflect.Descriptor instead.
+func (*DNSTargetStatus) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DNSTargetStatus) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *DNSTargetStatus) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DNSTargetStatus) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *DNSTargetStatus) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *DNSTargetStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DNSAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Region is the clients' region for geo records, empty otherwise.
+	Region        string   `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Addresses     []string `protobuf:"bytes,2,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Reason        string   `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	FailOpen      bool     `protobuf:"varint,4,opt,name=fail_open,json=failOpen,proto3" json:"fail_open,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSAnswer) Reset() {
+	*x = DNSAnswer{}
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSAnswer) ProtoMessage() {}
+
+func (x *DNSAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSAnswer.ProtoReflect.Descriptor instead.
+func (*DNSAnswer) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DNSAnswer) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *DNSAnswer) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *DNSAnswer) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DNSAnswer) GetFailOpen() bool {
+	if x != nil {
+		return x.FailOpen
+	}
+	return false
+}
+
 // Node is a member of the cluster.
 type Node struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1593,7 +2080,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +2092,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +2105,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Node) GetMetadata() *Metadata {
@@ -1658,7 +2145,7 @@ type NodeSpec struct {
 
 func (x *NodeSpec) Reset() {
 	*x = NodeSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +2157,7 @@ func (x *NodeSpec) String() string {
 func (*NodeSpec) ProtoMessage() {}
 
 func (x *NodeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +2170,7 @@ func (x *NodeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSpec.ProtoReflect.Descriptor instead.
 func (*NodeSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeSpec) GetRegion() string {
@@ -1748,7 +2235,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +2247,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +2260,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeStatus) GetSuffrage() string {
@@ -1818,7 +2305,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2317,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2330,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinToken) GetId() string {
@@ -1896,7 +2383,7 @@ type APIToken struct {
 
 func (x *APIToken) Reset() {
 	*x = APIToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	mi := &file_weft_v1_resources_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2395,7 @@ func (x *APIToken) String() string {
 func (*APIToken) ProtoMessage() {}
 
 func (x *APIToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	mi := &file_weft_v1_resources_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2408,7 @@ func (x *APIToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIToken.ProtoReflect.Descriptor instead.
 func (*APIToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *APIToken) GetId() string {
@@ -1975,7 +2462,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_weft_v1_resources_proto_msgTypes[26]
+	mi := &file_weft_v1_resources_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2474,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[26]
+	mi := &file_weft_v1_resources_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2487,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -2194,21 +2681,63 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"not_before\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12 \n" +
-	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint\"f\n" +
+	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint\"\x98\x01\n" +
 	"\tDNSRecord\x12-\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x11.weft.v1.MetadataR\bmetadata\x12*\n" +
-	"\x04spec\x18\x02 \x01(\v2\x16.weft.v1.DNSRecordSpecR\x04spec\"{\n" +
+	"\x04spec\x18\x02 \x01(\v2\x16.weft.v1.DNSRecordSpecR\x04spec\x120\n" +
+	"\x06status\x18\x03 \x01(\v2\x18.weft.v1.DNSRecordStatusR\x06status\"\xa7\x02\n" +
 	"\rDNSRecordSpec\x12\x12\n" +
 	"\x04fqdn\x18\x01 \x01(\tR\x04fqdn\x12\x16\n" +
 	"\x06policy\x18\x02 \x01(\tR\x06policy\x12,\n" +
 	"\atargets\x18\x03 \x03(\v2\x12.weft.v1.DNSTargetR\atargets\x12\x10\n" +
-	"\x03ttl\x18\x04 \x01(\rR\x03ttl\"\x96\x01\n" +
+	"\x03ttl\x18\x04 \x01(\rR\x03ttl\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\tR\x04type\x12\x16\n" +
+	"\x06values\x18\x06 \x03(\tR\x06values\x12$\n" +
+	"\x04zone\x18\a \x01(\v2\x10.weft.v1.DNSZoneR\x04zone\x12\x1f\n" +
+	"\vmax_answers\x18\b \x01(\rR\n" +
+	"maxAnswers\x127\n" +
+	"\fhealth_check\x18\t \x01(\v2\x14.weft.v1.HealthCheckR\vhealthCheck\"\x96\x01\n" +
 	"\tDNSTarget\x12#\n" +
 	"\rload_balancer\x18\x01 \x01(\tR\floadBalancer\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x12\x16\n" +
 	"\x06weight\x18\x04 \x01(\rR\x06weight\x12\x1a\n" +
-	"\bpriority\x18\x05 \x01(\rR\bpriority\"\x89\x01\n" +
+	"\bpriority\x18\x05 \x01(\rR\bpriority\"\xa5\x02\n" +
+	"\aDNSZone\x12\x1d\n" +
+	"\n" +
+	"primary_ns\x18\x01 \x01(\tR\tprimaryNs\x12\x1e\n" +
+	"\n" +
+	"hostmaster\x18\x02 \x01(\tR\n" +
+	"hostmaster\x12 \n" +
+	"\vnameservers\x18\x03 \x03(\tR\vnameservers\x12\x18\n" +
+	"\arefresh\x18\x04 \x01(\rR\arefresh\x12\x14\n" +
+	"\x05retry\x18\x05 \x01(\rR\x05retry\x12\x16\n" +
+	"\x06expire\x18\x06 \x01(\rR\x06expire\x12!\n" +
+	"\fnegative_ttl\x18\a \x01(\rR\vnegativeTtl\x12 \n" +
+	"\vsecondaries\x18\b \x03(\tR\vsecondaries\x12,\n" +
+	"\aregions\x18\t \x03(\v2\x12.weft.v1.DNSRegionR\aregions\"5\n" +
+	"\tDNSRegion\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05cidrs\x18\x02 \x03(\tR\x05cidrs\"\xf0\x01\n" +
+	"\x0fDNSRecordStatus\x12\x1a\n" +
+	"\bobserver\x18\x01 \x01(\tR\bobserver\x12\x16\n" +
+	"\x06served\x18\x02 \x01(\bR\x06served\x12\x12\n" +
+	"\x04zone\x18\x03 \x01(\tR\x04zone\x122\n" +
+	"\atargets\x18\x04 \x03(\v2\x18.weft.v1.DNSTargetStatusR\atargets\x12,\n" +
+	"\aanswers\x18\x05 \x03(\v2\x12.weft.v1.DNSAnswerR\aanswers\x12\x1b\n" +
+	"\tfail_open\x18\x06 \x01(\bR\bfailOpen\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\x8d\x01\n" +
+	"\x0fDNSTargetStatus\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\x12\x18\n" +
+	"\ahealthy\x18\x04 \x01(\bR\ahealthy\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"v\n" +
+	"\tDNSAnswer\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x1c\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tfail_open\x18\x04 \x01(\bR\bfailOpen\"\x89\x01\n" +
 	"\x04Node\x12-\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x11.weft.v1.MetadataR\bmetadata\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.weft.v1.NodeSpecR\x04spec\x12+\n" +
@@ -2261,7 +2790,7 @@ func file_weft_v1_resources_proto_rawDescGZIP() []byte {
 	return file_weft_v1_resources_proto_rawDescData
 }
 
-var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_weft_v1_resources_proto_goTypes = []any{
 	(*Metadata)(nil),              // 0: weft.v1.Metadata
 	(*LoadBalancer)(nil),          // 1: weft.v1.LoadBalancer
@@ -2284,20 +2813,25 @@ var file_weft_v1_resources_proto_goTypes = []any{
 	(*DNSRecord)(nil),             // 18: weft.v1.DNSRecord
 	(*DNSRecordSpec)(nil),         // 19: weft.v1.DNSRecordSpec
 	(*DNSTarget)(nil),             // 20: weft.v1.DNSTarget
-	(*Node)(nil),                  // 21: weft.v1.Node
-	(*NodeSpec)(nil),              // 22: weft.v1.NodeSpec
-	(*NodeStatus)(nil),            // 23: weft.v1.NodeStatus
-	(*JoinToken)(nil),             // 24: weft.v1.JoinToken
-	(*APIToken)(nil),              // 25: weft.v1.APIToken
-	(*Resource)(nil),              // 26: weft.v1.Resource
-	nil,                           // 27: weft.v1.Metadata.LabelsEntry
-	nil,                           // 28: weft.v1.HeaderRewrite.SetEntry
-	nil,                           // 29: weft.v1.HeaderRewrite.AddEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*DNSZone)(nil),               // 21: weft.v1.DNSZone
+	(*DNSRegion)(nil),             // 22: weft.v1.DNSRegion
+	(*DNSRecordStatus)(nil),       // 23: weft.v1.DNSRecordStatus
+	(*DNSTargetStatus)(nil),       // 24: weft.v1.DNSTargetStatus
+	(*DNSAnswer)(nil),             // 25: weft.v1.DNSAnswer
+	(*Node)(nil),                  // 26: weft.v1.Node
+	(*NodeSpec)(nil),              // 27: weft.v1.NodeSpec
+	(*NodeStatus)(nil),            // 28: weft.v1.NodeStatus
+	(*JoinToken)(nil),             // 29: weft.v1.JoinToken
+	(*APIToken)(nil),              // 30: weft.v1.APIToken
+	(*Resource)(nil),              // 31: weft.v1.Resource
+	nil,                           // 32: weft.v1.Metadata.LabelsEntry
+	nil,                           // 33: weft.v1.HeaderRewrite.SetEntry
+	nil,                           // 34: weft.v1.HeaderRewrite.AddEntry
+	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_weft_v1_resources_proto_depIdxs = []int32{
-	27, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
+	32, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
 	0,  // 1: weft.v1.LoadBalancer.metadata:type_name -> weft.v1.Metadata
 	2,  // 2: weft.v1.LoadBalancer.spec:type_name -> weft.v1.LoadBalancerSpec
 	3,  // 3: weft.v1.LoadBalancerSpec.listeners:type_name -> weft.v1.Listener
@@ -2308,41 +2842,47 @@ var file_weft_v1_resources_proto_depIdxs = []int32{
 	7,  // 8: weft.v1.Rule.redirect:type_name -> weft.v1.Redirect
 	5,  // 9: weft.v1.Rule.request_headers:type_name -> weft.v1.HeaderRewrite
 	5,  // 10: weft.v1.Rule.response_headers:type_name -> weft.v1.HeaderRewrite
-	28, // 11: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
-	29, // 12: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
-	30, // 13: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
-	30, // 14: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
-	30, // 15: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
-	30, // 16: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
+	33, // 11: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
+	34, // 12: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
+	35, // 13: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
+	35, // 14: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
+	35, // 15: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	35, // 16: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
 	0,  // 17: weft.v1.Pool.metadata:type_name -> weft.v1.Metadata
 	12, // 18: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
 	11, // 19: weft.v1.Pool.status:type_name -> weft.v1.PoolStatus
 	13, // 20: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
 	14, // 21: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
-	30, // 22: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	30, // 23: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	35, // 22: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	35, // 23: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	0,  // 24: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
 	16, // 25: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
 	17, // 26: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
-	31, // 27: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
-	31, // 28: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
+	36, // 27: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
+	36, // 28: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
 	0,  // 29: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
 	19, // 30: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
-	20, // 31: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
-	0,  // 32: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
-	22, // 33: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
-	23, // 34: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
-	31, // 35: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	31, // 36: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 37: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
-	10, // 38: weft.v1.Resource.pool:type_name -> weft.v1.Pool
-	15, // 39: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
-	18, // 40: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	23, // 31: weft.v1.DNSRecord.status:type_name -> weft.v1.DNSRecordStatus
+	20, // 32: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
+	21, // 33: weft.v1.DNSRecordSpec.zone:type_name -> weft.v1.DNSZone
+	14, // 34: weft.v1.DNSRecordSpec.health_check:type_name -> weft.v1.HealthCheck
+	22, // 35: weft.v1.DNSZone.regions:type_name -> weft.v1.DNSRegion
+	24, // 36: weft.v1.DNSRecordStatus.targets:type_name -> weft.v1.DNSTargetStatus
+	25, // 37: weft.v1.DNSRecordStatus.answers:type_name -> weft.v1.DNSAnswer
+	0,  // 38: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
+	27, // 39: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
+	28, // 40: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
+	36, // 41: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 42: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 43: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
+	10, // 44: weft.v1.Resource.pool:type_name -> weft.v1.Pool
+	15, // 45: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
+	18, // 46: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_resources_proto_init() }
@@ -2351,7 +2891,7 @@ func file_weft_v1_resources_proto_init() {
 		return
 	}
 	file_weft_v1_resources_proto_msgTypes[13].OneofWrappers = []any{}
-	file_weft_v1_resources_proto_msgTypes[26].OneofWrappers = []any{
+	file_weft_v1_resources_proto_msgTypes[31].OneofWrappers = []any{
 		(*Resource_LoadBalancer)(nil),
 		(*Resource_Pool)(nil),
 		(*Resource_Certificate)(nil),
@@ -2363,7 +2903,7 @@ func file_weft_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_resources_proto_rawDesc), len(file_weft_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

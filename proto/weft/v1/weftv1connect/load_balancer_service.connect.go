@@ -93,6 +93,9 @@ const (
 	// LoadBalancerServiceDeleteDNSRecordProcedure is the fully-qualified name of the
 	// LoadBalancerService's DeleteDNSRecord RPC.
 	LoadBalancerServiceDeleteDNSRecordProcedure = "/weft.v1.LoadBalancerService/DeleteDNSRecord"
+	// LoadBalancerServiceQueryDNSProcedure is the fully-qualified name of the LoadBalancerService's
+	// QueryDNS RPC.
+	LoadBalancerServiceQueryDNSProcedure = "/weft.v1.LoadBalancerService/QueryDNS"
 	// LoadBalancerServiceApplyProcedure is the fully-qualified name of the LoadBalancerService's Apply
 	// RPC.
 	LoadBalancerServiceApplyProcedure = "/weft.v1.LoadBalancerService/Apply"
@@ -123,6 +126,9 @@ type LoadBalancerServiceClient interface {
 	CreateDNSRecord(context.Context, *connect.Request[v1.CreateDNSRecordRequest]) (*connect.Response[v1.CreateDNSRecordResponse], error)
 	UpdateDNSRecord(context.Context, *connect.Request[v1.UpdateDNSRecordRequest]) (*connect.Response[v1.UpdateDNSRecordResponse], error)
 	DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
+	// QueryDNS asks the answering node's DNS server what it would answer a
+	// query, and why; it is never forwarded.
+	QueryDNS(context.Context, *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error)
 	// Apply creates or updates a batch of resources in one Raft entry: all or
 	// nothing. A resource equal to the stored one is reported unchanged.
 	Apply(context.Context, *connect.Request[v1.ApplyRequest]) (*connect.Response[v1.ApplyResponse], error)
@@ -270,6 +276,13 @@ func NewLoadBalancerServiceClient(httpClient connect.HTTPClient, baseURL string,
 			connect.WithSchema(loadBalancerServiceMethods.ByName("DeleteDNSRecord")),
 			connect.WithClientOptions(opts...),
 		),
+		queryDNS: connect.NewClient[v1.QueryDNSRequest, v1.QueryDNSResponse](
+			httpClient,
+			baseURL+LoadBalancerServiceQueryDNSProcedure,
+			connect.WithSchema(loadBalancerServiceMethods.ByName("QueryDNS")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		apply: connect.NewClient[v1.ApplyRequest, v1.ApplyResponse](
 			httpClient,
 			baseURL+LoadBalancerServiceApplyProcedure,
@@ -307,6 +320,7 @@ type loadBalancerServiceClient struct {
 	createDNSRecord    *connect.Client[v1.CreateDNSRecordRequest, v1.CreateDNSRecordResponse]
 	updateDNSRecord    *connect.Client[v1.UpdateDNSRecordRequest, v1.UpdateDNSRecordResponse]
 	deleteDNSRecord    *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
+	queryDNS           *connect.Client[v1.QueryDNSRequest, v1.QueryDNSResponse]
 	apply              *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
 	watch              *connect.Client[v1.WatchRequest, v1.WatchResponse]
 }
@@ -411,6 +425,11 @@ func (c *loadBalancerServiceClient) DeleteDNSRecord(ctx context.Context, req *co
 	return c.deleteDNSRecord.CallUnary(ctx, req)
 }
 
+// QueryDNS calls weft.v1.LoadBalancerService.QueryDNS.
+func (c *loadBalancerServiceClient) QueryDNS(ctx context.Context, req *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error) {
+	return c.queryDNS.CallUnary(ctx, req)
+}
+
 // Apply calls weft.v1.LoadBalancerService.Apply.
 func (c *loadBalancerServiceClient) Apply(ctx context.Context, req *connect.Request[v1.ApplyRequest]) (*connect.Response[v1.ApplyResponse], error) {
 	return c.apply.CallUnary(ctx, req)
@@ -443,6 +462,9 @@ type LoadBalancerServiceHandler interface {
 	CreateDNSRecord(context.Context, *connect.Request[v1.CreateDNSRecordRequest]) (*connect.Response[v1.CreateDNSRecordResponse], error)
 	UpdateDNSRecord(context.Context, *connect.Request[v1.UpdateDNSRecordRequest]) (*connect.Response[v1.UpdateDNSRecordResponse], error)
 	DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
+	// QueryDNS asks the answering node's DNS server what it would answer a
+	// query, and why; it is never forwarded.
+	QueryDNS(context.Context, *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error)
 	// Apply creates or updates a batch of resources in one Raft entry: all or
 	// nothing. A resource equal to the stored one is reported unchanged.
 	Apply(context.Context, *connect.Request[v1.ApplyRequest]) (*connect.Response[v1.ApplyResponse], error)
@@ -586,6 +608,13 @@ func NewLoadBalancerServiceHandler(svc LoadBalancerServiceHandler, opts ...conne
 		connect.WithSchema(loadBalancerServiceMethods.ByName("DeleteDNSRecord")),
 		connect.WithHandlerOptions(opts...),
 	)
+	loadBalancerServiceQueryDNSHandler := connect.NewUnaryHandler(
+		LoadBalancerServiceQueryDNSProcedure,
+		svc.QueryDNS,
+		connect.WithSchema(loadBalancerServiceMethods.ByName("QueryDNS")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	loadBalancerServiceApplyHandler := connect.NewUnaryHandler(
 		LoadBalancerServiceApplyProcedure,
 		svc.Apply,
@@ -640,6 +669,8 @@ func NewLoadBalancerServiceHandler(svc LoadBalancerServiceHandler, opts ...conne
 			loadBalancerServiceUpdateDNSRecordHandler.ServeHTTP(w, r)
 		case LoadBalancerServiceDeleteDNSRecordProcedure:
 			loadBalancerServiceDeleteDNSRecordHandler.ServeHTTP(w, r)
+		case LoadBalancerServiceQueryDNSProcedure:
+			loadBalancerServiceQueryDNSHandler.ServeHTTP(w, r)
 		case LoadBalancerServiceApplyProcedure:
 			loadBalancerServiceApplyHandler.ServeHTTP(w, r)
 		case LoadBalancerServiceWatchProcedure:
@@ -731,6 +762,10 @@ func (UnimplementedLoadBalancerServiceHandler) UpdateDNSRecord(context.Context, 
 
 func (UnimplementedLoadBalancerServiceHandler) DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.DeleteDNSRecord is not implemented"))
+}
+
+func (UnimplementedLoadBalancerServiceHandler) QueryDNS(context.Context, *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.QueryDNS is not implemented"))
 }
 
 func (UnimplementedLoadBalancerServiceHandler) Apply(context.Context, *connect.Request[v1.ApplyRequest]) (*connect.Response[v1.ApplyResponse], error) {
