@@ -73,7 +73,7 @@ func BenchmarkDNS(b *testing.B) {
 	if runtime.NumCPU() < 2 {
 		b.Skip("the DNS benchmark pins servers and dnsperf to different CPUs")
 	}
-	if err := lab.EnsureTools(context.Background(), "dnsperf", "pdns_server", "gdnsd"); err != nil {
+	if err := lab.EnsureTools(context.Background(), "dig", "dnsperf", "pdns_server", "gdnsd"); err != nil {
 		b.Fatal(err)
 	}
 	for _, a := range []string{benchBackA, benchBackB} {
