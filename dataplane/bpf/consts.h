@@ -120,6 +120,19 @@
 #define MAX_VLAN_TAGS 2
 #endif
 
+/* Addresses of this node's interface, whose use as a source marks a
+ * packet as forged (own_addrs). */
+#ifndef MAX_OWN_ADDRS
+#define MAX_OWN_ADDRS 64
+#endif
+
+/* A TCP segment or UDP datagram whose checksum the program verifies
+ * before it may change a flow (csum_segment, parse.h) is summed in
+ * blocks, then 4-byte words. The blocks cover a page: an XDP frame without
+ * multi-buffer fits in one. */
+#define CSUM_BLOCKS 64
+#define CSUM_BLOCK 64
+
 /* Seeds of the flow hash and of the FullNAT port choice. Changing them
  * moves every new flow, and nodes running different values disagree. */
 #define FLOW_HASH_SEED 0x77656674 /* "weft" */

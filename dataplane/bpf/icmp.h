@@ -122,7 +122,9 @@ static __always_inline int handle_icmp4(struct pkt *p, __u64 bytes)
 	if ((void *)(in + 1) > end || in->version != 4 || in->ihl < 5)
 		return XDP_PASS;
 	__be16 *ports = (void *)in + in->ihl * 4;
-	if ((void *)(ports + 2) > end)
+	/* The quote ends with the outer datagram, not the frame: bytes in
+	 * the Ethernet padding are not quoted ports. */
+	if ((void *)(ports + 2) > end || sizeof(*ih) + in->ihl * 4 + 4 > p->l4_len)
 		return XDP_PASS;
 	if (in->protocol != IPPROTO_TCP_ && in->protocol != IPPROTO_UDP_)
 		return XDP_PASS;
@@ -179,7 +181,7 @@ static __always_inline int handle_icmp6(struct pkt *p, __u64 bytes)
 	if ((void *)(in + 1) > end || in->version != 6)
 		return XDP_PASS;
 	__be16 *ports = (void *)(in + 1);
-	if ((void *)(ports + 2) > end)
+	if ((void *)(ports + 2) > end || sizeof(*ih) + sizeof(*in) + 4 > p->l4_len)
 		return XDP_PASS;
 	if (in->nexthdr != IPPROTO_TCP_ && in->nexthdr != IPPROTO_UDP_)
 		return XDP_PASS;

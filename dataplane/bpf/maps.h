@@ -142,6 +142,15 @@ struct {
 	__type(value, struct snat_value);
 } snat_addrs SEC(".maps");
 
+/* own_addrs: this node's interface addresses -> 1. A packet from one of
+ * them that arrives on the wire is forged: it opens no flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_OWN_ADDRS);
+	__type(key, struct lb_addr);
+	__type(value, __u8);
+} own_addrs SEC(".maps");
+
 /* sync_event_type is never read: a ring buffer has no value type, so this
  * puts struct sync_event in BTF for bpf2go, as lb_drop_max does its enum. */
 volatile const struct sync_event sync_event_type;
@@ -151,6 +160,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, SYNC_RING_BYTES);
 } sync_ring SEC(".maps");
+
+/* scratch: struct scratch of each CPU (one entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
 
 /* flow_stats: counters of ownership and sync (one entry). */
 struct {

@@ -180,7 +180,11 @@ static __always_inline int nat_alloc(const struct pkt *p, __u32 hash, const stru
 		return -1;
 	ct->local = *la;
 
-	struct nat_value nv = {
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!sc)
+		return -1;
+	struct nat_value *nv = &sc->nv;
+	*nv = (struct nat_value){
 		.client = p->key.src,
 		.vip = p->key.dst,
 		.cport = p->key.sport,
@@ -189,7 +193,8 @@ static __always_inline int nat_alloc(const struct pkt *p, __u32 hash, const stru
 		.backend_id = ct->backend_id,
 		.last_seen = now,
 	};
-	struct flow_key rk = {
+	struct flow_key *rk = &sc->rk;
+	*rk = (struct flow_key){
 		.src = ct->backend,
 		.dst = *la,
 		.sport = ct->bport,
@@ -197,18 +202,18 @@ static __always_inline int nat_alloc(const struct pkt *p, __u32 hash, const stru
 	};
 	__u32 nh = nat_hash(hash);
 	for (int i = 0; i < NAT_PORT_PROBES; i++) {
-		rk.dport = bpf_htons(NAT_PORT_MIN + (nh + i) % NAT_PORT_RANGE);
-		if (bpf_map_update_elem(&nat_reverse, &rk, &nv, BPF_NOEXIST) == 0) {
-			ct->lport = rk.dport;
+		rk->dport = bpf_htons(NAT_PORT_MIN + (nh + i) % NAT_PORT_RANGE);
+		if (bpf_map_update_elem(&nat_reverse, rk, nv, BPF_NOEXIST) == 0) {
+			ct->lport = rk->dport;
 			return 0;
 		}
 		/* Taken: by this very flow (its conntrack entry expired, was
 		 * evicted or is on another CPU), or by a flow gone idle, it is
 		 * ours; else try the next port. */
-		struct nat_value *old = bpf_map_lookup_elem(&nat_reverse, &rk);
-		if (old && (nat_same_flow(old, &nv) || nat_expired(old, p->key.proto, now)) &&
-		    bpf_map_update_elem(&nat_reverse, &rk, &nv, BPF_ANY) == 0) {
-			ct->lport = rk.dport;
+		struct nat_value *old = bpf_map_lookup_elem(&nat_reverse, rk);
+		if (old && (nat_same_flow(old, nv) || nat_expired(old, p->key.proto, now)) &&
+		    bpf_map_update_elem(&nat_reverse, rk, nv, BPF_ANY) == 0) {
+			ct->lport = rk->dport;
 			return 0;
 		}
 	}

@@ -150,6 +150,14 @@ struct snat_value {
 	__u8 pad[3];  /* zero */
 };
 
+/* scratch is per-CPU working memory of the new-flow path, which the
+ * 512-byte BPF stack has no room for. */
+struct scratch {
+	struct ct_value ct;   /* the new flow's entry */
+	struct nat_value nv;  /* its FullNAT reverse entry */
+	struct flow_key rk;   /* the reverse entry's key */
+};
+
 /* sync_reason says why a sync_event was sent. */
 enum sync_reason : __u8 {
 	SYNC_NEW = 0,     /* the flow is established (TCP) or new (UDP) */
@@ -189,8 +197,14 @@ enum lb_drop {
 	LB_DROP_NO_NEIGH = 3,    /* no next-hop MAC for the destination */
 	LB_DROP_NAT_PORTS = 4,   /* no FullNAT local address or free port */
 	LB_DROP_FRAGMENT = 5,    /* IP fragment to an L4 VIP */
-	LB_DROP_MALFORMED = 6,   /* truncated or invalid header to an L4 VIP */
-	LB_DROP_MAX = 8,
+	LB_DROP_MALFORMED = 6,   /* truncated or inconsistent header to an L4 VIP */
+	LB_DROP_ETH_DST = 8,     /* frame to a VIP not addressed to this host's MAC */
+	LB_DROP_IP_CSUM = 9,     /* bad IPv4 header checksum */
+	LB_DROP_IP_OPTIONS = 10, /* IPv4 source route or malformed option */
+	LB_DROP_MARTIAN = 11,    /* source no host may send from, or this node's */
+	LB_DROP_L4_CSUM = 12,    /* bad TCP/UDP checksum on a segment that would change a flow */
+	LB_DROP_TCP_FLAGS = 13,  /* TCP flags an endpoint discards (SYN+FIN, no ACK, ...) */
+	LB_DROP_MAX = 16,
 };
 
 /* lb_stats are per-CPU counters of a service, a backend or the whole

@@ -39,6 +39,43 @@ static __always_inline int drop_if_vip(const struct pkt *p, enum lb_drop why)
 	return drop(bpf_map_lookup_elem(&global_stats, &zero), why);
 }
 
+/* to_this_host reports whether the frame is addressed to this node's MAC.
+ * A router takes nothing else (RFC 1812 5.3.4): a unicast packet in a
+ * broadcast, multicast or other host's frame reaches every LB node on the
+ * segment, and each would forward a copy. */
+static __always_inline int to_this_host(const struct pkt *p, const struct lb_config *cfg)
+{
+	const __u8 *d = p->eth->h_dest;
+	return *(const __u32 *)d == *(const __u32 *)cfg->mac &&
+	       *(const __u16 *)(d + 4) == *(const __u16 *)(cfg->mac + 4);
+}
+
+/* martian reports whether p's source is one no host sends from (RFC 1812
+ * 5.3.7, RFC 4291 2.5): unspecified, loopback, multicast, reserved,
+ * link-local (not forwarded beyond its link), IPv4-mapped on the wire;
+ * or an address of this node or a FullNAT local address of the cluster,
+ * which only a forger would send to a VIP from outside. Such a packet
+ * opens no flow. */
+static __always_inline int martian(const struct pkt *p)
+{
+	const __be32 *a = p->key.src.a;
+	if (!p->is_v6) {
+		__u32 s = bpf_ntohl(a[3]);
+		__u32 top = s >> 24;
+		if (top == 0 || top == 127 || top >= 224 || (s >> 16) == 0xa9fe)
+			return 1;
+	} else {
+		__u32 w0 = bpf_ntohl(a[0]);
+		if ((w0 >> 24) == 0xff || (w0 & 0xffc00000) == 0xfe800000)
+			return 1;
+		if (!a[0] && !a[1] &&
+		    ((!a[2] && (!a[3] || a[3] == bpf_htonl(1))) || a[2] == bpf_htonl(0xffff)))
+			return 1;
+	}
+	return bpf_map_lookup_elem(&own_addrs, &p->key.src) ||
+	       bpf_map_lookup_elem(&snat_addrs, &p->key.src);
+}
+
 /* pick_backend fills ct with the backend the service's Maglev table gives
  * for the flow. Returns 0, or -1 if the table has no backend there. */
 static __always_inline int pick_backend(const struct pkt *p, const struct svc_value *svc,
@@ -94,22 +131,32 @@ static __always_inline int ct_usable(const struct pkt *p, const struct svc_value
 
 /* ct_touch records a packet of a tracked flow: its time, and the TCP
  * flags that set the entry's lifetime. Only changed fields are written.
+ * A segment establishes or closes the flow only as its endpoint would
+ * take it: with ACK set (RFC 9293 3.10.7.4: a segment without ACK is
+ * dropped, RST aside) and a valid checksum, which is verified only then.
+ * The sequence number is not checked (docs/decisions.md): a forger on
+ * path with the tuple and a valid checksum can still close an idle flow,
+ * as with IPVS and Katran. Returns -1 to drop a segment whose checksum
+ * fails (its endpoint would discard it), else 0.
  * The flow is reported for sync when it becomes established or starts
  * closing, and every SYNC_REFRESH_SECS while it lives. A FullNAT flow's
  * reverse entry is refreshed too, but only when the second or the flags
  * change, so the hit path seldom touches the shared map. */
-static __always_inline void ct_touch(const struct pkt *p, const struct svc_value *svc,
-				     struct ct_value *ct, __u32 now)
+static __always_inline int ct_touch(const struct pkt *p, const struct svc_value *svc,
+				    struct ct_value *ct, __u32 now)
 {
 	__u8 flags = ct->flags;
 	if (p->key.proto == IPPROTO_TCP_) {
-		if (!is_syn(p))
+		__u8 f = p->tcp_flags;
+		if ((f & (TCP_FLAG_SYN_ | TCP_FLAG_ACK_)) == TCP_FLAG_ACK_)
 			flags |= CT_ESTABLISHED;
-		if (p->tcp_flags & (TCP_FLAG_FIN_ | TCP_FLAG_RST_))
+		if ((f & TCP_FLAG_RST_) || (f & (TCP_FLAG_FIN_ | TCP_FLAG_ACK_)) == (TCP_FLAG_FIN_ | TCP_FLAG_ACK_))
 			flags |= CT_CLOSING;
+		if (flags != ct->flags && !l4_csum_ok(p))
+			return -1;
 	}
 	if (flags == ct->flags && ct->last_seen == now)
-		return;
+		return 0;
 	__u8 why = SYNC_NONE;
 	if ((flags & CT_CLOSING) && !(ct->flags & CT_CLOSING))
 		why = SYNC_CLOSING;
@@ -124,7 +171,7 @@ static __always_inline void ct_touch(const struct pkt *p, const struct svc_value
 		sync_report(p, svc, ct, why);
 	}
 	if (svc->mode != LB_MODE_FULLNAT)
-		return;
+		return 0;
 	struct flow_key rk = {
 		.src = ct->backend,
 		.dst = ct->local,
@@ -135,6 +182,7 @@ static __always_inline void ct_touch(const struct pkt *p, const struct svc_value
 	struct nat_value *nv = bpf_map_lookup_elem(&nat_reverse, &rk);
 	if (nv && addr_eq(&nv->client, &p->key.src) && nv->cport == p->key.sport)
 		nat_touch(nv, p, 0, now);
+	return 0;
 }
 
 /* forward handles a packet to a service. */
@@ -146,7 +194,6 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 	if (!ttl_ok(p))
 		return drop(ss, LB_DROP_TTL);
 
-	struct ct_value fresh = {};
 	__u32 now = bpf_ktime_get_coarse_ns() / 1000000000;
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p->key);
 	int is_new = !ct_usable(p, svc, ct, now);
@@ -169,6 +216,8 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 	}
 
 	if (is_new) {
+		if (martian(p))
+			return drop(ss, LB_DROP_MARTIAN);
 		hash = flow_hash(&p->key);
 		/* Only a SYN opens a TCP flow: a flood of other segments
 		 * cannot evict established flows from the LRU. A segment that
@@ -192,14 +241,19 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 				return drop(ss, LB_DROP_NO_CONN);
 			midflow = 1;
 		}
-		if (pick_backend(p, svc, hash, &fresh) < 0)
+		__u32 zero = 0;
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+		if (!sc)
+			return XDP_ABORTED;
+		ct = &sc->ct;
+		*ct = (struct ct_value){};
+		if (pick_backend(p, svc, hash, ct) < 0)
 			return drop(ss, LB_DROP_NO_BACKEND);
-		fresh.last_seen = now;
+		ct->last_seen = now;
 		if (p->key.proto == IPPROTO_UDP_) {
-			fresh.flags |= CT_ESTABLISHED;
-			fresh.synced = now;
+			ct->flags |= CT_ESTABLISHED;
+			ct->synced = now;
 		}
-		ct = &fresh;
 	}
 
 	__u32 bid = ct->backend_id;
@@ -208,6 +262,8 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 	if (!mac)
 		return drop_backend(ss, bs, LB_DROP_NO_NEIGH);
 	if (is_new && !midflow) {
+		if (!l4_csum_ok(p))
+			return drop_backend(ss, bs, LB_DROP_L4_CSUM);
 		if (svc->mode == LB_MODE_FULLNAT && nat_alloc(p, hash, svc, ct, now) < 0)
 			return drop_backend(ss, bs, LB_DROP_NAT_PORTS);
 		bpf_map_update_elem(&conntrack, &p->key, ct, BPF_ANY);
@@ -219,8 +275,8 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 			ss->new_flows++;
 		if (bs)
 			bs->new_flows++;
-	} else if (!is_new) {
-		ct_touch(p, svc, ct, now);
+	} else if (!is_new && ct_touch(p, svc, ct, now) < 0) {
+		return drop_backend(ss, bs, LB_DROP_L4_CSUM);
 	}
 	count(ss, bytes);
 	count(bs, bytes);
@@ -265,7 +321,16 @@ int xdp_lb(struct xdp_md *ctx)
 	struct pkt p = {};
 	__u64 bytes = ctx->data_end - ctx->data;
 
-	switch (parse_packet(ctx, &p)) {
+	int parsed = parse_packet(ctx, &p);
+	if (parsed == PARSE_OTHER)
+		return XDP_PASS;
+	if (parsed == PARSE_ARP)
+		return handle_arp(&p);
+	__u32 zero = 0;
+	struct lb_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || !to_this_host(&p, cfg))
+		return drop_if_vip(&p, LB_DROP_ETH_DST);
+	switch (parsed) {
 	case PARSE_OK:
 		break;
 	case PARSE_ICMP:
@@ -274,12 +339,8 @@ int xdp_lb(struct xdp_md *ctx)
 		return handle_icmp4(&p, bytes);
 	case PARSE_FRAGMENT:
 		return drop_if_vip(&p, LB_DROP_FRAGMENT);
-	case PARSE_MALFORMED:
-		return drop_if_vip(&p, LB_DROP_MALFORMED);
-	case PARSE_ARP:
-		return handle_arp(&p);
 	default:
-		return XDP_PASS;
+		return drop_if_vip(&p, p.why);
 	}
 
 	struct svc_key sk = {

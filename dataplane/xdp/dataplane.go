@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -132,6 +133,42 @@ func (d *Dataplane) Attach(ifname string) error {
 	d.mu.Lock()
 	d.links = append(d.links, l)
 	d.mu.Unlock()
+	var addrs []netip.Addr
+	if ifas, err := iface.Addrs(); err == nil {
+		for _, ifa := range ifas {
+			if n, ok := ifa.(*net.IPNet); ok {
+				if a, ok := netip.AddrFromSlice(n.IP); ok {
+					addrs = append(addrs, a.Unmap())
+				}
+			}
+		}
+	}
+	return d.setInterface(iface.HardwareAddr, addrs)
+}
+
+// setInterface tells the program the MAC and addresses of the interface it
+// serves: it takes only frames addressed to the MAC, and opens no flow
+// from one of the addresses (a forged source). An interface without a MAC
+// (loopback) has frames addressed to zero, which is what is written.
+func (d *Dataplane) setInterface(mac net.HardwareAddr, addrs []netip.Addr) error {
+	if len(mac) != 0 && len(mac) != 6 {
+		return fmt.Errorf("xdp interface MAC %q is not 6 bytes", mac)
+	}
+	if len(addrs) > int(d.objs.OwnAddrs.MaxEntries()) {
+		addrs = addrs[:d.objs.OwnAddrs.MaxEntries()]
+	}
+	for _, a := range addrs {
+		if err := d.objs.OwnAddrs.Put(lbAddr(a), uint8(1)); err != nil {
+			return fmt.Errorf("write own address %v: %w", a, err)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.state.config.Mac = [6]uint8{}
+	copy(d.state.config.Mac[:], mac)
+	if err := d.objs.Config.Put(uint32(0), d.state.config); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
 	return nil
 }
 

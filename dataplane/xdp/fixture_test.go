@@ -25,6 +25,9 @@ var (
 	}
 	local4 = ip("10.0.0.100")
 	local6 = ip("fd00::100")
+	// The node's own interface addresses.
+	nodeAddr4 = ip("10.0.0.1")
+	nodeAddr6 = ip("fd00::1")
 
 	client4 = netip.MustParseAddrPort("198.51.100.7:40000")
 	client6 = netip.MustParseAddrPort("[2001:db8:c::7]:40000")
@@ -255,10 +258,10 @@ func TestFixtures(t *testing.T) {
 		fixture{name: "icmp echo to vip passes", in: other(func(q *packet) { q.proto = "icmp" }), action: xdpPass},
 		fixture{name: "icmpv6 echo to vip passes", in: base(client6, "2001:db8::1", 0, "icmp"), action: xdpPass},
 		fixture{name: "arp passes", raw: arpFrame(), action: xdpPass},
-		fixture{name: "ipv4 options fullnat", in: other(func(q *packet) { q.ipOptions = true; q.src = netip.MustParseAddrPort("198.51.100.9:5000") }),
-			action: xdpTX, want: forwarded(other(func(q *packet) { q.ipOptions = true; q.src = netip.MustParseAddrPort("198.51.100.9:5000") }))},
-		fixture{name: "ipv4 options dsr", in: base(client4, "192.0.2.2", 80, "tcp").with(func(q *packet) { q.ipOptions = true; q.src = netip.MustParseAddrPort("198.51.100.9:5001") }),
-			action: xdpTX, want: forwarded(base(client4, "192.0.2.2", 80, "tcp").with(func(q *packet) { q.ipOptions = true; q.src = netip.MustParseAddrPort("198.51.100.9:5001") }))},
+		fixture{name: "ipv4 options fullnat", in: other(func(q *packet) { q.ipOptions = nops; q.src = netip.MustParseAddrPort("198.51.100.9:5000") }),
+			action: xdpTX, want: forwarded(other(func(q *packet) { q.ipOptions = nops; q.src = netip.MustParseAddrPort("198.51.100.9:5000") }))},
+		fixture{name: "ipv4 options dsr", in: base(client4, "192.0.2.2", 80, "tcp").with(func(q *packet) { q.ipOptions = nops; q.src = netip.MustParseAddrPort("198.51.100.9:5001") }),
+			action: xdpTX, want: forwarded(base(client4, "192.0.2.2", 80, "tcp").with(func(q *packet) { q.ipOptions = nops; q.src = netip.MustParseAddrPort("198.51.100.9:5001") }))},
 		fixture{name: "802.1Q fullnat", in: other(func(q *packet) { q.vlans = []uint16{10}; q.src = netip.MustParseAddrPort("198.51.100.10:5000") }),
 			action: xdpTX, want: forwarded(other(func(q *packet) { q.vlans = []uint16{10}; q.src = netip.MustParseAddrPort("198.51.100.10:5000") }))},
 		fixture{name: "QinQ dsr v6", in: base(client6, "2001:db8::2", 53, "udp").with(func(q *packet) { q.vlans = []uint16{100, 10} }),

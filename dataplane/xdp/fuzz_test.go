@@ -1,16 +1,23 @@
 package xdp
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 )
 
-// FuzzXDP feeds arbitrary frames (their checksums made valid first, where
-// they parse) through the program: it must never abort, never forward a
-// frame that is neither to a service nor a tracked FullNAT reply, and every
-// frame it forwards must have valid checksums.
+// FuzzXDP feeds arbitrary frames through the program, their checksums
+// made valid first where they parse unless the input asks to keep them.
+// Invariants: never XDP_ABORTED; nothing forwarded unless it is to a
+// service, a tracked FullNAT reply or an ICMP error about a tracked flow;
+// every forwarded frame from this node's MAC to a known next hop, with a
+// valid IPv4 header checksum, and valid TCP/UDP checksums where the
+// input's were (a segment of a tracked flow is not verified: its endpoint
+// discards it); and a frame its endpoint would discard (a checksum fails)
+// opens, establishes or closes no flow.
 func FuzzXDP(f *testing.F) {
 	d := newTestDataplane(f, Options{ConnTrackSize: 4096, TableSize: testTableSize})
 	if err := d.Apply(context.Background(), testConfig()); err != nil {
@@ -22,21 +29,39 @@ func FuzzXDP(f *testing.F) {
 		{src: client4, dst: netip.MustParseAddrPort("192.0.2.1:53"), proto: "udp", payload: "x"},
 		{src: client6, dst: netip.MustParseAddrPort("[2001:db8::2]:80"), proto: "tcp", syn: true, vlans: []uint16{7}},
 		{src: client6, dst: netip.MustParseAddrPort("[2001:db8::1]:53"), proto: "udp"},
-		{src: client4, dst: netip.MustParseAddrPort("192.0.2.2:53"), proto: "udp", ipOptions: true},
+		{src: client4, dst: netip.MustParseAddrPort("192.0.2.2:53"), proto: "udp", ipOptions: nops},
 		{src: netip.MustParseAddrPort("10.1.0.11:8080"), dst: netip.MustParseAddrPort("10.0.0.100:2000"), proto: "tcp", ack: true},
 	} {
 		p.srcMAC, p.dstMAC = gwMAC, nodeMAC
 		f.Add(p.frame(f))
 	}
 	f.Add(arpFrame())
+	// A SYN whose TCP checksum is broken, kept so by its odd last byte (60
+	// bytes: no Ethernet padding).
+	bad := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.MustParseAddrPort("198.51.100.9:9"), dst: netip.MustParseAddrPort("192.0.2.1:80"), proto: "tcp", syn: true, payload: "xxxxxy"}.frame(f)
+	bad[l4Offset(bad)+16] ^= 0xff
+	f.Add(bad)
 	answer := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.MustParseAddrPort("192.0.2.1:80"), dst: client4, proto: "tcp", ack: true}
 	f.Add(icmpError(f, gwMAC, nodeMAC, ip("198.51.100.1"), ip("192.0.2.1"), 60, quote(f, answer)))
 
+	nextHops := map[string]bool{gwMAC.String(): true, clientMAC.String(): true}
+	for _, m := range backendMAC {
+		nextHops[m.String()] = true
+	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) < 14 {
 			return // BPF_PROG_TEST_RUN needs an Ethernet header
 		}
-		fixChecksums(frame)
+		// The last byte's low bit keeps the checksums as they are.
+		if frame[len(frame)-1]&1 == 0 {
+			fixChecksums(frame)
+		}
+		var before string
+		valid := checksumsValid(frame) == nil
+		discard := !valid && !isFragment(frame)
+		if discard {
+			before = flowState(t, d)
+		}
 		// What the frame is, judged before the program rewrites it.
 		fl, isFlow := parseFlow(frame)
 		var toService, tracked bool
@@ -60,14 +85,42 @@ func FuzzXDP(f *testing.F) {
 			if !toService && !tracked {
 				t.Fatalf("forwarded a frame to no service and of no tracked flow: % x", frame)
 			}
-			if err := checksumsValid(out); err != nil {
+			if err := checksumsValid(out); err != nil && (valid || !ipv4HeaderValid(out)) {
 				t.Fatalf("forwarded frame with bad checksums (%v): in % x, out % x", err, frame, out)
+			}
+			if src, dst := net.HardwareAddr(out[6:12]), net.HardwareAddr(out[:6]); !bytes.Equal(src, nodeMAC) || !nextHops[dst.String()] {
+				t.Fatalf("forwarded frame from %v to %v, want from %v to a next hop: % x", src, dst, nodeMAC, out)
 			}
 		case xdpDrop, xdpPass:
 		default:
 			t.Fatalf("action %d", act)
 		}
+		if discard {
+			if after := flowState(t, d); after != before {
+				t.Fatalf("a frame with a bad checksum changed the flows (% x):\nbefore %s\nafter  %s", frame, before, after)
+			}
+		}
 	})
+}
+
+// ipv4HeaderValid reports whether b's IPv4 header checksum (if b is IPv4)
+// is valid.
+func ipv4HeaderValid(b []byte) bool {
+	h, ok := locate(b)
+	return !ok || h.v6 || csum(b[h.ip:h.l4]) == 0xffff
+}
+
+// isFragment reports whether b is an IP fragment: a first fragment's
+// TCP/UDP checksum covers bytes it does not carry.
+func isFragment(b []byte) bool {
+	h, ok := locate(b)
+	if !ok {
+		return false
+	}
+	if h.v6 {
+		return b[h.ip+6] == 44
+	}
+	return binary.BigEndian.Uint16(b[h.ip+6:])&0x3fff != 0
 }
 
 // quotedFlow returns the 5-tuple of the TCP or UDP packet an ICMP or

@@ -94,7 +94,13 @@ const (
 	lbLbDropLB_DROP_NAT_PORTS  lbLbDrop = 4
 	lbLbDropLB_DROP_FRAGMENT   lbLbDrop = 5
 	lbLbDropLB_DROP_MALFORMED  lbLbDrop = 6
-	lbLbDropLB_DROP_MAX        lbLbDrop = 8
+	lbLbDropLB_DROP_ETH_DST    lbLbDrop = 8
+	lbLbDropLB_DROP_IP_CSUM    lbLbDrop = 9
+	lbLbDropLB_DROP_IP_OPTIONS lbLbDrop = 10
+	lbLbDropLB_DROP_MARTIAN    lbLbDrop = 11
+	lbLbDropLB_DROP_L4CSUM     lbLbDrop = 12
+	lbLbDropLB_DROP_TCP_FLAGS  lbLbDrop = 13
+	lbLbDropLB_DROP_MAX        lbLbDrop = 16
 )
 
 type lbLbMode uint8
@@ -116,7 +122,7 @@ type lbLbStats struct {
 	Packets  uint64
 	Bytes    uint64
 	NewFlows uint64
-	Drops    [8]uint64
+	Drops    [16]uint64
 }
 
 type lbNatFlags uint8
@@ -156,6 +162,13 @@ type lbPeerMac struct {
 	_   structs.HostLayout
 	Mac [6]uint8
 	Pad uint16
+}
+
+type lbScratch struct {
+	_  structs.HostLayout
+	Ct lbCtValue
+	Nv lbNatValue
+	Rk lbFlowKey
 }
 
 type lbSnatValue struct {
@@ -239,8 +252,10 @@ const (
 	lbMapMaglevTables  = "maglev_tables"
 	lbMapNatReverse    = "nat_reverse"
 	lbMapNeighbors     = "neighbors"
+	lbMapOwnAddrs      = "own_addrs"
 	lbMapPeerMacs      = "peer_macs"
 	lbMapPeers         = "peers"
+	lbMapScratch       = "scratch"
 	lbMapServices      = "services"
 	lbMapSnatAddrs     = "snat_addrs"
 	lbMapSvcStats      = "svc_stats"
@@ -312,8 +327,10 @@ type lbMapSpecs struct {
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	NatReverse   *ebpf.MapSpec `ebpf:"nat_reverse"`
 	Neighbors    *ebpf.MapSpec `ebpf:"neighbors"`
+	OwnAddrs     *ebpf.MapSpec `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.MapSpec `ebpf:"peer_macs"`
 	Peers        *ebpf.MapSpec `ebpf:"peers"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
 	SnatAddrs    *ebpf.MapSpec `ebpf:"snat_addrs"`
 	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
@@ -361,8 +378,10 @@ type lbMaps struct {
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	NatReverse   *ebpf.Map `ebpf:"nat_reverse"`
 	Neighbors    *ebpf.Map `ebpf:"neighbors"`
+	OwnAddrs     *ebpf.Map `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.Map `ebpf:"peer_macs"`
 	Peers        *ebpf.Map `ebpf:"peers"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Services     *ebpf.Map `ebpf:"services"`
 	SnatAddrs    *ebpf.Map `ebpf:"snat_addrs"`
 	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
@@ -383,8 +402,10 @@ func (m *lbMaps) Close() error {
 		m.MaglevTables,
 		m.NatReverse,
 		m.Neighbors,
+		m.OwnAddrs,
 		m.PeerMacs,
 		m.Peers,
+		m.Scratch,
 		m.Services,
 		m.SnatAddrs,
 		m.SvcStats,

@@ -37,13 +37,17 @@ type packet struct {
 	src, dst       netip.AddrPort
 	proto          string // "tcp", "udp" or "icmp"
 	syn, ack, fin  bool
-	ttl            uint8 // 0 means 64
-	ipOptions      bool  // IPv4 options (4 bytes: 3 NOPs and an end)
-	mf             bool  // IPv4 more-fragments
+	rst            bool
+	ttl            uint8               // 0 means 64
+	ipOptions      []layers.IPv4Option // IPv4 options (nops: 3 NOPs and an end)
+	mf             bool                // IPv4 more-fragments
 	fragOffset     uint16
 	zeroUDPCsum    bool // IPv4 UDP without checksum
 	payload        string
 }
+
+// nops are IPv4 options that change nothing: 3 NOPs and an end.
+var nops = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
 
 func (p packet) with(f func(*packet)) packet {
 	f(&p)
@@ -111,16 +115,14 @@ func (p packet) serialize() ([]byte, error) {
 		if p.mf {
 			ip.Flags = layers.IPv4MoreFragments
 		}
-		if p.ipOptions {
-			ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
-		}
+		ip.Options = p.ipOptions
 		ls = append(ls, ip)
 		nl = ip
 	}
 	switch p.proto {
 	case "tcp":
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.src.Port()), DstPort: layers.TCPPort(p.dst.Port()),
-			SYN: p.syn, ACK: p.ack, FIN: p.fin, Seq: 1000, Window: 65535}
+			SYN: p.syn, ACK: p.ack, FIN: p.fin, RST: p.rst, Seq: 1000, Window: 65535}
 		if p.ack {
 			tcp.Ack = 2000
 		}
@@ -227,6 +229,9 @@ func newTestDataplane(t testing.TB, opts Options) *Dataplane {
 			t.Errorf("Close: %v", err)
 		}
 	})
+	if err := d.setInterface(nodeMAC, []netip.Addr{nodeAddr4, nodeAddr6}); err != nil {
+		t.Fatalf("setInterface: %v", err)
+	}
 	return d
 }
 
