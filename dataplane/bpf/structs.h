@@ -88,6 +88,9 @@ struct ct_value {
 	__u8 pad[3];            /* zero */
 	__u32 last_seen;        /* host order; seconds of CLOCK_MONOTONIC_COARSE */
 	__u32 synced;           /* host order; second of the last sync report */
+	__u8 mac[6];            /* next-hop MAC, valid while neigh_gen is the config's */
+	__u8 pad2[2];           /* zero */
+	__u32 neigh_gen;        /* host order; lb_config.neigh_gen mac was found at; 0: none */
 };
 
 /* nat_flags are the bits of nat_value.flags. */
@@ -126,6 +129,7 @@ struct lb_config {
 	__u8 sync;        /* report flows to Go (flow sync runs) */
 	__u8 mac[6];      /* MAC of the interface: source of ARP replies */
 	__u16 pad;        /* zero */
+	__u32 neigh_gen;  /* host order; changes with every neighbor or gateway change; not 0 */
 };
 
 /* peer is another node a packet can be handed to, on the same segment. */

@@ -126,6 +126,25 @@ static __always_inline int ct_usable(const struct pkt *p, const struct svc_value
 	       (svc->mode == LB_MODE_DSR || be->port == ct->bport);
 }
 
+/* ct_next_hop returns the MAC to send a flow's packets to: the one its
+ * entry cached while no neighbor nor the gateway has changed since
+ * (lb_config.neigh_gen), else next_hop's, cached then. It saves the
+ * neighbor lookup of every packet. The MAC is written before the
+ * generation, so a CPU that sees the new generation sees its MAC. */
+static __always_inline const __u8 *ct_next_hop(struct ct_value *ct, const struct lb_config *cfg,
+					      int via_gw)
+{
+	if (ct->neigh_gen == cfg->neigh_gen && cfg->neigh_gen)
+		return ct->mac;
+	const __u8 *mac = next_hop(&ct->backend, via_gw);
+	if (!mac)
+		return NULL;
+	__builtin_memcpy(ct->mac, mac, ETH_ALEN);
+	asm volatile("" ::: "memory");
+	ct->neigh_gen = cfg->neigh_gen;
+	return ct->mac;
+}
+
 /* sync_none is "no report" for ct_touch. */
 #define SYNC_NONE 0xff
 
@@ -186,7 +205,8 @@ static __always_inline int ct_touch(const struct pkt *p, const struct svc_value 
 }
 
 /* forward handles a packet to a service. */
-static __always_inline int forward(struct pkt *p, const struct svc_value *svc, __u64 bytes)
+static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
+				   const struct lb_config *cfg, __u64 bytes)
 {
 	__u32 sid = svc->id;
 	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);
@@ -258,7 +278,7 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc, _
 
 	__u32 bid = ct->backend_id;
 	struct lb_stats *bs = bpf_map_lookup_elem(&backend_stats, &bid);
-	mac = next_hop(&ct->backend, svc->mode == LB_MODE_FULLNAT);
+	mac = ct_next_hop(ct, cfg, svc->mode == LB_MODE_FULLNAT);
 	if (!mac)
 		return drop_backend(ss, bs, LB_DROP_NO_NEIGH);
 	if (is_new && !midflow) {
@@ -350,6 +370,6 @@ int xdp_lb(struct xdp_md *ctx)
 	};
 	struct svc_value *svc = bpf_map_lookup_elem(&services, &sk);
 	if (svc)
-		return forward(&p, svc, bytes);
+		return forward(&p, svc, cfg, bytes);
 	return reverse(&p, bytes);
 }

@@ -181,6 +181,7 @@ func (d *Dataplane) applyNeighbors(cfg Config) error {
 			return fmt.Errorf("write neighbor %v: %w", a, err)
 		}
 		d.state.neighbors[a] = string(mac)
+		d.state.neighborsChanged()
 	}
 	for a := range d.state.neighbors {
 		if _, ok := want[a]; ok {
@@ -190,8 +191,19 @@ func (d *Dataplane) applyNeighbors(cfg Config) error {
 			return fmt.Errorf("delete neighbor %v: %w", a, err)
 		}
 		delete(d.state.neighbors, a)
+		d.state.neighborsChanged()
 	}
 	return nil
+}
+
+// neighborsChanged moves the neighbor generation on, so that the program's
+// connection entries look up their next hop again (applyLocal or
+// setInterface write it). It is never 0, which entries start at.
+func (st *state) neighborsChanged() {
+	st.config.NeighGen++
+	if st.config.NeighGen == 0 {
+		st.config.NeighGen = 1
+	}
 }
 
 // applyLocal writes the FullNAT local addresses and then the counts and
@@ -217,6 +229,10 @@ func (d *Dataplane) applyLocal(cfg Config) error {
 		copy(c.GwMac[:], cfg.Gateway)
 		c.HasGw = 1
 	}
+	if c.GwMac != d.state.config.GwMac || c.HasGw != d.state.config.HasGw {
+		d.state.neighborsChanged()
+	}
+	c.NeighGen = d.state.config.NeighGen
 	if err := d.objs.Config.Put(uint32(0), c); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}

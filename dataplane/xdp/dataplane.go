@@ -102,6 +102,7 @@ func New(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}
 	d.state = newState(d.limits)
+	d.state.neighborsChanged()
 	return d, nil
 }
 

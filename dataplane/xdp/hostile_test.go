@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -230,4 +232,42 @@ func addDrops(a, b Drops) Drops {
 		Malformed: a.Malformed + b.Malformed, EthDst: a.EthDst + b.EthDst, IPChecksum: a.IPChecksum + b.IPChecksum,
 		IPOptions: a.IPOptions + b.IPOptions, Martian: a.Martian + b.Martian, L4Checksum: a.L4Checksum + b.L4Checksum,
 		TCPFlags: a.TCPFlags + b.TCPFlags}
+}
+
+// TestNeighborChangeReachesFlows: a flow's entry caches its next hop's
+// MAC; a changed neighbor or gateway MAC reaches the flows already
+// established.
+func TestNeighborChangeReachesFlows(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 4096, TableSize: testTableSize})
+	cfg := testConfig()
+	if err := d.Apply(context.Background(), cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	r := runner{d.objs.XdpLb}
+	syn := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.MustParseAddrPort("198.51.100.80:8000"),
+		dst: netip.MustParseAddrPort("192.0.2.2:80"), proto: "tcp", syn: true}
+	ack := syn.with(func(q *packet) { q.syn, q.ack = false, true })
+	if act, _ := r.run(t, syn.frame(t)); act != xdpTX {
+		t.Fatalf("syn: %s", actionNames[act])
+	}
+	be := expect(t, cfg, findService(cfg, syn.dst, "tcp"), syn).backend.Addr()
+	next := func() string {
+		act, out := r.run(t, ack.frame(t))
+		if act != xdpTX {
+			t.Fatalf("ack: %s", actionNames[act])
+		}
+		return net.HardwareAddr(out[:6]).String()
+	}
+	if got := next(); got != backendMAC[be].String() {
+		t.Fatalf("next hop %s, want %s", got, backendMAC[be])
+	}
+	moved := mac("02:00:00:00:0a:aa")
+	cfg.Neighbors = maps.Clone(cfg.Neighbors)
+	cfg.Neighbors[be] = moved
+	if err := d.Apply(context.Background(), cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if got := next(); got != moved.String() {
+		t.Errorf("after the neighbor moved: next hop %s, want %s", got, moved)
+	}
 }

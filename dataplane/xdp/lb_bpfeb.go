@@ -47,6 +47,9 @@ type lbCtValue struct {
 	Pad       [3]uint8
 	LastSeen  uint32
 	Synced    uint32
+	Mac       [6]uint8
+	Pad2      [2]uint8
+	NeighGen  uint32
 }
 
 type lbFlowCounters struct {
@@ -82,6 +85,7 @@ type lbLbConfig struct {
 	Sync     uint8
 	Mac      [6]uint8
 	Pad      uint16
+	NeighGen uint32
 }
 
 type lbLbDrop uint32
