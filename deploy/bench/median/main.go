@@ -5,6 +5,10 @@
 // With -base NAME=PEER, benchmarks named NAME/<peer>/<case> also get the
 // ratio of each median to PEER's for the same case and metric, e.g.
 // -base BenchmarkLab_L4=nftables-dnat.
+//
+// With -ratio A=B, the medians of benchmark A (with or without its
+// -GOMAXPROCS suffix) are also given as ratios to those of benchmark B for
+// each metric both have, e.g. -ratio BenchmarkXDP/dsr/ipv4/hit=BenchmarkFloor/array-lookup-tx.
 package main
 
 import (
@@ -20,7 +24,9 @@ import (
 
 func main() {
 	var bases baseFlags
+	var ratios ratioFlags
 	flag.Var(&bases, "base", "NAME=PEER: print ratios of NAME/<peer>/<case> to NAME/PEER/<case> (repeatable)")
+	flag.Var(&ratios, "ratio", "A=B: print the ratios of benchmark A's medians to benchmark B's (repeatable)")
 	flag.Parse()
 	type key struct{ bench, unit string }
 	values := map[key][]float64{}
@@ -74,6 +80,57 @@ func main() {
 		fmt.Fprintf(w, "%s\t%s\t%.4g\t%d\t%s\n", k.bench, k.unit, m, len(values[k]), ratio)
 	}
 	w.Flush()
+	if len(ratios) == 0 {
+		return
+	}
+	fmt.Println()
+	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "RATIO OF MEDIANS\tMETRIC\tRATIO")
+	for _, r := range ratios {
+		for _, a := range order {
+			if !names(a.bench, r.a) {
+				continue
+			}
+			for _, b := range order {
+				if b.unit != a.unit || !names(b.bench, r.b) {
+					continue
+				}
+				am, _ := median(a)
+				if bm, _ := median(b); bm != 0 {
+					fmt.Fprintf(w, "%s / %s\t%s\t%.2f\n", r.a, r.b, a.unit, am/bm)
+				}
+			}
+		}
+	}
+	w.Flush()
+}
+
+// names reports whether a -ratio flag's name names bench: the same, or
+// with the -GOMAXPROCS suffix go test adds (e.g. "-2").
+func names(bench, name string) bool {
+	rest, ok := strings.CutPrefix(bench, name)
+	if !ok {
+		return false
+	}
+	if rest == "" {
+		return true
+	}
+	procs, ok := strings.CutPrefix(rest, "-")
+	return ok && procs != "" && strings.Trim(procs, "0123456789") == ""
+}
+
+// ratioFlags are the -ratio A=B flags, in order.
+type ratioFlags []struct{ a, b string }
+
+func (r *ratioFlags) String() string { return fmt.Sprint(*r) }
+
+func (r *ratioFlags) Set(s string) error {
+	a, b, ok := strings.Cut(s, "=")
+	if !ok || a == "" || b == "" {
+		return fmt.Errorf("-ratio %q: want A=B", s)
+	}
+	*r = append(*r, struct{ a, b string }{a, b})
+	return nil
 }
 
 // baseFlags are the -base NAME=PEER flags.
