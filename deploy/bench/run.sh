@@ -44,11 +44,23 @@ go test -run '^$' -bench 'BenchmarkDNS' -benchtime 1x -count "$COUNT" -timeout 2
 section "Maglev table build and lookup"
 go test -run '^$' -bench . -count "$COUNT" ./dataplane/maglev | tee "$OUT/maglev.txt"
 
+# Each deploy/bench/<name>/run.sh (e.g. katran: Katran's XDP program and
+# the harness floor beside BenchmarkXDP) writes $OUT/<name>.txt, which the
+# medians include.
+extras=()
 for extra in deploy/bench/*/run.sh; do
 	[[ -x "$extra" ]] || continue
 	section "$extra"
-	"$extra" | tee "$OUT/$(basename "$(dirname "$extra")").txt"
+	extras+=("$OUT/$(basename "$(dirname "$extra")").txt")
+	"$extra" | tee "${extras[-1]}"
 done
 
+# The ratios put Weft's XDP program beside Katran's (same frames, same
+# harness) and the floor (one array lookup and XDP_TX).
 section "medians"
-go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base BenchmarkLab_FlowSync=sync-off -base BenchmarkDNS=powerdns "$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/maglev.txt
+go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base BenchmarkLab_FlowSync=sync-off -base BenchmarkDNS=powerdns \
+	-ratio BenchmarkXDP/dsr/ipv4/hit=BenchmarkKatran/ipip-v4-hit -ratio BenchmarkXDP/dsr/ipv4/hit=BenchmarkFloor/array-lookup-tx \
+	-ratio BenchmarkXDP/dsr/ipv4/miss=BenchmarkKatran/ipip-v4-miss \
+	-ratio BenchmarkXDP/dsr/ipv6/hit=BenchmarkKatran/ipip-v6-hit -ratio BenchmarkXDP/dsr/ipv6/miss=BenchmarkKatran/ipip-v6-miss \
+	-ratio BenchmarkKatran/ipip-v4-hit=BenchmarkFloor/array-lookup-tx \
+	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/maglev.txt "${extras[@]}"
