@@ -129,7 +129,9 @@ func BenchmarkFloor(b *testing.B) {
 			total += mean
 		}
 		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/pkt")
-		if got := floorCount(b, coll) - before; got != uint64(b.N)*floorRepeat {
+		// At least: a call a signal interrupts is made again (by
+		// cilium/ebpf), after some runs were counted.
+		if got := floorCount(b, coll) - before; got < uint64(b.N)*floorRepeat {
 			b.Fatalf("floor counted %d of %d runs", got, b.N*floorRepeat)
 		}
 	})
