@@ -24,14 +24,7 @@ func TestNonSYNFloodKeepsFlows(t *testing.T) {
 		{"dsr", netip.MustParseAddrPort("192.0.2.2:80"), xdpTX},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := newTestDataplane(t, Options{ConnTrackSize: size, TableSize: testTableSize})
-			if err := d.Apply(context.Background(), testConfig()); err != nil {
-				t.Fatalf("Apply: %v", err)
-			}
-			r := runner{d.objs.XdpLb}
-			flow := func(src netip.AddrPort, syn bool) []byte {
-				return packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: src, dst: tc.vip, proto: "tcp", syn: syn, ack: !syn}.frame(t)
-			}
+			d, r, flow := floodRig(t, size, tc.vip)
 			// Fewer than size/2: a FullNAT flow also takes a reverse entry.
 			const established = 100
 			for i := range established {
@@ -58,6 +51,19 @@ func TestNonSYNFloodKeepsFlows(t *testing.T) {
 	}
 }
 
+// floodRig loads the program with a connection table of size entries
+// and testConfig; seg makes a client's TCP segment to vip, a SYN or an
+// ACK.
+func floodRig(t *testing.T, size uint32, vip netip.AddrPort) (d *Dataplane, r runner, seg func(src netip.AddrPort, syn bool) []byte) {
+	d = newTestDataplane(t, Options{ConnTrackSize: size, TableSize: testTableSize})
+	if err := d.Apply(context.Background(), testConfig()); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	return d, runner{d.objs.XdpLb}, func(src netip.AddrPort, syn bool) []byte {
+		return packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: src, dst: vip, proto: "tcp", syn: syn, ack: !syn}.frame(t)
+	}
+}
+
 // TestSYNFloodKeepsEstablished: a SYN flood of many times the table's
 // size in new tuples leaves every established flow in conntrack (and,
 // FullNAT, its reply tuple in nat_reverse), forwarded and translated back
@@ -75,14 +81,7 @@ func TestSYNFloodKeepsEstablished(t *testing.T) {
 		{"dsr", netip.MustParseAddrPort("192.0.2.2:80"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := newTestDataplane(t, Options{ConnTrackSize: size, TableSize: testTableSize})
-			if err := d.Apply(context.Background(), testConfig()); err != nil {
-				t.Fatalf("Apply: %v", err)
-			}
-			r := runner{d.objs.XdpLb}
-			seg := func(src netip.AddrPort, syn bool) []byte {
-				return packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: src, dst: tc.vip, proto: "tcp", syn: syn, ack: !syn}.frame(t)
-			}
+			d, r, seg := floodRig(t, size, tc.vip)
 			// As many as the tables hold: a flood that got in would
 			// evict some.
 			const established = size - 12
