@@ -320,24 +320,31 @@ func runFixtures(t *testing.T, r runner, rows []fixture) {
 			if got != tc.action {
 				t.Fatalf("action = %s, want %s", actionNames[got], actionNames[tc.action])
 			}
-			switch got {
-			case xdpTX:
-				want := tc.wantRaw
-				if want == nil {
-					want = tc.want.frame(t)
-				}
-				if !bytes.Equal(out, want) {
-					t.Fatalf("output frame differs:\n%s", frameDiff(out, want))
-				}
-				if err := checksumsValid(out); err != nil {
-					t.Errorf("output checksums: %v", err)
-				}
-			case xdpPass:
-				if !bytes.Equal(out, orig) {
-					t.Fatalf("passed frame was changed:\n%s", frameDiff(out, orig))
-				}
+			want := tc.wantRaw
+			if want == nil && got == xdpTX {
+				want = tc.want.frame(t)
 			}
+			checkOutput(t, got, out, orig, want)
 		})
+	}
+}
+
+// checkOutput checks what a run made of frame orig: a sent frame (XDP_TX)
+// is want, with valid checksums; a passed one is unchanged.
+func checkOutput(t *testing.T, act uint32, out, orig, want []byte) {
+	t.Helper()
+	switch act {
+	case xdpTX:
+		if !bytes.Equal(out, want) {
+			t.Fatalf("output frame differs:\n%s", frameDiff(out, want))
+		}
+		if err := checksumsValid(out); err != nil {
+			t.Errorf("output checksums: %v", err)
+		}
+	case xdpPass:
+		if !bytes.Equal(out, orig) {
+			t.Fatalf("passed frame was changed:\n%s", frameDiff(out, orig))
+		}
 	}
 }
 

@@ -150,19 +150,7 @@ func TestICMPErrors(t *testing.T) {
 			if got != tc.action {
 				t.Fatalf("action = %s, want %s", actionNames[got], actionNames[tc.action])
 			}
-			switch got {
-			case xdpTX:
-				if !bytes.Equal(out, tc.want) {
-					t.Fatalf("output frame differs:\n%s", frameDiff(out, tc.want))
-				}
-				if err := checksumsValid(out); err != nil {
-					t.Errorf("output checksums: %v", err)
-				}
-			case xdpPass:
-				if !bytes.Equal(out, orig) {
-					t.Fatalf("passed frame was changed:\n%s", frameDiff(out, orig))
-				}
-			}
+			checkOutput(t, got, out, orig, tc.want)
 		})
 	}
 }
