@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 	"unsafe"
 
@@ -25,12 +24,8 @@ import (
 
 var _ dataplane.FlowDriver = (*Dataplane)(nil)
 
-// reportBatch bounds how long a report waits in Go before it is handed on,
-// and how many are handed on at once.
-const (
-	reportDelay = time.Millisecond
-	reportBatch = 1024
-)
+// reportBatch bounds how many reports are handed on at once.
+const reportBatch = 1024
 
 // routingState is the flow routing last written, so SetFlowRouting
 // writes only what changed.
@@ -167,9 +162,11 @@ func (d *Dataplane) deletePeerMAC(mac string) error {
 	return nil
 }
 
-// ReadFlows hands the program's flow reports to report in batches, each
-// at most reportDelay after its first report, until ctx ends. One reader
-// at a time.
+// ReadFlows hands the program's flow reports to report until ctx ends, in
+// batches of what the ring holds: a report is handed on as soon as the
+// ring has no more, never held back for a batch to fill, since a flow is
+// lost with its node until its copies are out (a connection opened just
+// before a crash). One reader at a time.
 func (d *Dataplane) ReadFlows(ctx context.Context, report func([]dataplane.Flow)) error {
 	rd, err := ringbuf.NewReader(d.objs.SyncRing)
 	if err != nil {
@@ -181,35 +178,19 @@ func (d *Dataplane) ReadFlows(ctx context.Context, report func([]dataplane.Flow)
 	var (
 		rec   ringbuf.Record
 		batch []dataplane.Flow
-		first time.Time
 	)
 	for {
-		if len(batch) > 0 {
-			rd.SetDeadline(first.Add(reportDelay))
-		} else {
-			rd.SetDeadline(time.Time{})
-		}
 		err := rd.ReadInto(&rec)
 		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
 		case errors.Is(err, ringbuf.ErrClosed):
 			return ctx.Err()
 		case err != nil:
 			return fmt.Errorf("read sync ring: %w", err)
-		default:
-			f, ok := d.decodeReport(rec.RawSample)
-			if !ok {
-				continue
-			}
-			if len(batch) == 0 {
-				first = time.Now()
-			}
-			batch = append(batch, f)
-			if len(batch) < reportBatch && time.Since(first) < reportDelay {
-				continue
-			}
 		}
-		if len(batch) > 0 {
+		if f, ok := d.decodeReport(rec.RawSample); ok {
+			batch = append(batch, f)
+		}
+		if len(batch) > 0 && (len(batch) == reportBatch || rd.AvailableBytes() == 0) {
 			report(batch)
 			batch = nil
 		}
