@@ -35,7 +35,10 @@ type Service struct {
 	Mode string
 	// Scheduler is "maglev" (the default when empty) or "source-hash".
 	Scheduler string
-	Backends  []Backend
+	// NewFlowRate is how many new flows a second the node opens for the
+	// service, above which it drops them (XDP only); 0 is unlimited.
+	NewFlowRate uint32
+	Backends    []Backend
 }
 
 // Backend is a destination of a service. Weight is relative to the

@@ -20,17 +20,24 @@ type xdpRig struct {
 	*labRig
 	d    *xdp.Dataplane
 	base xdp.Config
+	// newFlowRate is the FullNAT service's new-flow rate (0: unlimited).
+	newFlowRate uint32
 }
 
 func newXDPRig(t testing.TB) *xdpRig {
+	return newXDPRigWith(t, xdp.Options{ConnTrackSize: 1 << 16})
+}
+
+// newXDPRigWith is newXDPRig with the dataplane's options and extra tools.
+func newXDPRigWith(t testing.TB, opts xdp.Options, tools ...string) *xdpRig {
 	t.Helper()
 	l := upLab(t, lab.Topology{Prefix: "weftx", Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3},
-		[]string{"curl", "wrk", "nft"}, true, "-addr", ":8080,:81")
+		append([]string{"curl", "wrk", "nft"}, tools...), true, "-addr", ":8080,:81")
 	node := l.Nodes[0]
 	if out, err := exec.Command("ip", "-n", l.Router.NS, "route", "add", labVIP.String()+"/32", "via", node.Addr.String()).CombinedOutput(); err != nil {
 		t.Fatalf("route to the VIP: %v %s", err, out)
 	}
-	d, err := xdp.New(xdp.Options{ConnTrackSize: 1 << 16})
+	d, err := xdp.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +84,7 @@ func newXDPRig(t testing.TB) *xdpRig {
 func (r *xdpRig) apply(weights map[string]uint32) {
 	r.t.Helper()
 	cfg := r.base
-	full := xdp.Service{VIP: labVIP, Port: 80, Proto: xdp.ProtoTCP, Mode: xdp.ModeFullNAT}
+	full := xdp.Service{VIP: labVIP, Port: 80, Proto: xdp.ProtoTCP, Mode: xdp.ModeFullNAT, NewFlowRate: r.newFlowRate}
 	dsr := xdp.Service{VIP: labVIP, Port: 81, Proto: xdp.ProtoTCP, Mode: xdp.ModeDSR}
 	for _, s := range r.l.Servers {
 		w, ok := weights[s.Name]

@@ -46,7 +46,7 @@ func TestDataplaneConfig(t *testing.T) {
 		Vip: "198.51.100.10",
 		Listeners: []*weftv1.Listener{
 			{Port: 80, Protocol: "tcp", Pool: "web"},
-			{Port: 53, Protocol: "udp", Mode: "dsr", Scheduler: "source-hash", Pool: "web"},
+			{Port: 53, Protocol: "udp", Mode: "dsr", Scheduler: "source-hash", NewFlowRate: 5000, Pool: "web"},
 			{Port: 8443, Protocol: "http", Pool: "web"}, // L7: not the L4 dataplane's
 		},
 	}}
@@ -66,7 +66,7 @@ func TestDataplaneConfig(t *testing.T) {
 	vip := netip.MustParseAddr("198.51.100.10")
 	want := dataplane.Config{LocalAddrs: local, Services: []dataplane.Service{
 		{VIP: vip, Port: 80, Proto: "tcp", Mode: "fullnat", Scheduler: "maglev", Backends: backends},
-		{VIP: vip, Port: 53, Proto: "udp", Mode: "dsr", Scheduler: "source-hash", Backends: backends},
+		{VIP: vip, Port: 53, Proto: "udp", Mode: "dsr", Scheduler: "source-hash", NewFlowRate: 5000, Backends: backends},
 	}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("dataplaneConfig:\ngot  %+v\nwant %+v", got, want)

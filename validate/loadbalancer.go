@@ -164,6 +164,8 @@ func (c checker) l7Listener(field string, l *weftv1.Listener) error {
 		return c.fail(field+".mode", "only tcp and udp listeners have a mode")
 	case l.Scheduler != "":
 		return c.fail(field+".scheduler", "only tcp and udp listeners have a scheduler")
+	case l.NewFlowRate != 0:
+		return c.fail(field+".newFlowRate", "only tcp and udp listeners have a new-flow rate")
 	case l.Pool == "" && len(l.Rules) == 0:
 		return c.fail(field+".pool", "must be set when the listener has no rules")
 	}

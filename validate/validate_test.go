@@ -247,6 +247,7 @@ func TestInvalid(t *testing.T) {
 		}), "spec.listeners[2].rules[0].requestHeaders", "this rule redirects"},
 
 		// Body limit.
+		{"new-flow rate on http", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].NewFlowRate = 1000 }), "spec.listeners[1].newFlowRate", "only tcp and udp listeners have a new-flow rate"},
 		{"body limit on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].MaxBodyBytes = 1024 }), "spec.listeners[0].maxBodyBytes", "only http and https listeners have a body limit"},
 		{"body limit over int64", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].MaxBodyBytes = 1 << 63 }), "spec.listeners[1].maxBodyBytes", "9223372036854775808 is too large (at most 9223372036854775807)"},
 

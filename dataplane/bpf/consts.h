@@ -32,6 +32,12 @@
 #define CONNTRACK_SIZE 65536
 #endif
 
+/* Entries of the tables of new flows (ct_new and nat_new each); the
+ * loader sets max_entries from its NewConnTrackSize option. */
+#ifndef CT_NEW_SIZE
+#define CT_NEW_SIZE 16384
+#endif
+
 /* Local (source) addresses for FullNAT, per address family. */
 #ifndef MAX_LOCAL_ADDRS
 #define MAX_LOCAL_ADDRS 16

@@ -29,7 +29,8 @@ struct icmp_hdr {
 };
 
 /* icmp_target is where an ICMP error goes and how it is rewritten; the
- * addresses point into the conntrack or nat_reverse entry. */
+ * addresses point into the conntrack, ct_new, nat_reverse or nat_new
+ * entry. */
 struct icmp_target {
 	const struct lb_addr *osrc, *odst; /* outer addresses (FullNAT) */
 	const struct lb_addr *isrc, *idst; /* quoted addresses (FullNAT) */
@@ -55,6 +56,8 @@ static __always_inline int icmp_resolve(const struct pkt *p, const struct flow_k
 	if (svc) {
 		struct ct_value *ct = bpf_map_lookup_elem(&conntrack, rk);
 		if (!ct || !(ct->flags & CT_VALID))
+			ct = bpf_map_lookup_elem(&ct_new, rk);
+		if (!ct || !(ct->flags & CT_VALID))
 			return -1;
 		t->svc_id = svc->id;
 		t->backend_id = ct->backend_id;
@@ -72,6 +75,8 @@ static __always_inline int icmp_resolve(const struct pkt *p, const struct flow_k
 	}
 
 	struct nat_value *nv = bpf_map_lookup_elem(&nat_reverse, rk);
+	if (!nv)
+		nv = bpf_map_lookup_elem(&nat_new, rk);
 	if (!nv)
 		return -1;
 	t->svc_id = nv->svc_id;

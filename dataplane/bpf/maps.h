@@ -81,6 +81,36 @@ struct {
 	__type(value, struct nat_value);
 } nat_reverse SEC(".maps");
 
+/* ct_new: client flow -> backend, for flows that sent one packet only (a
+ * TCP SYN, its retransmissions, a first UDP datagram): kept apart from
+ * conntrack so that a flood of new flows (spoofed SYNs) evicts other new
+ * flows only, never established ones. A flow moves to conntrack on its
+ * second packet (TCP: the first segment other than a SYN or RST). Sized
+ * by the loader (Options.NewConnTrackSize). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CT_NEW_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct ct_value);
+} ct_new SEC(".maps");
+
+/* nat_new: nat_reverse of the FullNAT flows in ct_new. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CT_NEW_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct nat_value);
+} nat_new SEC(".maps");
+
+/* new_flow_rate: service id -> this CPU's new flows in the current second,
+ * against svc_value.new_flow_rate. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct flow_rate);
+} new_flow_rate SEC(".maps");
+
 /* local_addrs: FullNAT source addresses; IPv4 ones at [0, n_local4), IPv6
  * ones at [MAX_LOCAL_ADDRS, MAX_LOCAL_ADDRS + n_local6). */
 struct {

@@ -157,11 +157,84 @@ static __always_inline int nat_same_flow(const struct nat_value *old, const stru
 	       old->cport == nv->cport && old->vport == nv->vport;
 }
 
+/* rev_key is the reply tuple (backend -> local address) of FullNAT flow
+ * ct. */
+static __always_inline struct flow_key rev_key(const struct ct_value *ct, __u8 proto)
+{
+	struct flow_key rk = {
+		.src = ct->backend,
+		.dst = ct->local,
+		.sport = ct->bport,
+		.dport = ct->lport,
+		.proto = proto,
+	};
+	return rk;
+}
+
+/* nat_entry is the reverse entry of p's FullNAT flow ct. */
+static __always_inline struct nat_value nat_entry(const struct pkt *p, const struct svc_value *svc,
+						  const struct ct_value *ct, __u32 now)
+{
+	struct nat_value nv = {
+		.client = p->key.src,
+		.vip = p->key.dst,
+		.cport = p->key.sport,
+		.vport = p->key.dport,
+		.svc_id = svc->id,
+		.backend_id = ct->backend_id,
+		.last_seen = now,
+	};
+	return nv;
+}
+
+/* nat_claim records nv at reply tuple rk in map (nat_new or nat_reverse)
+ * unless another live flow holds it there. A tuple held by this very flow
+ * (its conntrack entry expired, was evicted or is on another CPU) or by a
+ * flow gone idle is taken over. Returns 0, or -1 if the tuple is taken. */
+static __always_inline int nat_claim(void *map, const struct flow_key *rk, const struct nat_value *nv,
+				     __u32 now)
+{
+	if (bpf_map_update_elem(map, rk, nv, BPF_NOEXIST) == 0)
+		return 0;
+	struct nat_value *old = bpf_map_lookup_elem(map, rk);
+	if (old && (nat_same_flow(old, nv) || nat_expired(old, rk->proto, now)) &&
+	    bpf_map_update_elem(map, rk, nv, BPF_ANY) == 0)
+		return 0;
+	return -1;
+}
+
+/* nat_probe_port tries port i of nat_alloc's search, whose state is in
+ * the scratch entry (a bpf_loop callback: the verifier checks it once,
+ * not once per port). Returns 1 to stop. */
+static long nat_probe_port(__u32 i, void *unused)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!sc)
+		return 1;
+	sc->rk.dport = bpf_htons(NAT_PORT_MIN + (sc->nh + i) % NAT_PORT_RANGE);
+	/* An established flow's tuple is read, never taken, unless it is
+	 * this flow's or idle: new flows do not displace established ones
+	 * here either. */
+	struct nat_value *est = bpf_map_lookup_elem(&nat_reverse, &sc->rk);
+	if (est && !nat_same_flow(est, &sc->nv) && !nat_expired(est, sc->rk.proto, sc->now))
+		return 0;
+	if (nat_claim(&nat_new, &sc->rk, &sc->nv, sc->now) < 0)
+		return 0;
+	/* reverse() looks in nat_reverse first: a stale entry there would
+	 * take this flow's replies. */
+	if (est)
+		bpf_map_delete_elem(&nat_reverse, &sc->rk);
+	sc->found = 1;
+	return 1;
+}
+
 /* nat_alloc picks the FullNAT source of a new flow: a local address of
  * the flow's family by hash, and a port derived from the hash, probing
  * the next NAT_PORT_PROBES-1 ports when the reply tuple (backend ->
- * local:port) is held by another live flow; an expired one's is taken
- * over. It records the reverse entry and fills ct->local and ct->lport.
+ * local:port) is held by another live flow, new (nat_new) or established
+ * (nat_reverse); an expired one's is taken over. It records the reverse
+ * entry in nat_new (the flow is new) and fills ct->local and ct->lport.
  * Deterministic: the same flow gets the same source on every node (ports
  * held aside). Returns 0, or -1 if no source is free. */
 static __always_inline int nat_alloc(const struct pkt *p, __u32 hash, const struct svc_value *svc,
@@ -183,41 +256,21 @@ static __always_inline int nat_alloc(const struct pkt *p, __u32 hash, const stru
 	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
 	if (!sc)
 		return -1;
-	struct nat_value *nv = &sc->nv;
-	*nv = (struct nat_value){
-		.client = p->key.src,
-		.vip = p->key.dst,
-		.cport = p->key.sport,
-		.vport = p->key.dport,
-		.svc_id = svc->id,
-		.backend_id = ct->backend_id,
-		.last_seen = now,
-	};
-	struct flow_key *rk = &sc->rk;
-	*rk = (struct flow_key){
+	sc->nv = nat_entry(p, svc, ct, now);
+	sc->rk = (struct flow_key){
 		.src = ct->backend,
 		.dst = *la,
 		.sport = ct->bport,
 		.proto = p->key.proto,
 	};
-	__u32 nh = nat_hash(hash);
-	for (int i = 0; i < NAT_PORT_PROBES; i++) {
-		rk->dport = bpf_htons(NAT_PORT_MIN + (nh + i) % NAT_PORT_RANGE);
-		if (bpf_map_update_elem(&nat_reverse, rk, nv, BPF_NOEXIST) == 0) {
-			ct->lport = rk->dport;
-			return 0;
-		}
-		/* Taken: by this very flow (its conntrack entry expired, was
-		 * evicted or is on another CPU), or by a flow gone idle, it is
-		 * ours; else try the next port. */
-		struct nat_value *old = bpf_map_lookup_elem(&nat_reverse, rk);
-		if (old && (nat_same_flow(old, nv) || nat_expired(old, p->key.proto, now)) &&
-		    bpf_map_update_elem(&nat_reverse, rk, nv, BPF_ANY) == 0) {
-			ct->lport = rk->dport;
-			return 0;
-		}
-	}
-	return -1;
+	sc->nh = nat_hash(hash);
+	sc->now = now;
+	sc->found = 0;
+	bpf_loop(NAT_PORT_PROBES, nat_probe_port, NULL, 0);
+	if (!sc->found)
+		return -1;
+	ct->lport = sc->rk.dport;
+	return 0;
 }
 
 /* nat_touch records a packet of a FullNAT flow, either way, on its

@@ -43,6 +43,8 @@ struct svc_value {
 	enum lb_mode mode;   /* one byte */
 	enum lb_sched sched; /* one byte */
 	__u16 flags; /* host order; none defined yet, zero */
+	__u32 new_flow_rate; /* host order; new flows a second on each CPU,
+			      * above which they are dropped; 0: unlimited */
 };
 
 /* backend_flags are the bits of backend.flags. */
@@ -59,8 +61,8 @@ struct backend {
 	__u8 pad;            /* zero */
 };
 
-/* flow_key is a 5-tuple as seen on the wire; conntrack and nat_reverse are
- * keyed by it. */
+/* flow_key is a 5-tuple as seen on the wire; conntrack, ct_new,
+ * nat_reverse and nat_new are keyed by it. */
 struct flow_key {
 	struct lb_addr src; /* network order */
 	struct lb_addr dst; /* network order */
@@ -114,6 +116,13 @@ struct nat_value {
 	__u8 pad[3];           /* zero */
 };
 
+/* flow_rate counts the new flows of a service opened on one CPU in one
+ * second (map new_flow_rate). */
+struct flow_rate {
+	__u32 second; /* host order; seconds of CLOCK_MONOTONIC_COARSE */
+	__u32 count;  /* host order; new flows opened in that second */
+};
+
 /* neigh is a next-hop MAC address. */
 struct neigh {
 	__u8 mac[6];
@@ -160,6 +169,8 @@ struct scratch {
 	struct ct_value ct;   /* the new flow's entry */
 	struct nat_value nv;  /* its FullNAT reverse entry */
 	struct flow_key rk;   /* the reverse entry's key */
+	__u32 nh, now;        /* nat_alloc's port search: port hash, time */
+	__u32 found;          /* and its result */
 };
 
 /* sync_reason says why a sync_event was sent. */
@@ -202,6 +213,7 @@ enum lb_drop {
 	LB_DROP_NAT_PORTS = 4,   /* no FullNAT local address or free port */
 	LB_DROP_FRAGMENT = 5,    /* IP fragment to an L4 VIP */
 	LB_DROP_MALFORMED = 6,   /* truncated or inconsistent header to an L4 VIP */
+	LB_DROP_NEW_FLOW_RATE = 7, /* above the service's new-flow rate */
 	LB_DROP_ETH_DST = 8,     /* frame to a VIP not addressed to this host's MAC */
 	LB_DROP_IP_CSUM = 9,     /* bad IPv4 header checksum */
 	LB_DROP_IP_OPTIONS = 10, /* IPv4 source route or malformed option */

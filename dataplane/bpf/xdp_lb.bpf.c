@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdp_lb.bpf.c: Weft's L4 load balancer. Per packet: parse -> service
- * lookup by (VIP, port, protocol) -> conntrack -> on a miss, the flow's
+ * lookup by (VIP, port, protocol) -> conntrack, then ct_new (flows that
+ * sent one packet) -> on a miss, the flow's
  * owner if it is another node (flow.h), else the service's Maglev table ->
  * FullNAT or DSR rewrite -> XDP_TX. Replies of FullNAT flows (backend ->
  * local address) are rewritten back to VIP -> client, ICMP errors about
@@ -145,6 +146,17 @@ static __always_inline const __u8 *ct_next_hop(struct ct_value *ct, const struct
 	return ct->mac;
 }
 
+/* rev_touch refreshes, in map (nat_reverse or nat_new), the reverse
+ * entry of FullNAT flow ct that p (a client packet) belongs to. */
+static __always_inline void rev_touch(void *map, const struct pkt *p, const struct ct_value *ct,
+				      __u32 now)
+{
+	struct flow_key rk = rev_key(ct, p->key.proto);
+	struct nat_value *nv = bpf_map_lookup_elem(map, &rk);
+	if (nv && addr_eq(&nv->client, &p->key.src) && nv->cport == p->key.sport)
+		nat_touch(nv, p, 0, now);
+}
+
 /* sync_none is "no report" for ct_touch. */
 #define SYNC_NONE 0xff
 
@@ -189,19 +201,90 @@ static __always_inline int ct_touch(const struct pkt *p, const struct svc_value 
 		ct->synced = now;
 		sync_report(p, svc, ct, why);
 	}
-	if (svc->mode != LB_MODE_FULLNAT)
-		return 0;
-	struct flow_key rk = {
-		.src = ct->backend,
-		.dst = ct->local,
-		.sport = ct->bport,
-		.dport = ct->lport,
-		.proto = p->key.proto,
-	};
-	struct nat_value *nv = bpf_map_lookup_elem(&nat_reverse, &rk);
-	if (nv && addr_eq(&nv->client, &p->key.src) && nv->cport == p->key.sport)
-		nat_touch(nv, p, 0, now);
+	if (svc->mode == LB_MODE_FULLNAT)
+		rev_touch(&nat_reverse, p, ct, now);
 	return 0;
+}
+
+/* ct_new_touch records a packet of a new flow that leaves it new (a
+ * retransmitted SYN, or a RST, which closes it): time and flags on its
+ * entries in ct_new and, FullNAT, nat_new. A RST closes it only with a
+ * valid checksum, as in ct_touch. Returns -1 to drop a RST whose checksum
+ * fails, else 0. */
+static __always_inline int ct_new_touch(const struct pkt *p, const struct svc_value *svc,
+					struct ct_value *ct, __u32 now)
+{
+	__u8 flags = ct->flags;
+	if (p->tcp_flags & TCP_FLAG_RST_)
+		flags |= CT_CLOSING;
+	if (flags != ct->flags && !l4_csum_ok(p))
+		return -1;
+	if (flags == ct->flags && ct->last_seen == now)
+		return 0;
+	ct->flags = flags;
+	ct->last_seen = now;
+	if (svc->mode == LB_MODE_FULLNAT)
+		rev_touch(&nat_new, p, ct, now);
+	return 0;
+}
+
+/* ct_promote moves a new flow that sent its second packet (TCP: its first
+ * segment with ACK and neither SYN nor RST; UDP: any datagram) from ct_new
+ * to conntrack, and a FullNAT flow's reverse entry from nat_new to
+ * nat_reverse; the flow is then reported for sync (SYNC_NEW). ct is a
+ * copy of the ct_new entry (the scratch entry's), updated. The reverse
+ * entry is written anew from ct if a flood evicted it from nat_new; if an
+ * established flow took its tuple meanwhile (its nat_new entry was
+ * evicted and the port given again), the flow cannot be translated back.
+ * Returns 0, or -1 then. */
+static __always_inline int ct_promote(const struct pkt *p, const struct svc_value *svc,
+				      struct scratch *sc, __u32 now)
+{
+	struct ct_value *ct = &sc->ct;
+	ct->flags |= CT_ESTABLISHED;
+	if (p->key.proto == IPPROTO_TCP_ && (p->tcp_flags & TCP_FLAG_FIN_))
+		ct->flags |= CT_CLOSING;
+	ct->last_seen = now;
+	ct->synced = now;
+	if (svc->mode == LB_MODE_FULLNAT) {
+		sc->rk = rev_key(ct, p->key.proto);
+		sc->nv = nat_entry(p, svc, ct, now);
+		struct nat_value *nn = bpf_map_lookup_elem(&nat_new, &sc->rk);
+		int ours = nn && nat_same_flow(nn, &sc->nv);
+		if (ours)
+			sc->nv.flags = nn->flags;
+		if (nat_claim(&nat_reverse, &sc->rk, &sc->nv, now) < 0)
+			return -1;
+		if (ours)
+			bpf_map_delete_elem(&nat_new, &sc->rk);
+	}
+	bpf_map_update_elem(&conntrack, &p->key, ct, BPF_ANY);
+	bpf_map_delete_elem(&ct_new, &p->key);
+	sync_report(p, svc, ct, SYNC_NEW);
+	return 0;
+}
+
+/* new_flow_ok counts a new flow against its service's rate on this CPU
+ * (svc_value.new_flow_rate a second; the loader gives each CPU its share
+ * of the listener's rate) and reports whether it is within it. An
+ * unlimited service costs no lookup. */
+static __always_inline int new_flow_ok(const struct svc_value *svc, __u32 now)
+{
+	__u32 limit = svc->new_flow_rate;
+	if (limit == 0)
+		return 1;
+	__u32 sid = svc->id;
+	struct flow_rate *r = bpf_map_lookup_elem(&new_flow_rate, &sid);
+	if (!r)
+		return 1;
+	if (r->second != now) {
+		r->second = now;
+		r->count = 0;
+	}
+	if (r->count >= limit)
+		return 0;
+	r->count++;
+	return 1;
 }
 
 /* forward handles a packet to a service. */
@@ -217,10 +300,24 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 	__u32 now = bpf_ktime_get_coarse_ns() / 1000000000;
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p->key);
 	int is_new = !ct_usable(p, svc, ct, now);
+	/* stale: conntrack holds an entry of the tuple that no longer
+	 * decides (a new flow replaces it). embryonic: the flow is in ct_new. */
+	int stale = ct != NULL && is_new, embryonic = 0, promote = 0;
+	if (is_new) {
+		/* Established flows are looked up first: their hit path
+		 * costs one lookup, as if ct_new did not exist. */
+		struct ct_value *cn = bpf_map_lookup_elem(&ct_new, &p->key);
+		if (ct_usable(p, svc, cn, now)) {
+			ct = cn;
+			is_new = 0;
+			embryonic = 1;
+		}
+	}
 	/* midflow: a TCP segment other than a SYN that missed the table. */
 	int midflow = 0;
 	const __u8 *mac;
 	__u32 hash = 0;
+	struct scratch *sc = NULL; /* promote: holds the flow's entry */
 
 	/* An entry of a connection that closed a while ago, hit by a segment
 	 * that is not a SYN, is most likely of a new connection on the same
@@ -261,6 +358,8 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 				return drop(ss, LB_DROP_NO_CONN);
 			midflow = 1;
 		}
+		if (!midflow && !new_flow_ok(svc, now))
+			return drop(ss, LB_DROP_NEW_FLOW_RATE);
 		__u32 zero = 0;
 		struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
 		if (!sc)
@@ -270,10 +369,22 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 		if (pick_backend(p, svc, hash, ct) < 0)
 			return drop(ss, LB_DROP_NO_BACKEND);
 		ct->last_seen = now;
-		if (p->key.proto == IPPROTO_UDP_) {
-			ct->flags |= CT_ESTABLISHED;
-			ct->synced = now;
-		}
+	} else if (embryonic && (p->key.proto == IPPROTO_UDP_ ||
+				 (p->tcp_flags & (TCP_FLAG_SYN_ | TCP_FLAG_ACK_ | TCP_FLAG_RST_)) == TCP_FLAG_ACK_)) {
+		/* The flow's second packet: it moves to conntrack below, if
+		 * its checksum is valid (it changes the flow's state). A copy,
+		 * as the ct_new entry is deleted. */
+		if (!l4_csum_ok(p))
+			return drop(ss, LB_DROP_L4_CSUM);
+		__u32 zero = 0;
+		sc = bpf_map_lookup_elem(&scratch, &zero);
+		if (!sc)
+			return XDP_ABORTED;
+		sc->ct = *ct;
+		ct = &sc->ct;
+		promote = 1;
+	} else if (embryonic && ct_new_touch(p, svc, ct, now) < 0) {
+		return drop(ss, LB_DROP_L4_CSUM);
 	}
 
 	__u32 bid = ct->backend_id;
@@ -286,16 +397,20 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 			return drop_backend(ss, bs, LB_DROP_L4_CSUM);
 		if (svc->mode == LB_MODE_FULLNAT && nat_alloc(p, hash, svc, ct, now) < 0)
 			return drop_backend(ss, bs, LB_DROP_NAT_PORTS);
-		bpf_map_update_elem(&conntrack, &p->key, ct, BPF_ANY);
-		/* A TCP flow is reported once established (ct_touch), so that
-		 * a SYN flood makes no sync traffic; UDP has no handshake. */
-		if (p->key.proto == IPPROTO_UDP_)
-			sync_report(p, svc, ct, SYNC_NEW);
+		/* A new flow goes to ct_new, whatever the rate: a flood
+		 * evicts new flows only. It is reported for sync once it
+		 * moves to conntrack, so a flood makes no sync traffic. */
+		bpf_map_update_elem(&ct_new, &p->key, ct, BPF_ANY);
+		if (stale)
+			bpf_map_delete_elem(&conntrack, &p->key);
 		if (ss)
 			ss->new_flows++;
 		if (bs)
 			bs->new_flows++;
-	} else if (!is_new && ct_touch(p, svc, ct, now) < 0) {
+	} else if (promote) {
+		if (ct_promote(p, svc, sc, now) < 0)
+			return drop_backend(ss, bs, LB_DROP_NAT_PORTS);
+	} else if (!is_new && !embryonic && ct_touch(p, svc, ct, now) < 0) {
 		return drop_backend(ss, bs, LB_DROP_L4_CSUM);
 	}
 	count(ss, bytes);
@@ -308,13 +423,17 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 	return XDP_TX;
 }
 
-/* reverse handles a packet that is no service's: a FullNAT reply is
- * rewritten back to VIP -> client; one to a cluster local address this
- * node has no entry for is handed to the address's holder (flow.h);
+/* reverse handles a packet that is no service's: a FullNAT reply (of an
+ * established flow, nat_reverse, or a new one, nat_new) is rewritten back
+ * to VIP -> client; one to a cluster local address this node has no entry
+ * for is handed to the address's holder (flow.h);
  * anything else is passed. */
 static __always_inline int reverse(struct pkt *p, __u64 bytes)
 {
+	/* Established flows first, then new ones (their SYN-ACKs). */
 	struct nat_value *nv = bpf_map_lookup_elem(&nat_reverse, &p->key);
+	if (!nv)
+		nv = bpf_map_lookup_elem(&nat_new, &p->key);
 	if (!nv) {
 		int r = hand_reply(p);
 		return r >= 0 ? r : XDP_PASS;

@@ -264,6 +264,7 @@ func (d *Dataplane) applyService(k serviceKey, s Service) error {
 	if s.Scheduler == SchedulerSourceHash {
 		value.Sched = lbLbSchedLB_SCHED_SOURCE_HASH
 	}
+	value.NewFlowRate = perCPURate(s.NewFlowRate, uint32(ebpf.MustPossibleCPU()))
 	sig := signature(s.Backends, ids)
 
 	if old == nil {
@@ -340,6 +341,17 @@ func (d *Dataplane) removeService(k serviceKey) error {
 	d.state.svcIDs.put(old.value.Id)
 	d.releaseBackends(old.backends)
 	return d.removeVIP(k.vip)
+}
+
+// perCPURate is each CPU's share of a node's new-flow rate (0:
+// unlimited), rounded up so that no CPU's share is 0. The program counts
+// per CPU, without atomics: with the flows of a flood spread over n CPUs
+// the node opens the rate a second, with them all on one, rate/n.
+func perCPURate(rate, cpus uint32) uint32 {
+	if rate == 0 {
+		return 0
+	}
+	return (rate + cpus - 1) / cpus
 }
 
 // signature describes the input of a service's Maglev table.

@@ -27,6 +27,11 @@ type Options struct {
 	// ConnTrackSize is the number of entries of the connection table and
 	// of the FullNAT reverse table; 0 means DefaultConnTrackSize.
 	ConnTrackSize uint32
+	// NewConnTrackSize is the number of entries of the tables of new
+	// flows (one packet seen: a SYN, a first UDP datagram), kept apart so
+	// that a flood of new flows cannot evict established ones; 0 means
+	// a quarter of ConnTrackSize.
+	NewConnTrackSize uint32
 	// TableSize is the Maglev table size M, a prime; 0 means
 	// maglev.DefaultSize.
 	TableSize uint32
@@ -59,6 +64,9 @@ func New(opts Options) (*Dataplane, error) {
 	if opts.ConnTrackSize == 0 {
 		opts.ConnTrackSize = DefaultConnTrackSize
 	}
+	if opts.NewConnTrackSize == 0 {
+		opts.NewConnTrackSize = max(opts.ConnTrackSize/4, 1)
+	}
 	if opts.TableSize == 0 {
 		opts.TableSize = maglev.DefaultSize
 	}
@@ -78,6 +86,8 @@ func New(opts Options) (*Dataplane, error) {
 	}
 	spec.Maps[lbMapConntrack].MaxEntries = opts.ConnTrackSize
 	spec.Maps[lbMapNatReverse].MaxEntries = opts.ConnTrackSize
+	spec.Maps[lbMapCtNew].MaxEntries = opts.NewConnTrackSize
+	spec.Maps[lbMapNatNew].MaxEntries = opts.NewConnTrackSize
 	ring := spec.Maps[lbMapMaglevTables].InnerMap
 	ring.MaxEntries = opts.TableSize
 	if err := spec.Variables[lbVarRingSize].Set(opts.TableSize); err != nil {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 // FuzzXDP feeds arbitrary frames through the program, their checksums
@@ -71,8 +73,7 @@ func FuzzXDP(f *testing.F) {
 		if isFlow {
 			var sv lbSvcValue
 			toService = d.objs.Services.Lookup(lbSvcKey{Vip: lbAddr(fl.dst.Addr()), Port: be16(fl.dst.Port()), Proto: fl.proto}, &sv) == nil
-			var nv lbNatValue
-			tracked = d.objs.NatReverse.Lookup(fl.key(), &nv) == nil
+			tracked = isReply(d, fl)
 		}
 		act, out, err := r.try(frame)
 		if err != nil {
@@ -148,15 +149,26 @@ func quotedFlow(b []byte) (flowTuple, bool) {
 	return flowTuple{netip.AddrPortFrom(dst, dp), netip.AddrPortFrom(src, sp), proto}, true
 }
 
-// isTracked reports whether f is in the connection table or is the reply
-// tuple of a FullNAT flow.
+// isTracked reports whether f is in a connection table (conntrack or
+// ct_new) or is the reply tuple of a FullNAT flow.
 func isTracked(d *Dataplane, f flowTuple) bool {
-	var nv lbNatValue
-	if d.objs.NatReverse.Lookup(f.key(), &nv) == nil {
+	if isReply(d, f) {
 		return true
 	}
 	var ct lbCtValue
-	return d.objs.Conntrack.Lookup(f.key(), &ct) == nil && ct.Flags&lbCtFlagsCT_VALID != 0
+	for _, m := range []*ebpf.Map{d.objs.Conntrack, d.objs.CtNew} {
+		if m.Lookup(f.key(), &ct) == nil && ct.Flags&lbCtFlagsCT_VALID != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// isReply reports whether f is the reply tuple of a FullNAT flow,
+// established (nat_reverse) or new (nat_new).
+func isReply(d *Dataplane, f flowTuple) bool {
+	var nv lbNatValue
+	return d.objs.NatReverse.Lookup(f.key(), &nv) == nil || d.objs.NatNew.Lookup(f.key(), &nv) == nil
 }
 
 type flowTuple struct {

@@ -71,6 +71,12 @@ type lbFlowKey struct {
 	Pad   [3]uint8
 }
 
+type lbFlowRate struct {
+	_      structs.HostLayout
+	Second uint32
+	Count  uint32
+}
+
 type lbLbAddr struct {
 	_ structs.HostLayout
 	A [4]uint32
@@ -91,20 +97,21 @@ type lbLbConfig struct {
 type lbLbDrop uint32
 
 const (
-	lbLbDropLB_DROP_TTL        lbLbDrop = 0
-	lbLbDropLB_DROP_NO_CONN    lbLbDrop = 1
-	lbLbDropLB_DROP_NO_BACKEND lbLbDrop = 2
-	lbLbDropLB_DROP_NO_NEIGH   lbLbDrop = 3
-	lbLbDropLB_DROP_NAT_PORTS  lbLbDrop = 4
-	lbLbDropLB_DROP_FRAGMENT   lbLbDrop = 5
-	lbLbDropLB_DROP_MALFORMED  lbLbDrop = 6
-	lbLbDropLB_DROP_ETH_DST    lbLbDrop = 8
-	lbLbDropLB_DROP_IP_CSUM    lbLbDrop = 9
-	lbLbDropLB_DROP_IP_OPTIONS lbLbDrop = 10
-	lbLbDropLB_DROP_MARTIAN    lbLbDrop = 11
-	lbLbDropLB_DROP_L4CSUM     lbLbDrop = 12
-	lbLbDropLB_DROP_TCP_FLAGS  lbLbDrop = 13
-	lbLbDropLB_DROP_MAX        lbLbDrop = 16
+	lbLbDropLB_DROP_TTL           lbLbDrop = 0
+	lbLbDropLB_DROP_NO_CONN       lbLbDrop = 1
+	lbLbDropLB_DROP_NO_BACKEND    lbLbDrop = 2
+	lbLbDropLB_DROP_NO_NEIGH      lbLbDrop = 3
+	lbLbDropLB_DROP_NAT_PORTS     lbLbDrop = 4
+	lbLbDropLB_DROP_FRAGMENT      lbLbDrop = 5
+	lbLbDropLB_DROP_MALFORMED     lbLbDrop = 6
+	lbLbDropLB_DROP_NEW_FLOW_RATE lbLbDrop = 7
+	lbLbDropLB_DROP_ETH_DST       lbLbDrop = 8
+	lbLbDropLB_DROP_IP_CSUM       lbLbDrop = 9
+	lbLbDropLB_DROP_IP_OPTIONS    lbLbDrop = 10
+	lbLbDropLB_DROP_MARTIAN       lbLbDrop = 11
+	lbLbDropLB_DROP_L4CSUM        lbLbDrop = 12
+	lbLbDropLB_DROP_TCP_FLAGS     lbLbDrop = 13
+	lbLbDropLB_DROP_MAX           lbLbDrop = 16
 )
 
 type lbLbMode uint8
@@ -169,10 +176,13 @@ type lbPeerMac struct {
 }
 
 type lbScratch struct {
-	_  structs.HostLayout
-	Ct lbCtValue
-	Nv lbNatValue
-	Rk lbFlowKey
+	_     structs.HostLayout
+	Ct    lbCtValue
+	Nv    lbNatValue
+	Rk    lbFlowKey
+	Nh    uint32
+	Now   uint32
+	Found uint32
 }
 
 type lbSnatValue struct {
@@ -191,12 +201,13 @@ type lbSvcKey struct {
 }
 
 type lbSvcValue struct {
-	_     structs.HostLayout
-	Id    uint32
-	Table uint32
-	Mode  lbLbMode
-	Sched lbLbSched
-	Flags uint16
+	_           structs.HostLayout
+	Id          uint32
+	Table       uint32
+	Mode        lbLbMode
+	Sched       lbLbSched
+	Flags       uint16
+	NewFlowRate uint32
 }
 
 type lbSyncEvent struct {
@@ -249,13 +260,16 @@ const (
 	lbMapBackends      = "backends"
 	lbMapConfig        = "config"
 	lbMapConntrack     = "conntrack"
+	lbMapCtNew         = "ct_new"
 	lbMapFlowOwners    = "flow_owners"
 	lbMapFlowStats     = "flow_stats"
 	lbMapGlobalStats   = "global_stats"
 	lbMapLocalAddrs    = "local_addrs"
 	lbMapMaglevTables  = "maglev_tables"
+	lbMapNatNew        = "nat_new"
 	lbMapNatReverse    = "nat_reverse"
 	lbMapNeighbors     = "neighbors"
+	lbMapNewFlowRate   = "new_flow_rate"
 	lbMapOwnAddrs      = "own_addrs"
 	lbMapPeerMacs      = "peer_macs"
 	lbMapPeers         = "peers"
@@ -324,13 +338,16 @@ type lbMapSpecs struct {
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Config       *ebpf.MapSpec `ebpf:"config"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
 	FlowOwners   *ebpf.MapSpec `ebpf:"flow_owners"`
 	FlowStats    *ebpf.MapSpec `ebpf:"flow_stats"`
 	GlobalStats  *ebpf.MapSpec `ebpf:"global_stats"`
 	LocalAddrs   *ebpf.MapSpec `ebpf:"local_addrs"`
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
+	NatNew       *ebpf.MapSpec `ebpf:"nat_new"`
 	NatReverse   *ebpf.MapSpec `ebpf:"nat_reverse"`
 	Neighbors    *ebpf.MapSpec `ebpf:"neighbors"`
+	NewFlowRate  *ebpf.MapSpec `ebpf:"new_flow_rate"`
 	OwnAddrs     *ebpf.MapSpec `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.MapSpec `ebpf:"peer_macs"`
 	Peers        *ebpf.MapSpec `ebpf:"peers"`
@@ -375,13 +392,16 @@ type lbMaps struct {
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Config       *ebpf.Map `ebpf:"config"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	CtNew        *ebpf.Map `ebpf:"ct_new"`
 	FlowOwners   *ebpf.Map `ebpf:"flow_owners"`
 	FlowStats    *ebpf.Map `ebpf:"flow_stats"`
 	GlobalStats  *ebpf.Map `ebpf:"global_stats"`
 	LocalAddrs   *ebpf.Map `ebpf:"local_addrs"`
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
+	NatNew       *ebpf.Map `ebpf:"nat_new"`
 	NatReverse   *ebpf.Map `ebpf:"nat_reverse"`
 	Neighbors    *ebpf.Map `ebpf:"neighbors"`
+	NewFlowRate  *ebpf.Map `ebpf:"new_flow_rate"`
 	OwnAddrs     *ebpf.Map `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.Map `ebpf:"peer_macs"`
 	Peers        *ebpf.Map `ebpf:"peers"`
@@ -399,13 +419,16 @@ func (m *lbMaps) Close() error {
 		m.Backends,
 		m.Config,
 		m.Conntrack,
+		m.CtNew,
 		m.FlowOwners,
 		m.FlowStats,
 		m.GlobalStats,
 		m.LocalAddrs,
 		m.MaglevTables,
+		m.NatNew,
 		m.NatReverse,
 		m.Neighbors,
+		m.NewFlowRate,
 		m.OwnAddrs,
 		m.PeerMacs,
 		m.Peers,

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -193,19 +194,24 @@ func newFlows(st Stats, port uint16) uint64 {
 	return 0
 }
 
-// age makes the flow's conntrack entry last seen secs ago.
+// age makes the flow's conntrack (or ct_new) entry last seen secs ago.
 func age(t *testing.T, d *Dataplane, f flowTuple, secs uint32) {
 	t.Helper()
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
 		t.Fatalf("clock: %v", err)
 	}
-	var ct lbCtValue
-	if err := d.objs.Conntrack.Lookup(f.key(), &ct); err != nil {
-		t.Fatalf("lookup %v: %v", f, err)
+	// Established flows are in conntrack, new ones (one packet) in ct_new.
+	for _, m := range []*ebpf.Map{d.objs.Conntrack, d.objs.CtNew} {
+		var ct lbCtValue
+		if m.Lookup(f.key(), &ct) != nil {
+			continue
+		}
+		ct.LastSeen = uint32(ts.Sec) - secs
+		if err := m.Put(f.key(), ct); err != nil {
+			t.Fatalf("update %v: %v", f, err)
+		}
+		return
 	}
-	ct.LastSeen = uint32(ts.Sec) - secs
-	if err := d.objs.Conntrack.Put(f.key(), ct); err != nil {
-		t.Fatalf("update %v: %v", f, err)
-	}
+	t.Fatalf("%v is in no connection table", f)
 }

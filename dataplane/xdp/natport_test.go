@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
@@ -103,21 +104,26 @@ func testNATPort(t *testing.T, expire, refresh bool, offset uint16) {
 	}
 }
 
-// ageNAT makes a reverse entry last seen secs ago.
+// ageNAT makes a reverse entry (nat_reverse or nat_new) last seen secs
+// ago.
 func ageNAT(t *testing.T, d *Dataplane, f flowTuple, secs uint32) {
 	t.Helper()
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
 		t.Fatalf("clock: %v", err)
 	}
-	var nv lbNatValue
-	if err := d.objs.NatReverse.Lookup(f.key(), &nv); err != nil {
-		t.Fatalf("lookup %v: %v", f, err)
+	for _, m := range []*ebpf.Map{d.objs.NatReverse, d.objs.NatNew} {
+		var nv lbNatValue
+		if m.Lookup(f.key(), &nv) != nil {
+			continue
+		}
+		nv.LastSeen = uint32(ts.Sec) - secs
+		if err := m.Put(f.key(), nv); err != nil {
+			t.Fatalf("update %v: %v", f, err)
+		}
+		return
 	}
-	nv.LastSeen = uint32(ts.Sec) - secs
-	if err := d.objs.NatReverse.Put(f.key(), nv); err != nil {
-		t.Fatalf("update %v: %v", f, err)
-	}
+	t.Fatalf("%v is in no reverse table", f)
 }
 
 // tuple returns the source and destination of an IPv4 TCP frame.

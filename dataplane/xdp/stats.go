@@ -19,19 +19,20 @@ type Counters struct {
 
 // Drops counts dropped packets by reason.
 type Drops struct {
-	TTL        uint64 // TTL or hop limit <= 1
-	NoConn     uint64 // TCP segment other than a SYN with no connection entry
-	NoBackend  uint64 // the service has no backend (all weights 0)
-	NoNeighbor uint64 // no MAC for the next hop
-	NATPorts   uint64 // no FullNAT local address or free port
-	Fragment   uint64 // IP fragment to a VIP
-	Malformed  uint64 // truncated or inconsistent header to a VIP
-	EthDst     uint64 // frame to a VIP not addressed to this host's MAC
-	IPChecksum uint64 // bad IPv4 header checksum
-	IPOptions  uint64 // IPv4 source route or malformed option
-	Martian    uint64 // source no host sends from, or this node's own
-	L4Checksum uint64 // bad TCP/UDP checksum on a packet that would open, establish or close a flow; zero IPv6 UDP checksum
-	TCPFlags   uint64 // TCP flags an endpoint discards (SYN with FIN or RST; none of SYN, ACK, RST)
+	TTL         uint64 // TTL or hop limit <= 1
+	NoConn      uint64 // TCP segment other than a SYN with no connection entry
+	NoBackend   uint64 // the service has no backend (all weights 0)
+	NoNeighbor  uint64 // no MAC for the next hop
+	NATPorts    uint64 // no FullNAT local address or free port
+	Fragment    uint64 // IP fragment to a VIP
+	Malformed   uint64 // truncated or inconsistent header to a VIP
+	NewFlowRate uint64 // new flow above the service's new-flow rate
+	EthDst      uint64 // frame to a VIP not addressed to this host's MAC
+	IPChecksum  uint64 // bad IPv4 header checksum
+	IPOptions   uint64 // IPv4 source route or malformed option
+	Martian     uint64 // source no host sends from, or this node's own
+	L4Checksum  uint64 // bad TCP/UDP checksum on a packet that would open, establish or close a flow; zero IPv6 UDP checksum
+	TCPFlags    uint64 // TCP flags an endpoint discards (SYN with FIN or RST; none of SYN, ACK, RST)
 }
 
 // ServiceStats are the counters of one service, both directions of its
@@ -127,6 +128,7 @@ func readCounters(m *ebpf.Map, id uint32) (Counters, error) {
 		c.Drops.NATPorts += s.Drops[lbLbDropLB_DROP_NAT_PORTS]
 		c.Drops.Fragment += s.Drops[lbLbDropLB_DROP_FRAGMENT]
 		c.Drops.Malformed += s.Drops[lbLbDropLB_DROP_MALFORMED]
+		c.Drops.NewFlowRate += s.Drops[lbLbDropLB_DROP_NEW_FLOW_RATE]
 		c.Drops.EthDst += s.Drops[lbLbDropLB_DROP_ETH_DST]
 		c.Drops.IPChecksum += s.Drops[lbLbDropLB_DROP_IP_CSUM]
 		c.Drops.IPOptions += s.Drops[lbLbDropLB_DROP_IP_OPTIONS]

@@ -19,6 +19,7 @@ var toolPackages = map[string]string{
 	"wrk":     "wrk",
 	"nft":     "nftables",
 	"nstat":   "iproute2",
+	"hping3":  "hping3", // the SYN flood of TestLab_XDPFlood
 	// DNS: clients, a resolver, and the benchmark's tool and peer.
 	"dig":         "dnsutils",
 	"kdig":        "knot-dnsutils",

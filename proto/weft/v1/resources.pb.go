@@ -254,7 +254,11 @@ type Listener struct {
 	Timeouts      *Timeouts      `protobuf:"bytes,10,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
 	// MaxBodyBytes bounds request bodies of http and https listeners (413
 	// above it); 0 means unlimited.
-	MaxBodyBytes  uint64 `protobuf:"varint,11,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
+	MaxBodyBytes uint64 `protobuf:"varint,11,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
+	// NewFlowRate is for tcp and udp listeners: how many new flows a second
+	// each node opens for the listener (XDP dataplane); above it new flows
+	// are dropped and counted. 0 (the default) means unlimited.
+	NewFlowRate   uint32 `protobuf:"varint,12,opt,name=new_flow_rate,json=newFlowRate,proto3" json:"new_flow_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -362,6 +366,13 @@ func (x *Listener) GetTimeouts() *Timeouts {
 func (x *Listener) GetMaxBodyBytes() uint64 {
 	if x != nil {
 		return x.MaxBodyBytes
+	}
+	return 0
+}
+
+func (x *Listener) GetNewFlowRate() uint32 {
+	if x != nil {
+		return x.NewFlowRate
 	}
 	return 0
 }
@@ -2582,7 +2593,7 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
 	"\fprimary_zone\x18\x03 \x01(\tR\vprimaryZone\x12!\n" +
 	"\fbackup_zones\x18\x04 \x03(\tR\vbackupZones\x12/\n" +
-	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\xf1\x02\n" +
+	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\x95\x03\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1a\n" +
@@ -2595,7 +2606,8 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x0esticky_session\x18\t \x01(\v2\x16.weft.v1.StickySessionR\rstickySession\x12-\n" +
 	"\btimeouts\x18\n" +
 	" \x01(\v2\x11.weft.v1.TimeoutsR\btimeouts\x12$\n" +
-	"\x0emax_body_bytes\x18\v \x01(\x04R\fmaxBodyBytes\"\xcf\x02\n" +
+	"\x0emax_body_bytes\x18\v \x01(\x04R\fmaxBodyBytes\x12\"\n" +
+	"\rnew_flow_rate\x18\f \x01(\rR\vnewFlowRate\"\xcf\x02\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x1f\n" +
 	"\vpath_prefix\x18\x02 \x01(\tR\n" +
