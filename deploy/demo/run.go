@@ -261,7 +261,8 @@ func (d *demo) killLeader(ctx context.Context) error {
 		return err
 	}
 	ok, slow, failed := rec.totals(0, time.Hour)
-	cut := rec.failedAcross(killed, routeGone)
+	cutReqs := rec.failedAcross(killed, routeGone)
+	cut := len(cutReqs)
 	d.sent, d.lost, d.cut = d.sent+ok+failed, d.lost+failed, d.cut+cut
 	afterOK, _, afterFailed := rec.totals(routeGone+time.Second, time.Hour)
 	fmt.Printf("%d requests: %d answered, %d failed\n", ok+failed, ok, failed)
@@ -270,7 +271,11 @@ func (d *demo) killLeader(ctx context.Context) error {
 			"as it died, before the router dropped it, is lost; the resend takes the new route)\n", slow, slowAfter, victim.host.Name)
 	}
 	if cut > 0 {
-		fmt.Printf("%d failed as connections under way through %s when it died\n", cut, victim.host.Name)
+		fmt.Printf("%d failed as connections under way through %s when it died:\n", cut, victim.host.Name)
+		for _, res := range cutReqs {
+			fmt.Printf("    started %.1f ms before the kill, failed after %.1f s: %v\n",
+				float64(killed-res.at)/float64(time.Millisecond), res.took.Seconds(), res.err)
+		}
 	}
 	if failed > cut {
 		fmt.Printf("%d failed otherwise; a sample:\n%s", failed-cut, rec.errorSample())

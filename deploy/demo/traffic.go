@@ -155,18 +155,18 @@ func (r *recorder) totals(from, to time.Duration) (ok, slow, failed int) {
 	return ok, slow, failed
 }
 
-// failedAcross counts the failed requests that were running at from and
+// failedAcross returns the failed requests that were running at from and
 // had started before to.
-func (r *recorder) failedAcross(from, to time.Duration) int {
+func (r *recorder) failedAcross(from, to time.Duration) []result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
+	var failed []result
 	for _, res := range r.results {
 		if res.err != nil && res.at < to && res.at+res.took >= from {
-			n++
+			failed = append(failed, res)
 		}
 	}
-	return n
+	return failed
 }
 
 // perServer prints the answers per server of the requests that started in
