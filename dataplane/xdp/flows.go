@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 	"unsafe"
 
@@ -180,8 +181,22 @@ func (d *Dataplane) ReadFlows(ctx context.Context, report func([]dataplane.Flow)
 		batch []dataplane.Flow
 	)
 	for {
+		// With reports in hand, a deadline already past: the read
+		// returns the ring's next report, or ErrDeadlineExceeded once
+		// it has none.
+		if len(batch) > 0 {
+			rd.SetDeadline(time.Now())
+		} else {
+			rd.SetDeadline(time.Time{})
+		}
 		err := rd.ReadInto(&rec)
 		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if len(batch) > 0 {
+				report(batch)
+				batch = nil
+			}
+			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return ctx.Err()
 		case err != nil:
@@ -190,7 +205,7 @@ func (d *Dataplane) ReadFlows(ctx context.Context, report func([]dataplane.Flow)
 		if f, ok := d.decodeReport(rec.RawSample); ok {
 			batch = append(batch, f)
 		}
-		if len(batch) > 0 && (len(batch) == reportBatch || rd.AvailableBytes() == 0) {
+		if len(batch) == reportBatch {
 			report(batch)
 			batch = nil
 		}

@@ -3,9 +3,11 @@ package xdp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,6 +123,77 @@ func arpReply(addr netip.Addr) []byte {
 	copy(b[32:], gwMAC)
 	copy(b[38:], ip("10.0.0.1").AsSlice())
 	return b
+}
+
+// TestReadFlowsStops checks that ReadFlows hands on every report of a
+// burst and returns when its context ends, as it may while reports are
+// still coming in.
+func TestReadFlowsStops(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 4096, TableSize: testTableSize})
+	if err := d.Apply(context.Background(), testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetFlowRouting(routing(d, dataplane.TargetSelf, true)); err != nil {
+		t.Fatal(err)
+	}
+	r := runner{d.objs.XdpLb}
+	for round := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		var got atomic.Int64
+		done := make(chan error, 1)
+		const flows = 50
+		// This round's TCP flows: the ring may still hold the last
+		// round's UDP reports.
+		client := netip.MustParseAddr("198.51.100.41")
+		first := uint16(1024 + round*flows)
+		go func() {
+			done <- d.ReadFlows(ctx, func(fs []dataplane.Flow) {
+				for _, f := range fs {
+					if f.Client.Addr() == client && f.Client.Port() >= first {
+						got.Add(1)
+					}
+				}
+			})
+		}()
+		for i := range flows {
+			src := netip.AddrPortFrom(client, first+uint16(i))
+			syn := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: src, dst: netip.MustParseAddrPort("192.0.2.1:80"), proto: "tcp", syn: true}
+			r.run(t, syn.frame(t))
+			r.run(t, syn.with(func(q *packet) { q.syn, q.ack = false, true }).frame(t))
+		}
+		for deadline := time.Now().Add(2 * time.Second); got.Load() < flows && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		if n := got.Load(); n != flows {
+			t.Fatalf("round %d: %d reports handed on, want %d", round, n, flows)
+		}
+		// Reports still coming in as the context ends: a UDP flow's
+		// second datagram reports it.
+		stop := make(chan struct{})
+		producing := make(chan struct{})
+		go func() {
+			defer close(producing)
+			for port := uint16(1); ; port++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				udp := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.42"), port),
+					dst: netip.MustParseAddrPort("192.0.2.2:53"), proto: "udp"}.frame(t)
+				r.run(t, udp)
+				r.run(t, udp)
+			}
+		}()
+		time.Sleep(5 * time.Millisecond)
+		cancel()
+		err := <-done
+		close(stop)
+		<-producing
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: ReadFlows returned %v, want context.Canceled", round, err)
+		}
+	}
 }
 
 func TestFlowReports(t *testing.T) {
