@@ -9,6 +9,13 @@
 #define MAX_SERVICES 1024
 #endif
 
+/* conntrack entries hold a service id in 16 bits. */
+_Static_assert(MAX_SERVICES <= 65536, "ct_value.svc_id is 16 bits");
+
+/* vip_filter's size: 64 bits a word, VIP_FILTER_BITS bits. */
+#define VIP_FILTER_BITS 65536
+#define VIP_FILTER_WORDS (VIP_FILTER_BITS / 64)
+
 /* Backends (address, port), shared by all services. */
 #ifndef MAX_BACKENDS
 #define MAX_BACKENDS 4096

@@ -25,6 +25,27 @@ struct {
 	__type(value, struct svc_value);
 } services SEC(".maps");
 
+/* svc_by_id: svc_value.id -> the service, written with services: a
+ * packet that hits conntrack finds its service here, by its entry's
+ * svc_id, without a hash lookup. A key of zeros is no service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct svc_entry);
+} svc_by_id SEC(".maps");
+
+/* vip_filter: a bit per hash of a VIP address (vip_bit), set while the
+ * address has a service. A packet whose destination's bit is clear is no
+ * service's, which saves a replying backend's or the host's packets the
+ * lookups in conntrack and services. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VIP_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} vip_filter SEC(".maps");
+
 /* vips: addresses that have at least one service -> number of services.
  * Fragments and unparsable L4 headers to these are dropped, not passed. */
 struct {

@@ -47,6 +47,14 @@ struct svc_value {
 			      * above which they are dropped; 0: unlimited */
 };
 
+/* svc_entry is a service by id (map svc_by_id): its key, so that a
+ * conntrack entry's svc_id can be checked against its packet, and its
+ * configuration, as in services. */
+struct svc_entry {
+	struct svc_key key;
+	struct svc_value value;
+};
+
 /* backend_flags are the bits of backend.flags. */
 enum backend_flags : __u8 {
 	BACKEND_VALID = 1,  /* the entry is in use */
@@ -87,7 +95,9 @@ struct ct_value {
 	__be16 lport;           /* network order; FullNAT source port */
 	__u32 backend_id;       /* host order; index into backend_stats */
 	enum ct_flags flags;    /* one byte */
-	__u8 pad[3];            /* zero */
+	__u8 pad;               /* zero */
+	__u16 svc_id;           /* host order; its service's svc_value.id, the
+				 * index into svc_by_id (a hint: checked there) */
 	__u32 last_seen;        /* host order; seconds of CLOCK_MONOTONIC_COARSE */
 	__u32 synced;           /* host order; second of the last sync report */
 	__u8 mac[6];            /* next-hop MAC, valid while neigh_gen is the config's */

@@ -40,6 +40,34 @@ static __always_inline int drop_if_vip(const struct pkt *p, enum lb_drop why)
 	return drop(bpf_map_lookup_elem(&global_stats, &zero), why);
 }
 
+/* vip_bit is address a's bit in vip_filter: a multiplicative hash of its
+ * words as they lie in memory (the loader computes the same). */
+static __always_inline __u32 vip_bit(const struct lb_addr *a)
+{
+	return ((a->a[0] ^ a->a[1] ^ a->a[2] ^ a->a[3]) * 0x9e3779b1u) >> 16;
+}
+
+/* maybe_vip reports whether a may be a VIP: false for most other
+ * addresses, never for a VIP. */
+static __always_inline int maybe_vip(const struct lb_addr *a)
+{
+	__u32 bit = vip_bit(a), word = bit / 64;
+	__u64 *w = bpf_map_lookup_elem(&vip_filter, &word);
+	return w && (*w >> (bit % 64)) & 1;
+}
+
+/* svc_of returns the service of ct, the conntrack entry of p, if its
+ * svc_id still names the service of p's destination, else NULL. */
+static __always_inline struct svc_value *svc_of(const struct ct_value *ct, const struct pkt *p)
+{
+	__u32 id = ct->svc_id;
+	struct svc_entry *e = bpf_map_lookup_elem(&svc_by_id, &id);
+	if (!e || e->key.port != p->key.dport || e->key.proto != p->key.proto ||
+	    !addr_eq(&e->key.vip, &p->key.dst))
+		return NULL;
+	return &e->value;
+}
+
 /* to_this_host reports whether the frame is addressed to this node's MAC.
  * A router takes nothing else (RFC 1812 5.3.4): a unicast packet in a
  * broadcast, multicast or other host's frame reaches every LB node on the
@@ -287,9 +315,10 @@ static __always_inline int new_flow_ok(const struct svc_value *svc, __u32 now)
 	return 1;
 }
 
-/* forward handles a packet to a service. */
+/* forward handles a packet to a service; ct is its conntrack entry, if
+ * it has one. */
 static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
-				   const struct lb_config *cfg, __u64 bytes)
+				   const struct lb_config *cfg, __u64 bytes, struct ct_value *ct)
 {
 	__u32 sid = svc->id;
 	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);
@@ -298,7 +327,6 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 		return drop(ss, LB_DROP_TTL);
 
 	__u32 now = bpf_ktime_get_coarse_ns() / 1000000000;
-	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p->key);
 	int is_new = !ct_usable(p, svc, ct, now);
 	/* stale: conntrack holds an entry of the tuple that no longer
 	 * decides (a new flow replaces it). embryonic: the flow is in ct_new. */
@@ -365,7 +393,7 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 		if (!sc)
 			return XDP_ABORTED;
 		ct = &sc->ct;
-		*ct = (struct ct_value){};
+		*ct = (struct ct_value){.svc_id = svc->id};
 		if (pick_backend(p, svc, hash, ct) < 0)
 			return drop(ss, LB_DROP_NO_BACKEND);
 		ct->last_seen = now;
@@ -482,13 +510,21 @@ int xdp_lb(struct xdp_md *ctx)
 		return drop_if_vip(&p, p.why);
 	}
 
-	struct svc_key sk = {
-		.vip = p.key.dst,
-		.port = p.key.dport,
-		.proto = p.key.proto,
-	};
-	struct svc_value *svc = bpf_map_lookup_elem(&services, &sk);
+	if (!maybe_vip(&p.key.dst))
+		return reverse(&p, bytes);
+	/* Conntrack first: a tracked flow's packet finds its service by the
+	 * entry's id, an array lookup, and so costs one hash lookup. */
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p.key);
+	struct svc_value *svc = ct ? svc_of(ct, &p) : NULL;
+	if (!svc) {
+		struct svc_key sk = {
+			.vip = p.key.dst,
+			.port = p.key.dport,
+			.proto = p.key.proto,
+		};
+		svc = bpf_map_lookup_elem(&services, &sk);
+	}
 	if (svc)
-		return forward(&p, svc, cfg, bytes);
+		return forward(&p, svc, cfg, bytes, ct);
 	return reverse(&p, bytes);
 }

@@ -24,6 +24,7 @@ type state struct {
 	services  map[serviceKey]*serviceState
 	backends  map[backendKey]*backendRef
 	vips      map[netip.Addr]uint32 // services per VIP
+	vipFilter vipFilter
 	neighbors map[netip.Addr]string // MAC as written
 	svcIDs    idPool
 	backIDs   idPool
@@ -310,9 +311,12 @@ func (d *Dataplane) applyService(k serviceKey, s Service) error {
 	}
 	if old == nil || old.value != value {
 		// The switch: from here on new flows use the new table.
-		if err := d.objs.Services.Put(svcKey(k), value); err != nil {
+		var was *lbSvcValue
+		if old != nil {
+			was = &old.value
+		}
+		if err := d.putService(k, value, was); err != nil {
 			undo()
-			err = fmt.Errorf("write service: %w", err)
 			if old == nil {
 				// The VIP count was raised for this service.
 				err = errors.Join(err, d.removeVIP(k.vip))
@@ -335,6 +339,9 @@ func (d *Dataplane) removeService(k serviceKey) error {
 	old := d.state.services[k]
 	if err := d.objs.Services.Delete(svcKey(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete service: %w", err)
+	}
+	if err := d.objs.SvcById.Put(old.value.Id, lbSvcEntry{}); err != nil {
+		return fmt.Errorf("clear service %d: %w", old.value.Id, err)
 	}
 	delete(d.state.services, k)
 	d.freeTable(old.value.Table)
@@ -467,10 +474,89 @@ func (d *Dataplane) releaseBackends(bks []backendKey) {
 	}
 }
 
+// putService writes service k's configuration v where the program finds
+// it: by id in svc_by_id (for packets of tracked flows), then by key in
+// services. was is what it replaces, nil for a new service; if services
+// cannot be written, svc_by_id is put back as it was, since a tracked
+// flow's packet would otherwise see a table that is about to be freed.
+func (d *Dataplane) putService(k serviceKey, v lbSvcValue, was *lbSvcValue) error {
+	if err := d.objs.SvcById.Put(v.Id, lbSvcEntry{Key: svcKey(k), Value: v}); err != nil {
+		return fmt.Errorf("write service %d: %w", v.Id, err)
+	}
+	err := d.objs.Services.Put(svcKey(k), v)
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("write service: %w", err)
+	back := lbSvcEntry{}
+	if was != nil {
+		back = lbSvcEntry{Key: svcKey(k), Value: *was}
+	}
+	if rerr := d.objs.SvcById.Put(v.Id, back); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("restore service %d: %w", v.Id, rerr))
+	}
+	return err
+}
+
+// vipFilter mirrors the program's vip_filter: a bit per vipBit, set while
+// a VIP has it, and how many VIPs have each bit.
+type vipFilter struct {
+	words map[uint32]uint64 // by index, those not zero
+	vips  map[uint32]int
+}
+
+// vipBit is the bit of VIP a in vip_filter, as the program computes it
+// (vip_bit): a hash of the address's words as they lie in memory.
+func vipBit(a netip.Addr) uint32 {
+	x := lbAddr(a).A
+	return ((x[0] ^ x[1] ^ x[2] ^ x[3]) * 0x9e3779b1) >> 16
+}
+
+// setVIPBit counts one more (delta 1) or one fewer (-1) VIP on a's bit
+// and writes its word if the bit changed.
+func (d *Dataplane) setVIPBit(a netip.Addr, delta int) error {
+	f := &d.state.vipFilter
+	if f.vips == nil {
+		f.words, f.vips = map[uint32]uint64{}, map[uint32]int{}
+	}
+	bit := vipBit(a)
+	n := f.vips[bit] + delta
+	if n > 0 && n-delta > 0 {
+		f.vips[bit] = n
+		return nil
+	}
+	word := f.words[bit/64] ^ 1<<(bit%64)
+	if err := d.objs.VipFilter.Put(bit/64, word); err != nil {
+		return fmt.Errorf("write vip filter for %v: %w", a, err)
+	}
+	if word != 0 {
+		f.words[bit/64] = word
+	} else {
+		delete(f.words, bit/64)
+	}
+	if n > 0 {
+		f.vips[bit] = n
+	} else {
+		delete(f.vips, bit)
+	}
+	return nil
+}
+
+// addVIP counts one more service on VIP a. A new VIP's filter bit is set
+// before its first service is written, so no packet of it is passed by.
 func (d *Dataplane) addVIP(a netip.Addr) error {
 	n := d.state.vips[a] + 1
+	if n == 1 {
+		if err := d.setVIPBit(a, 1); err != nil {
+			return err
+		}
+	}
 	if err := d.objs.Vips.Put(lbAddr(a), n); err != nil {
-		return fmt.Errorf("write vip %v: %w", a, err)
+		err = fmt.Errorf("write vip %v: %w", a, err)
+		if n == 1 {
+			err = errors.Join(err, d.setVIPBit(a, -1))
+		}
+		return err
 	}
 	d.state.vips[a] = n
 	return nil
@@ -483,7 +569,7 @@ func (d *Dataplane) removeVIP(a netip.Addr) error {
 		if err := d.objs.Vips.Delete(lbAddr(a)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete vip %v: %w", a, err)
 		}
-		return nil
+		return d.setVIPBit(a, -1)
 	}
 	d.state.vips[a] = n
 	if err := d.objs.Vips.Put(lbAddr(a), n); err != nil {

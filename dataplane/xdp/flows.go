@@ -255,8 +255,10 @@ func (d *Dataplane) InstallFlows(flows []dataplane.Flow, into []dataplane.Instal
 		svcID, backendID := d.flowIDs(f)
 		seen := now - min(uint32(f.Idle/time.Second), now)
 		if into[i]&dataplane.InstallForward != 0 {
+			// svc_id is a hint the program checks: noBackend's low
+			// bits name no service of this key.
 			v := lbCtValue{Backend: lbAddr(f.Backend.Addr().Unmap()), Bport: be16(f.Backend.Port()),
-				BackendId: backendID, Flags: lbCtFlagsCT_VALID, LastSeen: seen, Synced: now}
+				BackendId: backendID, SvcId: uint16(svcID), Flags: lbCtFlagsCT_VALID, LastSeen: seen, Synced: now}
 			if f.Established {
 				v.Flags |= lbCtFlagsCT_ESTABLISHED
 			}

@@ -44,7 +44,8 @@ type lbCtValue struct {
 	Lport     uint16
 	BackendId uint32
 	Flags     lbCtFlags
-	Pad       [3]uint8
+	Pad       uint8
+	SvcId     uint16
 	LastSeen  uint32
 	Synced    uint32
 	Mac       [6]uint8
@@ -192,6 +193,12 @@ type lbSnatValue struct {
 	Pad    [3]uint8
 }
 
+type lbSvcEntry struct {
+	_     structs.HostLayout
+	Key   lbSvcKey
+	Value lbSvcValue
+}
+
 type lbSvcKey struct {
 	_     structs.HostLayout
 	Vip   lbLbAddr
@@ -276,8 +283,10 @@ const (
 	lbMapScratch       = "scratch"
 	lbMapServices      = "services"
 	lbMapSnatAddrs     = "snat_addrs"
+	lbMapSvcById       = "svc_by_id"
 	lbMapSvcStats      = "svc_stats"
 	lbMapSyncRing      = "sync_ring"
+	lbMapVipFilter     = "vip_filter"
 	lbMapVips          = "vips"
 	lbProgXdpLb        = "xdp_lb"
 	lbVarLbDropMax     = "lb_drop_max"
@@ -354,8 +363,10 @@ type lbMapSpecs struct {
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
 	SnatAddrs    *ebpf.MapSpec `ebpf:"snat_addrs"`
+	SvcById      *ebpf.MapSpec `ebpf:"svc_by_id"`
 	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
 	SyncRing     *ebpf.MapSpec `ebpf:"sync_ring"`
+	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
@@ -408,8 +419,10 @@ type lbMaps struct {
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Services     *ebpf.Map `ebpf:"services"`
 	SnatAddrs    *ebpf.Map `ebpf:"snat_addrs"`
+	SvcById      *ebpf.Map `ebpf:"svc_by_id"`
 	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
 	SyncRing     *ebpf.Map `ebpf:"sync_ring"`
+	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
@@ -435,8 +448,10 @@ func (m *lbMaps) Close() error {
 		m.Scratch,
 		m.Services,
 		m.SnatAddrs,
+		m.SvcById,
 		m.SvcStats,
 		m.SyncRing,
+		m.VipFilter,
 		m.Vips,
 	)
 }
