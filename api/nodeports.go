@@ -6,14 +6,18 @@ import (
 )
 
 // checkResource normalises and validates r (validate.Resource), then checks
-// what needs the node table: a load balancer's listeners against the ports
-// the nodes listen on.
+// what needs the state: a load balancer's listeners against the ports the
+// nodes listen on, and against other load balancers of its VIP that
+// forward fragments.
 func (s *Server) checkResource(r *weftv1.Resource) error {
 	if err := validate.Resource(r); err != nil {
 		return err
 	}
 	if lb := r.GetLoadBalancer(); lb != nil {
-		return validate.ListenerPorts(lb, s.nodePorts())
+		if err := validate.ListenerPorts(lb, s.nodePorts()); err != nil {
+			return err
+		}
+		return validate.FragmentListeners(lb, s.fsm.State().LoadBalancers())
 	}
 	return nil
 }

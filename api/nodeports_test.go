@@ -83,3 +83,42 @@ func TestListenerOnNodePort(t *testing.T) {
 		})
 	}
 }
+
+// TestFragmentsPerVIP: of the load balancers of one VIP, one listener may
+// forward fragments; a second is refused, naming the field, and changes
+// nothing, while a load balancer of another VIP may.
+func TestFragmentsPerVIP(t *testing.T) {
+	n := newTestNode(t)
+	c := n.client(n.admin)
+	ctx := context.Background()
+	if _, err := c.LB.CreatePool(ctx, connect.NewRequest(&weftv1.CreatePoolRequest{Pool: pool("dns")})); err != nil {
+		t.Fatal(err)
+	}
+	fragments := func(port uint32) *weftv1.Listener {
+		return &weftv1.Listener{Protocol: "udp", Port: port, Mode: "dsr", Pool: "dns", ForwardFragments: true}
+	}
+	create := func(l *weftv1.LoadBalancer) error {
+		_, err := c.LB.CreateLoadBalancer(ctx, connect.NewRequest(&weftv1.CreateLoadBalancerRequest{LoadBalancer: l}))
+		return err
+	}
+	if err := create(lb("a", "198.51.100.20", fragments(53))); err != nil {
+		t.Fatal(err)
+	}
+	before := n.resources()
+	err := create(lb("b", "198.51.100.20", &weftv1.Listener{Protocol: "tcp", Port: 80, Pool: "dns"}, fragments(54)))
+	wantCode(t, err, connect.CodeInvalidArgument)
+	want := `load balancer "b": spec.listeners[1].forwardFragments: load balancer "a" forwards the fragments of VIP 198.51.100.20 already; a fragment has no port to choose by`
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Message() != want {
+		t.Errorf("got %v, want %q", err, want)
+	}
+	if !sameResources(before, n.resources()) {
+		t.Error("state changed by a refused write")
+	}
+	if err := create(lb("c", "198.51.100.21", fragments(53))); err != nil {
+		t.Errorf("another VIP: %v", err)
+	}
+	if err := create(lb("d", "198.51.100.20", &weftv1.Listener{Protocol: "udp", Port: 55, Mode: "dsr", Pool: "dns"})); err != nil {
+		t.Errorf("the VIP without fragments: %v", err)
+	}
+}

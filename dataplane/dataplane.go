@@ -38,7 +38,13 @@ type Service struct {
 	// NewFlowRate is how many new flows a second the node opens for the
 	// service, above which it drops them (XDP only); 0 is unlimited.
 	NewFlowRate uint32
-	Backends    []Backend
+	// Fragments, for a DSR UDP service, has the node forward IP fragments
+	// to it: its backend is then picked by the client's and the VIP's
+	// addresses, not the ports, so that every fragment of a datagram goes
+	// where its first went (XDP only; at most one such service a VIP).
+	// Without it fragments to a VIP are dropped.
+	Fragments bool
+	Backends  []Backend
 }
 
 // Backend is a destination of a service. Weight is relative to the

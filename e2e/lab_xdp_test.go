@@ -32,7 +32,7 @@ func newXDPRig(t testing.TB) *xdpRig {
 func newXDPRigWith(t testing.TB, opts xdp.Options, tools ...string) *xdpRig {
 	t.Helper()
 	l := upLab(t, lab.Topology{Prefix: "weftx", Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3},
-		append([]string{"curl", "wrk", "nft"}, tools...), true, "-addr", ":8080,:81")
+		append([]string{"curl", "wrk", "nft"}, tools...), true, "-addr", ":8080,:81", "-udp", ":81")
 	node := l.Nodes[0]
 	if out, err := exec.Command("ip", "-n", l.Router.NS, "route", "add", labVIP.String()+"/32", "via", node.Addr.String()).CombinedOutput(); err != nil {
 		t.Fatalf("route to the VIP: %v %s", err, out)

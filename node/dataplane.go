@@ -35,7 +35,8 @@ func dataplaneConfig(st *raftfsm.State, local []netip.Addr, healthy Healthy) dat
 				continue
 			}
 			svc := dataplane.Service{VIP: vip, Port: uint16(l.GetPort()), Proto: l.GetProtocol(),
-				Mode: l.GetMode(), Scheduler: l.GetScheduler(), NewFlowRate: l.GetNewFlowRate()}
+				Mode: l.GetMode(), Scheduler: l.GetScheduler(), NewFlowRate: l.GetNewFlowRate(),
+				Fragments: l.GetForwardFragments()}
 			pool := st.Pool(l.GetPool())
 			for _, m := range pool.GetSpec().GetMembers() {
 				addr, err := netip.ParseAddr(m.GetAddress())

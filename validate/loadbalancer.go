@@ -60,6 +60,7 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 
 	names := map[string]int{}
 	ports := map[string]int{}
+	fragments := -1 // the listener that forwards fragments
 	for i, l := range s.Listeners {
 		if err := c.listener(i, l); err != nil {
 			return err
@@ -75,6 +76,12 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 			return c.fail(field+".port", "%s is already used by spec.listeners[%d]", key, j)
 		}
 		ports[key] = i
+		if l.ForwardFragments {
+			if fragments >= 0 {
+				return c.fail(field+".forwardFragments", "spec.listeners[%d] forwards the VIP's fragments already; a fragment has no port to choose by", fragments)
+			}
+			fragments = i
+		}
 	}
 	return nil
 }
@@ -139,6 +146,12 @@ func (c checker) l4Listener(field string, l *weftv1.Listener) error {
 	if err := c.oneOf(field+".scheduler", l.Scheduler, "maglev", "source-hash"); err != nil {
 		return err
 	}
+	switch {
+	case l.ForwardFragments && l.Protocol != "udp":
+		return c.fail(field+".forwardFragments", "only udp listeners forward fragments")
+	case l.ForwardFragments && l.Mode != "dsr":
+		return c.fail(field+".forwardFragments", "needs mode dsr: a fragment but the first has no ports, so %s could not translate it", l.Mode)
+	}
 	if l.Pool == "" {
 		return c.fail(field+".pool", "must be set for %s listeners", l.Protocol)
 	}
@@ -166,6 +179,8 @@ func (c checker) l7Listener(field string, l *weftv1.Listener) error {
 		return c.fail(field+".scheduler", "only tcp and udp listeners have a scheduler")
 	case l.NewFlowRate != 0:
 		return c.fail(field+".newFlowRate", "only tcp and udp listeners have a new-flow rate")
+	case l.ForwardFragments:
+		return c.fail(field+".forwardFragments", "only udp listeners forward fragments")
 	case l.Pool == "" && len(l.Rules) == 0:
 		return c.fail(field+".pool", "must be set when the listener has no rules")
 	}
@@ -362,3 +377,26 @@ func (c checker) redirect(field string, r *weftv1.Redirect) error {
 // isCTL reports whether r is a control character other than tab, which may
 // not appear in a header field value (RFC 9110 section 5.5).
 func isCTL(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }
+
+// FragmentListeners checks that no other load balancer of others with lb's
+// VIP forwards its fragments if a listener of lb does: a fragment has no
+// port to choose a listener by. The other load balancers are the state's,
+// which this package does not see; lb must have passed LoadBalancer.
+func FragmentListeners(lb *weftv1.LoadBalancer, others []*weftv1.LoadBalancer) error {
+	c := checker{kind: kindLoadBalancer, name: lb.GetMetadata().GetName()}
+	i := slices.IndexFunc(lb.GetSpec().GetListeners(), (*weftv1.Listener).GetForwardFragments)
+	if i < 0 {
+		return nil
+	}
+	vip, _ := netip.ParseAddr(lb.GetSpec().GetVip())
+	for _, o := range others {
+		if o.GetMetadata().GetName() == c.name || !slices.ContainsFunc(o.GetSpec().GetListeners(), (*weftv1.Listener).GetForwardFragments) {
+			continue
+		}
+		if ov, err := netip.ParseAddr(o.GetSpec().GetVip()); err == nil && ov.Unmap() == vip.Unmap() {
+			return c.fail(fmt.Sprintf("spec.listeners[%d].forwardFragments", i),
+				"load balancer %q forwards the fragments of VIP %s already; a fragment has no port to choose by", o.GetMetadata().GetName(), vip)
+		}
+	}
+	return nil
+}

@@ -246,6 +246,18 @@ func TestInvalid(t *testing.T) {
 			s.Listeners = append(s.Listeners, l7(&weftv1.Rule{Redirect: &weftv1.Redirect{}, RequestHeaders: &weftv1.HeaderRewrite{}}))
 		}), "spec.listeners[2].rules[0].requestHeaders", "this rule redirects"},
 
+		// Fragments.
+		{"fragments on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].ForwardFragments = true }), "spec.listeners[0].forwardFragments", "only udp listeners forward fragments"},
+		{"fragments on https", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].ForwardFragments = true }), "spec.listeners[1].forwardFragments", "only udp listeners forward fragments"},
+		{"fragments under fullnat", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners = append(s.Listeners, &weftv1.Listener{Port: 53, Protocol: "udp", Pool: "dns", ForwardFragments: true})
+		}), "spec.listeners[2].forwardFragments", "needs mode dsr: a fragment but the first has no ports, so fullnat could not translate it"},
+		{"fragments twice", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners = append(s.Listeners,
+				&weftv1.Listener{Port: 53, Protocol: "udp", Mode: "dsr", Pool: "dns", ForwardFragments: true},
+				&weftv1.Listener{Port: 54, Protocol: "udp", Mode: "dsr", Pool: "dns", ForwardFragments: true})
+		}), "spec.listeners[3].forwardFragments", "spec.listeners[2] forwards the VIP's fragments already"},
+
 		// Body limit.
 		{"new-flow rate on http", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].NewFlowRate = 1000 }), "spec.listeners[1].newFlowRate", "only tcp and udp listeners have a new-flow rate"},
 		{"body limit on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].MaxBodyBytes = 1024 }), "spec.listeners[0].maxBodyBytes", "only http and https listeners have a body limit"},

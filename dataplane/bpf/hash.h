@@ -57,6 +57,16 @@ static __always_inline __u32 source_hash(const struct flow_key *k)
 	return hash_final(hash_addr(FLOW_HASH_SEED, &k->src), 16);
 }
 
+/* addr_hash hashes the addresses and protocol (services that forward
+ * fragments, SVC_FRAGMENTS). */
+static __always_inline __u32 addr_hash(const struct flow_key *k)
+{
+	__u32 h = hash_addr(FLOW_HASH_SEED, &k->src);
+	h = hash_addr(h, &k->dst);
+	h = hash_word(h, k->proto);
+	return hash_final(h, 36);
+}
+
 /* nat_hash derives the FullNAT port choice from a flow hash, so that the
  * port does not follow the backend or local-address choice. */
 static __always_inline __u32 nat_hash(__u32 flow)

@@ -17,10 +17,11 @@ volatile const __u32 ring_size = MAGLEV_RING_SIZE;
  * generates the Go names of the drop reasons. */
 volatile const enum lb_drop lb_drop_max = LB_DROP_MAX;
 
-/* services: (VIP, port, protocol) -> configuration. */
+/* services: (VIP, port, protocol) -> configuration; a service that
+ * forwards fragments is also under (VIP, 0, UDP), hence the room. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_SERVICES);
+	__uint(max_entries, 2 * MAX_SERVICES);
 	__type(key, struct svc_key);
 	__type(value, struct svc_value);
 } services SEC(".maps");

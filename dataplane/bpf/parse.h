@@ -25,7 +25,7 @@ enum parse_result {
 	PARSE_OK = 0,        /* TCP or UDP, 5-tuple in pkt.key */
 	PARSE_ICMP = 1,      /* ICMP or ICMPv6, l4 points at its header */
 	PARSE_OTHER = 2,     /* not for us: pass */
-	PARSE_FRAGMENT = 3,  /* IP fragment (any), pkt.key.dst is set */
+	PARSE_FRAGMENT = 3,  /* IP fragment (any): pkt.key has addresses and protocol, no ports */
 	PARSE_MALFORMED = 4, /* L3 parsed, then a header a router or host would drop;
 			      * pkt.key.dst and pkt.why are set */
 	PARSE_ARP = 5,       /* ARP, l3 points at its header (not checked) */
@@ -282,8 +282,10 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		    !ip4_options_ok(ctx, (long)(ip + 1) - (long)data, hlen - sizeof(*ip)))
 			return malformed(p, LB_DROP_IP_OPTIONS);
 		/* MF set or a non-zero offset: any fragment. */
-		if (ip->frag_off & bpf_htons(0x3fff))
+		if (ip->frag_off & bpf_htons(0x3fff)) {
+			p->key.proto = ip->protocol;
 			return PARSE_FRAGMENT;
+		}
 		return parse_l4(p, cur + hlen, tot - hlen, data_end, ip->protocol);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6_)) {
@@ -299,8 +301,15 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		__u32 plen = bpf_ntohs(ip6->payload_len);
 		if ((void *)(ip6 + 1) + plen > data_end)
 			return malformed(p, LB_DROP_MALFORMED);
-		if (ip6->nexthdr == IPPROTO_FRAGMENT_)
+		if (ip6->nexthdr == IPPROTO_FRAGMENT_) {
+			/* The Fragment header (RFC 8200 4.5): its first byte
+			 * is the next header. */
+			__u8 *fh = (void *)(ip6 + 1);
+			if ((void *)(fh + 8) > data_end || plen < 8)
+				return malformed(p, LB_DROP_MALFORMED);
+			p->key.proto = fh[0];
 			return PARSE_FRAGMENT;
+		}
 		return parse_l4(p, ip6 + 1, plen, data_end, ip6->nexthdr);
 	}
 	return PARSE_OTHER;

@@ -36,13 +36,22 @@ enum lb_sched : __u8 {
 	LB_SCHED_SOURCE_HASH = 1, /* the source address only */
 };
 
+/* svc_flags are the bits of svc_value.flags. */
+enum svc_flags : __u16 {
+	/* A UDP service that forwards fragments: its backend is picked by
+	 * the addresses and protocol (addr_hash), not the ports, which only
+	 * a datagram's first fragment carries; the loader also writes it
+	 * under (VIP, port 0, UDP), where fragment() finds it. DSR only. */
+	SVC_FRAGMENTS = 1,
+};
+
 /* svc_value is a service's configuration. */
 struct svc_value {
 	__u32 id;    /* host order; index into svc_stats */
 	__u32 table; /* host order; slot of its Maglev table in maglev_tables */
 	enum lb_mode mode;   /* one byte */
 	enum lb_sched sched; /* one byte */
-	__u16 flags; /* host order; none defined yet, zero */
+	enum svc_flags flags; /* two bytes, host order */
 	__u32 new_flow_rate; /* host order; new flows a second on each CPU,
 			      * above which they are dropped; 0: unlimited */
 };

@@ -114,7 +114,11 @@ static __always_inline int pick_backend(const struct pkt *p, const struct svc_va
 	void *ring = bpf_map_lookup_elem(&maglev_tables, &table);
 	if (!ring)
 		return -1;
-	__u32 slot = (svc->sched == LB_SCHED_SOURCE_HASH ? source_hash(&p->key) : hash) % ring_size;
+	if (svc->sched == LB_SCHED_SOURCE_HASH)
+		hash = source_hash(&p->key);
+	else if (svc->flags & SVC_FRAGMENTS)
+		hash = addr_hash(&p->key);
+	__u32 slot = hash % ring_size;
 	__u32 *id = bpf_map_lookup_elem(ring, &slot);
 	if (!id || *id == NO_BACKEND)
 		return -1;
@@ -451,6 +455,47 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 	return XDP_TX;
 }
 
+/* fragment handles an IP fragment. One to a UDP service that forwards
+ * fragments (SVC_FRAGMENTS, found under port 0: only a first fragment
+ * has ports) goes to the backend its service's Maglev table gives for its
+ * addresses, as every fragment of its datagram and every datagram of its
+ * flow do, without a conntrack entry: DSR changes only its MACs and TTL,
+ * so fragments need no reassembly. Any other fragment to a VIP is
+ * dropped (LB_DROP_FRAGMENT); the rest are passed. */
+static __always_inline int fragment(struct pkt *p, __u64 bytes)
+{
+	struct svc_key sk = {.vip = p->key.dst, .proto = IPPROTO_UDP_};
+	struct svc_value *svc = NULL;
+	if (p->key.proto == IPPROTO_UDP_ && maybe_vip(&p->key.dst))
+		svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc || !(svc->flags & SVC_FRAGMENTS) || svc->mode != LB_MODE_DSR)
+		return drop_if_vip(p, LB_DROP_FRAGMENT);
+	__u32 sid = svc->id;
+	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);
+	if (!ttl_ok(p))
+		return drop(ss, LB_DROP_TTL);
+	if (martian(p))
+		return drop(ss, LB_DROP_MARTIAN);
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!sc)
+		return XDP_ABORTED;
+	struct ct_value *ct = &sc->ct;
+	*ct = (struct ct_value){};
+	if (pick_backend(p, svc, 0, ct) < 0)
+		return drop(ss, LB_DROP_NO_BACKEND);
+	__u32 bid = ct->backend_id;
+	struct lb_stats *bs = bpf_map_lookup_elem(&backend_stats, &bid);
+	const __u8 *mac = next_hop(&ct->backend, 0);
+	if (!mac)
+		return drop_backend(ss, bs, LB_DROP_NO_NEIGH);
+	count(ss, bytes);
+	count(bs, bytes);
+	dec_ttl(p);
+	set_macs(p, mac);
+	return XDP_TX;
+}
+
 /* reverse handles a packet that is no service's: a FullNAT reply (of an
  * established flow, nat_reverse, or a new one, nat_new) is rewritten back
  * to VIP -> client; one to a cluster local address this node has no entry
@@ -505,7 +550,7 @@ int xdp_lb(struct xdp_md *ctx)
 			return handle_icmp6(&p, bytes);
 		return handle_icmp4(&p, bytes);
 	case PARSE_FRAGMENT:
-		return drop_if_vip(&p, LB_DROP_FRAGMENT);
+		return fragment(&p, bytes);
 	default:
 		return drop_if_vip(&p, p.why);
 	}

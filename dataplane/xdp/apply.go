@@ -266,6 +266,9 @@ func (d *Dataplane) applyService(k serviceKey, s Service) error {
 		value.Sched = lbLbSchedLB_SCHED_SOURCE_HASH
 	}
 	value.NewFlowRate = perCPURate(s.NewFlowRate, uint32(ebpf.MustPossibleCPU()))
+	if s.Fragments {
+		value.Flags |= lbSvcFlagsSVC_FRAGMENTS
+	}
 	sig := signature(s.Backends, ids)
 
 	if old == nil {
@@ -337,6 +340,11 @@ func (d *Dataplane) applyService(k serviceKey, s Service) error {
 
 func (d *Dataplane) removeService(k serviceKey) error {
 	old := d.state.services[k]
+	if old.value.Flags&lbSvcFlagsSVC_FRAGMENTS != 0 {
+		if err := d.deleteFragmentKey(k.vip, old.value.Id); err != nil {
+			return err
+		}
+	}
 	if err := d.objs.Services.Delete(svcKey(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete service: %w", err)
 	}
@@ -476,16 +484,18 @@ func (d *Dataplane) releaseBackends(bks []backendKey) {
 
 // putService writes service k's configuration v where the program finds
 // it: by id in svc_by_id (for packets of tracked flows), then by key in
-// services. was is what it replaces, nil for a new service; if services
-// cannot be written, svc_by_id is put back as it was, since a tracked
-// flow's packet would otherwise see a table that is about to be freed.
+// services, and for a service that forwards fragments under its VIP's
+// fragment key too. was is what it replaces, nil for a new service; if
+// services cannot be written, svc_by_id is put back as it was, since a
+// tracked flow's packet would otherwise see a table that is about to be
+// freed.
 func (d *Dataplane) putService(k serviceKey, v lbSvcValue, was *lbSvcValue) error {
 	if err := d.objs.SvcById.Put(v.Id, lbSvcEntry{Key: svcKey(k), Value: v}); err != nil {
 		return fmt.Errorf("write service %d: %w", v.Id, err)
 	}
 	err := d.objs.Services.Put(svcKey(k), v)
 	if err == nil {
-		return nil
+		return d.putFragmentKey(k, v, was)
 	}
 	err = fmt.Errorf("write service: %w", err)
 	back := lbSvcEntry{}
@@ -496,6 +506,41 @@ func (d *Dataplane) putService(k serviceKey, v lbSvcValue, was *lbSvcValue) erro
 		err = errors.Join(err, fmt.Errorf("restore service %d: %w", v.Id, rerr))
 	}
 	return err
+}
+
+// fragmentKey is where the program finds the service that forwards the
+// fragments of VIP a: under port 0, since a fragment but the first has
+// no ports.
+func fragmentKey(a netip.Addr) lbSvcKey {
+	return svcKey(serviceKey{vip: a, proto: protoUDP})
+}
+
+// putFragmentKey writes service k's configuration v under its VIP's
+// fragment key if it forwards fragments, and deletes what was there if
+// it no longer does.
+func (d *Dataplane) putFragmentKey(k serviceKey, v lbSvcValue, was *lbSvcValue) error {
+	switch {
+	case v.Flags&lbSvcFlagsSVC_FRAGMENTS != 0:
+		if err := d.objs.Services.Put(fragmentKey(k.vip), v); err != nil {
+			return fmt.Errorf("write fragment service of %v: %w", k.vip, err)
+		}
+	case was != nil && was.Flags&lbSvcFlagsSVC_FRAGMENTS != 0:
+		return d.deleteFragmentKey(k.vip, v.Id)
+	}
+	return nil
+}
+
+// deleteFragmentKey deletes VIP a's fragment key if service id holds it:
+// within one Apply another service of the VIP may have taken it over.
+func (d *Dataplane) deleteFragmentKey(a netip.Addr, id uint32) error {
+	var v lbSvcValue
+	if err := d.objs.Services.Lookup(fragmentKey(a), &v); err != nil || v.Id != id {
+		return nil
+	}
+	if err := d.objs.Services.Delete(fragmentKey(a)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete fragment service of %v: %w", a, err)
+	}
+	return nil
 }
 
 // vipFilter mirrors the program's vip_filter: a bit per vipBit, set while

@@ -108,6 +108,7 @@ func validate(cfg Config, lim limits) (map[serviceKey]Service, error) {
 	}
 	out := make(map[serviceKey]Service, len(cfg.Services))
 	backends := map[backendKey]bool{}
+	fragments := map[netip.Addr]serviceKey{} // VIP -> the service that forwards its fragments
 	for i, s := range cfg.Services {
 		s.VIP = s.VIP.Unmap()
 		if !s.VIP.IsValid() {
@@ -143,6 +144,19 @@ func validate(cfg Config, lim limits) (map[serviceKey]Service, error) {
 		case SchedulerMaglev, SchedulerSourceHash:
 		default:
 			return nil, fail("service %s: scheduler %q is not maglev or source-hash", k, s.Scheduler)
+		}
+		if s.Fragments {
+			if s.Proto != ProtoUDP || s.Mode != ModeDSR {
+				return nil, fail("service %s: only dsr udp services forward fragments", k)
+			}
+			// The API refuses a second; one that slipped through (two
+			// writes at once) does not stop the node's dataplane: the
+			// first keeps the VIP's fragments.
+			if _, dup := fragments[s.VIP]; dup {
+				s.Fragments = false
+			} else {
+				fragments[s.VIP] = k
+			}
 		}
 		seen := map[backendKey]bool{}
 		bs := make([]Backend, len(s.Backends))

@@ -97,7 +97,7 @@ func New(opts Options) (*Dataplane, error) {
 		ringSpec:  ring.Copy(),
 		tableSize: opts.TableSize,
 		limits: limits{
-			services:   spec.Maps[lbMapServices].MaxEntries,
+			services:   spec.Maps[lbMapSvcById].MaxEntries,
 			backends:   spec.Maps[lbMapBackends].MaxEntries,
 			tables:     spec.Maps[lbMapMaglevTables].MaxEntries,
 			localAddrs: spec.Maps[lbMapLocalAddrs].MaxEntries / 2,

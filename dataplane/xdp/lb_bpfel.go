@@ -199,6 +199,12 @@ type lbSvcEntry struct {
 	Value lbSvcValue
 }
 
+type lbSvcFlags uint16
+
+const (
+	lbSvcFlagsSVC_FRAGMENTS lbSvcFlags = 1
+)
+
 type lbSvcKey struct {
 	_     structs.HostLayout
 	Vip   lbLbAddr
@@ -213,7 +219,7 @@ type lbSvcValue struct {
 	Table       uint32
 	Mode        lbLbMode
 	Sched       lbLbSched
-	Flags       uint16
+	Flags       lbSvcFlags
 	NewFlowRate uint32
 }
 

@@ -5,13 +5,16 @@
 // With -echo-headers it also returns each request header as a response
 // header X-Echo-<name>, so a test sees what a proxy forwarded; with -stream,
 // /stream?lines=N&every=D answers N lines, one every D, flushed as written,
-// so a test holds a request open.
+// so a test holds a request open. With -udp it also answers each UDP
+// datagram on those addresses with its name and the datagram's size, so a
+// test sees that a large (fragmented) datagram arrived whole.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -26,6 +29,7 @@ func main() {
 		down  = flag.String("down", "", "while this file exists, /healthz answers 503")
 		echo  = flag.Bool("echo-headers", false, "return each request header as a response header X-Echo-<name>")
 		slow  = flag.Bool("stream", false, "serve /stream?lines=N&every=D: N lines, one every D")
+		udp   = flag.String("udp", "", "UDP listen addresses, comma-separated: each datagram is answered with \"<name> <bytes>\"")
 	)
 	flag.Parse()
 	if *name == "" {
@@ -68,9 +72,32 @@ func main() {
 		})
 	}
 	errs := make(chan error)
+	for _, addr := range strings.Split(*udp, ",") {
+		if addr != "" {
+			go func() { errs <- answerUDP(addr, *name) }()
+		}
+	}
 	for _, addr := range strings.Split(*addrs, ",") {
 		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
 		go func() { errs <- srv.ListenAndServe() }()
 	}
 	log.Fatal(<-errs)
+}
+
+// answerUDP answers every datagram on addr with name and its size.
+func answerUDP(addr, name string) error {
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		if _, err := conn.WriteTo(fmt.Appendf(nil, "%s %d", name, n), from); err != nil {
+			log.Printf("answer %v: %v", from, err)
+		}
+	}
 }

@@ -258,9 +258,16 @@ type Listener struct {
 	// NewFlowRate is for tcp and udp listeners: how many new flows a second
 	// each node opens for the listener (XDP dataplane); above it new flows
 	// are dropped and counted. 0 (the default) means unlimited.
-	NewFlowRate   uint32 `protobuf:"varint,12,opt,name=new_flow_rate,json=newFlowRate,proto3" json:"new_flow_rate,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NewFlowRate uint32 `protobuf:"varint,12,opt,name=new_flow_rate,json=newFlowRate,proto3" json:"new_flow_rate,omitempty"`
+	// ForwardFragments is for udp listeners in dsr mode: IP fragments to the
+	// VIP are forwarded to this listener's pool, balanced by the client's and
+	// the VIP's addresses (not the ports, which only a datagram's first
+	// fragment carries), so that every fragment of a datagram and every
+	// datagram of a client reach one server. At most one listener a VIP. Off
+	// (the default), fragments to the VIP are dropped and counted.
+	ForwardFragments bool `protobuf:"varint,13,opt,name=forward_fragments,json=forwardFragments,proto3" json:"forward_fragments,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Listener) Reset() {
@@ -375,6 +382,13 @@ func (x *Listener) GetNewFlowRate() uint32 {
 		return x.NewFlowRate
 	}
 	return 0
+}
+
+func (x *Listener) GetForwardFragments() bool {
+	if x != nil {
+		return x.ForwardFragments
+	}
+	return false
 }
 
 // Rule routes a request that matches every set condition.
@@ -2593,7 +2607,7 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
 	"\fprimary_zone\x18\x03 \x01(\tR\vprimaryZone\x12!\n" +
 	"\fbackup_zones\x18\x04 \x03(\tR\vbackupZones\x12/\n" +
-	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\x95\x03\n" +
+	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\xc2\x03\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1a\n" +
@@ -2607,7 +2621,8 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\btimeouts\x18\n" +
 	" \x01(\v2\x11.weft.v1.TimeoutsR\btimeouts\x12$\n" +
 	"\x0emax_body_bytes\x18\v \x01(\x04R\fmaxBodyBytes\x12\"\n" +
-	"\rnew_flow_rate\x18\f \x01(\rR\vnewFlowRate\"\xcf\x02\n" +
+	"\rnew_flow_rate\x18\f \x01(\rR\vnewFlowRate\x12+\n" +
+	"\x11forward_fragments\x18\r \x01(\bR\x10forwardFragments\"\xcf\x02\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x1f\n" +
 	"\vpath_prefix\x18\x02 \x01(\tR\n" +
