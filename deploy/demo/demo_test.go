@@ -23,9 +23,9 @@ import (
 // as on a fresh machine: in a mount namespace of its own with no bpf
 // filesystem mounted, whatever the host has. It checks that the demo
 // succeeds, mounts the bpf filesystem and says so, and sends requests
-// through the VIP across the SIGKILL of a node with none failing but those
-// the kill cut; and that demo -down leaves no namespace, process, pin,
-// mount or file.
+// through the VIP across the SIGKILL of a node with none failing but
+// those opened through it as it died (syncWindow); and that demo -down
+// leaves no namespace, process, pin, mount or file.
 func TestDemo(t *testing.T) {
 	if err := lab.Requirements(); err != nil {
 		t.Skipf("demo test skipped: %v", err)
@@ -69,7 +69,7 @@ func TestDemo(t *testing.T) {
 	if want := "mounted a bpf filesystem on " + pinDir; !strings.Contains(out, want) {
 		t.Errorf("the demo's output does not say %q", want)
 	}
-	m := regexp.MustCompile(`(?m)^demo result: (\d+) requests through the VIP, (\d+) failed, (\d+) of them under way through the killed node as it died$`).
+	m := regexp.MustCompile(`(?m)^demo result: (\d+) requests through the VIP, (\d+) failed, (\d+) of them opened in the last 10ms before the kill$`).
 		FindStringSubmatch(out)
 	if m == nil {
 		t.Fatal("the demo's output has no result line")
@@ -78,10 +78,12 @@ func TestDemo(t *testing.T) {
 	failed, _ := strconv.Atoi(m[2])
 	cut, _ := strconv.Atoi(m[3])
 	// Connections under way through the killed node survive it too: flow
-	// sync keeps copies of their FullNAT flows on other nodes.
-	if sent <= 200 || failed != 0 {
-		t.Errorf("demo result: %d requests, %d failed (%d under way through the killed node); want more than the 200 of the spread, none failed",
-			sent, failed, cut)
+	// sync keeps copies of their FullNAT flows on other nodes. Only one
+	// opened through it as it died, before its copies were out, may fail
+	// (syncWindow); with four clients that is at most a couple.
+	if sent <= 200 || failed != cut || cut > 2 {
+		t.Errorf("demo result: %d requests, %d failed (%d opened in the last %s before the kill); want more than the 200 of the spread, none failed but at most 2 of those",
+			sent, failed, cut, syncWindow)
 	}
 
 	// What demo -down must remove is there while the demo is up, so each

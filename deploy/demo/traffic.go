@@ -155,14 +155,13 @@ func (r *recorder) totals(from, to time.Duration) (ok, slow, failed int) {
 	return ok, slow, failed
 }
 
-// failedAcross returns the failed requests that were running at from and
-// had started before to.
-func (r *recorder) failedAcross(from, to time.Duration) []result {
+// failedStarted returns the failed requests that started in [from, to].
+func (r *recorder) failedStarted(from, to time.Duration) []result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var failed []result
 	for _, res := range r.results {
-		if res.err != nil && res.at < to && res.at+res.took >= from {
+		if res.err != nil && res.at >= from && res.at <= to {
 			failed = append(failed, res)
 		}
 	}
