@@ -20,7 +20,8 @@ import (
 // datagram arrives whole (the server answers with its size), each client
 // address's at one server, the clients spread over the servers; without
 // it the fragments are dropped and counted while small datagrams still
-// pass.
+// pass. Through a FullNAT VIP, small questions get large answers, which
+// the server's kernel sends as fragments: the client gets them whole.
 func TestLab_XDPFragments(t *testing.T) {
 	r := newXDPRig(t)
 	const clients, size = 24, 4000
@@ -35,18 +36,20 @@ func TestLab_XDPFragments(t *testing.T) {
 	apply := func(fragments bool) {
 		t.Helper()
 		cfg := r.base
-		svc := xdp.Service{VIP: labVIP, Port: 81, Proto: xdp.ProtoUDP, Mode: xdp.ModeDSR, Fragments: fragments}
+		dsr := xdp.Service{VIP: labVIP, Port: 81, Proto: xdp.ProtoUDP, Mode: xdp.ModeDSR, Fragments: fragments}
+		full := xdp.Service{VIP: labVIP, Port: 82, Proto: xdp.ProtoUDP, Mode: xdp.ModeFullNAT}
 		for _, s := range r.l.Servers {
-			svc.Backends = append(svc.Backends, xdp.Backend{Addr: s.Addr, Port: 81, Weight: 1})
+			dsr.Backends = append(dsr.Backends, xdp.Backend{Addr: s.Addr, Port: 81, Weight: 1})
+			full.Backends = append(full.Backends, xdp.Backend{Addr: s.Addr, Port: 81, Weight: 1})
 		}
-		cfg.Services = []xdp.Service{svc}
+		cfg.Services = []xdp.Service{dsr, full}
 		if err := r.d.Apply(context.Background(), cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// ask sends n bytes from src to VIP:81 and returns the answer, "" if
+	// send sends msg from src to VIP:port and returns the answer, "" if
 	// none came within timeout.
-	ask := func(src netip.Addr, n int, timeout time.Duration) string {
+	send := func(src netip.Addr, port uint16, msg []byte, timeout time.Duration) string {
 		t.Helper()
 		var answer string
 		err := r.l.Do(r.l.Client, func() error {
@@ -55,11 +58,11 @@ func TestLab_XDPFragments(t *testing.T) {
 				return err
 			}
 			defer conn.Close()
-			if _, err := conn.WriteToUDPAddrPort(make([]byte, n), netip.AddrPortFrom(labVIP, 81)); err != nil {
+			if _, err := conn.WriteToUDPAddrPort(msg, netip.AddrPortFrom(labVIP, port)); err != nil {
 				return err
 			}
 			conn.SetReadDeadline(time.Now().Add(timeout))
-			buf := make([]byte, 512)
+			buf := make([]byte, 65536)
 			m, _, err := conn.ReadFromUDPAddrPort(buf)
 			if err == nil {
 				answer = string(buf[:m])
@@ -70,6 +73,10 @@ func TestLab_XDPFragments(t *testing.T) {
 			t.Fatal(err)
 		}
 		return answer
+	}
+	// ask sends n bytes to the DSR VIP.
+	ask := func(src netip.Addr, n int, timeout time.Duration) string {
+		return send(src, 81, make([]byte, n), timeout)
 	}
 
 	apply(true)
@@ -93,6 +100,14 @@ func TestLab_XDPFragments(t *testing.T) {
 	t.Logf("clients per server: %v", servers)
 	if len(servers) < 2 {
 		t.Errorf("%d client addresses all reached %v, want them spread", clients, servers)
+	}
+
+	// FullNAT: large answers to small questions come back in fragments.
+	for _, src := range addrs[:8] {
+		got := send(src, 82, []byte(fmt.Sprintf("size %d", size)), 2*time.Second)
+		if len(got) != size || !strings.HasPrefix(got, "server") {
+			t.Fatalf("from %v through the FullNAT VIP: a %d-byte answer arrived as %d bytes %.20q", src, size, len(got), got)
+		}
 	}
 
 	apply(false)

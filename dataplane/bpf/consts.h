@@ -12,6 +12,12 @@
 /* conntrack entries hold a service id in 16 bits. */
 _Static_assert(MAX_SERVICES <= 65536, "ct_value.svc_id is 16 bits");
 
+/* frag_replies: fragmented FullNAT replies in flight. An entry serves a
+ * datagram's later fragments for FRAG_TIMEOUT seconds after its first,
+ * Linux's reassembly timeout (net.ipv4.ipfrag_time). */
+#define FRAG_TABLE_SIZE 16384
+#define FRAG_TIMEOUT 30
+
 /* vip_filter's size: 64 bits a word, VIP_FILTER_BITS bits. */
 #define VIP_FILTER_BITS 65536
 #define VIP_FILTER_WORDS (VIP_FILTER_BITS / 64)

@@ -133,6 +133,16 @@ struct {
 	__type(value, struct flow_rate);
 } new_flow_rate SEC(".maps");
 
+/* frag_replies: a FullNAT reply datagram that came in fragments -> its
+ * flow's reverse entry, copied when its first fragment (the one with
+ * ports) was translated, so that the later ones are too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FRAG_TABLE_SIZE);
+	__type(key, struct frag_key);
+	__type(value, struct nat_value);
+} frag_replies SEC(".maps");
+
 /* local_addrs: FullNAT source addresses; IPv4 ones at [0, n_local4), IPv6
  * ones at [MAX_LOCAL_ADDRS, MAX_LOCAL_ADDRS + n_local6). */
 struct {

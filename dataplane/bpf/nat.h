@@ -102,6 +102,29 @@ static __always_inline void rewrite_flow(struct pkt *p, const struct lb_addr *sr
 	csum_apply(sum, acc);
 }
 
+/* rewrite_addrs sets the packet's addresses to src -> dst and updates
+ * the IPv4 header checksum: a later fragment, whose L4 header (and the
+ * checksum over the whole datagram) is in its first. */
+static __always_inline void rewrite_addrs(struct pkt *p, const struct lb_addr *src, const struct lb_addr *dst)
+{
+	if (p->is_v6) {
+		struct ipv6hdr *ip6 = pkt_ip6(p);
+		if (!ip6)
+			return;
+		__builtin_memcpy(&ip6->saddr, src->a, 16);
+		__builtin_memcpy(&ip6->daddr, dst->a, 16);
+		return;
+	}
+	struct iphdr *ip = pkt_ip4(p);
+	if (!ip)
+		return;
+	__u64 acc = csum_acc4(0, ip->saddr, src->a[3]);
+	acc = csum_acc4(acc, ip->daddr, dst->a[3]);
+	ip->saddr = src->a[3];
+	ip->daddr = dst->a[3];
+	csum_apply(&ip->check, acc);
+}
+
 /* set_macs addresses the frame to dst from the MAC it was addressed to,
  * which is the receiving interface's (XDP_TX sends it out of the same). */
 static __always_inline void set_macs(struct pkt *p, const __u8 *dst)

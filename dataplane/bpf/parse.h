@@ -44,6 +44,17 @@ struct pkt {
 	__u8 is_v6;
 	__u8 tcp_flags;       /* TCP flags byte (FIN=0x01, SYN=0x02, RST=0x04, ACK=0x10) */
 	__u8 why;             /* enum lb_drop, for PARSE_MALFORMED */
+	__u8 frag;            /* enum frag_kind */
+	__u32 frag_id;        /* network order; a fragment's identification */
+};
+
+/* frag_kind says which fragment of its datagram a packet is. A first
+ * fragment's L4 header is parsed (its ports are in key); a later one has
+ * none. */
+enum frag_kind {
+	FRAG_NONE = 0,
+	FRAG_FIRST = 1,
+	FRAG_LATER = 2,
 };
 
 #define TCP_FLAG_FIN_ 0x01
@@ -112,7 +123,10 @@ static __always_inline int parse_l4(struct pkt *p, void *l4, __u32 l4_len, void 
 	}
 	if (proto == IPPROTO_UDP_) {
 		struct udphdr *uh = l4;
-		if ((void *)(uh + 1) > data_end || l4_len < sizeof(*uh) || bpf_ntohs(uh->len) != l4_len)
+		/* A first fragment's UDP length is its whole datagram's. */
+		__u32 ulen = bpf_ntohs(uh->len);
+		if ((void *)(uh + 1) > data_end || l4_len < sizeof(*uh) ||
+		    (p->frag ? ulen <= l4_len : ulen != l4_len))
 			return malformed(p, LB_DROP_MALFORMED);
 		p->key.sport = uh->source;
 		p->key.dport = uh->dest;
@@ -127,6 +141,15 @@ static __always_inline int parse_l4(struct pkt *p, void *l4, __u32 l4_len, void 
 		return PARSE_ICMP;
 	}
 	return PARSE_OTHER;
+}
+
+/* first_fragment parses the L4 header of a datagram's first fragment:
+ * PARSE_FRAGMENT with its ports in key if it is TCP or UDP and sane,
+ * PARSE_MALFORMED if not sane. */
+static __always_inline int first_fragment(struct pkt *p, void *l4, __u32 l4_len, void *data_end, __u8 proto)
+{
+	int r = parse_l4(p, l4, l4_len, data_end, proto);
+	return r == PARSE_MALFORMED ? r : PARSE_FRAGMENT;
 }
 
 /* ip4_options_sum returns the one's-complement sum of the option words of
@@ -284,7 +307,12 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		/* MF set or a non-zero offset: any fragment. */
 		if (ip->frag_off & bpf_htons(0x3fff)) {
 			p->key.proto = ip->protocol;
-			return PARSE_FRAGMENT;
+			p->frag_id = ip->id;
+			p->frag = FRAG_LATER;
+			if (ip->frag_off & bpf_htons(0x1fff))
+				return PARSE_FRAGMENT;
+			p->frag = FRAG_FIRST;
+			return first_fragment(p, cur + hlen, tot - hlen, data_end, ip->protocol);
 		}
 		return parse_l4(p, cur + hlen, tot - hlen, data_end, ip->protocol);
 	}
@@ -308,7 +336,12 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 			if ((void *)(fh + 8) > data_end || plen < 8)
 				return malformed(p, LB_DROP_MALFORMED);
 			p->key.proto = fh[0];
-			return PARSE_FRAGMENT;
+			p->frag_id = *(__u32 *)(fh + 4);
+			p->frag = FRAG_LATER;
+			if (*(__be16 *)(fh + 2) & bpf_htons(0xfff8))
+				return PARSE_FRAGMENT;
+			p->frag = FRAG_FIRST;
+			return first_fragment(p, fh + 8, plen - 8, data_end, fh[0]);
 		}
 		return parse_l4(p, ip6 + 1, plen, data_end, ip6->nexthdr);
 	}

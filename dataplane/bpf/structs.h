@@ -135,6 +135,16 @@ struct nat_value {
 	__u8 pad[3];           /* zero */
 };
 
+/* frag_key is a fragmented datagram: its addresses, protocol and
+ * identification (map frag_replies). */
+struct frag_key {
+	struct lb_addr src; /* network order */
+	struct lb_addr dst; /* network order */
+	__u32 id;           /* network order; IPv4's 16 bits in the first two bytes */
+	__u8 proto;
+	__u8 pad[3];        /* zero */
+};
+
 /* flow_rate counts the new flows of a service opened on one CPU in one
  * second (map new_flow_rate). */
 struct flow_rate {

@@ -455,20 +455,84 @@ static __always_inline int forward(struct pkt *p, const struct svc_value *svc,
 	return XDP_TX;
 }
 
+/* reply_fragment handles a fragment of a UDP datagram that is no
+ * service's: a FullNAT reply that came in fragments (a large DNS answer)
+ * is translated back as reverse() translates a whole one. Its first
+ * fragment, which has the ports, finds the flow's reverse entry and
+ * leaves a copy in frag_replies under the datagram's identification; the
+ * later ones find that copy, and only their addresses change (the UDP
+ * checksum, in the first, covers the whole datagram). Like a whole reply,
+ * a fragment of no tracked flow (or a later one ahead of its first) to a
+ * local address another node holds is handed to it, and otherwise passed:
+ * the node's own connections from a local address are the stack's. */
+static __always_inline int reply_fragment(struct pkt *p, __u64 bytes)
+{
+	struct frag_key fk = {.src = p->key.src, .dst = p->key.dst, .id = p->frag_id, .proto = p->key.proto};
+	__u32 now = bpf_ktime_get_coarse_ns() / 1000000000;
+	struct nat_value *nv = NULL;
+	if (p->frag == FRAG_FIRST) {
+		nv = bpf_map_lookup_elem(&nat_reverse, &p->key);
+		if (!nv)
+			nv = bpf_map_lookup_elem(&nat_new, &p->key);
+		if (nv) {
+			nat_touch(nv, p, 1, now);
+			bpf_map_update_elem(&frag_replies, &fk, nv, BPF_ANY);
+		}
+	} else {
+		nv = bpf_map_lookup_elem(&frag_replies, &fk);
+		if (nv && now - nv->last_seen > FRAG_TIMEOUT)
+			nv = NULL;
+	}
+	if (!nv) {
+		int r = hand_reply(p);
+		return r >= 0 ? r : drop_if_vip(p, LB_DROP_FRAGMENT);
+	}
+	__u32 sid = nv->svc_id, bid = nv->backend_id;
+	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);
+	if (!ttl_ok(p))
+		return drop(ss, LB_DROP_TTL);
+	const __u8 *mac = next_hop(&nv->client, 1);
+	if (!mac)
+		return drop(ss, LB_DROP_NO_NEIGH);
+	count(ss, bytes);
+	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
+	if (p->frag == FRAG_FIRST) {
+		/* parse_l4 checked the header; the verifier needs it again,
+		 * here where it cannot tell the protocol was UDP. */
+		struct udphdr *uh = p->l4;
+		if (!uh || (void *)(uh + 1) > p->data_end)
+			return drop(ss, LB_DROP_MALFORMED);
+		p->l4 = uh;
+		p->l4_csum = &uh->check;
+		dec_ttl(p);
+		rewrite_flow(p, &nv->vip, nv->vport, &nv->client, nv->cport);
+	} else {
+		dec_ttl(p);
+		rewrite_addrs(p, &nv->vip, &nv->client);
+	}
+	set_macs(p, mac);
+	return XDP_TX;
+}
+
 /* fragment handles an IP fragment. One to a UDP service that forwards
  * fragments (SVC_FRAGMENTS, found under port 0: only a first fragment
  * has ports) goes to the backend its service's Maglev table gives for its
  * addresses, as every fragment of its datagram and every datagram of its
  * flow do, without a conntrack entry: DSR changes only its MACs and TTL,
- * so fragments need no reassembly. Any other fragment to a VIP is
- * dropped (LB_DROP_FRAGMENT); the rest are passed. */
+ * so fragments need no reassembly. A UDP fragment that is no service's
+ * may be of a FullNAT reply (reply_fragment). Any other fragment to a VIP
+ * is dropped (LB_DROP_FRAGMENT); the rest are passed. */
 static __always_inline int fragment(struct pkt *p, __u64 bytes)
 {
+	if (p->key.proto != IPPROTO_UDP_)
+		return drop_if_vip(p, LB_DROP_FRAGMENT);
 	struct svc_key sk = {.vip = p->key.dst, .proto = IPPROTO_UDP_};
 	struct svc_value *svc = NULL;
-	if (p->key.proto == IPPROTO_UDP_ && maybe_vip(&p->key.dst))
+	if (maybe_vip(&p->key.dst))
 		svc = bpf_map_lookup_elem(&services, &sk);
-	if (!svc || !(svc->flags & SVC_FRAGMENTS) || svc->mode != LB_MODE_DSR)
+	if (!svc)
+		return reply_fragment(p, bytes);
+	if (!(svc->flags & SVC_FRAGMENTS) || svc->mode != LB_MODE_DSR)
 		return drop_if_vip(p, LB_DROP_FRAGMENT);
 	__u32 sid = svc->id;
 	struct lb_stats *ss = bpf_map_lookup_elem(&svc_stats, &sid);

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+
+	"github.com/weftlb/weft/dataplane"
 )
 
 // fragments splits frame, an Ethernet frame of one IPv4 or IPv6 datagram,
@@ -210,5 +212,86 @@ func TestFragmentsValidation(t *testing.T) {
 	act, out := runner{d.objs.XdpLb}.run(t, second)
 	if act != xdpTX || !bytes.Equal(out[:6], backendMAC[ip("10.1.0.11")]) {
 		t.Errorf("fragment with two services forwarding: action %s to % x, want TX to the first's backend 10.1.0.11", actionNames[act], out[:6])
+	}
+}
+
+// reassemble joins two fragments of one datagram (as fragments makes them)
+// into the frame of the whole datagram, with IPv4 identification id.
+func reassemble(t *testing.T, first, second []byte, id uint16) []byte {
+	t.Helper()
+	if first[12] == 0x08 {
+		hl := int(first[14]&0x0f) * 4
+		b := append(bytes.Clone(first), second[14+hl:]...)
+		binary.BigEndian.PutUint16(b[14+2:], uint16(len(b)-14))
+		binary.BigEndian.PutUint16(b[14+4:], id)
+		binary.BigEndian.PutUint16(b[14+6:], 0)
+		return fixIPv4Csum(b)
+	}
+	b := append(bytes.Clone(first[:14+40]), first[14+48:]...)
+	b = append(b, second[14+48:]...)
+	b[14+6] = first[14+40]
+	return setU16(b, 14+4, uint16(len(b)-14-40))
+}
+
+// TestReplyFragments checks that a FullNAT reply that comes in fragments
+// (a large DNS answer) is translated back: its first fragment as a whole
+// reply would be, the later one by its addresses, so the client reassembles
+// the datagram a whole reply would have been, UDP checksum included; a
+// later fragment whose first never came goes where a reply of no flow
+// goes.
+func TestReplyFragments(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 4096, TableSize: testTableSize})
+	cfg := testConfig()
+	if err := d.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	r := runner{d.objs.XdpLb}
+	for _, c := range []struct{ client, vip string }{
+		{"198.51.100.70:5300", "192.0.2.1:53"},
+		{"[2001:db8:c::70]:5300", "[2001:db8::1]:53"},
+	} {
+		query := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.MustParseAddrPort(c.client), dst: netip.MustParseAddrPort(c.vip), proto: "udp",
+			payload: "query"}
+		if act, _ := r.run(t, query.frame(t)); act != xdpTX {
+			t.Fatalf("%s: query: action %s", c.vip, actionNames[act])
+		}
+		e := expect(t, cfg, findService(cfg, query.dst, "udp"), query)
+		answer := string(bytes.Repeat([]byte("answer-"), 200)) // 1400 bytes
+		reply := packet{srcMAC: backendMAC[e.backend.Addr()], dstMAC: nodeMAC, src: e.backend, dst: e.local, proto: "udp", payload: answer}
+		first, second := fragments(t, reply.frame(t), 704, 0x4242)
+		var outs [2][]byte
+		for i, f := range [][]byte{first, second} {
+			act, out := r.run(t, f)
+			if act != xdpTX {
+				t.Fatalf("%s: reply fragment %d: action %s, want TX", c.vip, i+1, actionNames[act])
+			}
+			if first[12] == 0x08 && !bytes.Equal(out, fixIPv4Csum(bytes.Clone(out))) {
+				t.Errorf("%s: reply fragment %d: bad IPv4 header checksum", c.vip, i+1)
+			}
+			outs[i] = out
+		}
+		want := packet{srcMAC: nodeMAC, dstMAC: gwMAC, src: query.dst, dst: query.src, proto: "udp", ttl: 63, payload: answer}.frame(t)
+		if got := reassemble(t, outs[0], outs[1], binary.BigEndian.Uint16(want[14+4:])); !bytes.Equal(got, want) {
+			t.Errorf("%s: the translated fragments make\n%s", c.vip, frameDiff(got, want))
+		}
+		// A later fragment whose first never came is the stack's, as a
+		// reply of no flow is, where the local address is not the
+		// cluster's.
+		_, orphan := fragments(t, reply.frame(t), 704, 0x4343)
+		if act, _ := r.run(t, orphan); act != xdpPass {
+			t.Errorf("%s: a later fragment without its first: action %s, want PASS", c.vip, actionNames[act])
+		}
+	}
+
+	// To a local address another node holds: handed to it, as a whole
+	// reply of no flow here is.
+	if err := d.SetFlowRouting(routing(d, dataplane.TargetSelf, false)); err != nil {
+		t.Fatal(err)
+	}
+	reply := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.MustParseAddrPort("10.1.0.11:53"), dst: netip.AddrPortFrom(peerAddr, 2000),
+		proto: "udp", payload: string(make([]byte, 1000))}
+	_, orphan := fragments(t, reply.frame(t), 504, 0x4444)
+	if act, out := r.run(t, orphan); act != xdpTX || !bytes.Equal(out[:6], peerMAC) {
+		t.Errorf("a fragment to a local address another node holds: action %s to % x, want TX to the holder % x", actionNames[act], out[:6], peerMAC)
 	}
 }

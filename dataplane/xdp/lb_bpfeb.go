@@ -78,6 +78,15 @@ type lbFlowRate struct {
 	Count  uint32
 }
 
+type lbFragKey struct {
+	_     structs.HostLayout
+	Src   lbLbAddr
+	Dst   lbLbAddr
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type lbLbAddr struct {
 	_ structs.HostLayout
 	A [4]uint32
@@ -276,6 +285,7 @@ const (
 	lbMapCtNew         = "ct_new"
 	lbMapFlowOwners    = "flow_owners"
 	lbMapFlowStats     = "flow_stats"
+	lbMapFragReplies   = "frag_replies"
 	lbMapGlobalStats   = "global_stats"
 	lbMapLocalAddrs    = "local_addrs"
 	lbMapMaglevTables  = "maglev_tables"
@@ -356,6 +366,7 @@ type lbMapSpecs struct {
 	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
 	FlowOwners   *ebpf.MapSpec `ebpf:"flow_owners"`
 	FlowStats    *ebpf.MapSpec `ebpf:"flow_stats"`
+	FragReplies  *ebpf.MapSpec `ebpf:"frag_replies"`
 	GlobalStats  *ebpf.MapSpec `ebpf:"global_stats"`
 	LocalAddrs   *ebpf.MapSpec `ebpf:"local_addrs"`
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
@@ -412,6 +423,7 @@ type lbMaps struct {
 	CtNew        *ebpf.Map `ebpf:"ct_new"`
 	FlowOwners   *ebpf.Map `ebpf:"flow_owners"`
 	FlowStats    *ebpf.Map `ebpf:"flow_stats"`
+	FragReplies  *ebpf.Map `ebpf:"frag_replies"`
 	GlobalStats  *ebpf.Map `ebpf:"global_stats"`
 	LocalAddrs   *ebpf.Map `ebpf:"local_addrs"`
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
@@ -441,6 +453,7 @@ func (m *lbMaps) Close() error {
 		m.CtNew,
 		m.FlowOwners,
 		m.FlowStats,
+		m.FragReplies,
 		m.GlobalStats,
 		m.LocalAddrs,
 		m.MaglevTables,

@@ -7,7 +7,9 @@
 // /stream?lines=N&every=D answers N lines, one every D, flushed as written,
 // so a test holds a request open. With -udp it also answers each UDP
 // datagram on those addresses with its name and the datagram's size, so a
-// test sees that a large (fragmented) datagram arrived whole.
+// test sees that a large (fragmented) datagram arrived whole; a datagram
+// "size N" is answered with N bytes (padded with dots), so a test gets a
+// large answer to a small question.
 package main
 
 import (
@@ -96,7 +98,12 @@ func answerUDP(addr, name string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := conn.WriteTo(fmt.Appendf(nil, "%s %d", name, n), from); err != nil {
+		answer := fmt.Appendf(nil, "%s %d", name, n)
+		var size int
+		if _, err := fmt.Sscanf(string(buf[:n]), "size %d", &size); err == nil && size > len(answer) && size <= len(buf) {
+			answer = append(answer, strings.Repeat(".", size-len(answer))...)
+		}
+		if _, err := conn.WriteTo(answer, from); err != nil {
 			log.Printf("answer %v: %v", from, err)
 		}
 	}
