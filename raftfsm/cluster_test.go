@@ -379,12 +379,11 @@ func TestCluster_InstallSnapshot(t *testing.T) {
 	if _, _, err := n1.Apply(ctx, DeleteResourceType, &statev1.DeleteResourceCommand{Kind: KindPool, Name: "p007"}); err != nil {
 		t.Fatalf("Apply(delete): %v", err)
 	}
-	waitFor(t, 10*time.Second, "an automatic snapshot", func() bool {
-		return n1.raft.Stats()["last_snapshot_index"] != "0"
+	// Raft records the snapshot before it compacts the log: wait for both.
+	waitFor(t, 10*time.Second, "an automatic snapshot and the log compacted", func() bool {
+		first, err := n1.logs.FirstIndex()
+		return n1.raft.Stats()["last_snapshot_index"] != "0" && err == nil && first > 1
 	})
-	if first, err := n1.logs.FirstIndex(); err != nil || first <= 1 {
-		t.Fatalf("log not compacted after the snapshot: first index %d, %v", first, err)
-	}
 
 	// A late node can only be brought up to date by the snapshot.
 	n2 := c.start("n2", false, lowThreshold)
