@@ -168,7 +168,7 @@ func (a *Agent) open(d dataDir) error {
 	a.raft = r
 	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger,
 		Local: a.localStatus, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name),
-		DNSQuery: a.dnsQuery()})
+		DNSQuery: a.dnsQuery(), LocalStats: a.localStats})
 	a.api = srv
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
