@@ -19,6 +19,7 @@ func newAgentCmd() *cobra.Command {
 		cfg                 node.Config
 		dev                 bool
 		logLevel, logFormat string
+		accessLog           string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -36,6 +37,16 @@ func newAgentCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if accessLog != "-" {
+				f, err := os.OpenFile(accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+				if err != nil {
+					return fmt.Errorf("--access-log: %w", err)
+				}
+				defer f.Close()
+				cfg.AccessLog = f
+			} else {
+				cfg.AccessLog = cmd.OutOrStdout()
+			}
 			if dev {
 				dir, err := os.MkdirTemp("", "weft-dev-")
 				if err != nil {
@@ -113,7 +124,8 @@ func newAgentCmd() *cobra.Command {
 	f.DurationVar(&cfg.TicketRotation, "tls-ticket-rotation", node.DefaultTicketRotation, "how often the leader rotates the cluster's TLS session-ticket keys (3 are kept)")
 	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	f.StringVar(&logFormat, "log-format", "text", "format of the log on standard error: text or json (one JSON object a line)")
+	f.StringVar(&accessLog, "access-log", "-", "where http and https listeners with accessLog enabled write a JSON line per request: - (standard output) or a file, appended to")
 	return cmd
 }
 
