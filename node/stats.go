@@ -46,9 +46,10 @@ func (c l4Counters) backend(a netip.AddrPort) *weftv1.TrafficCounters {
 }
 
 // xdpCounters reads the XDP program's counters, and counts the open flows
-// of the connection table by service and by backend (a DSR flow names the
-// VIP's port, so its backend is found by address among the service's).
-func xdpCounters(d *xdp.Dataplane, st *raftfsm.State) (l4Counters, error) {
+// of the connection table that counts accepts, by service and by backend
+// (a DSR flow names the VIP's port, so its backend is found by address
+// among the service's).
+func xdpCounters(d *xdp.Dataplane, st *raftfsm.State, counts func(dataplane.Flow) bool) (l4Counters, error) {
 	out := newL4Counters()
 	s, err := d.Stats()
 	if err != nil {
@@ -62,6 +63,10 @@ func xdpCounters(d *xdp.Dataplane, st *raftfsm.State) (l4Counters, error) {
 	}
 	members := l4Members(st)
 	err = d.Flows(func(f dataplane.Flow) bool {
+		// Open means established and not closing, as IPVS's ActiveConn.
+		if !f.Established || f.Closing || !counts(f) {
+			return true
+		}
 		proto := dataplane.ProtoTCP
 		if f.Proto == 17 {
 			proto = dataplane.ProtoUDP
@@ -223,8 +228,15 @@ func (a *Agent) localStats(names []string) ([]*weftv1.LoadBalancerStats, error) 
 	l4 := newL4Counters()
 	switch d := a.dataplane.(type) {
 	case *xdp.Dataplane:
+		// Flow sync keeps copies of a flow on several nodes: each counts
+		// the flows whose bucket it owns first, which have a copy there.
+		counts := func(dataplane.Flow) bool { return true }
+		if a.flowsync != nil {
+			owner := a.flowsync.FirstOwner()
+			counts = func(f dataplane.Flow) bool { o := owner(f); return o == "" || o == a.id.Name }
+		}
 		var err error
-		if l4, err = xdpCounters(d, st); err != nil {
+		if l4, err = xdpCounters(d, st, counts); err != nil {
 			return nil, err
 		}
 	case *userspace.Forwarder:

@@ -454,7 +454,10 @@ type TrafficCounters struct {
 	Packets  uint64                 `protobuf:"varint,1,opt,name=packets,proto3" json:"packets,omitempty"`
 	Bytes    uint64                 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	NewFlows uint64                 `protobuf:"varint,3,opt,name=new_flows,json=newFlows,proto3" json:"new_flows,omitempty"`
-	// ActiveFlows is a gauge: the flows open now.
+	// ActiveFlows is a gauge: the flows open now (established and not
+	// closing, as IPVS's ActiveConn; the userspace dataplane: its open
+	// connections and UDP flows). Flows that flow sync copies to several
+	// nodes are counted once, by the node owning their bucket first.
 	ActiveFlows uint64 `protobuf:"varint,4,opt,name=active_flows,json=activeFlows,proto3" json:"active_flows,omitempty"`
 	// Drops counts packets (the userspace dataplane: flows) dropped for any
 	// reason.
