@@ -107,10 +107,7 @@ func l4Members(st *raftfsm.State) map[l4Service][]netip.AddrPort {
 }
 
 func traffic(c xdp.Counters) *weftv1.TrafficCounters {
-	d := c.Drops
-	return &weftv1.TrafficCounters{Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows,
-		Drops: d.TTL + d.NoConn + d.NoBackend + d.NoNeighbor + d.NATPorts + d.Fragment + d.Malformed + d.EthDst +
-			d.IPChecksum + d.IPOptions + d.Martian + d.L4Checksum + d.TCPFlags}
+	return &weftv1.TrafficCounters{Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows, Drops: c.Drops.Total()}
 }
 
 // userspaceCounters reads the userspace dataplane's counters: it counts
