@@ -283,7 +283,7 @@ func newDescribeCmd(cf *clientFlags) *cobra.Command {
 		Long: `Show one resource in full, as YAML. A load balancer is followed by its live rates per
 listener and backend, over --interval (0: none): packets, bits, new flows and requests per
 second, open flows, the share of requests answered 5xx or not at all, and each member's health,
-summed over the nodes that answered.`,
+summed over the nodes that answered. The rates are YAML comments: the output can be applied.`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeResource(cf, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -309,7 +309,7 @@ summed over the nodes that answered.`,
 			// The resource is what describe is for: rates that cannot be
 			// had are said, not failed on.
 			if err := describeRates(cmd.Context(), cmd.OutOrStdout(), c, args[1], interval); err != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "\nrates: %s\n", oneLine(err))
+				fmt.Fprintf(cmd.OutOrStdout(), "# rates: %s\n", oneLine(err))
 			}
 			return nil
 		},

@@ -5,6 +5,7 @@ package main
 // rates are the differences of two answers over the time between them.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -121,7 +122,8 @@ func top(ctx context.Context, w io.Writer, c *api.Client, lbs []string, interval
 	return nil
 }
 
-// describeRates prints the rates of one load balancer over interval.
+// describeRates prints the rates of one load balancer over interval as
+// YAML comments, so that what describe prints can still be applied.
 func describeRates(ctx context.Context, w io.Writer, c *api.Client, name string, interval time.Duration) error {
 	prev, err := getStats(ctx, c, []string{name})
 	if err != nil {
@@ -136,8 +138,22 @@ func describeRates(ctx context.Context, w io.Writer, c *api.Client, name string,
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(w)
-	return printSample(w, sampleOf(prev, cur), false, false)
+	var b bytes.Buffer
+	if err := printSample(&b, sampleOf(prev, cur), false, false); err != nil {
+		return err
+	}
+	return writeComment(w, b.String())
+}
+
+// writeComment writes text as YAML comment lines.
+func writeComment(w io.Writer, text string) error {
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		b.WriteString(strings.TrimRight("# "+line, " "))
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 func getStats(ctx context.Context, c *api.Client, lbs []string) (*weftv1.GetStatsResponse, error) {

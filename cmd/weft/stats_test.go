@@ -74,6 +74,16 @@ web               web/192.0.2.11:8080   down     -      -      -       -        
 	}
 }
 
+func TestWriteComment(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeComment(&b, "a   b\n\nc\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), "# a   b\n#\n# c\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func TestSI(t *testing.T) {
 	for v, want := range map[float64]string{0: "0", 0.25: "0.2", 9.96: "10.0", 12.4: "12", 999: "999", 1000: "1.0k",
 		123456: "123.5k", 9.8e6: "9.8M", 2e12: "2.0T", 5e18: "5000.0P"} {
