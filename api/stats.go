@@ -13,6 +13,7 @@ import (
 
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
+	"github.com/weftlb/weft/raftfsm"
 	"github.com/weftlb/weft/validate"
 )
 
@@ -33,10 +34,10 @@ func (st *statsService) GetStats(ctx context.Context, req *connect.Request[weftv
 	s := st.s
 	names := req.Msg.GetLoadBalancers()
 	for _, n := range names {
-		if err := validate.Name(validate.KindName("LoadBalancer"), n); err != nil {
+		if err := validate.Name(validate.KindName(raftfsm.KindLoadBalancer), n); err != nil {
 			return nil, toConnect(err)
 		}
-		if !req.Msg.GetLocal() && s.fsm.State().Resource("LoadBalancer", n) == nil {
+		if !req.Msg.GetLocal() && s.fsm.State().Resource(raftfsm.KindLoadBalancer, n) == nil {
 			return nil, notFound("load balancer %q not found", n)
 		}
 	}

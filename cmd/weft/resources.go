@@ -370,14 +370,19 @@ func completeResource(cf *clientFlags, maxArgs int) cobra.CompletionFunc {
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return completeNames(cmd, cf, toComplete, func(ctx context.Context, c *api.Client) ([]string, error) {
-			rs, err := listResources(ctx, c, kind, false)
-			var names []string
-			for _, r := range rs {
-				names = append(names, manifest.NameOf(r))
-			}
-			return names, err
-		})
+		return completeNames(cmd, cf, toComplete, resourceNames(kind))
+	}
+}
+
+// resourceNames lists the names of a kind's resources, for completion.
+func resourceNames(kind string) func(ctx context.Context, c *api.Client) ([]string, error) {
+	return func(ctx context.Context, c *api.Client) ([]string, error) {
+		rs, err := listResources(ctx, c, kind, false)
+		var names []string
+		for _, r := range rs {
+			names = append(names, manifest.NameOf(r))
+		}
+		return names, err
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/manifest"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/raftfsm"
 )
 
 // defaultRateInterval is the time between the two samples rates come from.
@@ -76,6 +77,9 @@ per refresh instead. --iterations bounds the refreshes (0: until interrupted).
 	f.StringSliceVar(&lbs, "lb", nil, "show only this load balancer (repeatable)")
 	f.DurationVar(&interval, "interval", defaultRateInterval, "time between refreshes")
 	f.IntVar(&iterations, "iterations", 0, "stop after this many refreshes (0: never)")
+	cmd.RegisterFlagCompletionFunc("lb", func(cmd *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return completeNames(cmd, cf, toComplete, resourceNames(raftfsm.KindLoadBalancer))
+	})
 	return cmd
 }
 
