@@ -5,6 +5,7 @@ package node
 // and the health view, laid out by the committed load balancers.
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 
@@ -219,7 +220,7 @@ func (a *Agent) localStats(names []string) ([]*weftv1.LoadBalancerStats, error) 
 	select {
 	case <-a.started:
 	default:
-		return nil, nil // still starting: nothing counted yet
+		return nil, errors.New("still starting")
 	}
 	st := a.raft.FSM().State()
 	l4 := newL4Counters()
