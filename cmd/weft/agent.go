@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,15 +39,27 @@ func newAgentCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			cfg.AccessLog = cmd.OutOrStdout()
 			if accessLog != "-" {
-				f, err := os.OpenFile(accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+				f, err := openLogFile(accessLog)
 				if err != nil {
 					return fmt.Errorf("--access-log: %w", err)
 				}
 				defer f.Close()
 				cfg.AccessLog = f
-			} else {
-				cfg.AccessLog = cmd.OutOrStdout()
+				// logrotate renames the file, then sends SIGHUP.
+				hup := make(chan os.Signal, 1)
+				signal.Notify(hup, syscall.SIGHUP)
+				defer signal.Stop(hup)
+				go func() {
+					for range hup {
+						if err := f.Reopen(); err != nil {
+							logger.Error("access log not reopened", "err", err)
+						} else {
+							logger.Info("access log reopened", "path", accessLog)
+						}
+					}
+				}()
 			}
 			if dev {
 				dir, err := os.MkdirTemp("", "weft-dev-")
@@ -125,7 +139,7 @@ func newAgentCmd() *cobra.Command {
 	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "format of the log on standard error: text or json (one JSON object a line)")
-	f.StringVar(&accessLog, "access-log", "-", "where http and https listeners with accessLog enabled write a JSON line per request: - (standard output) or a file, appended to")
+	f.StringVar(&accessLog, "access-log", "-", "where http and https listeners with accessLog enabled write a JSON line per request: - (standard output) or a file, appended to and reopened on SIGHUP")
 	return cmd
 }
 
