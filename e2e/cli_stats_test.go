@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,7 +70,8 @@ func listenerRates(s *weftv1.StatsSample, lb, listener string) *weftv1.ListenerR
 // (the second node sums the first's counters) and zero once it stopped;
 // with the first node killed, the second names it as not counted. The
 // access log has one JSON line per request sent, matching it, and every
-// line the agent logged is JSON.
+// line the agent logged is JSON; after the file is renamed and SIGHUP sent,
+// lines go to a new file.
 func TestCLI_Rates(t *testing.T) {
 	c := newCluster(t, 27)
 	accessLog := filepath.Join(t.TempDir(), "access.log")
@@ -248,6 +250,35 @@ spec:
 			t.Errorf("access log line %v does not match the request sent (status %v, upstream %s)", m, status, upstream)
 		}
 	}
+
+	// logrotate: the file renamed, SIGHUP, and the next lines go to a new
+	// file at the path.
+	if err := os.Rename(accessLog, accessLog+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "node1 reopening its access log", func() error {
+		if !strings.Contains(n1.log.String(), "access log reopened") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	for range 5 {
+		resp, err := hc.Get("http://127.0.27.100:8080/after-rotation")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	waitFor(t, 5*time.Second, "five lines in the new access log", func() error {
+		b, err := os.ReadFile(accessLog)
+		if n := strings.Count(string(b), `"path":"/after-rotation"`); err != nil || n != 5 {
+			return fmt.Errorf("%d lines (%v)", n, err)
+		}
+		return nil
+	})
 
 	for _, l := range strings.Split(strings.TrimSpace(n1.log.String()), "\n") {
 		var m map[string]any
