@@ -52,6 +52,18 @@ func topSamples(t *testing.T, c *cluster, a *agent, n int, args ...string) []*we
 	return samples
 }
 
+// checkJSONLog fails the test for each line of an agent's log (run with
+// --log-format json) that is not a JSON record with a level and a message.
+func checkJSONLog(t *testing.T, a *agent) {
+	t.Helper()
+	for _, l := range strings.Split(strings.TrimSpace(a.log.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil || m["msg"] == nil || m["level"] == nil {
+			t.Errorf("%s logged a line that is not a JSON record with level and msg: %q", a.name, l)
+		}
+	}
+}
+
 // listenerRates finds a listener's rates in a sample.
 func listenerRates(s *weftv1.StatsSample, lb, listener string) *weftv1.ListenerRates {
 	for _, l := range s.GetLoadBalancers() {
@@ -280,12 +292,7 @@ spec:
 		return nil
 	})
 
-	for _, l := range strings.Split(strings.TrimSpace(n1.log.String()), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil || m["msg"] == nil || m["level"] == nil {
-			t.Errorf("node1 logged a line that is not a JSON record with level and msg (--log-format json): %q", l)
-		}
-	}
+	checkJSONLog(t, n1)
 
 	// Without node1, node2 sums only itself and says why.
 	n1.kill()

@@ -38,7 +38,7 @@ func backendSum(l *weftv1.ListenerStats, get func(*weftv1.TrafficCounters) uint6
 // opened through FullNAT and DSR (per listener and over the backends),
 // their packets, and the connections held open, each once although flow
 // sync keeps copies on two nodes; `weft top` shows packet rates during wrk
-// traffic and none after.
+// traffic and none after. Every line the agents logged is JSON.
 func TestLab_Stats(t *testing.T) {
 	r := newFabricRig(t, "wefts", 500*time.Millisecond, 0, 1, 2)
 	ctx := context.Background()
@@ -134,4 +134,8 @@ func TestLab_Stats(t *testing.T) {
 		}
 		return nil
 	})
+	// Raft, gossip, BGP and flow sync log through slog too.
+	for _, a := range r.c.agents {
+		checkJSONLog(t, a)
+	}
 }
