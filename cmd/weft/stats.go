@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,23 +128,31 @@ func top(ctx context.Context, w io.Writer, c *api.Client, lbs []string, interval
 }
 
 // describeRates prints the rates of one load balancer over interval as
-// YAML comments, so that what describe prints can still be applied.
+// YAML comments, so that what describe prints can still be applied. When
+// the nodes counted changed over the interval it measures once more.
 func describeRates(ctx context.Context, w io.Writer, c *api.Client, name string, interval time.Duration) error {
 	prev, err := getStats(ctx, c, []string{name})
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(interval):
-	}
-	cur, err := getStats(ctx, c, []string{name})
-	if err != nil {
-		return err
+	var s *weftv1.StatsSample
+	for range 2 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+		cur, err := getStats(ctx, c, []string{name})
+		if err != nil {
+			return err
+		}
+		if s = sampleOf(prev, cur); !s.GetNodesChanged() {
+			break
+		}
+		prev = cur
 	}
 	var b bytes.Buffer
-	if err := printSample(&b, sampleOf(prev, cur), false, false); err != nil {
+	if err := printSample(&b, s, false, false); err != nil {
 		return err
 	}
 	return writeComment(w, b.String())
@@ -168,12 +177,14 @@ func getStats(ctx context.Context, c *api.Client, lbs []string) (*weftv1.GetStat
 	return res.Msg, nil
 }
 
-// sampleOf computes the rates between two answers. A counter that went
-// down (a node restarted, or answered only the first time) counts as no
-// traffic rather than as a negative rate.
+// sampleOf computes the rates between two answers. When they summed
+// different nodes it gives none: a node's counters entering or leaving the
+// sums are not traffic. A counter that went down all the same (a node
+// restarted) counts as no traffic rather than as a negative rate.
 func sampleOf(prev, cur *weftv1.GetStatsResponse) *weftv1.StatsSample {
 	dt := cur.GetTime().AsTime().Sub(prev.GetTime().AsTime()).Seconds()
-	s := &weftv1.StatsSample{Time: cur.GetTime(), IntervalSeconds: dt, Nodes: cur.GetNodes(), Missing: cur.GetMissing()}
+	s := &weftv1.StatsSample{Time: cur.GetTime(), IntervalSeconds: dt, Nodes: cur.GetNodes(), Missing: cur.GetMissing(),
+		NodesChanged: !slices.Equal(prev.GetNodes(), cur.GetNodes())}
 	if cur.GetTime() == nil {
 		s.Time = timestamppb.Now()
 	}
@@ -196,12 +207,12 @@ func sampleOf(prev, cur *weftv1.GetStatsResponse) *weftv1.StatsSample {
 		for _, l := range lb.GetListeners() {
 			p := before[[2]string{lb.GetName(), l.GetName()}]
 			r := &weftv1.ListenerRates{Name: l.GetName(), Protocol: l.GetProtocol(), Port: l.GetPort(),
-				Rates: ratesOf(p.GetTraffic(), l.GetTraffic(), p.GetRequests(), l.GetRequests(), dt, p != nil)}
+				Rates: ratesOf(p.GetTraffic(), l.GetTraffic(), p.GetRequests(), l.GetRequests(), dt, p != nil && !s.NodesChanged)}
 			for _, b := range l.GetBackends() {
 				pb := beforeB[bkey{lb.GetName(), l.GetName(), b.GetPool(), b.GetAddress(), b.GetPort()}]
 				r.Backends = append(r.Backends, &weftv1.BackendRates{Pool: b.GetPool(), Address: b.GetAddress(), Port: b.GetPort(),
 					Health: b.GetHealth(), Drain: b.GetDrain(),
-					Rates: ratesOf(pb.GetTraffic(), b.GetTraffic(), pb.GetRequests(), b.GetRequests(), dt, pb != nil)})
+					Rates: ratesOf(pb.GetTraffic(), b.GetTraffic(), pb.GetRequests(), b.GetRequests(), dt, pb != nil && !s.NodesChanged)})
 			}
 			lr.Listeners = append(lr.Listeners, r)
 		}
@@ -247,6 +258,9 @@ func printSample(w io.Writer, s *weftv1.StatsSample, withLB, wide bool) error {
 		fmt.Fprintf(w, "; not counted: %s", strings.Join(m, ", "))
 	}
 	fmt.Fprintln(w)
+	if s.GetNodesChanged() {
+		fmt.Fprintln(w, "the nodes counted changed over the interval: no rates until the next refresh, only open flows")
+	}
 	t := table{columns: cols([]string{"listener", "backend", "health", "pps", "bps", "new/s", "active", "drops/s", "req/s", "err%"},
 		"drain")}
 	if withLB {

@@ -51,7 +51,18 @@ func TestSampleOf(t *testing.T) {
 	if r := back.GetLoadBalancers()[0].GetListeners()[0].GetRates(); r.GetPackets() != 0 || r.GetActiveFlows() != 7 {
 		t.Errorf("after a reset: %v, want 0 pps and 7 open", r)
 	}
-	empty := &weftv1.GetStatsResponse{Time: timestamppb.New(time.Unix(100, 0))}
+	// A node more in the second answer is no traffic: no rates at all.
+	fewer := statsAt(100, 1)
+	fewer.Nodes = []string{"n1"}
+	if s := sampleOf(fewer, statsAt(101, 5)); !s.GetNodesChanged() ||
+		s.GetLoadBalancers()[0].GetListeners()[0].GetRates().GetPackets() != 0 ||
+		s.GetLoadBalancers()[0].GetListeners()[0].GetRates().GetActiveFlows() != 7 {
+		t.Errorf("nodes n1 then n1, n2: %v, want nodes changed, no rates, 7 open", s)
+	}
+	if sampleOf(statsAt(100, 1), statsAt(101, 5)).GetNodesChanged() {
+		t.Error("the same nodes twice: nodes changed")
+	}
+	empty := &weftv1.GetStatsResponse{Time: timestamppb.New(time.Unix(100, 0)), Nodes: []string{"n1", "n2"}}
 	if r := sampleOf(empty, statsAt(101, 5)).GetLoadBalancers()[0].GetListeners()[1].GetRates(); r.GetRequests() != 0 {
 		t.Errorf("without a first sample: %v, want no requests", r)
 	}

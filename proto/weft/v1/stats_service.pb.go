@@ -952,8 +952,11 @@ type StatsSample struct {
 	LoadBalancers   []*LoadBalancerRates   `protobuf:"bytes,3,rep,name=load_balancers,json=loadBalancers,proto3" json:"load_balancers,omitempty"`
 	Nodes           []string               `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	Missing         []*MissingNode         `protobuf:"bytes,5,rep,name=missing,proto3" json:"missing,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NodesChanged is set when the two answers summed different nodes: the
+	// differences of the sums are no rates, so only open flows are given.
+	NodesChanged  bool `protobuf:"varint,6,opt,name=nodes_changed,json=nodesChanged,proto3" json:"nodes_changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsSample) Reset() {
@@ -1019,6 +1022,13 @@ func (x *StatsSample) GetMissing() []*MissingNode {
 		return x.Missing
 	}
 	return nil
+}
+
+func (x *StatsSample) GetNodesChanged() bool {
+	if x != nil {
+		return x.NodesChanged
+	}
+	return false
 }
 
 var File_weft_v1_stats_service_proto protoreflect.FileDescriptor
@@ -1100,13 +1110,14 @@ const file_weft_v1_stats_service_proto_rawDesc = "" +
 	"\x05drops\x18\x05 \x01(\x01R\x05drops\x12\x1a\n" +
 	"\brequests\x18\x06 \x01(\x01R\brequests\x12\x1f\n" +
 	"\verror_ratio\x18\a \x01(\x01R\n" +
-	"errorRatio\"\xf1\x01\n" +
+	"errorRatio\"\x96\x02\n" +
 	"\vStatsSample\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12)\n" +
 	"\x10interval_seconds\x18\x02 \x01(\x01R\x0fintervalSeconds\x12A\n" +
 	"\x0eload_balancers\x18\x03 \x03(\v2\x1a.weft.v1.LoadBalancerRatesR\rloadBalancers\x12\x14\n" +
 	"\x05nodes\x18\x04 \x03(\tR\x05nodes\x12.\n" +
-	"\amissing\x18\x05 \x03(\v2\x14.weft.v1.MissingNodeR\amissing2T\n" +
+	"\amissing\x18\x05 \x03(\v2\x14.weft.v1.MissingNodeR\amissing\x12#\n" +
+	"\rnodes_changed\x18\x06 \x01(\bR\fnodesChanged2T\n" +
 	"\fStatsService\x12D\n" +
 	"\bGetStats\x12\x18.weft.v1.GetStatsRequest\x1a\x19.weft.v1.GetStatsResponse\"\x03\x90\x02\x01B-Z+github.com/weftlb/weft/proto/weft/v1;weftv1b\x06proto3"
 
