@@ -34,10 +34,11 @@ type ClientConfig struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// Client holds Connect clients for both services of one node.
+// Client holds Connect clients for the services of one node.
 type Client struct {
 	LB      weftv1connect.LoadBalancerServiceClient
 	Cluster weftv1connect.ClusterServiceClient
+	Stats   weftv1connect.StatsServiceClient
 	URL     string
 	http    *http.Client
 }
@@ -85,6 +86,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return &Client{
 		LB:      weftv1connect.NewLoadBalancerServiceClient(hc, url, opts...),
 		Cluster: weftv1connect.NewClusterServiceClient(hc, url, opts...),
+		Stats:   weftv1connect.NewStatsServiceClient(hc, url, opts...),
 		URL:     url,
 		http:    hc,
 	}, nil

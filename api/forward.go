@@ -21,6 +21,7 @@ const forwardedHeader = "Weft-Forwarded-By"
 type peer struct {
 	lb      weftv1connect.LoadBalancerServiceClient
 	cluster weftv1connect.ClusterServiceClient
+	stats   weftv1connect.StatsServiceClient
 }
 
 type access int
@@ -75,7 +76,7 @@ func (s *Server) route(ctx context.Context, h http.Header, a access) (*peer, err
 func (s *Server) peer(id string) (*peer, error) {
 	n := s.fsm.State().Node(id)
 	if n == nil || n.GetSpec().GetApiAddress() == "" {
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("leader %s has no known API address; retry", id))
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("node %s has no known API address; retry", id))
 	}
 	addr := n.GetSpec().GetApiAddress()
 	if p, ok := s.peers.Load(addr); ok {
@@ -91,6 +92,7 @@ func (s *Server) peer(id string) (*peer, error) {
 	p := &peer{
 		lb:      weftv1connect.NewLoadBalancerServiceClient(hc, url),
 		cluster: weftv1connect.NewClusterServiceClient(hc, url),
+		stats:   weftv1connect.NewStatsServiceClient(hc, url),
 	}
 	actual, _ := s.peers.LoadOrStore(addr, p)
 	return actual.(*peer), nil

@@ -72,6 +72,10 @@ type Config struct {
 	// DNSQuery asks this node's DNS server what it would answer (QueryDNS);
 	// nil when the node runs none.
 	DNSQuery func(*weftv1.QueryDNSRequest) (*weftv1.QueryDNSResponse, error)
+	// LocalStats returns this node's counters of the load balancers named
+	// (all when none), for the StatsService; nil on nodes that serve no
+	// traffic.
+	LocalStats func(names []string) ([]*weftv1.LoadBalancerStats, error)
 }
 
 // DefaultMaxRequestBytes is gRPC's default limit on a received message.
@@ -117,7 +121,7 @@ func New(cfg Config) *Server {
 	return &Server{cfg: cfg, fsm: cfg.Replica.FSM(), log: cfg.Logger, now: cfg.Now}
 }
 
-// Handler serves both services, gRPC health and reflection, and what was
+// Handler serves the three services, gRPC health and reflection, and what was
 // mounted. Requests pass authentication (from headers, before the body is
 // read; health and reflection are public), then the body limit, then
 // connect-go, whose codecs reject unknown fields.
@@ -132,7 +136,8 @@ func (s *Server) Handler() http.Handler {
 		s.mux = http.NewServeMux()
 		s.mux.Handle(s.auth.wrap(s.limit(weftv1connect.NewLoadBalancerServiceHandler(&lbService{s}, opts))))
 		s.mux.Handle(s.auth.wrap(s.limit(weftv1connect.NewClusterServiceHandler(&clusterService{s}, opts))))
-		services := []string{weftv1connect.LoadBalancerServiceName, weftv1connect.ClusterServiceName}
+		s.mux.Handle(s.auth.wrap(s.limit(weftv1connect.NewStatsServiceHandler(&statsService{s}, opts))))
+		services := []string{weftv1connect.LoadBalancerServiceName, weftv1connect.ClusterServiceName, weftv1connect.StatsServiceName}
 		s.mux.Handle(s.limit(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...), opts)))
 		reflector := grpcreflect.NewStaticReflector(services...)
 		s.mux.Handle(s.limit(grpcreflect.NewHandlerV1(reflector, opts)))

@@ -56,6 +56,7 @@ func newTestNode(t *testing.T, opts ...func(*Config)) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { r.Close() }) // after the server's Close, which runs first
 	n := &testNode{t: t, ca: ca, raft: r}
 	n.clock.Store(time.Now().UnixNano())
 	cfg := Config{NodeName: "n1", Replica: r, PeerTLS: peerTLS, Now: func() time.Time { return time.Unix(0, n.clock.Load()) }}
@@ -63,16 +64,8 @@ func newTestNode(t *testing.T, opts ...func(*Config)) *testNode {
 		o(&cfg)
 	}
 	n.srv = New(cfg)
-	apiTLS, err := pki.ServerTLS(certPEM, keyPEM, ca.CertPEM, tls.VerifyClientCertIfGiven)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(n.srv.Handler())
-	hs.TLS = apiTLS
-	hs.EnableHTTP2 = true
-	hs.StartTLS()
+	hs := serveAPI(t, n.srv, certPEM, keyPEM, ca.CertPEM)
 	n.url = hs.URL
-	t.Cleanup(func() { hs.Close(); r.Close() })
 
 	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
@@ -100,6 +93,22 @@ func newTestNode(t *testing.T, opts ...func(*Config)) *testNode {
 	}
 	n.admin = res.Secret
 	return n
+}
+
+// serveAPI serves srv over httptest TLS with a node certificate until the
+// test ends.
+func serveAPI(t *testing.T, srv *Server, certPEM, keyPEM, caPEM []byte) *httptest.Server {
+	t.Helper()
+	apiTLS, err := pki.ServerTLS(certPEM, keyPEM, caPEM, tls.VerifyClientCertIfGiven)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	hs.TLS = apiTLS
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	return hs
 }
 
 // client returns a client with a token ("" for none).

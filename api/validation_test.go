@@ -181,6 +181,15 @@ func TestBadInput(t *testing.T) {
 			l.MaxBodyBytes = 1024
 			return apply(lb("x", "198.51.100.20", l))
 		}, connect.CodeInvalidArgument, "spec.listeners[0].maxBodyBytes"},
+		{"access log on a tcp listener", func() error {
+			l := tcp(80, "web")
+			l.AccessLog = &weftv1.AccessLog{Enabled: true}
+			return apply(lb("x", "198.51.100.20", l))
+		}, connect.CodeInvalidArgument, "spec.listeners[0].accessLog: only http and https listeners have an access log"},
+		{"access log sample rate over 1", func() error {
+			return apply(lb("x", "198.51.100.20", &weftv1.Listener{Port: 80, Protocol: "http", Pool: "web",
+				AccessLog: &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(2)}}))
+		}, connect.CodeInvalidArgument, "spec.listeners[0].accessLog.sampleRate: 2 is not between 0 and 1"},
 		{"backup zone equal to primary", func() error {
 			return apply(withLB(func(l *weftv1.LoadBalancer) { l.Spec.BackupZones = []string{"a"} }))
 		}, connect.CodeInvalidArgument, "spec.backupZones[0]"},

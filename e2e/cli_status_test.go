@@ -194,6 +194,7 @@ func TestCLI_Basics(t *testing.T) {
 			{[]string{"describe", "lb", "w"}, []string{"web"}},
 			{[]string{"delete", "pools", "d"}, []string{"db"}},
 			{[]string{"node", "drain", ""}, []string{"node1"}},
+			{[]string{"top", "--lb", "w"}, []string{"web"}},
 		} {
 			out := run("", append([]string{"__complete"}, tc.args...)...)
 			lines := strings.Split(strings.TrimSpace(out), "\n")

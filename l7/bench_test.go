@@ -3,6 +3,7 @@ package l7
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -55,12 +56,32 @@ func rawBackend(b *testing.B) netip.AddrPort {
 // keep-alive row of deploy/bench/l7: ns and allocations per request,
 // client and backend included (both allocate next to nothing).
 func BenchmarkProxyKeepAlive(b *testing.B) {
-	be := rawBackend(b)
 	addr := freeAddr(b, "127.0.0.1")
 	startProxy(b, Config{
 		Listeners: []Listener{{Name: "bench", Addr: addr, DefaultPool: "p"}},
-		Pools:     map[string]Pool{"p": {Members: []Member{{Addr: be, Weight: 100, Healthy: true}}}},
+		Pools:     map[string]Pool{"p": {Members: []Member{{Addr: rawBackend(b), Weight: 100, Healthy: true}}}},
 	})
+	keepAlive(b, addr)
+}
+
+// BenchmarkProxyAccessLog is BenchmarkProxyKeepAlive with every request
+// written to an access log (io.Discard): what logging adds per request.
+func BenchmarkProxyAccessLog(b *testing.B) {
+	addr := freeAddr(b, "127.0.0.1")
+	p := New(Options{AccessLog: io.Discard})
+	b.Cleanup(func() { p.Close() })
+	err := p.Apply(context.Background(), Config{
+		Listeners: []Listener{{Name: "bench", Addr: addr, DefaultPool: "p", AccessLog: &AccessLog{SampleRate: 1}}},
+		Pools:     map[string]Pool{"p": {Members: []Member{{Addr: rawBackend(b), Weight: 100, Healthy: true}}}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keepAlive(b, addr)
+}
+
+// keepAlive sends b.N requests to addr on one connection.
+func keepAlive(b *testing.B, addr netip.AddrPort) {
 	c, err := net.Dial("tcp4", addr.String())
 	if err != nil {
 		b.Fatal(err)

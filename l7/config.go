@@ -2,6 +2,7 @@ package l7
 
 import (
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -44,6 +45,15 @@ type Listener struct {
 	Sticky   *Sticky
 	Timeouts Timeouts
 	Limits   Limits
+	// AccessLog logs the listener's requests to Options.AccessLog; nil
+	// logs none.
+	AccessLog *AccessLog
+}
+
+// AccessLog is a listener's access log.
+type AccessLog struct {
+	// SampleRate is the share of requests logged, 0..1.
+	SampleRate float64
 }
 
 // Route sends requests that match every set condition to a pool, or
@@ -171,8 +181,10 @@ type Member struct {
 
 // Options are the node-local settings of a Proxy, fixed for its lifetime.
 type Options struct {
-	// AccessLog, when set, gets one JSON-able line per request.
-	AccessLog *slog.Logger
+	// AccessLog gets a JSON line per logged request of the listeners with
+	// an AccessLog, buffered and written out at least every second; nil
+	// logs nothing.
+	AccessLog io.Writer
 	// Log gets errors and lifecycle events; nil means slog.Default().
 	Log *slog.Logger
 	// DrainTimeout bounds Close's wait for in-flight requests. Default 10s.

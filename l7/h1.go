@@ -151,6 +151,7 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, rs *reqState
 		m := rs.member
 		resp, c, err := p.exchange(r, rs, cp, m)
 		if err == nil {
+			rs.responded()
 			m.outlier(resp.StatusCode < 502 || resp.StatusCode > 504, p.outlier)
 			p.relay(w, r, rs, resp, c, cp, m)
 			return

@@ -58,7 +58,6 @@ type lconn struct {
 	head      int       // bytes of in holding req's head, until its response starts
 	rs        *reqState // rsv while a request is in flight
 	rsv       reqState
-	start     time.Time
 	tried     [maxAttempts]*member
 	attempt   int
 	fresh     bool // the next member connection must be a new one
@@ -143,10 +142,10 @@ func (c *lconn) request() bool {
 		c.handoff()
 		return false
 	}
-	c.rsv = reqState{t: t, rt: rt, client: c.remote}
+	c.rsv = reqState{t: t, rt: rt, client: c.remote, start: time.Now()}
 	rs := &c.rsv
-	c.start = time.Now()
-	if !rs.choose(r, c.start.UnixNano()) {
+	rs.logged = t.accessLog != nil && t.accessLog.sample()
+	if !rs.choose(r, rs.start.UnixNano()) {
 		c.handoff() // 503
 		return false
 	}
@@ -323,6 +322,7 @@ func (c *lconn) responseHead() bool {
 		return c.responseHead() // not relayed on this path
 	}
 	rs.member.outlier(resp.StatusCode < 502 || resp.StatusCode > 504, c.l.p.outlier)
+	rs.responded()
 	rs.status = resp.StatusCode
 	h := c.w.Header()
 	rs.responseHeader(h, resp)
@@ -404,6 +404,7 @@ func (c *lconn) emit(b []byte) {
 	if len(b) == 0 {
 		return
 	}
+	c.rs.bytes += int64(len(b))
 	if c.w.chunked && c.frame != frameChunked {
 		c.out = strconv.AppendInt(c.out, int64(len(b)), 16)
 		c.out = append(c.out, "\r\n"...)
@@ -470,7 +471,7 @@ func (c *lconn) finish() bool {
 	if c.w.chunked && c.frame != frameChunked && c.frame != frameNone {
 		c.out = append(c.out, "0\r\n\r\n"...)
 	}
-	c.l.p.record(c.rs, c.req, c.start)
+	c.l.p.record(c.rs, c.req)
 	c.rs.member.st.inflight.Add(-1)
 	if u := c.up; u != nil {
 		c.up = nil
@@ -539,7 +540,7 @@ func (c *lconn) dropUp() {
 func (c *lconn) abort() {
 	if c.rs != nil {
 		c.rs.status = 0
-		c.l.p.record(c.rs, c.req, c.start)
+		c.l.p.record(c.rs, c.req)
 		c.rs.member.st.inflight.Add(-1)
 		c.req, c.rs = nil, nil
 	}

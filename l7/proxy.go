@@ -26,6 +26,7 @@ import (
 type Proxy struct {
 	opts    Options
 	log     *slog.Logger
+	access  *accessLog // nil without Options.AccessLog
 	outlier Outlier
 	rp      *httputil.ReverseProxy
 
@@ -115,6 +116,15 @@ type reqState struct {
 	cookieID string
 	client   string // RemoteAddr, for the PROXY protocol header
 	status   int
+	start    time.Time
+	// logged is set for a request the access log samples; upstreamTime
+	// (start to the member's response head) is then measured, and its
+	// body bytes counted: by the event loop in bytes, on the other paths
+	// by cw, which the handler writes through.
+	logged       bool
+	upstreamTime time.Duration
+	bytes        int64
+	cw           countingWriter
 }
 
 type stateKey struct{}
@@ -146,6 +156,9 @@ func New(opts Options) *Proxy {
 	}
 	if p.outlier.EjectFor == 0 {
 		p.outlier.EjectFor = 10 * time.Second
+	}
+	if opts.AccessLog != nil {
+		p.access = newAccessLog(opts.AccessLog, opts.Log)
 	}
 	p.hardCtx, p.hardCancel = context.WithCancel(context.Background())
 	p.rp = &httputil.ReverseProxy{
@@ -385,6 +398,9 @@ func (c *compiler) table(l Listener) (*table, error) {
 		}
 		t.sticky = &s
 	}
+	if l.AccessLog != nil && c.p.access != nil {
+		t.accessLog = newSampler(l.AccessLog.SampleRate)
+	}
 	t.stats = c.p.lnStats[l.Name]
 	if t.stats == nil {
 		t.stats = new(counters)
@@ -524,16 +540,21 @@ func (s *socket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) serve(t *table, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rt := t.match(r)
-	rs := &reqState{t: t, rt: rt, client: r.RemoteAddr}
+	rs := &reqState{t: t, rt: rt, client: r.RemoteAddr, start: start}
+	if t.accessLog != nil && t.accessLog.sample() {
+		rs.logged = true
+		rs.cw.ResponseWriter = w
+		w = &rs.cw
+	}
 	defer func() {
 		if e := recover(); e != nil {
 			// The member reset mid-response: net/http aborts the client
 			// connection on ErrAbortHandler; record it first.
 			rs.status = 0
-			p.record(rs, r, start)
+			p.record(rs, r)
 			panic(e)
 		}
-		p.record(rs, r, start)
+		p.record(rs, r)
 	}()
 	switch {
 	case rt.redirect != nil:
@@ -592,28 +613,25 @@ func (rs *reqState) choose(r *http.Request, now int64) bool {
 	return rs.member != nil
 }
 
-func (p *Proxy) record(rs *reqState, r *http.Request, start time.Time) {
-	d := time.Since(start)
+// record counts a finished request and logs it if it is sampled.
+func (p *Proxy) record(rs *reqState, r *http.Request) {
+	end := time.Now()
+	d := end.Sub(rs.start)
 	rs.t.stats.observe(rs.status, d)
 	rs.rt.stats.observe(rs.status, d)
-	member := ""
 	if rs.member != nil {
 		rs.member.st.stats.observe(rs.status, d)
-		member = rs.member.hostport
 	}
-	if al := p.opts.AccessLog; al != nil {
-		al.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("listener", rs.t.name),
-			slog.String("route", rs.rt.name),
-			slog.String("client", r.RemoteAddr),
-			slog.String("proto", r.Proto),
-			slog.String("method", r.Method),
-			slog.String("host", r.Host),
-			slog.String("uri", r.RequestURI),
-			slog.Int("status", rs.status),
-			slog.String("member", member),
-			slog.Duration("duration", d),
-		)
+	if rs.logged {
+		p.logRequest(rs, r, end, d)
+	}
+}
+
+// responded notes, for the access log, when the member's response head
+// came.
+func (rs *reqState) responded() {
+	if rs.logged {
+		rs.upstreamTime = time.Since(rs.start)
 	}
 }
 
@@ -637,6 +655,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	rs := resp.Request.Context().Value(stateKey{}).(*reqState)
+	rs.responded()
 	rs.status = resp.StatusCode
 	if !rs.rt.respHdr.empty() {
 		rs.rt.respHdr.apply(resp.Header)
@@ -863,6 +882,9 @@ func (p *Proxy) Close() error {
 	}
 	for _, s := range sockets {
 		s.closeFast()
+	}
+	if p.access != nil {
+		p.access.close()
 	}
 	p.mu.Lock()
 	for _, tr := range p.transports {

@@ -24,6 +24,8 @@ type table struct {
 	timeouts Timeouts
 	stats    *counters
 	tls      *tls.Config // nil without TLS
+	// accessLog samples the requests to log; nil when none are.
+	accessLog *sampler
 }
 
 // route is one compiled Route.

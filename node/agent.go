@@ -168,7 +168,7 @@ func (a *Agent) open(d dataDir) error {
 	a.raft = r
 	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger,
 		Local: a.localStatus, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name),
-		DNSQuery: a.dnsQuery()})
+		DNSQuery: a.dnsQuery(), LocalStats: a.localStats})
 	a.api = srv
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
@@ -354,7 +354,7 @@ func (a *Agent) startReconciler() error {
 	if a.cfg.Dataplane != DataplaneNone {
 		// Nodes with a dataplane serve traffic: the http and https
 		// listeners too.
-		a.l7 = newL7Subsystem(healthy, a.nl, a.cfg.Logger)
+		a.l7 = newL7Subsystem(healthy, a.nl, a.cfg.AccessLog, a.cfg.Logger)
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "l7", apply: a.l7.apply})
 	}
 	// DNS (issue 12): the GSLB answers for the committed zones; the anycast

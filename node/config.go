@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -81,6 +82,11 @@ type Config struct {
 	// TicketRotation is how often the leader rotates the cluster's TLS
 	// session-ticket keys (0: DefaultTicketRotation); three are kept.
 	TicketRotation time.Duration
+
+	// AccessLog gets the access log lines of the http and https listeners
+	// whose accessLog is enabled, one JSON object a line; nil: none are
+	// written.
+	AccessLog io.Writer
 
 	Logger *slog.Logger
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -94,6 +95,12 @@ func l7Listener(st *raftfsm.State, cfg *l7.Config, certs *certCache, lbName stri
 		},
 		// validate caps it at the largest int64.
 		Limits: l7.Limits{MaxBodyBytes: int64(pl.GetMaxBodyBytes())},
+	}
+	if al := pl.GetAccessLog(); al.GetEnabled() {
+		l.AccessLog = &l7.AccessLog{SampleRate: 1}
+		if al.SampleRate != nil { // validate fills it in
+			l.AccessLog.SampleRate = al.GetSampleRate()
+		}
 	}
 	for _, pool := range l7Pools(pl) {
 		if st.Pool(pool) == nil {
@@ -232,8 +239,8 @@ type l7Subsystem struct {
 	extraVIPs []netip.Addr
 }
 
-func newL7Subsystem(healthy Healthy, nl routeTable, log *slog.Logger) *l7Subsystem {
-	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log}), healthy: healthy, vips: &localVIPs{nl: nl}}
+func newL7Subsystem(healthy Healthy, nl routeTable, accessLog io.Writer, log *slog.Logger) *l7Subsystem {
+	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log, AccessLog: accessLog}), healthy: healthy, vips: &localVIPs{nl: nl}}
 }
 
 // apply serves the state's http and https listeners, then makes their VIPs

@@ -122,7 +122,8 @@ func TestL7Config(t *testing.T) {
 					{PathExact: "/old", Header: &weftv1.HeaderMatch{Name: "X-Beta"}, Redirect: &weftv1.Redirect{Scheme: "https", Port: 443, Code: 301}},
 				}},
 			{Name: "tls", Port: 443, Protocol: "https", Certificates: []string{"site"},
-				Rules: []*weftv1.Rule{{PathPrefix: "/", Pool: "web"}}},
+				Rules:     []*weftv1.Rule{{PathPrefix: "/", Pool: "web"}},
+				AccessLog: &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(0.5)}},
 		},
 	}}
 	other := &weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "l4-only"}, Spec: &weftv1.LoadBalancerSpec{
@@ -159,7 +160,7 @@ func TestL7Config(t *testing.T) {
 					{PathExact: "/old", Header: &l7.HeaderMatch{Name: "X-Beta"}, Redirect: &l7.Redirect{Scheme: "https", Port: 443, Code: 301}},
 				}},
 			{Name: "front/tls", Addr: netip.AddrPortFrom(vip, 443), TLS: true, Certificates: []string{"site"}, HTTP2: true,
-				Routes: []l7.Route{{PathPrefix: "/", Pool: "web"}}},
+				Routes: []l7.Route{{PathPrefix: "/", Pool: "web"}}, AccessLog: &l7.AccessLog{SampleRate: 0.5}},
 		},
 		Pools: map[string]l7.Pool{
 			"web": webPool,
@@ -397,7 +398,7 @@ func TestL7Subsystem(t *testing.T) {
 		Vip: "127.0.0.1", Listeners: []*weftv1.Listener{{Port: uint32(port), Protocol: "http", Pool: "web"}}}})
 
 	routes := &fakeRoutes{routes: map[netip.Addr]bool{}}
-	s := newL7Subsystem(allHealthy, routes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := newL7Subsystem(allHealthy, routes, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	answers := func(n int) map[string]int {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 )
 
@@ -167,6 +169,8 @@ func (c checker) l4Listener(field string, l *weftv1.Listener) error {
 		return c.fail(field+".stickySession", "only http and https listeners have sticky sessions; use scheduler source-hash")
 	case l.MaxBodyBytes != 0:
 		return c.fail(field+".maxBodyBytes", "only http and https listeners have a body limit")
+	case l.AccessLog != nil:
+		return c.fail(field+".accessLog", "only http and https listeners have an access log")
 	}
 	return nil
 }
@@ -212,6 +216,15 @@ func (c checker) l7Listener(field string, l *weftv1.Listener) error {
 	}
 	if l.MaxBodyBytes > math.MaxInt64 {
 		return c.fail(field+".maxBodyBytes", "%d is too large (at most %d)", l.MaxBodyBytes, int64(math.MaxInt64))
+	}
+	if al := l.AccessLog; al != nil {
+		if al.SampleRate == nil {
+			al.SampleRate = proto.Float64(1)
+		}
+		// NaN fails both comparisons' negation.
+		if r := *al.SampleRate; !(r >= 0 && r <= 1) {
+			return c.fail(field+".accessLog.sampleRate", "%v is not between 0 and 1", r)
+		}
 	}
 	if st := l.StickySession; st != nil {
 		if st.CookieName == "" {

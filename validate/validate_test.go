@@ -3,6 +3,7 @@ package validate
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -263,6 +264,18 @@ func TestInvalid(t *testing.T) {
 		{"body limit on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].MaxBodyBytes = 1024 }), "spec.listeners[0].maxBodyBytes", "only http and https listeners have a body limit"},
 		{"body limit over int64", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].MaxBodyBytes = 1 << 63 }), "spec.listeners[1].maxBodyBytes", "9223372036854775808 is too large (at most 9223372036854775807)"},
 
+		// Access logs.
+		{"access log on tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].AccessLog = &weftv1.AccessLog{Enabled: true} }), "spec.listeners[0].accessLog", "only http and https listeners have an access log"},
+		{"sample rate over 1", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners[1].AccessLog = &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(1.5)}
+		}), "spec.listeners[1].accessLog.sampleRate", "1.5 is not between 0 and 1"},
+		{"negative sample rate", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners[1].AccessLog = &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(-0.1)}
+		}), "spec.listeners[1].accessLog.sampleRate", "-0.1 is not between 0 and 1"},
+		{"NaN sample rate", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners[1].AccessLog = &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(math.NaN())}
+		}), "spec.listeners[1].accessLog.sampleRate", "NaN is not between 0 and 1"},
+
 		// Pools.
 		{"too many members", pool(func(s *weftv1.PoolSpec) {
 			s.Members = make([]*weftv1.Member, 1025)
@@ -509,6 +522,8 @@ func TestNormalise(t *testing.T) {
 						{Host: "*.Example.COM", Pool: "web"},
 						{Redirect: &weftv1.Redirect{Scheme: "https"}},
 					}},
+					{Port: 8081, Protocol: "http", Pool: "web", AccessLog: &weftv1.AccessLog{Enabled: true}},
+					{Port: 8082, Protocol: "http", Pool: "web", AccessLog: &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(0)}},
 				}
 			}),
 			want: lb(func(s *weftv1.LoadBalancerSpec) {
@@ -519,6 +534,8 @@ func TestNormalise(t *testing.T) {
 						{Host: "*.example.com", Pool: "web"},
 						{Redirect: &weftv1.Redirect{Scheme: "https", Code: 302}},
 					}},
+					{Name: "http-8081", Port: 8081, Protocol: "http", Pool: "web", AccessLog: &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(1)}},
+					{Name: "http-8082", Port: 8082, Protocol: "http", Pool: "web", AccessLog: &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(0)}},
 				}
 			}),
 		},

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +21,7 @@ func newAgentCmd() *cobra.Command {
 		cfg                 node.Config
 		dev                 bool
 		logLevel, logFormat string
+		accessLog           string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -36,6 +39,28 @@ func newAgentCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			cfg.AccessLog = cmd.OutOrStdout()
+			if accessLog != "-" {
+				f, err := openLogFile(accessLog)
+				if err != nil {
+					return fmt.Errorf("--access-log: %w", err)
+				}
+				defer f.Close()
+				cfg.AccessLog = f
+				// logrotate renames the file, then sends SIGHUP.
+				hup := make(chan os.Signal, 1)
+				signal.Notify(hup, syscall.SIGHUP)
+				defer signal.Stop(hup)
+				go func() {
+					for range hup {
+						if err := f.Reopen(); err != nil {
+							logger.Error("access log not reopened", "err", err)
+						} else {
+							logger.Info("access log reopened", "path", accessLog)
+						}
+					}
+				}()
+			}
 			if dev {
 				dir, err := os.MkdirTemp("", "weft-dev-")
 				if err != nil {
@@ -113,7 +138,8 @@ func newAgentCmd() *cobra.Command {
 	f.DurationVar(&cfg.TicketRotation, "tls-ticket-rotation", node.DefaultTicketRotation, "how often the leader rotates the cluster's TLS session-ticket keys (3 are kept)")
 	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	f.StringVar(&logFormat, "log-format", "text", "format of the log on standard error: text or json (one JSON object a line)")
+	f.StringVar(&accessLog, "access-log", "-", "where http and https listeners with accessLog enabled write a JSON line per request: - (standard output) or a file, appended to and reopened on SIGHUP")
 	return cmd
 }
 

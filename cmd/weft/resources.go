@@ -276,9 +276,14 @@ health view holds it; -o wide adds columns, -o name prints kind/name lines.`,
 }
 
 func newDescribeCmd(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:               "describe KIND NAME",
-		Short:             "Show one resource in full, as YAML",
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "describe KIND NAME",
+		Short: "Show one resource in full, as YAML; a load balancer with its live rates",
+		Long: `Show one resource in full, as YAML. A load balancer is followed by its live rates per
+listener and backend, over --interval (0: none): packets, bits, new flows and requests per
+second, open flows, the share of requests answered 5xx or not at all, and each member's health,
+summed over the nodes that answered. The rates are YAML comments: the output can be applied.`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeResource(cf, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -295,9 +300,22 @@ func newDescribeCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return manifest.Encode(cmd.OutOrStdout(), []*weftv1.Resource{r})
+			if err := manifest.Encode(cmd.OutOrStdout(), []*weftv1.Resource{r}); err != nil {
+				return err
+			}
+			if r.GetLoadBalancer() == nil || interval <= 0 {
+				return nil
+			}
+			// The resource is what describe is for: rates that cannot be
+			// had are said, not failed on.
+			if err := describeRates(cmd.Context(), cmd.OutOrStdout(), c, args[1], interval); err != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "# rates: %s\n", oneLine(err))
+			}
+			return nil
 		},
 	}
+	cmd.Flags().DurationVar(&interval, "interval", defaultRateInterval, "time between the two samples rates come from (load balancers; 0: no rates)")
+	return cmd
 }
 
 func newDeleteCmd(cf *clientFlags) *cobra.Command {
@@ -352,14 +370,19 @@ func completeResource(cf *clientFlags, maxArgs int) cobra.CompletionFunc {
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return completeNames(cmd, cf, toComplete, func(ctx context.Context, c *api.Client) ([]string, error) {
-			rs, err := listResources(ctx, c, kind, false)
-			var names []string
-			for _, r := range rs {
-				names = append(names, manifest.NameOf(r))
-			}
-			return names, err
-		})
+		return completeNames(cmd, cf, toComplete, resourceNames(kind))
+	}
+}
+
+// resourceNames lists the names of a kind's resources, for completion.
+func resourceNames(kind string) func(ctx context.Context, c *api.Client) ([]string, error) {
+	return func(ctx context.Context, c *api.Client) ([]string, error) {
+		rs, err := listResources(ctx, c, kind, false)
+		var names []string
+		for _, r := range rs {
+			names = append(names, manifest.NameOf(r))
+		}
+		return names, err
 	}
 }
 

@@ -221,6 +221,22 @@ func (s *Syncer) Apply(_ context.Context, st State) error {
 	return nil
 }
 
+// FirstOwner returns a function naming the node that owns a flow's bucket
+// first in the table in force now ("" before there is one). Every flow of
+// the cluster is copied there, so open flows summed over the nodes count
+// each flow once when each node counts those it owns first.
+func (s *Syncer) FirstOwner() func(dataplane.Flow) string {
+	s.mu.Lock()
+	t := s.cur
+	s.mu.Unlock()
+	return func(f dataplane.Flow) string {
+		if t == nil {
+			return ""
+		}
+		return t.owner(dataplane.Bucket(f.Hash(), s.buckets), 0)
+	}
+}
+
 // readyLocked reports whether this node holds the flows of its share of
 // the current table: it pulled them since it started and since the table
 // last changed (or it has no table yet and pulled once).

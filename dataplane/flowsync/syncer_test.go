@@ -243,6 +243,19 @@ func TestSyncAcrossLossAndReturn(t *testing.T) {
 	if fw, rp := n2.driver.has(g); fw || rp {
 		t.Errorf("n2 got a flow it neither owns nor inherits (forward %v, reply %v)", fw, rp)
 	}
+	// Counted on its first owner alone, each flow counts once (n1
+	// forwards both: they are in its own connection table).
+	for _, fl := range []dataplane.Flow{f, g} {
+		holders := 0
+		for _, n := range all {
+			if fw, _ := n.driver.has(fl); (fw || n == n1) && n.syncer.FirstOwner()(fl) == n.name {
+				holders++
+			}
+		}
+		if holders != 1 {
+			t.Errorf("flow %v is held by %d of its first owners, want 1", fl.Client, holders)
+		}
+	}
 	b := dataplane.Bucket(f.Hash(), testBuckets)
 	waitFor(t, "routing to the bucket's first owner", func() bool {
 		return n1.driver.route().Owners[b] == peerIndex(n1, "n2") && n2.driver.route().Owners[b] == dataplane.TargetSelf &&

@@ -16,6 +16,7 @@ const (
 
 type backendCounters struct {
 	newFlows, bytes atomic.Uint64
+	active          atomic.Int64
 }
 
 type stats struct {
@@ -51,9 +52,10 @@ type ServiceStats struct {
 	NoBackend, DialFailed uint64
 }
 
-// BackendStats count a backend's flows and bytes (both directions).
+// BackendStats count a backend's flows and bytes (both directions, a TCP
+// connection's when it ends); Active are its flows open now.
 type BackendStats struct {
-	NewFlows, Bytes uint64
+	NewFlows, Bytes, Active uint64
 }
 
 // Stats returns the counters of the running services, sorted by VIP,
@@ -67,7 +69,7 @@ func (f *Forwarder) Stats() []ServiceStats {
 			NoBackend: s.stats.drops[dropNoBackend].Load(), DialFailed: s.stats.drops[dropDial].Load()}
 		s.stats.mu.Lock()
 		for id, c := range s.stats.backends {
-			ss.Backends[id] = BackendStats{NewFlows: c.newFlows.Load(), Bytes: c.bytes.Load()}
+			ss.Backends[id] = BackendStats{NewFlows: c.newFlows.Load(), Bytes: c.bytes.Load(), Active: uint64(max(c.active.Load(), 0))}
 		}
 		s.stats.mu.Unlock()
 		out = append(out, ss)

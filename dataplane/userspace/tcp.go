@@ -45,6 +45,8 @@ func (f *Forwarder) proxyTCP(s *service, c *net.TCPConn) {
 	defer bc.Close()
 	counters := s.stats.backend(b.ID())
 	counters.newFlows.Add(1)
+	counters.active.Add(1)
+	defer counters.active.Add(-1)
 	done := make(chan struct{})
 	go func() {
 		n, _ := io.Copy(bc, c) // splice(2) between the sockets on Linux

@@ -58,12 +58,14 @@ func (f *Forwarder) serveUDP(s *service, pc *net.UDPConn) {
 			}
 			counters := s.stats.backend(b.ID())
 			counters.newFlows.Add(1)
+			counters.active.Add(1)
 			fl = &udpFlow{backend: bc, counters: counters}
 			flows[src] = fl
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				f.udpReplies(pc, bc, src, counters)
+				counters.active.Add(-1)
 				mu.Lock()
 				delete(flows, src)
 				mu.Unlock()

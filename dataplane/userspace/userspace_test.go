@@ -122,14 +122,20 @@ func TestTCP_SameChoiceAsXDP(t *testing.T) {
 	if len(seen) != 3 {
 		t.Errorf("60 flows reached %v, want all three backends", seen)
 	}
-	st := f.Stats()
-	var flows uint64
-	for _, b := range st[0].Backends {
-		flows += b.NewFlows
+	active := func() (flows, open uint64) {
+		for _, b := range f.Stats()[0].Backends {
+			flows += b.NewFlows
+			open += b.Active
+		}
+		return flows, open
 	}
-	if flows != 60 {
+	if flows, _ := active(); flows != 60 {
 		t.Errorf("stats count %d new flows, want 60", flows)
 	}
+	held, _ := dialGreeting(t, "127.0.70.1:8080")
+	waitFor(t, func() bool { _, open := active(); return open == 1 })
+	held.Close()
+	waitFor(t, func() bool { _, open := active(); return open == 0 })
 }
 
 func TestTCP_TableChangeKeepsOpenFlows(t *testing.T) {

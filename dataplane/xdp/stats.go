@@ -35,6 +35,12 @@ type Drops struct {
 	TCPFlags    uint64 // TCP flags an endpoint discards (SYN with FIN or RST; none of SYN, ACK, RST)
 }
 
+// Total is the drops of every reason.
+func (d Drops) Total() uint64 {
+	return d.TTL + d.NoConn + d.NoBackend + d.NoNeighbor + d.NATPorts + d.Fragment + d.Malformed + d.NewFlowRate +
+		d.EthDst + d.IPChecksum + d.IPOptions + d.Martian + d.L4Checksum + d.TCPFlags
+}
+
 // ServiceStats are the counters of one service, both directions of its
 // flows.
 type ServiceStats struct {

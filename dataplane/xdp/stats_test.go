@@ -3,6 +3,7 @@ package xdp
 import (
 	"context"
 	"net/netip"
+	"reflect"
 	"testing"
 )
 
@@ -61,5 +62,19 @@ func TestStats(t *testing.T) {
 	}
 	if len(st.Services) != len(testConfig().Services) {
 		t.Errorf("%d services in stats, want %d", len(st.Services), len(testConfig().Services))
+	}
+}
+
+// TestDropsTotal: Total adds every reason, including any added later.
+func TestDropsTotal(t *testing.T) {
+	var d Drops
+	v := reflect.ValueOf(&d).Elem()
+	var want uint64
+	for i := range v.NumField() {
+		v.Field(i).SetUint(1 << i)
+		want += 1 << i
+	}
+	if got := d.Total(); got != want {
+		t.Errorf("Total = %b, want %b: a reason is left out", got, want)
 	}
 }

@@ -266,8 +266,11 @@ type Listener struct {
 	// datagram of a client reach one server. At most one listener a VIP. Off
 	// (the default), fragments to the VIP are dropped and counted.
 	ForwardFragments bool `protobuf:"varint,13,opt,name=forward_fragments,json=forwardFragments,proto3" json:"forward_fragments,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// AccessLog writes a JSON line per request of an http or https listener
+	// to each node's access log (`weft agent --access-log`).
+	AccessLog     *AccessLog `protobuf:"bytes,14,opt,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Listener) Reset() {
@@ -391,6 +394,68 @@ func (x *Listener) GetForwardFragments() bool {
 	return false
 }
 
+func (x *Listener) GetAccessLog() *AccessLog {
+	if x != nil {
+		return x.AccessLog
+	}
+	return nil
+}
+
+// AccessLog turns on the access log of an http or https listener.
+type AccessLog struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Enabled bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// SampleRate is the share of requests logged, 0..1; unset means 1
+	// (every request).
+	SampleRate    *float64 `protobuf:"fixed64,2,opt,name=sample_rate,json=sampleRate,proto3,oneof" json:"sample_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessLog) Reset() {
+	*x = AccessLog{}
+	mi := &file_weft_v1_resources_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessLog) ProtoMessage() {}
+
+func (x *AccessLog) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
+func (*AccessLog) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AccessLog) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *AccessLog) GetSampleRate() float64 {
+	if x != nil && x.SampleRate != nil {
+		return *x.SampleRate
+	}
+	return 0
+}
+
 // Rule routes a request that matches every set condition.
 type Rule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -412,7 +477,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_weft_v1_resources_proto_msgTypes[4]
+	mi := &file_weft_v1_resources_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +489,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[4]
+	mi := &file_weft_v1_resources_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +502,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Rule) GetHost() string {
@@ -510,7 +575,7 @@ type HeaderRewrite struct {
 
 func (x *HeaderRewrite) Reset() {
 	*x = HeaderRewrite{}
-	mi := &file_weft_v1_resources_proto_msgTypes[5]
+	mi := &file_weft_v1_resources_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +587,7 @@ func (x *HeaderRewrite) String() string {
 func (*HeaderRewrite) ProtoMessage() {}
 
 func (x *HeaderRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[5]
+	mi := &file_weft_v1_resources_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +600,7 @@ func (x *HeaderRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderRewrite.ProtoReflect.Descriptor instead.
 func (*HeaderRewrite) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeaderRewrite) GetRemove() []string {
@@ -569,7 +634,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_weft_v1_resources_proto_msgTypes[6]
+	mi := &file_weft_v1_resources_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +646,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[6]
+	mi := &file_weft_v1_resources_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +659,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -625,7 +690,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_weft_v1_resources_proto_msgTypes[7]
+	mi := &file_weft_v1_resources_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +702,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[7]
+	mi := &file_weft_v1_resources_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +715,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -694,7 +759,7 @@ type StickySession struct {
 
 func (x *StickySession) Reset() {
 	*x = StickySession{}
-	mi := &file_weft_v1_resources_proto_msgTypes[8]
+	mi := &file_weft_v1_resources_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +771,7 @@ func (x *StickySession) String() string {
 func (*StickySession) ProtoMessage() {}
 
 func (x *StickySession) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[8]
+	mi := &file_weft_v1_resources_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +784,7 @@ func (x *StickySession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StickySession.ProtoReflect.Descriptor instead.
 func (*StickySession) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StickySession) GetEnabled() bool {
@@ -754,7 +819,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_weft_v1_resources_proto_msgTypes[9]
+	mi := &file_weft_v1_resources_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +831,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[9]
+	mi := &file_weft_v1_resources_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +844,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Timeouts) GetConnect() *durationpb.Duration {
@@ -817,7 +882,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_weft_v1_resources_proto_msgTypes[10]
+	mi := &file_weft_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +894,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[10]
+	mi := &file_weft_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +907,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Pool) GetMetadata() *Metadata {
@@ -884,7 +949,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	mi := &file_weft_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +961,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[11]
+	mi := &file_weft_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +974,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PoolStatus) GetMembersUp() uint32 {
@@ -962,7 +1027,7 @@ type PoolSpec struct {
 
 func (x *PoolSpec) Reset() {
 	*x = PoolSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[12]
+	mi := &file_weft_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1039,7 @@ func (x *PoolSpec) String() string {
 func (*PoolSpec) ProtoMessage() {}
 
 func (x *PoolSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[12]
+	mi := &file_weft_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1052,7 @@ func (x *PoolSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolSpec.ProtoReflect.Descriptor instead.
 func (*PoolSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PoolSpec) GetMembers() []*Member {
@@ -1055,7 +1120,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_weft_v1_resources_proto_msgTypes[13]
+	mi := &file_weft_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1132,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[13]
+	mi := &file_weft_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1145,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Member) GetAddress() string {
@@ -1139,7 +1204,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_weft_v1_resources_proto_msgTypes[14]
+	mi := &file_weft_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1216,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[14]
+	mi := &file_weft_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1229,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HealthCheck) GetType() string {
@@ -1236,7 +1301,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_weft_v1_resources_proto_msgTypes[15]
+	mi := &file_weft_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1313,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[15]
+	mi := &file_weft_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1326,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Certificate) GetMetadata() *Metadata {
@@ -1295,7 +1360,7 @@ type CertificateSpec struct {
 
 func (x *CertificateSpec) Reset() {
 	*x = CertificateSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[16]
+	mi := &file_weft_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1372,7 @@ func (x *CertificateSpec) String() string {
 func (*CertificateSpec) ProtoMessage() {}
 
 func (x *CertificateSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[16]
+	mi := &file_weft_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1385,7 @@ func (x *CertificateSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateSpec.ProtoReflect.Descriptor instead.
 func (*CertificateSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CertificateSpec) GetCertificatePem() string {
@@ -1350,7 +1415,7 @@ type CertificateStatus struct {
 
 func (x *CertificateStatus) Reset() {
 	*x = CertificateStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[17]
+	mi := &file_weft_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1427,7 @@ func (x *CertificateStatus) String() string {
 func (*CertificateStatus) ProtoMessage() {}
 
 func (x *CertificateStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[17]
+	mi := &file_weft_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1440,7 @@ func (x *CertificateStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateStatus.ProtoReflect.Descriptor instead.
 func (*CertificateStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CertificateStatus) GetDnsNames() []string {
@@ -1423,7 +1488,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_weft_v1_resources_proto_msgTypes[18]
+	mi := &file_weft_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1500,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[18]
+	mi := &file_weft_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1513,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DNSRecord) GetMetadata() *Metadata {
@@ -1505,7 +1570,7 @@ type DNSRecordSpec struct {
 
 func (x *DNSRecordSpec) Reset() {
 	*x = DNSRecordSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[19]
+	mi := &file_weft_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1582,7 @@ func (x *DNSRecordSpec) String() string {
 func (*DNSRecordSpec) ProtoMessage() {}
 
 func (x *DNSRecordSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[19]
+	mi := &file_weft_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1595,7 @@ func (x *DNSRecordSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecordSpec.ProtoReflect.Descriptor instead.
 func (*DNSRecordSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DNSRecordSpec) GetFqdn() string {
@@ -1611,7 +1676,7 @@ type DNSTarget struct {
 
 func (x *DNSTarget) Reset() {
 	*x = DNSTarget{}
-	mi := &file_weft_v1_resources_proto_msgTypes[20]
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1688,7 @@ func (x *DNSTarget) String() string {
 func (*DNSTarget) ProtoMessage() {}
 
 func (x *DNSTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[20]
+	mi := &file_weft_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1701,7 @@ func (x *DNSTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSTarget.ProtoReflect.Descriptor instead.
 func (*DNSTarget) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DNSTarget) GetLoadBalancer() string {
@@ -1702,7 +1767,7 @@ type DNSZone struct {
 
 func (x *DNSZone) Reset() {
 	*x = DNSZone{}
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1779,7 @@ func (x *DNSZone) String() string {
 func (*DNSZone) ProtoMessage() {}
 
 func (x *DNSZone) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[21]
+	mi := &file_weft_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1792,7 @@ func (x *DNSZone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSZone.ProtoReflect.Descriptor instead.
 func (*DNSZone) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DNSZone) GetPrimaryNs() string {
@@ -1804,7 +1869,7 @@ type DNSRegion struct {
 
 func (x *DNSRegion) Reset() {
 	*x = DNSRegion{}
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1881,7 @@ func (x *DNSRegion) String() string {
 func (*DNSRegion) ProtoMessage() {}
 
 func (x *DNSRegion) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[22]
+	mi := &file_weft_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1894,7 @@ func (x *DNSRegion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRegion.ProtoReflect.Descriptor instead.
 func (*DNSRegion) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DNSRegion) GetName() string {
@@ -1869,7 +1934,7 @@ type DNSRecordStatus struct {
 
 func (x *DNSRecordStatus) Reset() {
 	*x = DNSRecordStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +1946,7 @@ func (x *DNSRecordStatus) String() string {
 func (*DNSRecordStatus) ProtoMessage() {}
 
 func (x *DNSRecordStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[23]
+	mi := &file_weft_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +1959,7 @@ func (x *DNSRecordStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecordStatus.ProtoReflect.Descriptor instead.
 func (*DNSRecordStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DNSRecordStatus) GetObserver() string {
@@ -1961,7 +2026,7 @@ type DNSTargetStatus struct {
 
 func (x *DNSTargetStatus) Reset() {
 	*x = DNSTargetStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2038,7 @@ func (x *DNSTargetStatus) String() string {
 func (*DNSTargetStatus) ProtoMessage() {}
 
 func (x *DNSTargetStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[24]
+	mi := &file_weft_v1_resources_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2051,7 @@ func (x *DNSTargetStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSTargetStatus.ProtoReflect.Descriptor instead.
 func (*DNSTargetStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DNSTargetStatus) GetTarget() string {
@@ -2037,7 +2102,7 @@ type DNSAnswer struct {
 
 func (x *DNSAnswer) Reset() {
 	*x = DNSAnswer{}
-	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	mi := &file_weft_v1_resources_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2114,7 @@ func (x *DNSAnswer) String() string {
 func (*DNSAnswer) ProtoMessage() {}
 
 func (x *DNSAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[25]
+	mi := &file_weft_v1_resources_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2127,7 @@ func (x *DNSAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSAnswer.ProtoReflect.Descriptor instead.
 func (*DNSAnswer) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DNSAnswer) GetRegion() string {
@@ -2105,7 +2170,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_weft_v1_resources_proto_msgTypes[26]
+	mi := &file_weft_v1_resources_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2182,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[26]
+	mi := &file_weft_v1_resources_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2195,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Node) GetMetadata() *Metadata {
@@ -2170,7 +2235,7 @@ type NodeSpec struct {
 
 func (x *NodeSpec) Reset() {
 	*x = NodeSpec{}
-	mi := &file_weft_v1_resources_proto_msgTypes[27]
+	mi := &file_weft_v1_resources_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2247,7 @@ func (x *NodeSpec) String() string {
 func (*NodeSpec) ProtoMessage() {}
 
 func (x *NodeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[27]
+	mi := &file_weft_v1_resources_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2260,7 @@ func (x *NodeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSpec.ProtoReflect.Descriptor instead.
 func (*NodeSpec) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{27}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeSpec) GetRegion() string {
@@ -2260,7 +2325,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_weft_v1_resources_proto_msgTypes[28]
+	mi := &file_weft_v1_resources_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2337,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[28]
+	mi := &file_weft_v1_resources_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2350,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{28}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeStatus) GetSuffrage() string {
@@ -2330,7 +2395,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[29]
+	mi := &file_weft_v1_resources_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2407,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[29]
+	mi := &file_weft_v1_resources_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2420,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{29}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2408,7 +2473,7 @@ type APIToken struct {
 
 func (x *APIToken) Reset() {
 	*x = APIToken{}
-	mi := &file_weft_v1_resources_proto_msgTypes[30]
+	mi := &file_weft_v1_resources_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2485,7 @@ func (x *APIToken) String() string {
 func (*APIToken) ProtoMessage() {}
 
 func (x *APIToken) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[30]
+	mi := &file_weft_v1_resources_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2498,7 @@ func (x *APIToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIToken.ProtoReflect.Descriptor instead.
 func (*APIToken) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{30}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *APIToken) GetId() string {
@@ -2487,7 +2552,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_weft_v1_resources_proto_msgTypes[31]
+	mi := &file_weft_v1_resources_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2564,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[31]
+	mi := &file_weft_v1_resources_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2577,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{31}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -2607,7 +2672,7 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
 	"\fprimary_zone\x18\x03 \x01(\tR\vprimaryZone\x12!\n" +
 	"\fbackup_zones\x18\x04 \x03(\tR\vbackupZones\x12/\n" +
-	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\xc2\x03\n" +
+	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\xf5\x03\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1a\n" +
@@ -2622,7 +2687,14 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	" \x01(\v2\x11.weft.v1.TimeoutsR\btimeouts\x12$\n" +
 	"\x0emax_body_bytes\x18\v \x01(\x04R\fmaxBodyBytes\x12\"\n" +
 	"\rnew_flow_rate\x18\f \x01(\rR\vnewFlowRate\x12+\n" +
-	"\x11forward_fragments\x18\r \x01(\bR\x10forwardFragments\"\xcf\x02\n" +
+	"\x11forward_fragments\x18\r \x01(\bR\x10forwardFragments\x121\n" +
+	"\n" +
+	"access_log\x18\x0e \x01(\v2\x12.weft.v1.AccessLogR\taccessLog\"[\n" +
+	"\tAccessLog\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12$\n" +
+	"\vsample_rate\x18\x02 \x01(\x01H\x00R\n" +
+	"sampleRate\x88\x01\x01B\x0e\n" +
+	"\f_sample_rate\"\xcf\x02\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x1f\n" +
 	"\vpath_prefix\x18\x02 \x01(\tR\n" +
@@ -2817,99 +2889,101 @@ func file_weft_v1_resources_proto_rawDescGZIP() []byte {
 	return file_weft_v1_resources_proto_rawDescData
 }
 
-var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_weft_v1_resources_proto_goTypes = []any{
 	(*Metadata)(nil),              // 0: weft.v1.Metadata
 	(*LoadBalancer)(nil),          // 1: weft.v1.LoadBalancer
 	(*LoadBalancerSpec)(nil),      // 2: weft.v1.LoadBalancerSpec
 	(*Listener)(nil),              // 3: weft.v1.Listener
-	(*Rule)(nil),                  // 4: weft.v1.Rule
-	(*HeaderRewrite)(nil),         // 5: weft.v1.HeaderRewrite
-	(*HeaderMatch)(nil),           // 6: weft.v1.HeaderMatch
-	(*Redirect)(nil),              // 7: weft.v1.Redirect
-	(*StickySession)(nil),         // 8: weft.v1.StickySession
-	(*Timeouts)(nil),              // 9: weft.v1.Timeouts
-	(*Pool)(nil),                  // 10: weft.v1.Pool
-	(*PoolStatus)(nil),            // 11: weft.v1.PoolStatus
-	(*PoolSpec)(nil),              // 12: weft.v1.PoolSpec
-	(*Member)(nil),                // 13: weft.v1.Member
-	(*HealthCheck)(nil),           // 14: weft.v1.HealthCheck
-	(*Certificate)(nil),           // 15: weft.v1.Certificate
-	(*CertificateSpec)(nil),       // 16: weft.v1.CertificateSpec
-	(*CertificateStatus)(nil),     // 17: weft.v1.CertificateStatus
-	(*DNSRecord)(nil),             // 18: weft.v1.DNSRecord
-	(*DNSRecordSpec)(nil),         // 19: weft.v1.DNSRecordSpec
-	(*DNSTarget)(nil),             // 20: weft.v1.DNSTarget
-	(*DNSZone)(nil),               // 21: weft.v1.DNSZone
-	(*DNSRegion)(nil),             // 22: weft.v1.DNSRegion
-	(*DNSRecordStatus)(nil),       // 23: weft.v1.DNSRecordStatus
-	(*DNSTargetStatus)(nil),       // 24: weft.v1.DNSTargetStatus
-	(*DNSAnswer)(nil),             // 25: weft.v1.DNSAnswer
-	(*Node)(nil),                  // 26: weft.v1.Node
-	(*NodeSpec)(nil),              // 27: weft.v1.NodeSpec
-	(*NodeStatus)(nil),            // 28: weft.v1.NodeStatus
-	(*JoinToken)(nil),             // 29: weft.v1.JoinToken
-	(*APIToken)(nil),              // 30: weft.v1.APIToken
-	(*Resource)(nil),              // 31: weft.v1.Resource
-	nil,                           // 32: weft.v1.Metadata.LabelsEntry
-	nil,                           // 33: weft.v1.HeaderRewrite.SetEntry
-	nil,                           // 34: weft.v1.HeaderRewrite.AddEntry
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*AccessLog)(nil),             // 4: weft.v1.AccessLog
+	(*Rule)(nil),                  // 5: weft.v1.Rule
+	(*HeaderRewrite)(nil),         // 6: weft.v1.HeaderRewrite
+	(*HeaderMatch)(nil),           // 7: weft.v1.HeaderMatch
+	(*Redirect)(nil),              // 8: weft.v1.Redirect
+	(*StickySession)(nil),         // 9: weft.v1.StickySession
+	(*Timeouts)(nil),              // 10: weft.v1.Timeouts
+	(*Pool)(nil),                  // 11: weft.v1.Pool
+	(*PoolStatus)(nil),            // 12: weft.v1.PoolStatus
+	(*PoolSpec)(nil),              // 13: weft.v1.PoolSpec
+	(*Member)(nil),                // 14: weft.v1.Member
+	(*HealthCheck)(nil),           // 15: weft.v1.HealthCheck
+	(*Certificate)(nil),           // 16: weft.v1.Certificate
+	(*CertificateSpec)(nil),       // 17: weft.v1.CertificateSpec
+	(*CertificateStatus)(nil),     // 18: weft.v1.CertificateStatus
+	(*DNSRecord)(nil),             // 19: weft.v1.DNSRecord
+	(*DNSRecordSpec)(nil),         // 20: weft.v1.DNSRecordSpec
+	(*DNSTarget)(nil),             // 21: weft.v1.DNSTarget
+	(*DNSZone)(nil),               // 22: weft.v1.DNSZone
+	(*DNSRegion)(nil),             // 23: weft.v1.DNSRegion
+	(*DNSRecordStatus)(nil),       // 24: weft.v1.DNSRecordStatus
+	(*DNSTargetStatus)(nil),       // 25: weft.v1.DNSTargetStatus
+	(*DNSAnswer)(nil),             // 26: weft.v1.DNSAnswer
+	(*Node)(nil),                  // 27: weft.v1.Node
+	(*NodeSpec)(nil),              // 28: weft.v1.NodeSpec
+	(*NodeStatus)(nil),            // 29: weft.v1.NodeStatus
+	(*JoinToken)(nil),             // 30: weft.v1.JoinToken
+	(*APIToken)(nil),              // 31: weft.v1.APIToken
+	(*Resource)(nil),              // 32: weft.v1.Resource
+	nil,                           // 33: weft.v1.Metadata.LabelsEntry
+	nil,                           // 34: weft.v1.HeaderRewrite.SetEntry
+	nil,                           // 35: weft.v1.HeaderRewrite.AddEntry
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_weft_v1_resources_proto_depIdxs = []int32{
-	32, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
+	33, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
 	0,  // 1: weft.v1.LoadBalancer.metadata:type_name -> weft.v1.Metadata
 	2,  // 2: weft.v1.LoadBalancer.spec:type_name -> weft.v1.LoadBalancerSpec
 	3,  // 3: weft.v1.LoadBalancerSpec.listeners:type_name -> weft.v1.Listener
-	4,  // 4: weft.v1.Listener.rules:type_name -> weft.v1.Rule
-	8,  // 5: weft.v1.Listener.sticky_session:type_name -> weft.v1.StickySession
-	9,  // 6: weft.v1.Listener.timeouts:type_name -> weft.v1.Timeouts
-	6,  // 7: weft.v1.Rule.header:type_name -> weft.v1.HeaderMatch
-	7,  // 8: weft.v1.Rule.redirect:type_name -> weft.v1.Redirect
-	5,  // 9: weft.v1.Rule.request_headers:type_name -> weft.v1.HeaderRewrite
-	5,  // 10: weft.v1.Rule.response_headers:type_name -> weft.v1.HeaderRewrite
-	33, // 11: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
-	34, // 12: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
-	35, // 13: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
-	35, // 14: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
-	35, // 15: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
-	35, // 16: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
-	0,  // 17: weft.v1.Pool.metadata:type_name -> weft.v1.Metadata
-	12, // 18: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
-	11, // 19: weft.v1.Pool.status:type_name -> weft.v1.PoolStatus
-	13, // 20: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
-	14, // 21: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
-	35, // 22: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	35, // 23: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	0,  // 24: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
-	16, // 25: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
-	17, // 26: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
-	36, // 27: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
-	36, // 28: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
-	0,  // 29: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
-	19, // 30: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
-	23, // 31: weft.v1.DNSRecord.status:type_name -> weft.v1.DNSRecordStatus
-	20, // 32: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
-	21, // 33: weft.v1.DNSRecordSpec.zone:type_name -> weft.v1.DNSZone
-	14, // 34: weft.v1.DNSRecordSpec.health_check:type_name -> weft.v1.HealthCheck
-	22, // 35: weft.v1.DNSZone.regions:type_name -> weft.v1.DNSRegion
-	24, // 36: weft.v1.DNSRecordStatus.targets:type_name -> weft.v1.DNSTargetStatus
-	25, // 37: weft.v1.DNSRecordStatus.answers:type_name -> weft.v1.DNSAnswer
-	0,  // 38: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
-	27, // 39: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
-	28, // 40: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
-	36, // 41: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 42: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 43: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
-	10, // 44: weft.v1.Resource.pool:type_name -> weft.v1.Pool
-	15, // 45: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
-	18, // 46: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	5,  // 4: weft.v1.Listener.rules:type_name -> weft.v1.Rule
+	9,  // 5: weft.v1.Listener.sticky_session:type_name -> weft.v1.StickySession
+	10, // 6: weft.v1.Listener.timeouts:type_name -> weft.v1.Timeouts
+	4,  // 7: weft.v1.Listener.access_log:type_name -> weft.v1.AccessLog
+	7,  // 8: weft.v1.Rule.header:type_name -> weft.v1.HeaderMatch
+	8,  // 9: weft.v1.Rule.redirect:type_name -> weft.v1.Redirect
+	6,  // 10: weft.v1.Rule.request_headers:type_name -> weft.v1.HeaderRewrite
+	6,  // 11: weft.v1.Rule.response_headers:type_name -> weft.v1.HeaderRewrite
+	34, // 12: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
+	35, // 13: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
+	36, // 14: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
+	36, // 15: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
+	36, // 16: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	36, // 17: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
+	0,  // 18: weft.v1.Pool.metadata:type_name -> weft.v1.Metadata
+	13, // 19: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
+	12, // 20: weft.v1.Pool.status:type_name -> weft.v1.PoolStatus
+	14, // 21: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
+	15, // 22: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
+	36, // 23: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	36, // 24: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	0,  // 25: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
+	17, // 26: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
+	18, // 27: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
+	37, // 28: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
+	37, // 29: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
+	0,  // 30: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
+	20, // 31: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
+	24, // 32: weft.v1.DNSRecord.status:type_name -> weft.v1.DNSRecordStatus
+	21, // 33: weft.v1.DNSRecordSpec.targets:type_name -> weft.v1.DNSTarget
+	22, // 34: weft.v1.DNSRecordSpec.zone:type_name -> weft.v1.DNSZone
+	15, // 35: weft.v1.DNSRecordSpec.health_check:type_name -> weft.v1.HealthCheck
+	23, // 36: weft.v1.DNSZone.regions:type_name -> weft.v1.DNSRegion
+	25, // 37: weft.v1.DNSRecordStatus.targets:type_name -> weft.v1.DNSTargetStatus
+	26, // 38: weft.v1.DNSRecordStatus.answers:type_name -> weft.v1.DNSAnswer
+	0,  // 39: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
+	28, // 40: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
+	29, // 41: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
+	37, // 42: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 43: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 44: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
+	11, // 45: weft.v1.Resource.pool:type_name -> weft.v1.Pool
+	16, // 46: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
+	19, // 47: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_resources_proto_init() }
@@ -2917,8 +2991,9 @@ func file_weft_v1_resources_proto_init() {
 	if File_weft_v1_resources_proto != nil {
 		return
 	}
-	file_weft_v1_resources_proto_msgTypes[13].OneofWrappers = []any{}
-	file_weft_v1_resources_proto_msgTypes[31].OneofWrappers = []any{
+	file_weft_v1_resources_proto_msgTypes[4].OneofWrappers = []any{}
+	file_weft_v1_resources_proto_msgTypes[14].OneofWrappers = []any{}
+	file_weft_v1_resources_proto_msgTypes[32].OneofWrappers = []any{
 		(*Resource_LoadBalancer)(nil),
 		(*Resource_Pool)(nil),
 		(*Resource_Certificate)(nil),
@@ -2930,7 +3005,7 @@ func file_weft_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_resources_proto_rawDesc), len(file_weft_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
