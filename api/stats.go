@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -59,6 +60,9 @@ func (st *statsService) GetStats(ctx context.Context, req *connect.Request[weftv
 			res.Missing = append(res.Missing, r.GetMissing()...)
 		}
 		res.Missing = append(res.Missing, missing...)
+	}
+	for _, lb := range sum.out {
+		lb.TopClients, lb.TopPrefixes = topSources(lb.TopClients), topSources(lb.TopPrefixes)
 	}
 	res.LoadBalancers = sum.out
 	slices.Sort(res.Nodes)
@@ -153,6 +157,8 @@ func (s *statsSum) add(lbs []*weftv1.LoadBalancerStats) {
 			s.lbs[lb.GetName()] = into
 			s.out = append(s.out, into)
 		}
+		into.TopClients = addSources(into.TopClients, lb.GetTopClients())
+		into.TopPrefixes = addSources(into.TopPrefixes, lb.GetTopPrefixes())
 		for _, l := range lb.GetListeners() {
 			lk := [2]string{lb.GetName(), l.GetName()}
 			lin := s.listeners[lk]
@@ -223,4 +229,35 @@ func addRequests(into, c *weftv1.RequestCounters) *weftv1.RequestCounters {
 	into.Status_5Xx += c.GetStatus_5Xx()
 	into.NoStatus += c.GetNoStatus()
 	return into
+}
+
+// TopSourcesShown is how many top clients and prefixes GetStats gives per
+// load balancer.
+const TopSourcesShown = 10
+
+// addSources adds the new-flow rates of one node's top sources to those of
+// the others, source by source.
+func addSources(into, s []*weftv1.TopSource) []*weftv1.TopSource {
+	for _, x := range s {
+		i := slices.IndexFunc(into, func(y *weftv1.TopSource) bool { return y.GetSource() == x.GetSource() })
+		if i < 0 {
+			into = append(into, &weftv1.TopSource{Source: x.GetSource()})
+			i = len(into) - 1
+		}
+		into[i].NewFlows += x.GetNewFlows()
+		into[i].Limited += x.GetLimited()
+	}
+	return into
+}
+
+// topSources is the TopSourcesShown sources with the most new flows, most
+// first.
+func topSources(s []*weftv1.TopSource) []*weftv1.TopSource {
+	slices.SortFunc(s, func(a, b *weftv1.TopSource) int {
+		if c := cmp.Compare(b.GetNewFlows(), a.GetNewFlows()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.GetSource(), b.GetSource())
+	})
+	return s[:min(len(s), TopSourcesShown)]
 }

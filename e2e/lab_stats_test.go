@@ -9,6 +9,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/weftlb/weft/dataplane/topflows"
+	"github.com/weftlb/weft/deploy/lab"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 )
 
@@ -82,6 +84,29 @@ func TestLab_Stats(t *testing.T) {
 			t.Errorf("%s: no bytes counted", name)
 		}
 	}
+
+	// The new flows sampled (one in 16 by default: about 25 of these 400)
+	// name the lab client as the VIP's top client, and its /24 as the top
+	// prefix, none refused by a rate; weft top --lb shows them too.
+	checkTop := func(lb interface {
+		GetTopClients() []*weftv1.TopSource
+		GetTopPrefixes() []*weftv1.TopSource
+	}) {
+		t.Helper()
+		c, p := lb.GetTopClients(), lb.GetTopPrefixes()
+		if len(c) == 0 || c[0].GetSource() != lab.ClientAddr.String() || c[0].GetNewFlows() <= 0 || c[0].GetLimited() != 0 {
+			t.Errorf("top clients %v, want %v first, with new flows and none limited", c, lab.ClientAddr)
+		}
+		if want := topflows.PrefixOf(lab.ClientAddr).String(); len(p) == 0 || p[0].GetSource() != want || p[0].GetNewFlows() <= 0 {
+			t.Errorf("top prefixes %v, want %s first", p, want)
+		}
+	}
+	for _, lb := range after.GetLoadBalancers() {
+		if lb.GetName() == "web" {
+			checkTop(lb)
+		}
+	}
+	checkTop(topSamples(t, r.c, r.c.agents[1], 1, "--lb", "web")[0].GetLoadBalancers()[0])
 
 	// Connections held open count once each, on the listener and over the
 	// backends, and not once they are closed.

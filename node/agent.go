@@ -21,6 +21,7 @@ import (
 	"github.com/weftlb/weft/bgp"
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/flowsync"
+	"github.com/weftlb/weft/dataplane/topflows"
 	"github.com/weftlb/weft/dataplane/userspace"
 	"github.com/weftlb/weft/dataplane/xdp"
 	"github.com/weftlb/weft/gossip"
@@ -67,6 +68,10 @@ type Agent struct {
 	peerTLS   *tls.Config
 	// stopFlowTable stops the leader's keeping of the flow-ownership table.
 	stopFlowTable func()
+	// topFlows counts the XDP program's new-flow samples (nil: none);
+	// stopSamples stops their reading.
+	topFlows    *topflows.Tracker
+	stopSamples func()
 }
 
 // Start brings a node up: creates or joins a cluster, or restarts from the
@@ -317,11 +322,12 @@ func (a *Agent) startReconciler() error {
 		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 	case DataplaneXDP:
-		d, err := xdp.New(xdp.Options{Logger: a.cfg.Logger})
+		d, err := xdp.New(xdp.Options{Logger: a.cfg.Logger, SampleEvery: a.cfg.SampleNewFlows})
 		if err != nil {
 			return err
 		}
 		a.dataplane = d
+		a.startSampling(d)
 		if err := d.Attach(a.cfg.Interface); err != nil {
 			return err
 		}
@@ -491,6 +497,9 @@ func (a *Agent) Close() error {
 	}
 	if a.stopFlowTable != nil {
 		a.stopFlowTable()
+	}
+	if a.stopSamples != nil {
+		a.stopSamples()
 	}
 	if a.dataplane != nil {
 		errs = append(errs, a.dataplane.Close())

@@ -60,6 +60,10 @@ type Config struct {
 	// FlowSync keeps copies of this node's flows on the nodes that own
 	// them (XDP only).
 	FlowSync bool
+	// SampleNewFlows samples one new flow in SampleNewFlows, on average,
+	// for the top clients and source prefixes of each VIP (XDP only); 0
+	// samples none.
+	SampleNewFlows uint32
 
 	// BGP peers the node with its routers; BGP.ASN 0 leaves it off.
 	BGP BGP

@@ -248,5 +248,9 @@ func (a *Agent) localStats(names []string) ([]*weftv1.LoadBalancerStats, error) 
 	if a.health != nil {
 		view = a.health.View()
 	}
-	return loadBalancerStats(st, names, l4, l7CountersOf(l7s), view), nil
+	out := loadBalancerStats(st, names, l4, l7CountersOf(l7s), view)
+	if a.topFlows != nil {
+		addTopSources(a.topFlows, out)
+	}
+	return out, nil
 }

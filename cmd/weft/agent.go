@@ -127,6 +127,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.Interface, "interface", "", "interface the XDP program runs on (--dataplane xdp)")
 	f.Var(addrListFlag{&cfg.LocalAddrs}, "local-addr", "FullNAT source address of this node only, on the servers' segment; another node takes it over if this one is lost (repeatable; default: the node's own address, which none can take over)")
 	f.BoolVar(&cfg.FlowSync, "flow-sync", true, "keep copies of this node's flows on their owners, so they survive its loss (--dataplane xdp)")
+	f.Uint32Var(&cfg.SampleNewFlows, "sample-new-flows", node.DefaultSampleNewFlows, "sample one new flow in this many for the top clients of each VIP, shown by weft top --lb (--dataplane xdp; 0: none)")
 	f.Uint32Var(&cfg.BGP.ASN, "bgp-asn", 0, "announce served VIPs over BGP from this AS (0: BGP off)")
 	f.StringSliceVar(&cfg.BGP.Peers, "bgp-peer", nil, "BGP router to peer with, ADDRESS:ASN (repeatable)")
 	f.Var(addrFlag{&cfg.BGP.RouterID}, "bgp-router-id", "BGP router id (default: the Raft address)")

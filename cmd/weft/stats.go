@@ -45,7 +45,10 @@ func newTopCmd(cf *clientFlags) *cobra.Command {
 		Long: `Show the live rates of every load balancer (or those named by --lb), per listener and
 per backend, refreshed every --interval: packets, bits, new flows and requests per second, open
 flows, the share of requests answered 5xx or not at all, and each member's health. Counters are
-summed over every node that answers; the nodes that did not are named.
+summed over every node that answers; the nodes that did not are named. With --lb, the clients
+and source prefixes (IPv4 /24, IPv6 /48) opening the most new flows to each VIP follow, from
+the new flows the XDP program samples (weft agent --sample-new-flows), "limited" those refused
+by the listener's newFlowRate.
 
 On a terminal each refresh clears the screen; -o json writes one JSON document (a StatsSample)
 per refresh instead. --iterations bounds the refreshes (0: until interrupted).
@@ -118,7 +121,7 @@ func top(ctx context.Context, w io.Writer, c *api.Client, lbs []string, interval
 			} else if i > 0 {
 				io.WriteString(w, "\n")
 			}
-			err = printSample(w, s, true, format == outWide)
+			err = printSample(w, s, true, len(lbs) > 0, format == outWide)
 		}
 		if err != nil {
 			return err
@@ -152,7 +155,7 @@ func describeRates(ctx context.Context, w io.Writer, c *api.Client, name string,
 		prev = cur
 	}
 	var b bytes.Buffer
-	if err := printSample(&b, s, false, false); err != nil {
+	if err := printSample(&b, s, false, true, false); err != nil {
 		return err
 	}
 	return writeComment(w, b.String())
@@ -203,7 +206,7 @@ func sampleOf(prev, cur *weftv1.GetStatsResponse) *weftv1.StatsSample {
 		}
 	}
 	for _, lb := range cur.GetLoadBalancers() {
-		lr := &weftv1.LoadBalancerRates{Name: lb.GetName(), Vip: lb.GetVip()}
+		lr := &weftv1.LoadBalancerRates{Name: lb.GetName(), Vip: lb.GetVip(), TopClients: lb.GetTopClients(), TopPrefixes: lb.GetTopPrefixes()}
 		for _, l := range lb.GetListeners() {
 			p := before[[2]string{lb.GetName(), l.GetName()}]
 			r := &weftv1.ListenerRates{Name: l.GetName(), Protocol: l.GetProtocol(), Port: l.GetPort(),
@@ -247,8 +250,9 @@ func ratesOf(a, b *weftv1.TrafficCounters, ra, rb *weftv1.RequestCounters, dt fl
 }
 
 // printSample shows a sample as a table: a row per listener, then one per
-// backend under it. withLB adds the load balancer column (top).
-func printSample(w io.Writer, s *weftv1.StatsSample, withLB, wide bool) error {
+// backend under it. withLB adds the load balancer column (top); withTop
+// adds each load balancer's top clients and source prefixes.
+func printSample(w io.Writer, s *weftv1.StatsSample, withLB, withTop, wide bool) error {
 	fmt.Fprintf(w, "rates over %.1fs, summed over %s", s.GetIntervalSeconds(), orNone(s.GetNodes()))
 	if len(s.GetMissing()) > 0 {
 		var m []string
@@ -290,7 +294,31 @@ func printSample(w io.Writer, s *weftv1.StatsSample, withLB, wide bool) error {
 			}
 		}
 	}
-	return t.write(w, wide)
+	if err := t.write(w, wide); err != nil || !withTop {
+		return err
+	}
+	for _, lb := range s.GetLoadBalancers() {
+		if len(lb.GetTopClients()) == 0 {
+			continue
+		}
+		for _, part := range []struct {
+			title, column string
+			sources       []*weftv1.TopSource
+		}{
+			{"clients", "client", lb.GetTopClients()},
+			{"source prefixes", "prefix", lb.GetTopPrefixes()},
+		} {
+			fmt.Fprintf(w, "\ntop %s of %s (%s) by new flows, sampled over the last 10-20s:\n", part.title, lb.GetName(), lb.GetVip())
+			t := table{columns: cols([]string{part.column, "new/s", "limited/s"})}
+			for _, x := range part.sources {
+				t.rows = append(t.rows, []string{x.GetSource(), si(x.GetNewFlows()), si(x.GetLimited())})
+			}
+			if err := t.write(w, wide); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // rateCells are a row's rate columns: L4 ones for tcp and udp listeners,

@@ -16,15 +16,18 @@ import (
 func statsAt(sec int64, n uint64) *weftv1.GetStatsResponse {
 	return &weftv1.GetStatsResponse{Time: timestamppb.New(time.Unix(sec, 0)), Nodes: []string{"n1", "n2"},
 		Missing: []*weftv1.MissingNode{{Node: "n3", Reason: "Unavailable: refused"}},
-		LoadBalancers: []*weftv1.LoadBalancerStats{{Name: "web", Vip: "198.51.100.10", Listeners: []*weftv1.ListenerStats{
-			{Name: "tcp-80", Protocol: "tcp", Port: 80,
-				Traffic: &weftv1.TrafficCounters{Packets: 1000 * n, Bytes: 125000 * n, NewFlows: 10 * n, ActiveFlows: 7, Drops: n},
-				Backends: []*weftv1.BackendStats{{Pool: "web", Address: "192.0.2.11", Port: 8080, Health: "up",
-					Traffic: &weftv1.TrafficCounters{Packets: 1000 * n, ActiveFlows: 7}}}},
-			{Name: "http-8080", Protocol: "http", Port: 8080,
-				Requests: &weftv1.RequestCounters{Requests: 100 * n, Status_2Xx: 90 * n, Status_5Xx: 5 * n, NoStatus: 5 * n},
-				Backends: []*weftv1.BackendStats{{Pool: "web", Address: "192.0.2.11", Port: 8080, Health: "down", Drain: true}}},
-		}}}}
+		LoadBalancers: []*weftv1.LoadBalancerStats{{Name: "web", Vip: "198.51.100.10",
+			TopClients:  []*weftv1.TopSource{{Source: "203.0.113.5", NewFlows: 1500, Limited: 300}, {Source: "192.0.2.1", NewFlows: 2}},
+			TopPrefixes: []*weftv1.TopSource{{Source: "203.0.113.0/24", NewFlows: 1502, Limited: 300}},
+			Listeners: []*weftv1.ListenerStats{
+				{Name: "tcp-80", Protocol: "tcp", Port: 80,
+					Traffic: &weftv1.TrafficCounters{Packets: 1000 * n, Bytes: 125000 * n, NewFlows: 10 * n, ActiveFlows: 7, Drops: n},
+					Backends: []*weftv1.BackendStats{{Pool: "web", Address: "192.0.2.11", Port: 8080, Health: "up",
+						Traffic: &weftv1.TrafficCounters{Packets: 1000 * n, ActiveFlows: 7}}}},
+				{Name: "http-8080", Protocol: "http", Port: 8080,
+					Requests: &weftv1.RequestCounters{Requests: 100 * n, Status_2Xx: 90 * n, Status_5Xx: 5 * n, NoStatus: 5 * n},
+					Backends: []*weftv1.BackendStats{{Pool: "web", Address: "192.0.2.11", Port: 8080, Health: "down", Drain: true}}},
+			}}}}
 }
 
 func TestSampleOf(t *testing.T) {
@@ -70,7 +73,7 @@ func TestSampleOf(t *testing.T) {
 
 func TestPrintSample(t *testing.T) {
 	var b bytes.Buffer
-	if err := printSample(&b, sampleOf(statsAt(100, 1), statsAt(101, 3)), true, false); err != nil {
+	if err := printSample(&b, sampleOf(statsAt(100, 1), statsAt(101, 3)), true, true, false); err != nil {
 		t.Fatal(err)
 	}
 	want := `rates over 1.0s, summed over n1, n2; not counted: n3 (Unavailable: refused)
@@ -79,6 +82,15 @@ web   tcp-80                            1/1 up   2.0k   2.0M   20      7        
 web               web/192.0.2.11:8080   up       2.0k   0      0       7        0         -       -
 web   http-8080                         0/1 up   -      -      -       -        -         200     10.0
 web               web/192.0.2.11:8080   down     -      -      -       -        -         0       0.0
+
+top clients of web (198.51.100.10) by new flows, sampled over the last 10-20s:
+CLIENT        NEW/S   LIMITED/S
+203.0.113.5   1.5k    300
+192.0.2.1     2.0     0
+
+top source prefixes of web (198.51.100.10) by new flows, sampled over the last 10-20s:
+PREFIX           NEW/S   LIMITED/S
+203.0.113.0/24   1.5k    300
 `
 	if got := b.String(); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)

@@ -117,6 +117,12 @@ _Static_assert(MAX_SERVICES <= 65536, "ct_value.svc_id is 16 bits");
 #define SYNC_RING_BYTES (1 << 20)
 #endif
 
+/* Bytes of the ring buffer carrying new-flow samples to Go: a sample
+ * takes 48 bytes with its header, so about 5400 fit between two reads. */
+#ifndef SAMPLE_RING_BYTES
+#define SAMPLE_RING_BYTES (1 << 18)
+#endif
+
 /* An established flow is reported again after this many seconds of
  * traffic, so the copies on other nodes do not expire while it lives. */
 #ifndef SYNC_REFRESH_SECS

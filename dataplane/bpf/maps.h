@@ -223,6 +223,19 @@ struct {
 	__uint(max_entries, SYNC_RING_BYTES);
 } sync_ring SEC(".maps");
 
+/* sample_every: one new flow in sample_every (on average) is sampled to
+ * sample_ring; 0 samples none. Set at load. */
+volatile const __u32 sample_every = 0;
+
+/* flow_sample_type puts struct flow_sample in BTF, as sync_event_type. */
+volatile const struct flow_sample flow_sample_type;
+
+/* sample_ring: flow_sample records to Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SAMPLE_RING_BYTES);
+} sample_ring SEC(".maps");
+
 /* scratch: struct scratch of each CPU (one entry). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -231,7 +244,7 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
-/* flow_stats: counters of ownership and sync (one entry). */
+/* flow_stats: counters of ownership, sync and sampling (one entry). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

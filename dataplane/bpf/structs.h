@@ -231,6 +231,16 @@ struct flow_counters {
 	__u64 redirect_forward; /* client packets handed to a flow's owner */
 	__u64 redirect_reply;   /* replies handed to a local address's holder */
 	__u64 arp_replies;      /* ARP requests answered for held addresses */
+	__u64 samples_lost;     /* new-flow samples lost: sample_ring was full */
+};
+
+/* flow_sample is one sampled new flow of a service, for the top clients of
+ * its VIP (ring buffer sample_ring). */
+struct flow_sample {
+	struct lb_addr src; /* network order; the client */
+	struct lb_addr vip; /* network order */
+	__u8 limited;       /* dropped: above the service's new-flow rate */
+	__u8 pad[3];        /* zero */
 };
 
 /* lb_drop is why a packet was dropped; indexes lb_stats.drops. */

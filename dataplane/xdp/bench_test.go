@@ -19,9 +19,13 @@ import (
 // allocates the source port and writes the reverse entry. The handshake's
 // last packet is measured with flow reports off and on (the cost of flow
 // sync in the program), and a segment of an unknown flow handed to its
-// owner.
+// owner. New flows are sampled as the agent does by default (one in 16),
+// the samples read as they come.
 func BenchmarkXDP(b *testing.B) {
-	d := newTestDataplane(b, Options{ConnTrackSize: 1 << 17})
+	d := newTestDataplane(b, Options{ConnTrackSize: 1 << 17, SampleEvery: benchSampleEvery})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.ReadSamples(ctx, func([]FlowSample) {})
 	cfg := testConfig()
 	// Enough FullNAT sources (31744 ports per local address and backend)
 	// for the misses' new flows, which hold their ports for the SYN-only
@@ -113,6 +117,10 @@ func BenchmarkXDP(b *testing.B) {
 		})
 	}
 }
+
+// benchSampleEvery is node.DefaultSampleNewFlows (node imports this
+// package).
+const benchSampleEvery = 16
 
 // benchSYN is the benchmarks' packet: a SYN from src to dst:80 with 64
 // bytes of payload.

@@ -35,6 +35,9 @@ type Options struct {
 	// TableSize is the Maglev table size M, a prime; 0 means
 	// maglev.DefaultSize.
 	TableSize uint32
+	// SampleEvery samples one new flow in SampleEvery, on average, for
+	// ReadSamples; 0 samples none.
+	SampleEvery uint32
 	// Logger receives warnings (generic-mode attach); nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -92,6 +95,9 @@ func New(opts Options) (*Dataplane, error) {
 	ring.MaxEntries = opts.TableSize
 	if err := spec.Variables[lbVarRingSize].Set(opts.TableSize); err != nil {
 		return nil, fmt.Errorf("set maglev table size: %w", err)
+	}
+	if err := spec.Variables[lbVarSampleEvery].Set(opts.SampleEvery); err != nil {
+		return nil, fmt.Errorf("set new-flow sampling: %w", err)
 	}
 	d := &Dataplane{
 		ringSpec:  ring.Copy(),

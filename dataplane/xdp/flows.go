@@ -12,12 +12,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftlb/weft/dataplane"
@@ -169,47 +167,7 @@ func (d *Dataplane) deletePeerMAC(mac string) error {
 // lost with its node until its copies are out (a connection opened just
 // before a crash). One reader at a time.
 func (d *Dataplane) ReadFlows(ctx context.Context, report func([]dataplane.Flow)) error {
-	rd, err := ringbuf.NewReader(d.objs.SyncRing)
-	if err != nil {
-		return fmt.Errorf("open sync ring: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { rd.Close() })
-	defer stop()
-	defer rd.Close()
-	var (
-		rec   ringbuf.Record
-		batch []dataplane.Flow
-	)
-	for {
-		// With reports in hand, a deadline already past: the read
-		// returns the ring's next report, or ErrDeadlineExceeded once
-		// it has none.
-		if len(batch) > 0 {
-			rd.SetDeadline(time.Now())
-		} else {
-			rd.SetDeadline(time.Time{})
-		}
-		err := rd.ReadInto(&rec)
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if len(batch) > 0 {
-				report(batch)
-				batch = nil
-			}
-			continue
-		case errors.Is(err, ringbuf.ErrClosed):
-			return ctx.Err()
-		case err != nil:
-			return fmt.Errorf("read sync ring: %w", err)
-		}
-		if f, ok := d.decodeReport(rec.RawSample); ok {
-			batch = append(batch, f)
-		}
-		if len(batch) == reportBatch {
-			report(batch)
-			batch = nil
-		}
-	}
+	return readRing(ctx, d.objs.SyncRing, "sync ring", 0, d.decodeReport, report)
 }
 
 // decodeReport turns a sync_event into a Flow.

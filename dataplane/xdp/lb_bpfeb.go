@@ -60,6 +60,7 @@ type lbFlowCounters struct {
 	RedirectForward uint64
 	RedirectReply   uint64
 	ArpReplies      uint64
+	SamplesLost     uint64
 }
 
 type lbFlowKey struct {
@@ -76,6 +77,20 @@ type lbFlowRate struct {
 	_      structs.HostLayout
 	Second uint32
 	Count  uint32
+}
+
+type lbFlowSample struct {
+	_   structs.HostLayout
+	Src struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	Vip struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	Limited uint8
+	Pad     [3]uint8
 }
 
 type lbFragKey struct {
@@ -278,36 +293,39 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lbMapBackendStats  = "backend_stats"
-	lbMapBackends      = "backends"
-	lbMapConfig        = "config"
-	lbMapConntrack     = "conntrack"
-	lbMapCtNew         = "ct_new"
-	lbMapFlowOwners    = "flow_owners"
-	lbMapFlowStats     = "flow_stats"
-	lbMapFragReplies   = "frag_replies"
-	lbMapGlobalStats   = "global_stats"
-	lbMapLocalAddrs    = "local_addrs"
-	lbMapMaglevTables  = "maglev_tables"
-	lbMapNatNew        = "nat_new"
-	lbMapNatReverse    = "nat_reverse"
-	lbMapNeighbors     = "neighbors"
-	lbMapNewFlowRate   = "new_flow_rate"
-	lbMapOwnAddrs      = "own_addrs"
-	lbMapPeerMacs      = "peer_macs"
-	lbMapPeers         = "peers"
-	lbMapScratch       = "scratch"
-	lbMapServices      = "services"
-	lbMapSnatAddrs     = "snat_addrs"
-	lbMapSvcById       = "svc_by_id"
-	lbMapSvcStats      = "svc_stats"
-	lbMapSyncRing      = "sync_ring"
-	lbMapVipFilter     = "vip_filter"
-	lbMapVips          = "vips"
-	lbProgXdpLb        = "xdp_lb"
-	lbVarLbDropMax     = "lb_drop_max"
-	lbVarRingSize      = "ring_size"
-	lbVarSyncEventType = "sync_event_type"
+	lbMapBackendStats   = "backend_stats"
+	lbMapBackends       = "backends"
+	lbMapConfig         = "config"
+	lbMapConntrack      = "conntrack"
+	lbMapCtNew          = "ct_new"
+	lbMapFlowOwners     = "flow_owners"
+	lbMapFlowStats      = "flow_stats"
+	lbMapFragReplies    = "frag_replies"
+	lbMapGlobalStats    = "global_stats"
+	lbMapLocalAddrs     = "local_addrs"
+	lbMapMaglevTables   = "maglev_tables"
+	lbMapNatNew         = "nat_new"
+	lbMapNatReverse     = "nat_reverse"
+	lbMapNeighbors      = "neighbors"
+	lbMapNewFlowRate    = "new_flow_rate"
+	lbMapOwnAddrs       = "own_addrs"
+	lbMapPeerMacs       = "peer_macs"
+	lbMapPeers          = "peers"
+	lbMapSampleRing     = "sample_ring"
+	lbMapScratch        = "scratch"
+	lbMapServices       = "services"
+	lbMapSnatAddrs      = "snat_addrs"
+	lbMapSvcById        = "svc_by_id"
+	lbMapSvcStats       = "svc_stats"
+	lbMapSyncRing       = "sync_ring"
+	lbMapVipFilter      = "vip_filter"
+	lbMapVips           = "vips"
+	lbProgXdpLb         = "xdp_lb"
+	lbVarFlowSampleType = "flow_sample_type"
+	lbVarLbDropMax      = "lb_drop_max"
+	lbVarRingSize       = "ring_size"
+	lbVarSampleEvery    = "sample_every"
+	lbVarSyncEventType  = "sync_event_type"
 )
 
 // loadLb returns the embedded CollectionSpec for lb.
@@ -377,6 +395,7 @@ type lbMapSpecs struct {
 	OwnAddrs     *ebpf.MapSpec `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.MapSpec `ebpf:"peer_macs"`
 	Peers        *ebpf.MapSpec `ebpf:"peers"`
+	SampleRing   *ebpf.MapSpec `ebpf:"sample_ring"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
 	SnatAddrs    *ebpf.MapSpec `ebpf:"snat_addrs"`
@@ -391,9 +410,11 @@ type lbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbVariableSpecs struct {
-	LbDropMax     *ebpf.VariableSpec `ebpf:"lb_drop_max"`
-	RingSize      *ebpf.VariableSpec `ebpf:"ring_size"`
-	SyncEventType *ebpf.VariableSpec `ebpf:"sync_event_type"`
+	FlowSampleType *ebpf.VariableSpec `ebpf:"flow_sample_type"`
+	LbDropMax      *ebpf.VariableSpec `ebpf:"lb_drop_max"`
+	RingSize       *ebpf.VariableSpec `ebpf:"ring_size"`
+	SampleEvery    *ebpf.VariableSpec `ebpf:"sample_every"`
+	SyncEventType  *ebpf.VariableSpec `ebpf:"sync_event_type"`
 }
 
 // lbObjects contains all objects after they have been loaded into the kernel.
@@ -434,6 +455,7 @@ type lbMaps struct {
 	OwnAddrs     *ebpf.Map `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.Map `ebpf:"peer_macs"`
 	Peers        *ebpf.Map `ebpf:"peers"`
+	SampleRing   *ebpf.Map `ebpf:"sample_ring"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Services     *ebpf.Map `ebpf:"services"`
 	SnatAddrs    *ebpf.Map `ebpf:"snat_addrs"`
@@ -464,6 +486,7 @@ func (m *lbMaps) Close() error {
 		m.OwnAddrs,
 		m.PeerMacs,
 		m.Peers,
+		m.SampleRing,
 		m.Scratch,
 		m.Services,
 		m.SnatAddrs,
@@ -479,9 +502,11 @@ func (m *lbMaps) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbVariables struct {
-	LbDropMax     *ebpf.Variable `ebpf:"lb_drop_max"`
-	RingSize      *ebpf.Variable `ebpf:"ring_size"`
-	SyncEventType *ebpf.Variable `ebpf:"sync_event_type"`
+	FlowSampleType *ebpf.Variable `ebpf:"flow_sample_type"`
+	LbDropMax      *ebpf.Variable `ebpf:"lb_drop_max"`
+	RingSize       *ebpf.Variable `ebpf:"ring_size"`
+	SampleEvery    *ebpf.Variable `ebpf:"sample_every"`
+	SyncEventType  *ebpf.Variable `ebpf:"sync_event_type"`
 }
 
 // lbPrograms contains all programs after they have been loaded into the kernel.

@@ -145,14 +145,15 @@ func readCounters(m *ebpf.Map, id uint32) (Counters, error) {
 	return c, nil
 }
 
-// FlowCounters are the program's counters of flow ownership and sync,
-// summed over CPUs.
+// FlowCounters are the program's counters of flow ownership, sync and
+// sampling, summed over CPUs.
 type FlowCounters struct {
 	SyncEvents      uint64 // flows reported for sync
 	SyncLost        uint64 // reports lost: the ring was full
 	RedirectForward uint64 // client packets handed to a flow's owner
 	RedirectReply   uint64 // replies handed to a local address's holder
 	ARPReplies      uint64 // ARP requests answered for held local addresses
+	SamplesLost     uint64 // new-flow samples lost: the ring was full
 }
 
 // FlowCounters reads the flow counters.
@@ -168,6 +169,7 @@ func (d *Dataplane) FlowCounters() (FlowCounters, error) {
 		c.RedirectForward += s.RedirectForward
 		c.RedirectReply += s.RedirectReply
 		c.ARPReplies += s.ArpReplies
+		c.SamplesLost += s.SamplesLost
 	}
 	return c, nil
 }

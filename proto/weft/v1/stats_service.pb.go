@@ -201,10 +201,16 @@ func (x *MissingNode) GetReason() string {
 
 // LoadBalancerStats are one load balancer's counters.
 type LoadBalancerStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Vip           string                 `protobuf:"bytes,2,opt,name=vip,proto3" json:"vip,omitempty"`
-	Listeners     []*ListenerStats       `protobuf:"bytes,3,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Vip       string                 `protobuf:"bytes,2,opt,name=vip,proto3" json:"vip,omitempty"`
+	Listeners []*ListenerStats       `protobuf:"bytes,3,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// TopClients are the clients that open the most new flows to the VIP,
+	// most first (at most 10), estimated from sampled new flows over the last
+	// 10 to 20 seconds: rates, not counters. TopPrefixes are the same by
+	// source prefix (IPv4 /24, IPv6 /48). Only the XDP dataplane samples.
+	TopClients    []*TopSource `protobuf:"bytes,4,rep,name=top_clients,json=topClients,proto3" json:"top_clients,omitempty"`
+	TopPrefixes   []*TopSource `protobuf:"bytes,5,rep,name=top_prefixes,json=topPrefixes,proto3" json:"top_prefixes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +266,85 @@ func (x *LoadBalancerStats) GetListeners() []*ListenerStats {
 	return nil
 }
 
+func (x *LoadBalancerStats) GetTopClients() []*TopSource {
+	if x != nil {
+		return x.TopClients
+	}
+	return nil
+}
+
+func (x *LoadBalancerStats) GetTopPrefixes() []*TopSource {
+	if x != nil {
+		return x.TopPrefixes
+	}
+	return nil
+}
+
+// TopSource is a client address or source prefix and its new flows.
+type TopSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Source is an address or a prefix (198.51.100.0/24).
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// NewFlows is per second: flows opened or refused by a rate.
+	NewFlows float64 `protobuf:"fixed64,2,opt,name=new_flows,json=newFlows,proto3" json:"new_flows,omitempty"`
+	// Limited is per second, of new_flows: refused by the listener's
+	// newFlowRate.
+	Limited       float64 `protobuf:"fixed64,3,opt,name=limited,proto3" json:"limited,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopSource) Reset() {
+	*x = TopSource{}
+	mi := &file_weft_v1_stats_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopSource) ProtoMessage() {}
+
+func (x *TopSource) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_stats_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopSource.ProtoReflect.Descriptor instead.
+func (*TopSource) Descriptor() ([]byte, []int) {
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TopSource) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TopSource) GetNewFlows() float64 {
+	if x != nil {
+		return x.NewFlows
+	}
+	return 0
+}
+
+func (x *TopSource) GetLimited() float64 {
+	if x != nil {
+		return x.Limited
+	}
+	return 0
+}
+
 // ListenerStats are one listener's counters: traffic for tcp and udp
 // listeners (the L4 dataplane), requests for http and https ones (the L7
 // proxy), and those of the members of its pools.
@@ -277,7 +362,7 @@ type ListenerStats struct {
 
 func (x *ListenerStats) Reset() {
 	*x = ListenerStats{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[4]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +374,7 @@ func (x *ListenerStats) String() string {
 func (*ListenerStats) ProtoMessage() {}
 
 func (x *ListenerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[4]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +387,7 @@ func (x *ListenerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerStats.ProtoReflect.Descriptor instead.
 func (*ListenerStats) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListenerStats) GetName() string {
@@ -369,7 +454,7 @@ type BackendStats struct {
 
 func (x *BackendStats) Reset() {
 	*x = BackendStats{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[5]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +466,7 @@ func (x *BackendStats) String() string {
 func (*BackendStats) ProtoMessage() {}
 
 func (x *BackendStats) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[5]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +479,7 @@ func (x *BackendStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendStats.ProtoReflect.Descriptor instead.
 func (*BackendStats) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BackendStats) GetPool() string {
@@ -468,7 +553,7 @@ type TrafficCounters struct {
 
 func (x *TrafficCounters) Reset() {
 	*x = TrafficCounters{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[6]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +565,7 @@ func (x *TrafficCounters) String() string {
 func (*TrafficCounters) ProtoMessage() {}
 
 func (x *TrafficCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[6]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +578,7 @@ func (x *TrafficCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficCounters.ProtoReflect.Descriptor instead.
 func (*TrafficCounters) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TrafficCounters) GetPackets() uint64 {
@@ -549,7 +634,7 @@ type RequestCounters struct {
 
 func (x *RequestCounters) Reset() {
 	*x = RequestCounters{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[7]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +646,7 @@ func (x *RequestCounters) String() string {
 func (*RequestCounters) ProtoMessage() {}
 
 func (x *RequestCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[7]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +659,7 @@ func (x *RequestCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCounters.ProtoReflect.Descriptor instead.
 func (*RequestCounters) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RequestCounters) GetRequests() uint64 {
@@ -630,17 +715,21 @@ func (x *RequestCounters) GetNoStatus() uint64 {
 // compute from two GetStats answers: per second over the interval between
 // them. They are not served by the API.
 type LoadBalancerRates struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Vip           string                 `protobuf:"bytes,2,opt,name=vip,proto3" json:"vip,omitempty"`
-	Listeners     []*ListenerRates       `protobuf:"bytes,3,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Vip       string                 `protobuf:"bytes,2,opt,name=vip,proto3" json:"vip,omitempty"`
+	Listeners []*ListenerRates       `protobuf:"bytes,3,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// TopClients and TopPrefixes are as in the later answer's
+	// LoadBalancerStats.
+	TopClients    []*TopSource `protobuf:"bytes,4,rep,name=top_clients,json=topClients,proto3" json:"top_clients,omitempty"`
+	TopPrefixes   []*TopSource `protobuf:"bytes,5,rep,name=top_prefixes,json=topPrefixes,proto3" json:"top_prefixes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoadBalancerRates) Reset() {
 	*x = LoadBalancerRates{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[8]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +741,7 @@ func (x *LoadBalancerRates) String() string {
 func (*LoadBalancerRates) ProtoMessage() {}
 
 func (x *LoadBalancerRates) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[8]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +754,7 @@ func (x *LoadBalancerRates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerRates.ProtoReflect.Descriptor instead.
 func (*LoadBalancerRates) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LoadBalancerRates) GetName() string {
@@ -689,6 +778,20 @@ func (x *LoadBalancerRates) GetListeners() []*ListenerRates {
 	return nil
 }
 
+func (x *LoadBalancerRates) GetTopClients() []*TopSource {
+	if x != nil {
+		return x.TopClients
+	}
+	return nil
+}
+
+func (x *LoadBalancerRates) GetTopPrefixes() []*TopSource {
+	if x != nil {
+		return x.TopPrefixes
+	}
+	return nil
+}
+
 type ListenerRates struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -702,7 +805,7 @@ type ListenerRates struct {
 
 func (x *ListenerRates) Reset() {
 	*x = ListenerRates{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[9]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +817,7 @@ func (x *ListenerRates) String() string {
 func (*ListenerRates) ProtoMessage() {}
 
 func (x *ListenerRates) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[9]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +830,7 @@ func (x *ListenerRates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerRates.ProtoReflect.Descriptor instead.
 func (*ListenerRates) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListenerRates) GetName() string {
@@ -779,7 +882,7 @@ type BackendRates struct {
 
 func (x *BackendRates) Reset() {
 	*x = BackendRates{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[10]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +894,7 @@ func (x *BackendRates) String() string {
 func (*BackendRates) ProtoMessage() {}
 
 func (x *BackendRates) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[10]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +907,7 @@ func (x *BackendRates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendRates.ProtoReflect.Descriptor instead.
 func (*BackendRates) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BackendRates) GetPool() string {
@@ -866,7 +969,7 @@ type Rates struct {
 
 func (x *Rates) Reset() {
 	*x = Rates{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[11]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +981,7 @@ func (x *Rates) String() string {
 func (*Rates) ProtoMessage() {}
 
 func (x *Rates) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[11]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +994,7 @@ func (x *Rates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rates.ProtoReflect.Descriptor instead.
 func (*Rates) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Rates) GetPackets() float64 {
@@ -961,7 +1064,7 @@ type StatsSample struct {
 
 func (x *StatsSample) Reset() {
 	*x = StatsSample{}
-	mi := &file_weft_v1_stats_service_proto_msgTypes[12]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1076,7 @@ func (x *StatsSample) String() string {
 func (*StatsSample) ProtoMessage() {}
 
 func (x *StatsSample) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_stats_service_proto_msgTypes[12]
+	mi := &file_weft_v1_stats_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1089,7 @@ func (x *StatsSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsSample.ProtoReflect.Descriptor instead.
 func (*StatsSample) Descriptor() ([]byte, []int) {
-	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_stats_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StatsSample) GetTime() *timestamppb.Timestamp {
@@ -1046,11 +1149,18 @@ const file_weft_v1_stats_service_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"9\n" +
 	"\vMissingNode\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"o\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xdb\x01\n" +
 	"\x11LoadBalancerStats\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03vip\x18\x02 \x01(\tR\x03vip\x124\n" +
-	"\tlisteners\x18\x03 \x03(\v2\x16.weft.v1.ListenerStatsR\tlisteners\"\xf0\x01\n" +
+	"\tlisteners\x18\x03 \x03(\v2\x16.weft.v1.ListenerStatsR\tlisteners\x123\n" +
+	"\vtop_clients\x18\x04 \x03(\v2\x12.weft.v1.TopSourceR\n" +
+	"topClients\x125\n" +
+	"\ftop_prefixes\x18\x05 \x03(\v2\x12.weft.v1.TopSourceR\vtopPrefixes\"Z\n" +
+	"\tTopSource\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x1b\n" +
+	"\tnew_flows\x18\x02 \x01(\x01R\bnewFlows\x12\x18\n" +
+	"\alimited\x18\x03 \x01(\x01R\alimited\"\xf0\x01\n" +
 	"\rListenerStats\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -1084,11 +1194,14 @@ const file_weft_v1_stats_service_proto_rawDesc = "" +
 	"status_4xx\x18\x05 \x01(\x04R\tstatus4xx\x12\x1d\n" +
 	"\n" +
 	"status_5xx\x18\x06 \x01(\x04R\tstatus5xx\x12\x1b\n" +
-	"\tno_status\x18\a \x01(\x04R\bnoStatus\"o\n" +
+	"\tno_status\x18\a \x01(\x04R\bnoStatus\"\xdb\x01\n" +
 	"\x11LoadBalancerRates\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03vip\x18\x02 \x01(\tR\x03vip\x124\n" +
-	"\tlisteners\x18\x03 \x03(\v2\x16.weft.v1.ListenerRatesR\tlisteners\"\xac\x01\n" +
+	"\tlisteners\x18\x03 \x03(\v2\x16.weft.v1.ListenerRatesR\tlisteners\x123\n" +
+	"\vtop_clients\x18\x04 \x03(\v2\x12.weft.v1.TopSourceR\n" +
+	"topClients\x125\n" +
+	"\ftop_prefixes\x18\x05 \x03(\v2\x12.weft.v1.TopSourceR\vtopPrefixes\"\xac\x01\n" +
 	"\rListenerRates\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -1133,47 +1246,52 @@ func file_weft_v1_stats_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_stats_service_proto_rawDescData
 }
 
-var file_weft_v1_stats_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_weft_v1_stats_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_weft_v1_stats_service_proto_goTypes = []any{
 	(*GetStatsRequest)(nil),       // 0: weft.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),      // 1: weft.v1.GetStatsResponse
 	(*MissingNode)(nil),           // 2: weft.v1.MissingNode
 	(*LoadBalancerStats)(nil),     // 3: weft.v1.LoadBalancerStats
-	(*ListenerStats)(nil),         // 4: weft.v1.ListenerStats
-	(*BackendStats)(nil),          // 5: weft.v1.BackendStats
-	(*TrafficCounters)(nil),       // 6: weft.v1.TrafficCounters
-	(*RequestCounters)(nil),       // 7: weft.v1.RequestCounters
-	(*LoadBalancerRates)(nil),     // 8: weft.v1.LoadBalancerRates
-	(*ListenerRates)(nil),         // 9: weft.v1.ListenerRates
-	(*BackendRates)(nil),          // 10: weft.v1.BackendRates
-	(*Rates)(nil),                 // 11: weft.v1.Rates
-	(*StatsSample)(nil),           // 12: weft.v1.StatsSample
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*TopSource)(nil),             // 4: weft.v1.TopSource
+	(*ListenerStats)(nil),         // 5: weft.v1.ListenerStats
+	(*BackendStats)(nil),          // 6: weft.v1.BackendStats
+	(*TrafficCounters)(nil),       // 7: weft.v1.TrafficCounters
+	(*RequestCounters)(nil),       // 8: weft.v1.RequestCounters
+	(*LoadBalancerRates)(nil),     // 9: weft.v1.LoadBalancerRates
+	(*ListenerRates)(nil),         // 10: weft.v1.ListenerRates
+	(*BackendRates)(nil),          // 11: weft.v1.BackendRates
+	(*Rates)(nil),                 // 12: weft.v1.Rates
+	(*StatsSample)(nil),           // 13: weft.v1.StatsSample
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_weft_v1_stats_service_proto_depIdxs = []int32{
 	3,  // 0: weft.v1.GetStatsResponse.load_balancers:type_name -> weft.v1.LoadBalancerStats
 	2,  // 1: weft.v1.GetStatsResponse.missing:type_name -> weft.v1.MissingNode
-	13, // 2: weft.v1.GetStatsResponse.time:type_name -> google.protobuf.Timestamp
-	4,  // 3: weft.v1.LoadBalancerStats.listeners:type_name -> weft.v1.ListenerStats
-	6,  // 4: weft.v1.ListenerStats.traffic:type_name -> weft.v1.TrafficCounters
-	7,  // 5: weft.v1.ListenerStats.requests:type_name -> weft.v1.RequestCounters
-	5,  // 6: weft.v1.ListenerStats.backends:type_name -> weft.v1.BackendStats
-	6,  // 7: weft.v1.BackendStats.traffic:type_name -> weft.v1.TrafficCounters
-	7,  // 8: weft.v1.BackendStats.requests:type_name -> weft.v1.RequestCounters
-	9,  // 9: weft.v1.LoadBalancerRates.listeners:type_name -> weft.v1.ListenerRates
-	11, // 10: weft.v1.ListenerRates.rates:type_name -> weft.v1.Rates
-	10, // 11: weft.v1.ListenerRates.backends:type_name -> weft.v1.BackendRates
-	11, // 12: weft.v1.BackendRates.rates:type_name -> weft.v1.Rates
-	13, // 13: weft.v1.StatsSample.time:type_name -> google.protobuf.Timestamp
-	8,  // 14: weft.v1.StatsSample.load_balancers:type_name -> weft.v1.LoadBalancerRates
-	2,  // 15: weft.v1.StatsSample.missing:type_name -> weft.v1.MissingNode
-	0,  // 16: weft.v1.StatsService.GetStats:input_type -> weft.v1.GetStatsRequest
-	1,  // 17: weft.v1.StatsService.GetStats:output_type -> weft.v1.GetStatsResponse
-	17, // [17:18] is the sub-list for method output_type
-	16, // [16:17] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 2: weft.v1.GetStatsResponse.time:type_name -> google.protobuf.Timestamp
+	5,  // 3: weft.v1.LoadBalancerStats.listeners:type_name -> weft.v1.ListenerStats
+	4,  // 4: weft.v1.LoadBalancerStats.top_clients:type_name -> weft.v1.TopSource
+	4,  // 5: weft.v1.LoadBalancerStats.top_prefixes:type_name -> weft.v1.TopSource
+	7,  // 6: weft.v1.ListenerStats.traffic:type_name -> weft.v1.TrafficCounters
+	8,  // 7: weft.v1.ListenerStats.requests:type_name -> weft.v1.RequestCounters
+	6,  // 8: weft.v1.ListenerStats.backends:type_name -> weft.v1.BackendStats
+	7,  // 9: weft.v1.BackendStats.traffic:type_name -> weft.v1.TrafficCounters
+	8,  // 10: weft.v1.BackendStats.requests:type_name -> weft.v1.RequestCounters
+	10, // 11: weft.v1.LoadBalancerRates.listeners:type_name -> weft.v1.ListenerRates
+	4,  // 12: weft.v1.LoadBalancerRates.top_clients:type_name -> weft.v1.TopSource
+	4,  // 13: weft.v1.LoadBalancerRates.top_prefixes:type_name -> weft.v1.TopSource
+	12, // 14: weft.v1.ListenerRates.rates:type_name -> weft.v1.Rates
+	11, // 15: weft.v1.ListenerRates.backends:type_name -> weft.v1.BackendRates
+	12, // 16: weft.v1.BackendRates.rates:type_name -> weft.v1.Rates
+	14, // 17: weft.v1.StatsSample.time:type_name -> google.protobuf.Timestamp
+	9,  // 18: weft.v1.StatsSample.load_balancers:type_name -> weft.v1.LoadBalancerRates
+	2,  // 19: weft.v1.StatsSample.missing:type_name -> weft.v1.MissingNode
+	0,  // 20: weft.v1.StatsService.GetStats:input_type -> weft.v1.GetStatsRequest
+	1,  // 21: weft.v1.StatsService.GetStats:output_type -> weft.v1.GetStatsResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_stats_service_proto_init() }
@@ -1187,7 +1305,7 @@ func file_weft_v1_stats_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_stats_service_proto_rawDesc), len(file_weft_v1_stats_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
