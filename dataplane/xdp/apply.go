@@ -11,8 +11,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
-
-	"github.com/weftlb/weft/dataplane/maglev"
 )
 
 // noBackend is the table entry of a slot with no backend (NO_BACKEND).
@@ -28,16 +26,20 @@ type state struct {
 	neighbors map[netip.Addr]string // MAC as written
 	svcIDs    idPool
 	backIDs   idPool
-	tables    idPool
+	tables    tableState
 	// config is the lb_config written: local address counts and gateway
 	// (Apply), MAC and sync (SetFlowRouting).
 	config  lbLbConfig
 	routing routingState
+	// entriesWritten counts the Maglev table entries written (tests and
+	// benchmarks read it).
+	entriesWritten uint64
 }
 
 type serviceState struct {
-	value    lbSvcValue
-	sig      string // backends and weights the table was built from
+	value    lbSvcValue // value.Table: the live table's slot
+	standby  uint32     // the slot of the other table
+	sig      string     // backends and weights the live table was built from
 	backends []backendKey
 }
 
@@ -57,7 +59,7 @@ func newState(lim limits) state {
 		neighbors: map[netip.Addr]string{},
 		svcIDs:    idPool{max: lim.services},
 		backIDs:   idPool{max: lim.backends},
-		tables:    idPool{max: lim.tables},
+		tables:    tableState{slots: idPool{max: lim.tables}, busy: map[uint32]bool{}},
 	}
 }
 
@@ -87,18 +89,22 @@ func (p *idPool) put(id uint32) { p.free = append(p.free, id) }
 
 // Apply makes the maps match cfg: services added, changed and removed in
 // place, without disturbing flows in the connection table. A service whose
-// backends or weights changed gets a new Maglev table, written into a free
-// table slot and switched to with one update of its service entry, so no
-// packet sees a half-written table. An invalid cfg (ErrInvalidConfig)
-// changes nothing; a failed map update leaves the maps partly updated,
-// and the next Apply completes them.
-func (d *Dataplane) Apply(ctx context.Context, cfg Config) error {
+// backends or weights changed gets its new Maglev table written into its
+// standby table (only the entries that differ) and switched to with one
+// update of its service entry, so no packet sees a half-written table
+// (tables.go). An invalid cfg (ErrInvalidConfig) changes nothing; a failed
+// map update leaves the maps partly updated, and the next Apply completes
+// them.
+func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 	desired, err := validate(cfg, d.limits)
 	if err != nil {
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// The tables switched away from are written again only after a
+	// grace period, which runs while nothing waits for it.
+	defer d.startGrace()
 
 	if err := d.applyNeighbors(cfg); err != nil {
 		return err
@@ -106,9 +112,39 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) error {
 	if err := d.applyLocal(cfg); err != nil {
 		return err
 	}
+	// Removed services go first, so that their tables can serve new
+	// services; their backends and VIPs are released last, so that those
+	// the new services share keep their ids and entries.
+	var released []backendKey
+	var vips []netip.Addr
+	defer func() {
+		d.releaseBackends(released)
+		for _, a := range vips {
+			if rerr := d.removeVIP(a); rerr != nil && err == nil {
+				err = fmt.Errorf("apply xdp config: %w", rerr)
+			}
+		}
+	}()
+	for k, old := range d.state.services {
+		if _, ok := desired[k]; ok {
+			continue
+		}
+		if err := d.removeService(k); err != nil {
+			return fmt.Errorf("remove service %s: %w", k, err)
+		}
+		released = append(released, old.backends...)
+		vips = append(vips, k.vip)
+	}
 	keys := make([]serviceKey, 0, len(desired))
+	added := 0
 	for k := range desired {
 		keys = append(keys, k)
+		if d.state.services[k] == nil {
+			added++
+		}
+	}
+	if err := d.reserveTables(2 * added); err != nil {
+		return fmt.Errorf("apply xdp config: %w", err)
 	}
 	slices.SortFunc(keys, compareServiceKeys)
 	for _, k := range keys {
@@ -117,14 +153,6 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) error {
 		}
 		if err := d.applyService(k, desired[k]); err != nil {
 			return fmt.Errorf("apply service %s: %w", k, err)
-		}
-	}
-	for k := range d.state.services {
-		if _, ok := desired[k]; ok {
-			continue
-		}
-		if err := d.removeService(k); err != nil {
-			return fmt.Errorf("remove service %s: %w", k, err)
 		}
 	}
 	return d.applyActive(desired)
@@ -271,73 +299,85 @@ func (d *Dataplane) applyService(k serviceKey, s Service) error {
 	}
 	sig := signature(s.Backends, ids)
 
-	if old == nil {
-		id, ok := st.svcIDs.get()
-		if !ok {
-			return errors.New("no free service id")
+	if old != nil {
+		value.Id, value.Table = old.value.Id, old.value.Table
+		standby := old.standby
+		if old.sig != sig {
+			// The switch to the standby table, rewritten.
+			entries, err := tableEntries(s.Backends, ids, d.tableSize)
+			if err != nil {
+				return err
+			}
+			if err := d.writeTable(old.standby, entries); err != nil {
+				return err
+			}
+			value.Table, standby = old.standby, old.value.Table
 		}
-		if err := d.zeroStats(d.objs.SvcStats, id); err != nil {
-			st.svcIDs.put(id)
-			return err
+		if value != old.value {
+			if err := d.putService(k, value, &old.value); err != nil {
+				return err
+			}
 		}
-		value.Id = id
-	} else {
-		value.Id = old.value.Id
-		value.Table = old.value.Table
+		if value.Table != old.value.Table {
+			d.retire(old.value.Table)
+		}
+		release = old.backends
+		st.services[k] = &serviceState{value: value, standby: standby, sig: sig, backends: bks}
+		return nil
 	}
 
-	newTable := old == nil || old.sig != sig
-	if newTable {
-		slot, err := d.writeTable(s.Backends, ids)
-		if err != nil {
-			if old == nil {
-				st.svcIDs.put(value.Id)
-			}
-			return err
-		}
-		value.Table = slot
+	entries, err := tableEntries(s.Backends, ids, d.tableSize)
+	if err != nil {
+		return err
 	}
-	// undo releases what this call took when it fails from here on.
+	id, ok := st.svcIDs.get()
+	if !ok {
+		return errors.New("no free service id")
+	}
+	value.Id = id
+	var slots [2]uint32
+	taken := 0
+	// undo gives back what this call took when it fails.
 	undo := func() {
-		if newTable {
-			d.freeTable(value.Table)
-		}
-		if old == nil {
-			st.svcIDs.put(value.Id)
-		}
+		st.tables.spare = append(st.tables.spare, slots[:taken]...)
+		st.svcIDs.put(id)
 	}
-	if old == nil {
-		if err := d.addVIP(k.vip); err != nil {
+	for i := range slots {
+		slot, err := d.takeSpare()
+		if err != nil {
+			undo()
+			return err
+		}
+		slots[i] = slot
+		taken++
+		// Both tables start the same, so the first change writes only
+		// what it changes.
+		if err := d.writeTable(slot, entries); err != nil {
 			undo()
 			return err
 		}
 	}
-	if old == nil || old.value != value {
-		// The switch: from here on new flows use the new table.
-		var was *lbSvcValue
-		if old != nil {
-			was = &old.value
-		}
-		if err := d.putService(k, value, was); err != nil {
-			undo()
-			if old == nil {
-				// The VIP count was raised for this service.
-				err = errors.Join(err, d.removeVIP(k.vip))
-			}
-			return err
-		}
+	if err := d.zeroStats(d.objs.SvcStats, id); err != nil {
+		undo()
+		return err
 	}
-	if old != nil && newTable {
-		d.freeTable(old.value.Table)
+	if err := d.addVIP(k.vip); err != nil {
+		undo()
+		return err
+	}
+	value.Table = slots[0]
+	if err := d.putService(k, value, nil); err != nil {
+		undo()
+		// The VIP count was raised for this service.
+		return errors.Join(err, d.removeVIP(k.vip))
 	}
 	release = nil
-	if old != nil {
-		release = old.backends
-	}
-	st.services[k] = &serviceState{value: value, sig: sig, backends: bks}
+	st.services[k] = &serviceState{value: value, standby: slots[1], sig: sig, backends: bks}
 	return nil
 }
 
+// removeService deletes a service's entry; its tables become spares once
+// no program reads them. The caller releases its backends and VIP.
 func (d *Dataplane) removeService(k serviceKey) error {
 	old := d.state.services[k]
 	if old.value.Flags&lbSvcFlagsSVC_FRAGMENTS != 0 {
@@ -352,10 +392,10 @@ func (d *Dataplane) removeService(k serviceKey) error {
 		return fmt.Errorf("clear service %d: %w", old.value.Id, err)
 	}
 	delete(d.state.services, k)
-	d.freeTable(old.value.Table)
+	d.retire(old.value.Table, old.standby)
+	d.state.tables.spare = append(d.state.tables.spare, old.value.Table, old.standby)
 	d.state.svcIDs.put(old.value.Id)
-	d.releaseBackends(old.backends)
-	return d.removeVIP(k.vip)
+	return nil
 }
 
 // perCPURate is each CPU's share of a node's new-flow rate (0:
@@ -379,59 +419,16 @@ func signature(bs []Backend, ids []uint32) string {
 	return strings.Join(parts, ",")
 }
 
-// writeTable builds the Maglev table of bs (whose backend ids are ids)
-// into a new inner map and stores it in a free slot, returned.
-func (d *Dataplane) writeTable(bs []Backend, ids []uint32) (uint32, error) {
-	mbs := make([]maglev.Backend, len(bs))
-	idOf := make(map[string]uint32, len(bs))
-	for i, b := range bs {
-		// The ID seeds the permutation: the address and port, the same on
-		// every node (and in the userspace driver) whatever ids it
-		// allocated.
-		id := b.ID()
-		mbs[i] = maglev.Backend{ID: id, Weight: b.Weight}
-		idOf[id] = ids[i]
+// writeTable makes the table in slot hold entries, once no program reads
+// it.
+func (d *Dataplane) writeTable(slot uint32, entries []uint32) error {
+	if err := d.writable(slot); err != nil {
+		return err
 	}
-	t, err := maglev.Build(mbs, d.tableSize)
-	if err != nil {
-		return 0, fmt.Errorf("build maglev table: %w", err)
+	if err := d.fillTable(slot, entries); err != nil {
+		return fmt.Errorf("write maglev table: %w", err)
 	}
-	keys := make([]uint32, len(t.Entries))
-	vals := make([]uint32, len(t.Entries))
-	for i, e := range t.Entries {
-		keys[i] = uint32(i)
-		vals[i] = noBackend
-		if e != maglev.NoBackend {
-			vals[i] = idOf[t.Backends[e].ID]
-		}
-	}
-	ring, err := ebpf.NewMap(d.ringSpec)
-	if err != nil {
-		return 0, fmt.Errorf("create maglev table: %w", err)
-	}
-	defer ring.Close() // maglev_tables holds its own reference.
-	if _, err := ring.BatchUpdate(keys, vals, nil); err != nil {
-		return 0, fmt.Errorf("write maglev table: %w", err)
-	}
-	slot, ok := d.state.tables.get()
-	if !ok {
-		return 0, errors.New("no free maglev table slot")
-	}
-	if err := d.objs.MaglevTables.Put(slot, ring); err != nil {
-		d.state.tables.put(slot)
-		return 0, fmt.Errorf("store maglev table: %w", err)
-	}
-	return slot, nil
-}
-
-// freeTable empties a table slot no service names any more. The kernel
-// frees the table once no running program holds it.
-func (d *Dataplane) freeTable(slot uint32) {
-	if err := d.objs.MaglevTables.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		// The slot stays unused but occupied; a later Put replaces it.
-		d.log.Warn("free maglev table slot", "slot", slot, "error", err)
-	}
-	d.state.tables.put(slot)
+	return nil
 }
 
 func (d *Dataplane) acquireBackends(bks []backendKey) ([]uint32, error) {

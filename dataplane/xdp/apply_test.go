@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -96,8 +97,9 @@ func TestIDPool(t *testing.T) {
 }
 
 // TestApplyDiff checks that Apply touches only what changed: a service
-// whose backends did not change keeps its table slot, a changed one gets
-// a new slot and frees the old, removed services free their ids.
+// whose backends did not change keeps its table slots, a changed one
+// switches to its standby table, removed services free their ids and
+// leave their tables as spares.
 func TestApplyDiff(t *testing.T) {
 	d := newTestDataplane(t, Options{ConnTrackSize: 1024, TableSize: testTableSize})
 	ctx := context.Background()
@@ -105,16 +107,17 @@ func TestApplyDiff(t *testing.T) {
 	if err := d.Apply(ctx, cfg); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	before := map[serviceKey]lbSvcValue{}
+	before := map[serviceKey]serviceState{}
 	for k, s := range d.state.services {
-		before[k] = s.value
+		before[k] = *s
 	}
 	if err := d.Apply(ctx, cfg); err != nil {
 		t.Fatalf("second Apply: %v", err)
 	}
 	for k, s := range d.state.services {
-		if s.value != before[k] {
-			t.Errorf("service %s: value %+v after an identical Apply, want %+v", k, s.value, before[k])
+		if s.value != before[k].value || s.standby != before[k].standby {
+			t.Errorf("service %s: value %+v, standby %d after an identical Apply, want %+v, %d",
+				k, s.value, s.standby, before[k].value, before[k].standby)
 		}
 	}
 
@@ -125,8 +128,12 @@ func TestApplyDiff(t *testing.T) {
 		t.Fatalf("Apply changed: %v", err)
 	}
 	k0 := serviceKey{ip("192.0.2.1"), 80, protoTCP}
-	if got := d.state.services[k0].value; got.Table == before[k0].Table || got.Id != before[k0].Id {
-		t.Errorf("changed service: value %+v, want a new table and the same id as %+v", got, before[k0])
+	if got := d.state.services[k0]; got.value.Table != before[k0].standby || got.standby != before[k0].value.Table || got.value.Id != before[k0].value.Id {
+		t.Errorf("changed service: value %+v, standby %d; want the same id and the tables %d and %d swapped",
+			got.value, got.standby, before[k0].value.Table, before[k0].standby)
+	}
+	if !d.state.tables.busy[before[k0].value.Table] {
+		t.Errorf("the table switched away from (slot %d) is not waiting for a grace period", before[k0].value.Table)
 	}
 	var v lbSvcValue
 	if err := d.objs.Services.Lookup(svcKey(k0), &v); err != nil || v != d.state.services[k0].value {
@@ -143,9 +150,10 @@ func TestApplyDiff(t *testing.T) {
 	if err := d.objs.Vips.Lookup(lbAddr(ip("192.0.2.5")), &n); err == nil {
 		t.Errorf("vip of the removed service still in vips (count %d)", n)
 	}
-	var inner uint32
-	if err := d.objs.MaglevTables.Lookup(before[k0].Table, &inner); err == nil {
-		t.Errorf("old table slot %d still holds a table", before[k0].Table)
+	for _, slot := range []uint32{before[removed].value.Table, before[removed].standby} {
+		if !slices.Contains(d.state.tables.spare, slot) {
+			t.Errorf("table slot %d of the removed service is not a spare (spares %v)", slot, d.state.tables.spare)
+		}
 	}
 
 	if err := d.Apply(ctx, Config{}); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftlb/weft/dataplane/maglev"
 )
@@ -93,6 +94,8 @@ func New(opts Options) (*Dataplane, error) {
 	spec.Maps[lbMapNatNew].MaxEntries = opts.NewConnTrackSize
 	ring := spec.Maps[lbMapMaglevTables].InnerMap
 	ring.MaxEntries = opts.TableSize
+	// Go writes the tables through a mapping of their memory (tables.go).
+	ring.Flags |= unix.BPF_F_MMAPABLE
 	if err := spec.Variables[lbVarRingSize].Set(opts.TableSize); err != nil {
 		return nil, fmt.Errorf("set maglev table size: %w", err)
 	}
@@ -193,6 +196,7 @@ func (d *Dataplane) setInterface(mac net.HardwareAddr, addrs []netip.Addr) error
 func (d *Dataplane) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.awaitGrace()
 	var errs []error
 	for _, l := range d.links {
 		errs = append(errs, l.Close())

@@ -16,9 +16,10 @@ go test -run '^$' -bench 'BenchmarkApply' -benchtime 2000x -count "$COUNT" ./raf
 section "API: acknowledged writes through weft agents (3 processes, 16 clients, leader and follower)"
 go test -run '^$' -bench 'BenchmarkClusterWrites' -benchtime 2000x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/api.txt"
 
-section "XDP program: ns per packet through BPF_PROG_TEST_RUN (root)"
+section "XDP program: ns per packet through BPF_PROG_TEST_RUN; Apply of one member change in a service of 100 and 1,000 backends, entries written (root)"
 go test -run '^$' -bench 'BenchmarkXDP' -count "$COUNT" ./dataplane/xdp | tee "$OUT/xdp.txt"
 go test -run '^$' -bench 'BenchmarkNATCapacity' -benchtime 1x -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
+go test -run '^$' -bench 'BenchmarkApplyMemberChange' -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
 
 section "L4 in the lab: Weft XDP FullNAT and DSR against nftables DNAT on the same node (root)"
 go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-l4.txt"
