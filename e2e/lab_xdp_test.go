@@ -31,8 +31,15 @@ func newXDPRig(t testing.TB) *xdpRig {
 // newXDPRigWith is newXDPRig with the dataplane's options and extra tools.
 func newXDPRigWith(t testing.TB, opts xdp.Options, tools ...string) *xdpRig {
 	t.Helper()
-	l := upLab(t, lab.Topology{Prefix: "weftx", Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3},
-		append([]string{"curl", "wrk", "nft"}, tools...), true, "-addr", ":8080,:81", "-udp", ":81")
+	return newXDPRigOn(t, "weftx", ":8080,:81", opts, tools...)
+}
+
+// newXDPRigOn is newXDPRigWith with a lab prefix of its own and the
+// servers listening on addrs (comma-separated, :8080 and :81 among them).
+func newXDPRigOn(t testing.TB, prefix, addrs string, opts xdp.Options, tools ...string) *xdpRig {
+	t.Helper()
+	l := upLab(t, lab.Topology{Prefix: prefix, Nodes: []lab.Node{{Name: "node1", Zone: "a"}}, Servers: 3},
+		append([]string{"curl", "wrk", "nft"}, tools...), true, "-addr", addrs, "-udp", ":81")
 	node := l.Nodes[0]
 	if out, err := exec.Command("ip", "-n", l.Router.NS, "route", "add", labVIP.String()+"/32", "via", node.Addr.String()).CombinedOutput(); err != nil {
 		t.Fatalf("route to the VIP: %v %s", err, out)

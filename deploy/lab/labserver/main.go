@@ -2,6 +2,8 @@
 // every request with its own name, so a client can see which server a load
 // balancer chose. /healthz answers 200 unless the file named by -down
 // exists, which lets tests fail a health check without stopping the server.
+// Every answer names the address it came in on (X-Local-Addr), so a test
+// sees which of a server's ports a load balancer chose.
 // With -echo-headers it also returns each request header as a response
 // header X-Echo-<name>, so a test sees what a proxy forwarded; with -stream,
 // /stream?lines=N&every=D answers N lines, one every D, flushed as written,
@@ -54,6 +56,9 @@ func main() {
 			}
 		}
 		w.Header().Set("X-Server", *name)
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			w.Header().Set("X-Local-Addr", a.String())
+		}
 		fmt.Fprintln(w, *name)
 	})
 	if *slow {
