@@ -318,11 +318,12 @@ func (a *Agent) startReconciler() error {
 	}
 	switch a.cfg.Dataplane {
 	case DataplaneUserspace:
-		a.dataplane = userspace.New(userspace.Options{Logger: a.cfg.Logger})
+		a.dataplane = userspace.New(userspace.Options{TableSize: a.cfg.MaglevTableSize, Logger: a.cfg.Logger})
 		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 	case DataplaneXDP:
-		d, err := xdp.New(xdp.Options{Logger: a.cfg.Logger, SampleEvery: a.cfg.SampleNewFlows})
+		d, err := xdp.New(xdp.Options{ConnTrackSize: a.cfg.ConntrackEntries, TableSize: a.cfg.MaglevTableSize,
+			MaxServices: a.cfg.MaxServices, MaxBackends: a.cfg.MaxBackends, SampleEvery: a.cfg.SampleNewFlows, Logger: a.cfg.Logger})
 		if err != nil {
 			return err
 		}

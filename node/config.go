@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/weftlb/weft/bgp"
+	"github.com/weftlb/weft/dataplane/maglev"
+	"github.com/weftlb/weft/dataplane/xdp"
 	"github.com/weftlb/weft/validate"
 )
 
@@ -64,6 +66,11 @@ type Config struct {
 	// for the top clients and source prefixes of each VIP (XDP only); 0
 	// samples none.
 	SampleNewFlows uint32
+	// ConntrackEntries, MaxServices and MaxBackends size the XDP
+	// program's maps, MaglevTableSize (a prime; the same on every node)
+	// both drivers' tables; 0 takes the defaults (dataplane/xdp's README
+	// gives the bytes each entry takes).
+	ConntrackEntries, MaglevTableSize, MaxServices, MaxBackends uint32
 
 	// BGP peers the node with its routers; BGP.ASN 0 leaves it off.
 	BGP BGP
@@ -164,7 +171,33 @@ func (c *Config) setDefaults() error {
 	if err := c.checkLocalAddrs(); err != nil {
 		return err
 	}
+	if err := c.checkDataplaneSizes(); err != nil {
+		return err
+	}
 	return c.gossipDefaults()
+}
+
+// checkDataplaneSizes checks the map and table sizes against the
+// dataplane's bounds.
+func (c *Config) checkDataplaneSizes() error {
+	if c.MaglevTableSize != 0 {
+		if err := maglev.ValidateSize(c.MaglevTableSize); err != nil {
+			return fmt.Errorf("--maglev-table-size: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		flag     string
+		v, limit uint32
+	}{
+		{"--conntrack-entries", c.ConntrackEntries, xdp.MaxConnTrackSize},
+		{"--max-services", c.MaxServices, xdp.MaxServices},
+		{"--max-backends", c.MaxBackends, xdp.MaxBackends},
+	} {
+		if f.v > f.limit {
+			return fmt.Errorf("%s: %d is above the maximum %d", f.flag, f.v, f.limit)
+		}
+	}
+	return nil
 }
 
 // maxLocalAddrs is the XDP program's limit per address family

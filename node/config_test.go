@@ -134,3 +134,32 @@ func TestConfig_LocalAddrs(t *testing.T) {
 		})
 	}
 }
+
+func TestConfig_DataplaneSizes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+		want string
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"sized for 10,000 services", func(c *Config) {
+			c.ConntrackEntries, c.MaglevTableSize, c.MaxServices, c.MaxBackends = 4<<20, 4099, 10000, 100000
+		}, ""},
+		{"table size not prime", func(c *Config) { c.MaglevTableSize = 4096 }, "--maglev-table-size: invalid maglev table size: 4096 is not prime"},
+		{"conntrack too large", func(c *Config) { c.ConntrackEntries = 1 << 30 }, "--conntrack-entries: 1073741824 is above the maximum"},
+		{"services too many", func(c *Config) { c.MaxServices = 1 << 21 }, "--max-services: 2097152 is above the maximum"},
+		{"backends too many", func(c *Config) { c.MaxBackends = 1 << 23 }, "--max-backends: 8388608 is above the maximum"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{APIAddr: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", Dataplane: DataplaneXDP, Interface: "eth0"}
+			tc.set(&c)
+			err := c.setDefaults()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("setDefaults() = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("setDefaults() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -19,9 +19,22 @@ import (
 	"github.com/weftlb/weft/dataplane/maglev"
 )
 
-// DefaultConnTrackSize is the default number of connection-table entries
-// (the forward and the FullNAT reverse tables each).
-const DefaultConnTrackSize = 1 << 20
+// Defaults of Options: the connection-table entries (the forward and the
+// FullNAT reverse tables each), and the services and backends the maps
+// hold (the program's MAX_SERVICES and MAX_BACKENDS).
+const (
+	DefaultConnTrackSize = 1 << 20
+	DefaultMaxServices   = 1024
+	DefaultMaxBackends   = 4096
+)
+
+// Bounds of Options' map sizes, which keep a mistaken setting from asking
+// the kernel for terabytes.
+const (
+	MaxConnTrackSize = 1 << 28
+	MaxServices      = 1 << 20
+	MaxBackends      = 1 << 22
+)
 
 // Options configure New.
 type Options struct {
@@ -34,11 +47,16 @@ type Options struct {
 	// a quarter of ConnTrackSize.
 	NewConnTrackSize uint32
 	// TableSize is the Maglev table size M, a prime; 0 means
-	// maglev.DefaultSize.
+	// maglev.DefaultSize. Every node must use the same M, or nodes pick
+	// different backends for the same flow.
 	TableSize uint32
 	// SampleEvery samples one new flow in SampleEvery, on average, for
 	// ReadSamples; 0 samples none.
 	SampleEvery uint32
+	// MaxServices and MaxBackends size the service and backend maps (each
+	// service has two Maglev table slots); 0 means DefaultMaxServices and
+	// DefaultMaxBackends.
+	MaxServices, MaxBackends uint32
 	// Logger receives warnings (generic-mode attach); nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -77,8 +95,14 @@ func New(opts Options) (*Dataplane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := maglev.ValidateSize(opts.TableSize); err != nil {
-		return nil, fmt.Errorf("xdp options: %w", err)
+	if opts.MaxServices == 0 {
+		opts.MaxServices = DefaultMaxServices
+	}
+	if opts.MaxBackends == 0 {
+		opts.MaxBackends = DefaultMaxBackends
+	}
+	if err := validateOptions(opts); err != nil {
+		return nil, err
 	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -92,6 +116,13 @@ func New(opts Options) (*Dataplane, error) {
 	spec.Maps[lbMapNatReverse].MaxEntries = opts.ConnTrackSize
 	spec.Maps[lbMapCtNew].MaxEntries = opts.NewConnTrackSize
 	spec.Maps[lbMapNatNew].MaxEntries = opts.NewConnTrackSize
+	for _, m := range []string{lbMapServices, lbMapSvcById, lbMapVips, lbMapNewFlowRate, lbMapSvcStats} {
+		spec.Maps[m].MaxEntries = opts.MaxServices
+	}
+	spec.Maps[lbMapMaglevTables].MaxEntries = 2 * opts.MaxServices
+	for _, m := range []string{lbMapBackends, lbMapNeighbors, lbMapBackendStats} {
+		spec.Maps[m].MaxEntries = opts.MaxBackends
+	}
 	ring := spec.Maps[lbMapMaglevTables].InnerMap
 	ring.MaxEntries = opts.TableSize
 	// Go writes the tables through a mapping of their memory (tables.go).
@@ -123,6 +154,25 @@ func New(opts Options) (*Dataplane, error) {
 	d.state = newState(d.limits)
 	d.state.neighborsChanged()
 	return d, nil
+}
+
+func validateOptions(opts Options) error {
+	if err := maglev.ValidateSize(opts.TableSize); err != nil {
+		return fmt.Errorf("xdp options: table size: %w", err)
+	}
+	for _, o := range []struct {
+		name     string
+		v, limit uint32
+	}{
+		{"conntrack size", opts.ConnTrackSize, MaxConnTrackSize},
+		{"max services", opts.MaxServices, MaxServices},
+		{"max backends", opts.MaxBackends, MaxBackends},
+	} {
+		if o.v > o.limit {
+			return fmt.Errorf("xdp options: %s %d is above the maximum %d", o.name, o.v, o.limit)
+		}
+	}
+	return nil
 }
 
 // Attach attaches the program to the interface ifname in native (driver)

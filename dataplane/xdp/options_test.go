@@ -1,0 +1,67 @@
+package xdp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+// TestMapSizeDefaults: the Go defaults are the program's compiled sizes.
+func TestMapSizeDefaults(t *testing.T) {
+	spec, err := loadLb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		m    string
+		want uint32
+	}{
+		{lbMapServices, DefaultMaxServices}, {lbMapSvcById, DefaultMaxServices}, {lbMapVips, DefaultMaxServices},
+		{lbMapNewFlowRate, DefaultMaxServices}, {lbMapSvcStats, DefaultMaxServices},
+		{lbMapMaglevTables, 2 * DefaultMaxServices},
+		{lbMapBackends, DefaultMaxBackends}, {lbMapNeighbors, DefaultMaxBackends}, {lbMapBackendStats, DefaultMaxBackends},
+	} {
+		if got := spec.Maps[c.m].MaxEntries; got != c.want {
+			t.Errorf("map %s: compiled with %d entries, Go's default is %d", c.m, got, c.want)
+		}
+	}
+}
+
+func TestOptions(t *testing.T) {
+	for _, o := range []Options{
+		{TableSize: 1000},
+		{ConnTrackSize: MaxConnTrackSize + 1},
+		{MaxServices: MaxServices + 1},
+		{MaxBackends: MaxBackends + 1},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("New(%+v): no error, want one", o)
+		}
+	}
+	d := newTestDataplane(t, Options{ConnTrackSize: 1024, TableSize: testTableSize, MaxServices: 3, MaxBackends: 5})
+	if want := (limits{services: 3, backends: 5, tables: 6, localAddrs: d.limits.localAddrs}); d.limits != want {
+		t.Fatalf("limits %+v, want %+v", d.limits, want)
+	}
+	cfg := func(services, backends int) Config {
+		c := Config{LocalAddrs: []netip.Addr{local4}, Gateway: gwMAC}
+		for i := range services {
+			s := Service{VIP: ip("192.0.2.1"), Port: uint16(80 + i), Proto: "tcp", Mode: ModeFullNAT}
+			for j := range backends {
+				s.Backends = append(s.Backends, be(fmt.Sprintf("10.1.0.%d", j+1), 8080, 1))
+			}
+			c.Services = append(c.Services, s)
+		}
+		return c
+	}
+	ctx := context.Background()
+	if err := d.Apply(ctx, cfg(3, 5)); err != nil {
+		t.Fatalf("Apply of 3 services, 5 backends: %v", err)
+	}
+	for _, c := range [][2]int{{4, 1}, {1, 6}} {
+		if err := d.Apply(ctx, cfg(c[0], c[1])); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("Apply of %d services, %d backends: %v, want ErrInvalidConfig", c[0], c[1], err)
+		}
+	}
+}
