@@ -124,13 +124,7 @@ func TestConfig_LocalAddrs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Config{APIAddr: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", Dataplane: tc.dataplane, Interface: "eth0", LocalAddrs: tc.local}
-			err := c.setDefaults()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("setDefaults() = %v, want nil", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("setDefaults() = %v, want %q", err, tc.want)
-			}
+			checkDefaults(t, &c, tc.want)
 		})
 	}
 }
@@ -153,13 +147,20 @@ func TestConfig_DataplaneSizes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Config{APIAddr: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", Dataplane: DataplaneXDP, Interface: "eth0"}
 			tc.set(&c)
-			err := c.setDefaults()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("setDefaults() = %v, want nil", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("setDefaults() = %v, want %q", err, tc.want)
-			}
+			checkDefaults(t, &c, tc.want)
 		})
+	}
+}
+
+// checkDefaults fails unless c.setDefaults() fails with an error
+// containing want, or succeeds when want is empty.
+func checkDefaults(t *testing.T, c *Config, want string) {
+	t.Helper()
+	err := c.setDefaults()
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("setDefaults() = %v, want nil", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Errorf("setDefaults() = %v, want %q", err, want)
 	}
 }
