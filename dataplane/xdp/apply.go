@@ -34,9 +34,13 @@ type state struct {
 	// entriesWritten counts the Maglev table entries written (tests and
 	// benchmarks read it).
 	entriesWritten uint64
+	// reweighed are the backends whose weighted count changed in this
+	// Apply, whose BACKEND_ACTIVE flag may have to change.
+	reweighed []backendKey
 }
 
 type serviceState struct {
+	svc      Service    // as applied (validated)
 	value    lbSvcValue // value.Table: the live table's slot
 	standby  uint32     // the slot of the other table
 	sig      string     // backends and weights the live table was built from
@@ -46,9 +50,11 @@ type serviceState struct {
 type backendRef struct {
 	id   uint32
 	refs int
-	// active is whether the backend takes new flows (BACKEND_ACTIVE):
-	// its weight is above 0 in a service.
-	active bool
+	// weighted counts the services in which its weight is above 0;
+	// active is whether the backend takes new flows (BACKEND_ACTIVE), as
+	// written: weighted > 0.
+	weighted int
+	active   bool
 }
 
 func newState(lim limits) state {
@@ -96,12 +102,12 @@ func (p *idPool) put(id uint32) { p.free = append(p.free, id) }
 // map update leaves the maps partly updated, and the next Apply completes
 // them.
 func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
-	desired, err := validate(cfg, d.limits)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	desired, err := validate(cfg, d.limits, &d.state)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	// The tables switched away from are written again only after a
 	// grace period, which runs while nothing waits for it.
 	defer d.startGrace()
@@ -135,13 +141,18 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 		released = append(released, old.backends...)
 		vips = append(vips, k.vip)
 	}
-	keys := make([]serviceKey, 0, len(desired))
+	// Only new and changed services are touched: an unchanged one costs a
+	// comparison.
+	var keys []serviceKey
 	added := 0
-	for k := range desired {
-		keys = append(keys, k)
-		if d.state.services[k] == nil {
+	for k, s := range desired {
+		switch old := d.state.services[k]; {
+		case old == nil:
 			added++
+		case sameService(old.svc, s):
+			continue
 		}
+		keys = append(keys, k)
 	}
 	if err := d.reserveTables(2 * added); err != nil {
 		return fmt.Errorf("apply xdp config: %w", err)
@@ -155,33 +166,46 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("apply service %s: %w", k, err)
 		}
 	}
-	return d.applyActive(desired)
+	return d.applyActive()
 }
 
-// applyActive sets BACKEND_ACTIVE on the backends that take new flows in
-// some service and clears it on the others (unhealthy or drained: weight
-// 0), so a SYN reusing a tracked tuple is not sent to them.
-func (d *Dataplane) applyActive(desired map[serviceKey]Service) error {
-	active := make(map[backendKey]bool, len(d.state.backends))
-	for _, s := range desired {
-		for _, b := range s.Backends {
-			if b.Weight > 0 {
-				active[backendKey{b.Addr, b.Port}] = true
-			}
-		}
-	}
-	for k, r := range d.state.backends {
-		if r.active == active[k] {
+// sameService reports whether a desired service is the one applied.
+func sameService(a, b Service) bool {
+	return a.Mode == b.Mode && a.Scheduler == b.Scheduler && slices.Equal(a.Backends, b.Backends)
+}
+
+// weigh adds n to the weighted count of the backends of bs that have a
+// weight above 0 (they are referenced).
+func (d *Dataplane) weigh(bs []Backend, n int) {
+	for _, b := range bs {
+		if b.Weight == 0 {
 			continue
 		}
-		flags := lbBackendFlagsBACKEND_VALID
-		if active[k] {
-			flags |= lbBackendFlagsBACKEND_ACTIVE
+		k := backendKey{b.Addr, b.Port}
+		d.state.backends[k].weighted += n
+		d.state.reweighed = append(d.state.reweighed, k)
+	}
+}
+
+// applyActive sets BACKEND_ACTIVE on the reweighed backends that take new
+// flows in some service and clears it on the others (unhealthy or
+// drained: weight 0), so a SYN reusing a tracked tuple is not sent to
+// them.
+func (d *Dataplane) applyActive() error {
+	for len(d.state.reweighed) > 0 {
+		k := d.state.reweighed[0]
+		r := d.state.backends[k]
+		if active := r != nil && r.weighted > 0; r != nil && r.active != active {
+			flags := lbBackendFlagsBACKEND_VALID
+			if active {
+				flags |= lbBackendFlagsBACKEND_ACTIVE
+			}
+			if err := d.objs.Backends.Put(r.id, lbBackend{Addr: lbAddr(k.addr), Port: be16(k.port), Flags: flags}); err != nil {
+				return fmt.Errorf("write backend %s: %w", k, err)
+			}
+			r.active = active
 		}
-		if err := d.objs.Backends.Put(r.id, lbBackend{Addr: lbAddr(k.addr), Port: be16(k.port), Flags: flags}); err != nil {
-			return fmt.Errorf("write backend %s: %w", k, err)
-		}
-		r.active = active[k]
+		d.state.reweighed = d.state.reweighed[1:]
 	}
 	return nil
 }
@@ -321,8 +345,10 @@ func (d *Dataplane) applyService(k serviceKey, s Service) error {
 		if value.Table != old.value.Table {
 			d.retire(old.value.Table)
 		}
+		d.weigh(s.Backends, 1)
+		d.weigh(old.svc.Backends, -1)
 		release = old.backends
-		st.services[k] = &serviceState{value: value, standby: standby, sig: sig, backends: bks}
+		st.services[k] = &serviceState{svc: s, value: value, standby: standby, sig: sig, backends: bks}
 		return nil
 	}
 
@@ -371,8 +397,9 @@ func (d *Dataplane) applyService(k serviceKey, s Service) error {
 		// The VIP count was raised for this service.
 		return errors.Join(err, d.removeVIP(k.vip))
 	}
+	d.weigh(s.Backends, 1)
 	release = nil
-	st.services[k] = &serviceState{value: value, standby: slots[1], sig: sig, backends: bks}
+	st.services[k] = &serviceState{svc: s, value: value, standby: slots[1], sig: sig, backends: bks}
 	return nil
 }
 
@@ -392,6 +419,7 @@ func (d *Dataplane) removeService(k serviceKey) error {
 		return fmt.Errorf("clear service %d: %w", old.value.Id, err)
 	}
 	delete(d.state.services, k)
+	d.weigh(old.svc.Backends, -1)
 	d.retire(old.value.Table, old.standby)
 	d.state.tables.spare = append(d.state.tables.spare, old.value.Table, old.standby)
 	d.state.svcIDs.put(old.value.Id)

@@ -46,7 +46,7 @@ func TestValidate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := validate(tc.cfg, lim)
+			_, err := validate(tc.cfg, lim, nil)
 			if tc.ok && err != nil {
 				t.Fatalf("validate: %v, want no error", err)
 			}

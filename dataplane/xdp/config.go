@@ -76,8 +76,11 @@ const (
 
 // validate checks cfg against the program's limits and returns its
 // services keyed, with addresses unmapped (a ::ffff:a.b.c.d VIP is the
-// IPv4 VIP).
-func validate(cfg Config, lim limits) (map[serviceKey]Service, error) {
+// IPv4 VIP). A service listed as applied (nil: none) has its backends
+// checked again only when they changed, and the distinct backends are
+// counted from what is applied, so that the cost grows with what
+// changed.
+func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
@@ -106,9 +109,14 @@ func validate(cfg Config, lim limits) (map[serviceKey]Service, error) {
 	if uint32(len(cfg.Services)) > lim.services {
 		return nil, fail("%d services, at most %d", len(cfg.Services), lim.services)
 	}
+	if applied == nil {
+		applied = &state{}
+	}
 	out := make(map[serviceKey]Service, len(cfg.Services))
-	backends := map[backendKey]bool{}
 	fragments := map[netip.Addr]serviceKey{} // VIP -> the service that forwards its fragments
+	// seen holds the backends of new and changed services: 1 + the index
+	// of the last service listing each.
+	seen := map[backendKey]int{}
 	for i, s := range cfg.Services {
 		s.VIP = s.VIP.Unmap()
 		if !s.VIP.IsValid() {
@@ -158,7 +166,10 @@ func validate(cfg Config, lim limits) (map[serviceKey]Service, error) {
 				fragments[s.VIP] = k
 			}
 		}
-		seen := map[backendKey]bool{}
+		if old := applied.services[k]; old != nil && sameService(old.svc, s) {
+			out[k] = old.svc
+			continue
+		}
 		bs := make([]Backend, len(s.Backends))
 		for j, b := range s.Backends {
 			b.Addr = b.Addr.Unmap()
@@ -169,18 +180,25 @@ func validate(cfg Config, lim limits) (map[serviceKey]Service, error) {
 				return nil, fail("service %s: backend %v: port 0 is not valid", k, b.Addr)
 			}
 			bk := backendKey{b.Addr, b.Port}
-			if seen[bk] {
+			if seen[bk] == i+1 {
 				return nil, fail("service %s: backend %s is listed twice", k, bk)
 			}
-			seen[bk] = true
-			backends[bk] = true
+			seen[bk] = i + 1
 			bs[j] = b
 		}
 		s.Backends = bs
 		out[k] = s
 	}
-	if uint32(len(backends)) > lim.backends {
-		return nil, fail("%d distinct backends, at most %d", len(backends), lim.backends)
+	// Apply takes the new backends' ids before it releases the old ones,
+	// so what counts is the backends applied and the new ones together.
+	peak := len(applied.backends)
+	for bk := range seen {
+		if applied.backends[bk] == nil {
+			peak++
+		}
+	}
+	if uint32(peak) > lim.backends {
+		return nil, fail("%d distinct backends, counting those applied until the new ones take over, at most %d (replace them in steps)", peak, lim.backends)
 	}
 	return out, nil
 }

@@ -64,4 +64,19 @@ func TestOptions(t *testing.T) {
 			t.Errorf("Apply of %d services, %d backends: %v, want ErrInvalidConfig", c[0], c[1], err)
 		}
 	}
+	// The distinct backends count those applied until the new ones take
+	// over: a service moved to five other backends makes ten.
+	moved := cfg(1, 5)
+	moved.Services[0].Backends = nil
+	for j := range 5 {
+		moved.Services[0].Backends = append(moved.Services[0].Backends, be(fmt.Sprintf("10.1.1.%d", j+1), 8080, 1))
+	}
+	if err := d.Apply(ctx, moved); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Apply of five other backends: %v, want ErrInvalidConfig", err)
+	}
+	for _, c := range [][2]int{{1, 3}, {3, 5}} {
+		if err := d.Apply(ctx, cfg(c[0], c[1])); err != nil {
+			t.Errorf("Apply of %d services, %d backends: %v", c[0], c[1], err)
+		}
+	}
 }
