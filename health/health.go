@@ -362,6 +362,16 @@ func (h *Health) View() map[MemberKey]bool {
 	return maps.Clone(h.view)
 }
 
+// Up reports one member's state in the agreed view, and whether the view
+// holds it; unlike View it copies nothing, so a caller asking for every
+// member costs what the members do.
+func (h *Health) Up(member MemberKey) (up, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	up, ok = h.view[member]
+	return up, ok
+}
+
 // Changed returns a channel closed at the next change of the view; call it
 // again for the one after.
 func (h *Health) Changed() <-chan struct{} {

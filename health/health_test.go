@@ -142,11 +142,20 @@ func TestRiseFall(t *testing.T) {
 	if !h.View()[key] {
 		t.Fatal("new member: got down, want up (fail open)")
 	}
+	if up, ok := h.Up(key); !up || !ok {
+		t.Fatalf("Up(new member) = %v, %v; want true, true", up, ok)
+	}
+	if _, ok := h.Up(MemberKey{Pool: "other", Addr: m.addr}); ok {
+		t.Fatal("Up of a member of no pool: held, want not")
+	}
 	waitFor(t, time.Second, "the probe says up", func() bool { return probeOf(h, key).State == "up" })
 
 	changed := h.Changed()
 	m.setCode(503)
 	waitFor(t, 2*time.Second, "the member is down", func() bool { return !h.View()[key] })
+	if up, ok := h.Up(key); up || !ok {
+		t.Errorf("Up(down member) = %v, %v; want false, true", up, ok)
+	}
 	select {
 	case <-changed:
 	default:

@@ -88,6 +88,7 @@ func (s *healthSubsystem) healthy(pool string, m *weftv1.Member) bool {
 	if err != nil {
 		return false
 	}
-	up, ok := s.h.View()[health.MemberKey{Pool: pool, Addr: a}]
+	// Up, not View: this is asked for every member at every round.
+	up, ok := s.h.Up(health.MemberKey{Pool: pool, Addr: a})
 	return !ok || up
 }
