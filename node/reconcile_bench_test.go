@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -23,7 +24,8 @@ import (
 // the FSM applying the entry, then the rounds of the health, dataplane
 // (to a driver that does nothing) and BGP subsystems deriving their
 // configurations from the whole state, as the reconciler does. Reported
-// per part in ms/op: fsm-ms, health-ms, dataplane-ms, bgp-ms.
+// per part in ms/op: fsm-ms, health-ms, dataplane-ms, bgp-ms; and the live
+// heap after a round (heap-MiB).
 func BenchmarkReconcileChange(b *testing.B) {
 	for _, n := range []int{1, 1000, 10000} {
 		b.Run(fmt.Sprintf("lbs-%d", n), func(b *testing.B) {
@@ -89,6 +91,11 @@ func BenchmarkReconcileChange(b *testing.B) {
 			b.ReportMetric(ms(healthT), "health-ms")
 			b.ReportMetric(ms(dpT), "dataplane-ms")
 			b.ReportMetric(ms(bgpT), "bgp-ms")
+			// What the state and the subsystems' copies of it hold.
+			var m runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m)
+			b.ReportMetric(float64(m.HeapAlloc)/(1<<20), "heap-MiB")
 		})
 	}
 }

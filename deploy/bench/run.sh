@@ -42,6 +42,9 @@ go test -run '^$' -bench 'BenchmarkHandleUDP' -benchtime 200000x -count "$COUNT"
 section "DNS: dnsperf against Weft and PowerDNS Authoritative (equivalent Lua records), each pinned to CPU 1, dnsperf on CPU 0: queries/s, p99 ms at 5000 queries/s (root)"
 go test -run '^$' -bench 'BenchmarkDNS' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/dns.txt"
 
+section "Reconciler: one pool change with 1, 1,000 and 10,000 load balancers committed (FSM, health, dataplane, BGP rounds; ms each)"
+go test -run '^$' -bench 'BenchmarkReconcileChange' -benchtime 10x -count "$COUNT" ./node | tee "$OUT/reconcile.txt"
+
 section "Maglev table build and lookup"
 go test -run '^$' -bench . -count "$COUNT" ./dataplane/maglev | tee "$OUT/maglev.txt"
 
@@ -64,4 +67,4 @@ go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base Benchmark
 	-ratio BenchmarkXDP/dsr/ipv4/miss=BenchmarkKatran/ipip-v4-miss \
 	-ratio BenchmarkXDP/dsr/ipv6/hit=BenchmarkKatran/ipip-v6-hit -ratio BenchmarkXDP/dsr/ipv6/miss=BenchmarkKatran/ipip-v6-miss \
 	-ratio BenchmarkKatran/ipip-v4-hit=BenchmarkFloor/array-lookup-tx \
-	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/maglev.txt "${extras[@]}"
+	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/reconcile.txt "$OUT"/maglev.txt "${extras[@]}"
