@@ -169,9 +169,11 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 	return d.applyActive()
 }
 
-// sameService reports whether a desired service is the one applied.
+// sameService reports whether a desired service is the one applied
+// (TestSameService checks that it compares every field).
 func sameService(a, b Service) bool {
-	return a.Mode == b.Mode && a.Scheduler == b.Scheduler && slices.Equal(a.Backends, b.Backends)
+	return a.VIP == b.VIP && a.Port == b.Port && a.Proto == b.Proto && a.Mode == b.Mode &&
+		a.Scheduler == b.Scheduler && a.NewFlowRate == b.NewFlowRate && slices.Equal(a.Backends, b.Backends)
 }
 
 // weigh adds n to the weighted count of the backends of bs that have a

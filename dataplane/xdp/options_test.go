@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"testing"
 )
 
@@ -77,6 +78,38 @@ func TestOptions(t *testing.T) {
 	for _, c := range [][2]int{{1, 3}, {3, 5}} {
 		if err := d.Apply(ctx, cfg(c[0], c[1])); err != nil {
 			t.Errorf("Apply of %d services, %d backends: %v", c[0], c[1], err)
+		}
+	}
+}
+
+// TestSameService: a change of any field of a Service makes it another.
+func TestSameService(t *testing.T) {
+	base := Service{VIP: ip("192.0.2.1"), Port: 80, Proto: "tcp", Mode: ModeFullNAT, Scheduler: SchedulerMaglev,
+		NewFlowRate: 10, Backends: []Backend{be("10.1.0.11", 8080, 1)}}
+	if !sameService(base, withService(base, func(*Service) {})) {
+		t.Fatal("a copy is not the same service")
+	}
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		other := withService(base, func(*Service) {})
+		f := reflect.ValueOf(&other).Elem().Field(i)
+		switch typ.Field(i).Name {
+		case "VIP":
+			other.VIP = ip("192.0.2.2")
+		case "Backends":
+			other.Backends[0].Weight = 2
+		default:
+			switch f.Kind() {
+			case reflect.String:
+				f.SetString(f.String() + "x")
+			case reflect.Uint16, reflect.Uint32:
+				f.SetUint(f.Uint() + 1)
+			default:
+				t.Fatalf("field %s of kind %s: teach the test how to change it", typ.Field(i).Name, f.Kind())
+			}
+		}
+		if sameService(base, other) {
+			t.Errorf("a service whose %s changed is the same", typ.Field(i).Name)
 		}
 	}
 }
