@@ -173,7 +173,8 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 // (TestSameService checks that it compares every field).
 func sameService(a, b Service) bool {
 	return a.VIP == b.VIP && a.Port == b.Port && a.Proto == b.Proto && a.Mode == b.Mode &&
-		a.Scheduler == b.Scheduler && a.NewFlowRate == b.NewFlowRate && slices.Equal(a.Backends, b.Backends)
+		a.Scheduler == b.Scheduler && a.NewFlowRate == b.NewFlowRate && a.Fragments == b.Fragments &&
+		slices.Equal(a.Backends, b.Backends)
 }
 
 // weigh adds n to the weighted count of the backends of bs that have a

@@ -116,9 +116,12 @@ func New(opts Options) (*Dataplane, error) {
 	spec.Maps[lbMapNatReverse].MaxEntries = opts.ConnTrackSize
 	spec.Maps[lbMapCtNew].MaxEntries = opts.NewConnTrackSize
 	spec.Maps[lbMapNatNew].MaxEntries = opts.NewConnTrackSize
-	for _, m := range []string{lbMapServices, lbMapSvcById, lbMapVips, lbMapNewFlowRate, lbMapSvcStats} {
+	for _, m := range []string{lbMapSvcById, lbMapVips, lbMapNewFlowRate, lbMapSvcStats} {
 		spec.Maps[m].MaxEntries = opts.MaxServices
 	}
+	// services also holds the (VIP, 0, UDP) aliases of fragment-forwarding
+	// services.
+	spec.Maps[lbMapServices].MaxEntries = 2 * opts.MaxServices
 	spec.Maps[lbMapMaglevTables].MaxEntries = 2 * opts.MaxServices
 	for _, m := range []string{lbMapBackends, lbMapNeighbors, lbMapBackendStats} {
 		spec.Maps[m].MaxEntries = opts.MaxBackends

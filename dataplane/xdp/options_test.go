@@ -19,7 +19,7 @@ func TestMapSizeDefaults(t *testing.T) {
 		m    string
 		want uint32
 	}{
-		{lbMapServices, DefaultMaxServices}, {lbMapSvcById, DefaultMaxServices}, {lbMapVips, DefaultMaxServices},
+		{lbMapServices, 2 * DefaultMaxServices}, {lbMapSvcById, DefaultMaxServices}, {lbMapVips, DefaultMaxServices},
 		{lbMapNewFlowRate, DefaultMaxServices}, {lbMapSvcStats, DefaultMaxServices},
 		{lbMapMaglevTables, 2 * DefaultMaxServices},
 		{lbMapBackends, DefaultMaxBackends}, {lbMapNeighbors, DefaultMaxBackends}, {lbMapBackendStats, DefaultMaxBackends},
@@ -104,6 +104,8 @@ func TestSameService(t *testing.T) {
 				f.SetString(f.String() + "x")
 			case reflect.Uint16, reflect.Uint32:
 				f.SetUint(f.Uint() + 1)
+			case reflect.Bool:
+				f.SetBool(!f.Bool())
 			default:
 				t.Fatalf("field %s of kind %s: teach the test how to change it", typ.Field(i).Name, f.Kind())
 			}
