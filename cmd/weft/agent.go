@@ -130,7 +130,7 @@ func newAgentCmd() *cobra.Command {
 	f.Var(addrListFlag{&cfg.LocalAddrs}, "local-addr", "FullNAT source address of this node only, on the servers' segment; another node takes it over if this one is lost (repeatable; default: the node's own address, which none can take over)")
 	f.BoolVar(&cfg.FlowSync, "flow-sync", true, "keep copies of this node's flows on their owners, so they survive its loss (--dataplane xdp)")
 	f.Uint32Var(&cfg.SampleNewFlows, "sample-new-flows", node.DefaultSampleNewFlows, "sample one new flow in this many for the top clients of each VIP, shown by weft top --lb (--dataplane xdp; 0: none)")
-	f.Uint32Var(&cfg.ConntrackEntries, "conntrack-entries", xdp.DefaultConnTrackSize, "connection-table entries, of the forward and the FullNAT reverse table each: 328 bytes of kernel memory per entry (--dataplane xdp)")
+	f.Uint32Var(&cfg.ConntrackEntries, "conntrack-entries", xdp.DefaultConnTrackSize, "connection-table entries, of the forward and the FullNAT reverse table each, a quarter of that for new flows: 410 bytes of kernel memory per entry in all (--dataplane xdp)")
 	f.Uint32Var(&cfg.MaglevTableSize, "maglev-table-size", maglev.DefaultSize, "Maglev table size M, a prime, the same on every node; each service takes two tables of 8 x M bytes (XDP)")
 	f.Uint32Var(&cfg.MaxServices, "max-services", xdp.DefaultMaxServices, "services (VIP, port, protocol) the XDP maps hold (--dataplane xdp)")
 	f.Uint32Var(&cfg.MaxBackends, "max-backends", xdp.DefaultMaxBackends, "distinct backends (address, port) the XDP maps hold (--dataplane xdp)")
