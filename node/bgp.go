@@ -50,12 +50,14 @@ func ParsePeer(s string) (bgp.Peer, error) {
 // and steering"): none while it drains; for each load balancer with a
 // member able to take flows, plainly from its primary zone (or from every
 // zone when it names none), with prepends from its backup zones by rank,
-// and not at all from other zones.
+// and not at all from other zones. Load balancers that share a VIP (on
+// other ports) give one route, with the fewest prepends among them.
 func announcements(st *raftfsm.State, self, zone string, prependPerZone int, healthy Healthy) []bgp.Announcement {
 	if n := st.Node(self); n != nil && n.GetSpec().GetDrain() {
 		return nil
 	}
 	var out []bgp.Announcement
+	at := map[netip.Prefix]int{} // index in out
 	for _, lb := range st.LoadBalancers() {
 		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
 		if err != nil || !servable(st, lb.GetSpec().GetListeners(), healthy) {
@@ -75,7 +77,13 @@ func announcements(st *raftfsm.State, self, zone string, prependPerZone int, hea
 		if prepend < 0 {
 			continue
 		}
-		out = append(out, bgp.Announcement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Prepend: prepend})
+		prefix := netip.PrefixFrom(vip, vip.BitLen())
+		if i, ok := at[prefix]; ok {
+			out[i].Prepend = min(out[i].Prepend, prepend)
+			continue
+		}
+		at[prefix] = len(out)
+		out = append(out, bgp.Announcement{Prefix: prefix, Prepend: prepend})
 	}
 	return out
 }

@@ -31,6 +31,9 @@ func TestAnnouncements(t *testing.T) {
 		lb("anywhere", "198.51.100.2", "up", ""),
 		lb("b-first", "2001:db8::10", "up", "b"),
 		lb("nothing-to-serve", "198.51.100.4", "drained", ""),
+		// Another port of a-first's VIP, preferred in zone c: one route.
+		{Metadata: &weftv1.Metadata{Name: "shares-a-first"}, Spec: &weftv1.LoadBalancerSpec{Vip: "198.51.100.1", PrimaryZone: "c",
+			Listeners: []*weftv1.Listener{{Port: 81, Protocol: "tcp", Pool: "up"}}}},
 		// An http listener whose only servable pool is a rule's.
 		{Metadata: &weftv1.Metadata{Name: "rules-only"}, Spec: &weftv1.LoadBalancerSpec{Vip: "198.51.100.5",
 			Listeners: []*weftv1.Listener{{Port: 80, Protocol: "http", Pool: "drained",
@@ -46,7 +49,7 @@ func TestAnnouncements(t *testing.T) {
 	}{
 		{"a", []bgp.Announcement{{Prefix: p("198.51.100.1/32")}, {Prefix: p("198.51.100.2/32")}, {Prefix: p("198.51.100.5/32")}}},
 		{"b", []bgp.Announcement{{Prefix: p("198.51.100.1/32"), Prepend: 2}, {Prefix: p("198.51.100.2/32")}, {Prefix: p("2001:db8::10/128")}, {Prefix: p("198.51.100.5/32")}}},
-		{"c", []bgp.Announcement{{Prefix: p("198.51.100.1/32"), Prepend: 4}, {Prefix: p("198.51.100.2/32")}, {Prefix: p("198.51.100.5/32")}}},
+		{"c", []bgp.Announcement{{Prefix: p("198.51.100.1/32")}, {Prefix: p("198.51.100.2/32")}, {Prefix: p("198.51.100.5/32")}}},
 	} {
 		if got := announcements(st, "n1", tc.zone, 2, allHealthy); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("zone %s: got %v, want %v", tc.zone, got, tc.want)
