@@ -20,6 +20,7 @@ section "XDP program: ns per packet through BPF_PROG_TEST_RUN; Apply of one memb
 go test -run '^$' -bench 'BenchmarkXDP' -count "$COUNT" ./dataplane/xdp | tee "$OUT/xdp.txt"
 go test -run '^$' -bench 'BenchmarkNATCapacity' -benchtime 1x -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
 go test -run '^$' -bench 'BenchmarkApplyMemberChange' -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
+go test -run '^$' -bench 'BenchmarkApplyServices|BenchmarkConntrackFull' -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
 
 section "L4 in the lab: Weft XDP FullNAT and DSR against nftables DNAT on the same node (root)"
 go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-l4.txt"
