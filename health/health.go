@@ -197,13 +197,10 @@ func compareKeys(a, b MemberKey) int {
 
 // gcLocked drops old records of members no longer configured.
 func (h *Health) gcLocked() {
-	configured := make(map[MemberKey]bool, len(h.members))
-	for _, m := range h.members {
-		configured[m] = true
-	}
 	cutoff := uint64(time.Now().Add(-orphanTTL).UnixNano())
 	for m, byChecker := range h.records {
-		if configured[m] {
+		// Every configured member has its checkers in assigned.
+		if _, configured := h.assigned[m]; configured {
 			continue
 		}
 		newest := uint64(0)
