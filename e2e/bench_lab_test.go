@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/netip"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -15,8 +17,10 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftlb/weft/deploy/lab"
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 )
 
 // nftDNAT makes the node balance VIP:82 with the kernel's conntrack NAT
@@ -128,21 +132,8 @@ func BenchmarkLab_Failover(b *testing.B) {
 		b.Run(name, func(sb *testing.B) { defer r.on(sb)(); fn(sb) })
 	}
 	sub("propagation", func(b *testing.B) {
-		const propagationApplies = 30
 		for range b.N {
-			var took []float64
-			for i := range propagationApplies {
-				servers := []int{0, 1, 2}
-				if i%2 == 1 {
-					servers = []int{0, 1}
-				}
-				index := r.apply(r.manifest(servers, -1, ""))
-				took = append(took, r.waitApplied(index, 10*time.Second).Seconds()*1000)
-			}
-			slices.Sort(took)
-			rank := func(q float64) float64 { return took[int(math.Ceil(q*float64(len(took))))-1] }
-			b.ReportMetric(rank(0.5), "p50-ms")
-			b.ReportMetric(rank(0.99), "p99-ms")
+			propagation(b, r)
 		}
 	})
 	sub("zone-loss", func(b *testing.B) {
@@ -214,6 +205,98 @@ func BenchmarkLab_Failover(b *testing.B) {
 			survival(b, dsr, fullnat)
 		}
 	})
+}
+
+// propagation reports the p50 and p99 over 30 changes (server3 joining or
+// leaving both pools) of the time from an apply returning to every
+// subsystem of every node reporting its index applied.
+func propagation(b *testing.B, r *fabricRig) {
+	const applies = 30
+	var took []float64
+	for i := range applies {
+		servers := []int{0, 1, 2}
+		if i%2 == 1 {
+			servers = []int{0, 1}
+		}
+		index := r.apply(r.manifest(servers, -1, ""))
+		took = append(took, r.waitApplied(index, 10*time.Second).Seconds()*1000)
+	}
+	slices.Sort(took)
+	rank := func(q float64) float64 { return took[int(math.Ceil(q*float64(len(took))))-1] }
+	b.ReportMetric(rank(0.5), "p50-ms")
+	b.ReportMetric(rank(0.99), "p99-ms")
+}
+
+// BenchmarkLab_Propagation measures propagation (as BenchmarkLab_Failover
+// does) on the three XDP nodes with 1, 1,000 and 10,000 load balancers
+// committed, and the largest node's RSS at each size. The extra load
+// balancers have a tcp listener each, on 100 VIPs of ports 10000-10099,
+// to 100 pools of the three servers (checked every 5 minutes); the nodes
+// run with --max-services 10240 and --maglev-table-size 1021 (8 KiB
+// tables), as such a node would be sized.
+func BenchmarkLab_Propagation(b *testing.B) {
+	r := newFabricRigWith(b, "weftv", 500*time.Millisecond,
+		[]string{"--max-services", "10240", "--maglev-table-size", "1021"}, 0, 1)
+	for _, n := range []int{1, 1000, 10000} {
+		b.Run(fmt.Sprintf("lbs-%d", n), func(sb *testing.B) {
+			defer r.on(sb)()
+			if n > 1 {
+				var servers []netip.Addr
+				for _, s := range r.l.Servers {
+					servers = append(servers, s.Addr)
+				}
+				took := r.waitApplied(r.applyResources(fillers(n-1, servers), time.Minute), 2*time.Minute)
+				sb.Logf("%d load balancers applied on every node %v after the apply returned", n, took.Round(time.Millisecond))
+			}
+			for range sb.N {
+				propagation(sb, r)
+			}
+			rss := 0.0
+			for _, a := range r.c.agents {
+				rss = max(rss, float64(vmRSS(sb, a.cmd.Process.Pid))/(1<<20))
+			}
+			sb.ReportMetric(rss, "max-rss-MiB")
+		})
+	}
+}
+
+// fillers are n load balancers (and the pools of servers they use)
+// beside the rig's.
+func fillers(n int, servers []netip.Addr) []*weftv1.Resource {
+	var rs []*weftv1.Resource
+	for p := range min(n, 100) {
+		pool := &weftv1.Pool{Metadata: &weftv1.Metadata{Name: fmt.Sprintf("fill%d", p)}, Spec: &weftv1.PoolSpec{
+			HealthCheck: &weftv1.HealthCheck{Interval: durationpb.New(5 * time.Minute)}}}
+		for _, a := range servers {
+			pool.Spec.Members = append(pool.Spec.Members, &weftv1.Member{Address: a.String(), Port: 8080})
+		}
+		rs = append(rs, &weftv1.Resource{Kind: &weftv1.Resource_Pool{Pool: pool}})
+	}
+	for i := range n {
+		vip := netip.AddrFrom4([4]byte{198, 51, 100, byte(20 + i/100)})
+		rs = append(rs, &weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: &weftv1.LoadBalancer{
+			Metadata: &weftv1.Metadata{Name: fmt.Sprintf("fill%d", i)},
+			Spec: &weftv1.LoadBalancerSpec{Vip: vip.String(), Region: "lab",
+				Listeners: []*weftv1.Listener{{Port: uint32(10000 + i%100), Protocol: "tcp", Pool: fmt.Sprintf("fill%d", i%100)}}},
+		}}})
+	}
+	return rs
+}
+
+// vmRSS is a process's resident set in bytes.
+func vmRSS(b *testing.B, pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb << 10
+		}
+	}
+	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
 }
 
 // BenchmarkLab_FlowSync measures what flow sync costs, on the three XDP

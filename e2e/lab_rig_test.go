@@ -211,11 +211,18 @@ func (r *fabricRig) apply(yaml string) uint64 {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	return r.applyResources(rs, 10*time.Second)
+}
+
+// applyResources applies resources in one request through the first
+// running agent's API, within limit, and returns the change's Raft index.
+func (r *fabricRig) applyResources(rs []*weftv1.Resource, limit time.Duration) uint64 {
+	r.t.Helper()
 	for i, a := range r.c.agents {
 		if !a.running() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
 		res, err := r.api[i].LB.Apply(ctx, connect.NewRequest(&weftv1.ApplyRequest{Resources: rs}))
 		cancel()
 		if err != nil {

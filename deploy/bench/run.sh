@@ -28,6 +28,9 @@ go test -run '^$' -bench 'BenchmarkLab_L4' -benchtime 1x -count "$COUNT" -timeou
 section "Fabric in the lab: apply -> applied on every node (p50/p99 ms); zone, node (SIGKILL) and host loss: takeover, withdraw and new-connection recovery ms; survival % of 200 DSR and 200 FullNAT long-lived connections through node, host and zone loss, node loss while the pool changes, and a rolling restart (root)"
 go test -run '^$' -bench 'BenchmarkLab_Failover' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-failover.txt"
 
+section "Propagation in the lab at scale: apply -> applied on every node (p50/p99 ms over 30 changes) and the largest agent RSS with 1, 1,000 and 10,000 load balancers (root)"
+go test -run '^$' -bench 'BenchmarkLab_Propagation' -benchtime 1x -count "$COUNT" -timeout 30m ./e2e | tee "$OUT/lab-propagation.txt"
+
 section "Flow sync in the lab: new FullNAT connections/s with flow sync on and off, sync bytes per flow, kernel bytes per flow (root)"
 go test -run '^$' -bench 'BenchmarkLab_FlowSync' -benchtime 1x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/lab-flowsync.txt"
 
@@ -68,4 +71,4 @@ go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base Benchmark
 	-ratio BenchmarkXDP/dsr/ipv4/miss=BenchmarkKatran/ipip-v4-miss \
 	-ratio BenchmarkXDP/dsr/ipv6/hit=BenchmarkKatran/ipip-v6-hit -ratio BenchmarkXDP/dsr/ipv6/miss=BenchmarkKatran/ipip-v6-miss \
 	-ratio BenchmarkKatran/ipip-v4-hit=BenchmarkFloor/array-lookup-tx \
-	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/reconcile.txt "$OUT"/maglev.txt "${extras[@]}"
+	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-propagation.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/reconcile.txt "$OUT"/maglev.txt "${extras[@]}"
