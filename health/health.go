@@ -103,6 +103,9 @@ type Health struct {
 	assigned map[MemberKey][]string
 	records  verdicts
 	view     map[MemberKey]bool
+	// versions holds, per pool with members in the view, the view change
+	// at which that pool's entries last changed (see PoolVersion).
+	versions map[string]uint64
 	changed  chan struct{}
 	probes   map[MemberKey]*probe
 	lastSeq  uint64
@@ -125,6 +128,7 @@ func New(pub Publisher, logger *slog.Logger) *Health {
 		assigned: make(map[MemberKey][]string),
 		records:  make(verdicts),
 		view:     make(map[MemberKey]bool),
+		versions: make(map[string]uint64),
 		changed:  make(chan struct{}),
 		probes:   make(map[MemberKey]*probe),
 	}
@@ -299,8 +303,21 @@ func (h *Health) recomputeLocked() {
 	if maps.Equal(view, h.view) {
 		return
 	}
+	n := h.changes.Add(1)
+	for k, up := range view {
+		if was, ok := h.view[k]; !ok || was != up {
+			h.versions[k.Pool] = n
+		}
+	}
+	for k := range h.view {
+		if _, ok := view[k]; !ok {
+			h.versions[k.Pool] = n
+			if !h.hasPoolLocked(k.Pool) {
+				delete(h.versions, k.Pool)
+			}
+		}
+	}
 	h.view = view
-	h.changes.Add(1)
 	close(h.changed)
 	h.changed = make(chan struct{})
 }
@@ -367,6 +384,23 @@ func (h *Health) Up(member MemberKey) (up, ok bool) {
 	defer h.mu.Unlock()
 	up, ok = h.view[member]
 	return up, ok
+}
+
+// PoolVersion changes whenever the view's entries of pool change, and is
+// 0 while the view holds none: what Up answers for the pool's members is
+// the same as long as PoolVersion is, so a caller may keep what it derived
+// from them.
+func (h *Health) PoolVersion(pool string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.versions[pool]
+}
+
+// hasPoolLocked reports whether a configured member (one the view holds)
+// is of pool.
+func (h *Health) hasPoolLocked(pool string) bool {
+	i, _ := slices.BinarySearchFunc(h.members, pool, func(m MemberKey, pool string) int { return strings.Compare(m.Pool, pool) })
+	return i < len(h.members) && h.members[i].Pool == pool
 }
 
 // Changed returns a channel closed at the next change of the view; call it

@@ -361,3 +361,57 @@ func TestLastAgreedViewWhenCheckersGone(t *testing.T) {
 		t.Error("after the node's own down verdict: got up, want down")
 	}
 }
+
+// PoolVersion changes exactly when the view's entries of that pool do,
+// and is 0 for a pool the view holds no member of.
+func TestPoolVersion(t *testing.T) {
+	h := New(nil, nil)
+	defer h.Close()
+	m1, m2, m3 := netip.MustParseAddrPort("192.0.2.1:80"), netip.MustParseAddrPort("192.0.2.2:80"), netip.MustParseAddrPort("192.0.2.3:80")
+	// Another node checks every member: this one runs no probe.
+	cfg := func(web ...netip.AddrPort) Config {
+		pools := onePool(fast, web...)
+		pools = append(pools, Pool{Name: "api", Check: fast, Members: []Member{{Addr: m2}}})
+		return Config{Self: "a", Nodes: []NodeInfo{{Name: "b"}}, Pools: pools}
+	}
+	apply := func(c Config) {
+		t.Helper()
+		if err := h.Apply(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(cfg(m1))
+	web, api := h.PoolVersion("web"), h.PoolVersion("api")
+	if web == 0 || api == 0 {
+		t.Fatalf("after the first Apply: versions web %d, api %d; want both set", web, api)
+	}
+	steps := []struct {
+		name       string
+		do         func()
+		webChanged bool
+	}{
+		{"the same config", func() { apply(cfg(m1)) }, false},
+		{"a member of web down", func() {
+			h.Receive("b", encodeRecords([]record{{checker: "b", member: MemberKey{Pool: "web", Addr: m1}, up: false, seq: 10}}))
+		}, true},
+		{"the same verdict again", func() {
+			h.Receive("b", encodeRecords([]record{{checker: "b", member: MemberKey{Pool: "web", Addr: m1}, up: false, seq: 11}}))
+		}, false},
+		{"a member added to web", func() { apply(cfg(m1, m3)) }, true},
+		{"a member removed from web", func() { apply(cfg(m3)) }, true},
+	}
+	for _, s := range steps {
+		s.do()
+		if got := h.PoolVersion("web"); (got != web) != s.webChanged || got == 0 {
+			t.Errorf("%s: web version %d -> %d, want changed %v (and not 0)", s.name, web, got, s.webChanged)
+		}
+		if got := h.PoolVersion("api"); got != api {
+			t.Errorf("%s: api version %d -> %d, want unchanged", s.name, api, got)
+		}
+		web = h.PoolVersion("web")
+	}
+	apply(Config{Self: "a", Nodes: []NodeInfo{{Name: "b"}}, Pools: onePool(fast, m3)})
+	if got := h.PoolVersion("api"); got != 0 {
+		t.Errorf("api removed: version %d, want 0", got)
+	}
+}

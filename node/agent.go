@@ -300,6 +300,7 @@ func (a *Agent) startReconciler() error {
 	}, a.rec.appliedByOthers, a.cfg.Logger)
 	a.rec.wake = append(a.rec.wake, a.gossip.changed)
 	healthy := Healthy(allHealthy)
+	var poolVersion func(string) uint64
 	if a.cfg.Dataplane != DataplaneNone {
 		// Next hops and local routes are read and written over netlink.
 		nl, err := netlink.NewHandle()
@@ -312,14 +313,14 @@ func (a *Agent) startReconciler() error {
 		a.health = health.New(a.gossip, a.cfg.Logger)
 		a.gossip.health = a.health
 		hs := &healthSubsystem{h: a.health, self: a.id.Name, nodes: a.gossip.checkers}
-		healthy = hs.healthy
+		healthy, poolVersion = hs.healthy, a.health.PoolVersion
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "health", apply: hs.apply})
 		a.rec.wake = append(a.rec.wake, a.health.Changed)
 	}
 	switch a.cfg.Dataplane {
 	case DataplaneUserspace:
 		a.dataplane = userspace.New(userspace.Options{TableSize: a.cfg.MaglevTableSize, Logger: a.cfg.Logger})
-		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy}
+		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy, poolVersion: poolVersion}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 	case DataplaneXDP:
 		d, err := xdp.New(xdp.Options{ConnTrackSize: a.cfg.ConntrackEntries, TableSize: a.cfg.MaglevTableSize,
@@ -342,7 +343,7 @@ func (a *Agent) startReconciler() error {
 			}
 			local = []netip.Addr{ap.Addr()}
 		}
-		dp := &dataplaneSubsystem{driver: d, healthy: healthy, iface: a.cfg.Interface, nl: a.nl, local: local}
+		dp := &dataplaneSubsystem{driver: d, healthy: healthy, poolVersion: poolVersion, iface: a.cfg.Interface, nl: a.nl, local: local}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 		if a.cfg.FlowSync {
 			if err := a.startFlowSync(d); err != nil {

@@ -1,11 +1,14 @@
 package node
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"reflect"
 	"testing"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftlb/weft/dataplane"
 	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
@@ -74,5 +77,108 @@ func TestDataplaneConfig(t *testing.T) {
 	// The same state gives the same Config (the reconciler skips it).
 	if again := dataplaneConfig(st, local, down); !reflect.DeepEqual(again, got) {
 		t.Error("dataplaneConfig is not deterministic")
+	}
+}
+
+// recordingDriver keeps the Configs applied; fail makes the next Apply fail.
+type recordingDriver struct {
+	nopDriver
+	applied []dataplane.Config
+	fail    bool
+}
+
+func (r *recordingDriver) Apply(_ context.Context, cfg dataplane.Config) error {
+	if r.fail {
+		r.fail = false
+		return errors.New("apply failed")
+	}
+	r.applied = append(r.applied, cfg)
+	return nil
+}
+
+// The subsystem derives again only the load balancers whose rows, pools'
+// rows or pools' health changed, yet applies what dataplaneConfig derives
+// from the whole state, and only when that changed.
+func TestDataplaneSubsystemDerivesWhatChanged(t *testing.T) {
+	f := raftfsm.NewFSM(0)
+	run := committer(t, f)
+	commit := func(rs ...*weftv1.Resource) {
+		run(raftfsm.ApplyResourcesType, &statev1.ApplyResourcesCommand{Resources: rs})
+	}
+	for i := range 3 {
+		commit(benchPool(i, 3), benchLB(i))
+	}
+	// A health view of its own: members listed down, a version per pool.
+	down := map[string]bool{}
+	versions := map[string]uint64{}
+	healthy := func(pool string, m *weftv1.Member) bool { return !down[pool+"/"+m.GetAddress()] }
+	drv := &recordingDriver{}
+	local := []netip.Addr{netip.MustParseAddr("198.18.1.11")}
+	d := &dataplaneSubsystem{driver: drv, healthy: healthy, local: local, poolVersion: func(p string) uint64 { return versions[p] }}
+	member := func(pool int) string { return benchPool(pool, 1).GetPool().GetSpec().GetMembers()[0].GetAddress() }
+	deleteLB := func() {
+		run(raftfsm.DeleteResourceType, &statev1.DeleteResourceCommand{Kind: raftfsm.KindLoadBalancer, Name: "lb2"})
+	}
+	steps := []struct {
+		name    string
+		change  func()
+		applies bool
+	}{
+		{"first round", func() {}, true},
+		{"nothing changed", func() {}, false},
+		{"a member added", func() { commit(benchPool(1, 4)) }, true},
+		{"a load balancer's listener changed", func() {
+			lb := benchLB(0)
+			lb.GetLoadBalancer().Spec.Listeners[0].Port = 81
+			commit(lb)
+		}, true},
+		{"a member down in the view", func() { down["pool2/"+member(2)] = true; versions["pool2"]++ }, true},
+		{"the view's version alone changed", func() { versions["pool0"]++ }, false},
+		{"a load balancer added", func() { commit(benchPool(3, 2), benchLB(3)) }, true},
+		{"a load balancer removed", deleteLB, true},
+		{"an Apply failed", func() { commit(benchPool(0, 2)); drv.fail = true }, false},
+		{"retried unchanged", func() {}, true},
+	}
+	for _, s := range steps {
+		s.change()
+		before := len(drv.applied)
+		err := d.apply(context.Background(), f.State())
+		if (err != nil) != (s.name == "an Apply failed") {
+			t.Fatalf("%s: apply error %v", s.name, err)
+		}
+		if got := len(drv.applied) > before; got != s.applies {
+			t.Fatalf("%s: applied %v, want %v", s.name, got, s.applies)
+		}
+		if err != nil {
+			continue
+		}
+		if want := dataplaneConfig(f.State(), local, healthy); !reflect.DeepEqual(drv.applied[len(drv.applied)-1], want) {
+			t.Fatalf("%s: applied\n%+v\nwant what dataplaneConfig derives\n%+v", s.name, drv.applied[len(drv.applied)-1], want)
+		}
+	}
+}
+
+// committer returns a function committing commands to f at the next log
+// index, as Raft would, the resources of ApplyResources validated first as
+// the API does.
+func committer(tb testing.TB, f *raftfsm.FSM) func(raftfsm.CommandType, proto.Message) {
+	index := uint64(1)
+	return func(typ raftfsm.CommandType, msg proto.Message) {
+		tb.Helper()
+		if c, ok := msg.(*statev1.ApplyResourcesCommand); ok {
+			for _, r := range c.GetResources() {
+				if err := validate.Resource(r); err != nil {
+					tb.Fatal(err)
+				}
+			}
+		}
+		data, err := raftfsm.Encode(typ, msg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		index++
+		if err, ok := f.Apply(&raft.Log{Index: index, Data: data}).(error); ok {
+			tb.Fatal(err)
+		}
 	}
 }

@@ -8,14 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/health"
 	statev1 "github.com/weftlb/weft/proto/weft/state/v1"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/raftfsm"
-	"github.com/weftlb/weft/validate"
 )
 
 // BenchmarkReconcileChange measures what one change (a member added to or
@@ -34,28 +31,16 @@ func BenchmarkReconcileChange(b *testing.B) {
 			for i := range n {
 				rs = append(rs, benchPool(i, 3), benchLB(i))
 			}
-			index := uint64(1)
+			run := committer(b, f)
 			commit := func(rs ...*weftv1.Resource) {
-				for _, r := range rs {
-					if err := validate.Resource(r); err != nil {
-						b.Fatal(err)
-					}
-				}
-				data, err := raftfsm.Encode(raftfsm.ApplyResourcesType, &statev1.ApplyResourcesCommand{Resources: rs})
-				if err != nil {
-					b.Fatal(err)
-				}
-				index++
-				if err, ok := f.Apply(&raft.Log{Index: index, Data: data}).(error); ok {
-					b.Fatal(err)
-				}
+				run(raftfsm.ApplyResourcesType, &statev1.ApplyResourcesCommand{Resources: rs})
 			}
 			commit(rs...)
 			h := health.New(nil, nil)
 			defer h.Close()
 			// The checks are another node's: this one runs no probe.
 			hs := &healthSubsystem{h: h, self: "node1", nodes: func() []health.NodeInfo { return []health.NodeInfo{{Name: "node2"}} }}
-			dp := &dataplaneSubsystem{driver: nopDriver{}, healthy: hs.healthy, local: []netip.Addr{netip.MustParseAddr("198.18.1.11")}}
+			dp := &dataplaneSubsystem{driver: nopDriver{}, healthy: hs.healthy, poolVersion: h.PoolVersion, local: []netip.Addr{netip.MustParseAddr("198.18.1.11")}}
 			ctx := context.Background()
 			var fsmT, healthT, dpT, bgpT time.Duration
 			round := func() {
