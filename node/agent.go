@@ -387,7 +387,7 @@ func (a *Agent) startReconciler() error {
 			routerID = ap.Addr()
 		}
 		b := &bgpSubsystem{speaker: sp, self: a.id.Name, zone: a.id.Zone, prepend: a.cfg.BGP.PrependPerZone,
-			healthy: healthy, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers},
+			healthy: healthy, poolVersion: poolVersion, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers},
 			extra: a.dnsAnnouncements()}
 		if a.flowsync != nil {
 			// A (re)starting node announces once it holds its share of

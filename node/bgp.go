@@ -56,51 +56,90 @@ func announcements(st *raftfsm.State, self, zone string, prependPerZone int, hea
 	if n := st.Node(self); n != nil && n.GetSpec().GetDrain() {
 		return nil
 	}
-	var out []bgp.Announcement
-	at := map[netip.Prefix]int{} // index in out
+	var set announcementSet
 	for _, lb := range st.LoadBalancers() {
-		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
-		if err != nil || !servable(st, lb.GetSpec().GetListeners(), healthy) {
-			continue
-		}
-		prepend := -1
-		switch primary := lb.GetSpec().GetPrimaryZone(); {
-		case primary == "" || primary == zone:
-			prepend = 0
-		default:
-			for i, z := range lb.GetSpec().GetBackupZones() {
-				if z == zone {
-					prepend = (i + 1) * prependPerZone
-				}
+		set.add(lbRoute(lb, st.Pool, zone, prependPerZone, healthy))
+	}
+	return set.out
+}
+
+// route is one load balancer's part of announcements: its VIP's route,
+// if the node announces it (ok).
+type route struct {
+	bgp.Announcement
+	ok bool
+}
+
+// lbRoute is what lb asks this node, in zone, to announce; pool finds the
+// pools of its listeners.
+func lbRoute(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool, zone string, prependPerZone int, healthy Healthy) route {
+	vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
+	if err != nil || !servable(pool, lb.GetSpec().GetListeners(), healthy) {
+		return route{}
+	}
+	prepend := -1
+	switch primary := lb.GetSpec().GetPrimaryZone(); {
+	case primary == "" || primary == zone:
+		prepend = 0
+	default:
+		for i, z := range lb.GetSpec().GetBackupZones() {
+			if z == zone {
+				prepend = (i + 1) * prependPerZone
 			}
 		}
-		if prepend < 0 {
-			continue
-		}
-		prefix := netip.PrefixFrom(vip, vip.BitLen())
-		if i, ok := at[prefix]; ok {
-			out[i].Prepend = min(out[i].Prepend, prepend)
-			continue
-		}
-		at[prefix] = len(out)
-		out = append(out, bgp.Announcement{Prefix: prefix, Prepend: prepend})
 	}
-	return out
+	if prepend < 0 {
+		return route{}
+	}
+	return route{bgp.Announcement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Prepend: prepend}, true}
+}
+
+// announcementSet merges routes: one a VIP, with the fewest prepends.
+type announcementSet struct {
+	out []bgp.Announcement
+	at  map[netip.Prefix]int // index in out
+}
+
+func (s *announcementSet) add(r route) {
+	if !r.ok {
+		return
+	}
+	if i, ok := s.at[r.Prefix]; ok {
+		s.out[i].Prepend = min(s.out[i].Prepend, r.Prepend)
+		return
+	}
+	if s.at == nil {
+		s.at = make(map[netip.Prefix]int)
+	}
+	s.at[r.Prefix] = len(s.out)
+	s.out = append(s.out, r.Announcement)
 }
 
 // servable reports whether any pool of any listener (its default pool or,
-// for http and https, a rule's) has a member that may take new flows.
-func servable(st *raftfsm.State, listeners []*weftv1.Listener, healthy Healthy) bool {
+// for http and https, a rule's) has a member that may take new flows; pool
+// finds a pool's row.
+func servable(pool func(string) *weftv1.Pool, listeners []*weftv1.Listener, healthy Healthy) bool {
 	for _, l := range listeners {
-		for _, pool := range l7Pools(l) {
-			for _, m := range st.Pool(pool).GetSpec().GetMembers() {
-				if !m.GetDrain() && m.GetWeight() > 0 && healthy(pool, m) {
+		for _, name := range l7Pools(l) {
+			for _, m := range pool(name).GetSpec().GetMembers() {
+				if !m.GetDrain() && m.GetWeight() > 0 && healthy(name, m) {
 					return true
 				}
 			}
 		}
 	}
 	return false
+}
+
+// announcements are announcements(st, b.self, b.zone, b.prepend,
+// b.healthy) for a node not draining, deriving again only the load
+// balancers that changed.
+func (b *bgpSubsystem) announcements(st *raftfsm.State) []bgp.Announcement {
+	var set announcementSet
+	b.lbs.derive(st, b.poolVersion, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) route {
+		return lbRoute(lb, pool, b.zone, b.prepend, b.healthy)
+	}, func(a, b route) bool { return reflect.DeepEqual(a, b) }, set.add)
+	return set.out
 }
 
 // bgpStatus is the speaker's state for Status.
@@ -134,6 +173,10 @@ type bgpSubsystem struct {
 	zone    string
 	prepend int
 	healthy Healthy
+	// poolVersion tells lbs when healthy's answers for a pool may have
+	// changed (see lbCache.derive).
+	poolVersion func(pool string) uint64
+	lbs         lbCache[route]
 	// ready, when set, holds the VIPs' announcements back until it
 	// reports true.
 	ready func() bool
@@ -145,10 +188,11 @@ type bgpSubsystem struct {
 
 func (b *bgpSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
 	cfg := b.base
-	if b.ready == nil || b.ready() {
-		cfg.Announcements = announcements(st, b.self, b.zone, b.prepend, b.healthy)
+	draining := st.Node(b.self).GetSpec().GetDrain()
+	if !draining && (b.ready == nil || b.ready()) {
+		cfg.Announcements = b.announcements(st)
 	}
-	if !st.Node(b.self).GetSpec().GetDrain() {
+	if !draining {
 		cfg.Announcements = append(cfg.Announcements, b.extra...)
 	}
 	if b.last != nil && reflect.DeepEqual(*b.last, cfg) {

@@ -68,48 +68,31 @@ func l4(l *weftv1.Listener) bool {
 }
 
 // dataplaneSubsystem applies the state to a dataplane driver, skipping
-// states that give the Config it already runs.
-//
-// With 10,000 load balancers, deriving every service and comparing the
-// whole Config took most of a round; so each load balancer's services are
-// kept with what they came from (its row, its pools' rows and their health
-// versions; rows are immutable, a write replaces them) and derived again
-// only when one of those changed.
+// states that give the Config it already runs; it derives again only the
+// load balancers whose inputs changed (lbCache).
 type dataplaneSubsystem struct {
 	driver  dataplane.Driver
 	local   []netip.Addr
 	healthy Healthy
-	// poolVersion, if set, changes whenever healthy's answer for a member
-	// of the pool may have (health.Health.PoolVersion); unset, healthy's
-	// answers never change.
+	// poolVersion tells the cache when healthy's answers for a pool may
+	// have changed (see lbCache.derive).
 	poolVersion func(pool string) uint64
 	// iface, for XDP, is where next-hop MACs are read from, through nl.
 	iface string
 	nl    *netlink.Handle
-	// last is the Config applied, derived the load balancers' services as
-	// held; nil after a failed Apply.
-	last    *dataplane.Config
-	derived map[string]*lbDerived
-	rounds  uint64
-}
-
-// lbDerived is one load balancer's services and what they were derived
-// from.
-type lbDerived struct {
-	lb       *weftv1.LoadBalancer
-	pools    []poolSeen // one per tcp or udp listener
-	services []dataplane.Service
-	round    uint64 // the last round that found lb
-}
-
-// poolSeen is a pool's row and health version.
-type poolSeen struct {
-	pool   *weftv1.Pool
-	health uint64
+	// last is the Config applied, derived from the services lbs holds; nil
+	// after a failed Apply.
+	last *dataplane.Config
+	lbs  lbCache[[]dataplane.Service]
 }
 
 func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
-	cfg, same := d.config(st)
+	cfg := dataplane.Config{LocalAddrs: d.local}
+	same := d.lbs.derive(st, d.poolVersion, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) []dataplane.Service {
+		return lbServices(lb, pool, d.healthy)
+	}, func(a, b []dataplane.Service) bool { return reflect.DeepEqual(a, b) }, func(s []dataplane.Service) {
+		cfg.Services = append(cfg.Services, s...)
+	})
 	if d.iface != "" {
 		var err error
 		if cfg.Neighbors, cfg.Gateway, err = neighbors(d.nl, d.iface); err != nil {
@@ -126,70 +109,4 @@ func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error
 	}
 	d.last = &cfg
 	return nil
-}
-
-// config is dataplaneConfig(st, d.local, d.healthy), deriving only the
-// load balancers whose inputs changed, and whether its services are those
-// derived last time.
-func (d *dataplaneSubsystem) config(st *raftfsm.State) (dataplane.Config, bool) {
-	pools := make(map[string]poolSeen)
-	seen := func(name string) poolSeen {
-		p, ok := pools[name]
-		if !ok {
-			p.pool = st.Pool(name)
-			if d.poolVersion != nil {
-				p.health = d.poolVersion(name)
-			}
-			pools[name] = p
-		}
-		return p
-	}
-	if d.derived == nil {
-		d.derived = make(map[string]*lbDerived)
-	}
-	d.rounds++
-	round := d.rounds
-	cfg := dataplane.Config{LocalAddrs: d.local}
-	lbs := st.LoadBalancers()
-	same := len(lbs) == len(d.derived)
-	for _, lb := range lbs {
-		name := lb.GetMetadata().GetName()
-		e := d.derived[name]
-		if e == nil || !e.current(lb, seen) {
-			n := &lbDerived{lb: lb, services: lbServices(lb, func(name string) *weftv1.Pool { return seen(name).pool }, d.healthy)}
-			for _, l := range lb.GetSpec().GetListeners() {
-				if l4(l) {
-					n.pools = append(n.pools, seen(l.GetPool()))
-				}
-			}
-			same = same && e != nil && reflect.DeepEqual(e.services, n.services)
-			e, d.derived[name] = n, n
-		}
-		e.round = round
-		cfg.Services = append(cfg.Services, e.services...)
-	}
-	for name, e := range d.derived {
-		if e.round != round {
-			delete(d.derived, name)
-			same = false
-		}
-	}
-	return cfg, same
-}
-
-// current reports whether e was derived from lb and its pools as they are.
-func (e *lbDerived) current(lb *weftv1.LoadBalancer, seen func(string) poolSeen) bool {
-	if e.lb != lb {
-		return false
-	}
-	i := 0
-	for _, l := range lb.GetSpec().GetListeners() {
-		if l4(l) {
-			if seen(l.GetPool()) != e.pools[i] {
-				return false
-			}
-			i++
-		}
-	}
-	return true
 }

@@ -226,7 +226,7 @@ func dnsTarget(st *raftfsm.State, record string, s *weftv1.DNSRecordSpec, t *wef
 		out.Region = cmp.Or(out.Region, lb.GetSpec().GetRegion())
 		ts.Address, ts.Region = vip.String(), out.Region
 		switch by := announced[vip]; {
-		case !servable(st, lb.GetSpec().GetListeners(), in.healthy):
+		case !servable(st.Pool, lb.GetSpec().GetListeners(), in.healthy):
 			ts.Reason = "no member of its pools is healthy in the agreed view"
 		case len(in.speakers) > 0 && len(by) == 0:
 			ts.Reason = "its VIP is announced by no node"

@@ -41,6 +41,7 @@ func BenchmarkReconcileChange(b *testing.B) {
 			// The checks are another node's: this one runs no probe.
 			hs := &healthSubsystem{h: h, self: "node1", nodes: func() []health.NodeInfo { return []health.NodeInfo{{Name: "node2"}} }}
 			dp := &dataplaneSubsystem{driver: nopDriver{}, healthy: hs.healthy, poolVersion: h.PoolVersion, local: []netip.Addr{netip.MustParseAddr("198.18.1.11")}}
+			bgp := &bgpSubsystem{self: "node1", zone: "a", prepend: 2, healthy: hs.healthy, poolVersion: h.PoolVersion}
 			ctx := context.Background()
 			var fsmT, healthT, dpT, bgpT time.Duration
 			round := func() {
@@ -55,7 +56,7 @@ func BenchmarkReconcileChange(b *testing.B) {
 					b.Fatal(err)
 				}
 				t3 := time.Now()
-				announcements(st, "node1", "a", 2, hs.healthy)
+				bgp.announcements(st)
 				t4 := time.Now()
 				fsmT += t1.Sub(t0)
 				healthT += t2.Sub(t1)

@@ -1,0 +1,112 @@
+package node
+
+import (
+	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/raftfsm"
+)
+
+// lbCache keeps what a subsystem derived from each load balancer, with
+// what it came from: the load balancer's row, and the rows and health
+// versions of the pools its listeners name. Rows are immutable (a write
+// replaces them), so a load balancer whose row and pools are the same
+// objects, at the same health versions, derives the same again. With
+// 10,000 load balancers, deriving every one at every round took most of
+// the round (issue 15); the subsystems stay level-triggered, but a round
+// derives only what changed.
+type lbCache[T any] struct {
+	entries map[string]*lbEntry[T]
+	rounds  uint64
+}
+
+type lbEntry[T any] struct {
+	lb    *weftv1.LoadBalancer
+	pools []poolSeen // in the order forPools visits them
+	value T
+	round uint64 // the last round that found lb
+}
+
+// poolSeen is a pool's row and health version.
+type poolSeen struct {
+	pool   *weftv1.Pool
+	health uint64
+}
+
+// derive yields each load balancer's value, in name order, calling derive
+// for those whose inputs changed since the last call; it reports whether
+// every value is equal to the one held before (none added or removed).
+// poolVersion, if not nil, changes whenever a Healthy's answer for a
+// member of the pool may have (health.Health.PoolVersion); nil means those
+// answers never change.
+func (c *lbCache[T]) derive(st *raftfsm.State, poolVersion func(string) uint64,
+	derive func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) T, equal func(a, b T) bool, yield func(T)) bool {
+	pools := make(map[string]poolSeen)
+	seen := func(name string) poolSeen {
+		p, ok := pools[name]
+		if !ok {
+			p.pool = st.Pool(name)
+			if poolVersion != nil {
+				p.health = poolVersion(name)
+			}
+			pools[name] = p
+		}
+		return p
+	}
+	row := func(name string) *weftv1.Pool { return seen(name).pool }
+	if c.entries == nil {
+		c.entries = make(map[string]*lbEntry[T])
+	}
+	c.rounds++
+	lbs := st.LoadBalancers()
+	same := len(lbs) == len(c.entries)
+	for _, lb := range lbs {
+		name := lb.GetMetadata().GetName()
+		e := c.entries[name]
+		if e == nil || !e.current(lb, seen) {
+			n := &lbEntry[T]{lb: lb, value: derive(lb, row)}
+			forPools(lb, func(pool string) bool {
+				n.pools = append(n.pools, seen(pool))
+				return true
+			})
+			same = same && e != nil && equal(e.value, n.value)
+			e, c.entries[name] = n, n
+		}
+		e.round = c.rounds
+		yield(e.value)
+	}
+	for name, e := range c.entries {
+		if e.round != c.rounds {
+			delete(c.entries, name)
+			same = false
+		}
+	}
+	return same
+}
+
+// current reports whether e was derived from lb and its pools as they are.
+func (e *lbEntry[T]) current(lb *weftv1.LoadBalancer, seen func(string) poolSeen) bool {
+	if e.lb != lb {
+		return false
+	}
+	i := 0
+	return forPools(lb, func(pool string) bool {
+		ok := i < len(e.pools) && seen(pool) == e.pools[i]
+		i++
+		return ok
+	})
+}
+
+// forPools calls fn with every pool lb's listeners name (l7Pools of each),
+// until fn returns false; it reports whether none did.
+func forPools(lb *weftv1.LoadBalancer, fn func(pool string) bool) bool {
+	for _, l := range lb.GetSpec().GetListeners() {
+		if p := l.GetPool(); p != "" && !fn(p) {
+			return false
+		}
+		for _, r := range l.GetRules() {
+			if p := r.GetPool(); p != "" && !fn(p) {
+				return false
+			}
+		}
+	}
+	return true
+}
