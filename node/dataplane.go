@@ -88,6 +88,9 @@ type dataplaneSubsystem struct {
 
 func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
 	cfg := dataplane.Config{LocalAddrs: d.local}
+	if d.last != nil {
+		cfg.Services = make([]dataplane.Service, 0, len(d.last.Services))
+	}
 	same := d.lbs.derive(st, d.poolVersion, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) []dataplane.Service {
 		return lbServices(lb, pool, d.healthy)
 	}, func(a, b []dataplane.Service) bool { return reflect.DeepEqual(a, b) }, func(s []dataplane.Service) {

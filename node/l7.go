@@ -49,13 +49,16 @@ func l7Config(st *raftfsm.State, healthy Healthy, certs *certCache) (l7.Config, 
 		errs []error
 	)
 	for _, lb := range st.LoadBalancers() {
+		if !slices.ContainsFunc(lb.GetSpec().GetListeners(), isL7) {
+			continue // most, at scale: only the VIP is parsed for nothing
+		}
 		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
 		if err != nil {
 			continue // validated before it was committed
 		}
 		served := false
 		for _, pl := range lb.GetSpec().GetListeners() {
-			if pl.GetProtocol() != "http" && pl.GetProtocol() != "https" {
+			if !isL7(pl) {
 				continue
 			}
 			l, err := l7Listener(st, &cfg, certs, lb.GetMetadata().GetName(), vip, pl)
@@ -77,6 +80,8 @@ func l7Config(st *raftfsm.State, healthy Healthy, certs *certCache) (l7.Config, 
 	}
 	return cfg, vips, errors.Join(errs...)
 }
+
+func isL7(l *weftv1.Listener) bool { return l.GetProtocol() == "http" || l.GetProtocol() == "https" }
 
 // l7Listener translates one http or https listener and adds the
 // certificates it names to cfg.

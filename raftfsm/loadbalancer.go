@@ -158,7 +158,9 @@ func (s *State) LoadBalancer(name string) *weftv1.LoadBalancer {
 	return getRow[*weftv1.LoadBalancer](s, tableLoadBalancers, name)
 }
 
-// LoadBalancers returns every load balancer, sorted by name.
+// LoadBalancers returns every load balancer, sorted by name; the slice is
+// read once per State and shared by its callers.
 func (s *State) LoadBalancers() []*weftv1.LoadBalancer {
-	return listRows[*weftv1.LoadBalancer](s, tableLoadBalancers)
+	s.lbs.once.Do(func() { s.lbs.rows = listRows[*weftv1.LoadBalancer](s, tableLoadBalancers) })
+	return s.lbs.rows
 }

@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"fmt"
+	"sync"
 
 	memdb "github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
@@ -11,10 +12,16 @@ import (
 
 // State is an immutable snapshot of the state store at one log index. It is
 // cheap to take and safe to use from any goroutine; later writes do not show
-// through. Returned messages are shared with the store: callers must not
-// mutate them (clone first).
+// through. Returned messages and slices are shared with the store and
+// other callers: callers must not mutate them (clone first).
 type State struct {
 	txn *memdb.Txn
+	// lbs is every load balancer, listed once: each subsystem of a
+	// reconciler round ranges over them (10,000 at scale).
+	lbs struct {
+		once sync.Once
+		rows []*weftv1.LoadBalancer
+	}
 }
 
 // Index is the log index of the last command applied to this state
