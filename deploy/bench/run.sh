@@ -13,7 +13,11 @@ section() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 section "Raft: replicated writes on a 3-node loopback cluster (in-process, 16 writers)"
 go test -run '^$' -bench 'BenchmarkApply' -benchtime 2000x -count "$COUNT" ./raftfsm | tee "$OUT/raft.txt"
 
-section "API: acknowledged writes through weft agents (3 processes, 16 clients, leader and follower)"
+section "Raft at 10,000 load balancers: snapshot size, persist and restore ms; a joining node's catch-up through InstallSnapshot (ms)"
+go test -run '^$' -bench 'BenchmarkSnapshot' -count "$COUNT" ./raftfsm | tee -a "$OUT/raft.txt"
+go test -run '^$' -bench 'BenchmarkCatchUp' -benchtime 2x -count "$COUNT" ./raftfsm | tee -a "$OUT/raft.txt"
+
+section "API: acknowledged writes through weft agents (3 processes, 16 and 64 clients, leader and follower)"
 go test -run '^$' -bench 'BenchmarkClusterWrites' -benchtime 2000x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/api.txt"
 
 section "XDP program: ns per packet through BPF_PROG_TEST_RUN; Apply of one member change in a service of 100 and 1,000 backends, entries written (root)"
