@@ -13,10 +13,16 @@ import (
 	"github.com/weftlb/weft/raftfsm"
 )
 
+// resourceMessage is a resource kind's message.
+type resourceMessage interface {
+	proto.Message
+	GetMetadata() *weftv1.Metadata
+}
+
 // kind ties a resource message type to its place in weftv1.Resource, so the
 // twenty per-kind RPCs share one implementation each of get, list, write
 // and delete.
-type kind[T proto.Message] struct {
+type kind[T resourceMessage] struct {
 	name   string // raftfsm.Kind*
 	field  string // the request field that carries it, as its JSON names it
 	wrap   func(T) *weftv1.Resource
@@ -43,7 +49,7 @@ var (
 
 type lbMethod[Req, Res any] func(weftv1connect.LoadBalancerServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Res], error)
 
-func getKind[T proto.Message, Res any](ctx context.Context, s *Server, req *connect.Request[weftv1.GetRequest],
+func getKind[T resourceMessage, Res any](ctx context.Context, s *Server, req *connect.Request[weftv1.GetRequest],
 	k kind[T], m lbMethod[weftv1.GetRequest, Res], resp func(T) *Res,
 ) (*connect.Response[Res], error) {
 	return serve(ctx, s, req, readAccess(req.Msg.GetStale()), lbCall(m), func() (*Res, error) {
@@ -55,20 +61,50 @@ func getKind[T proto.Message, Res any](ctx context.Context, s *Server, req *conn
 	})
 }
 
-func listKind[T proto.Message, Res any](ctx context.Context, s *Server, req *connect.Request[weftv1.ListRequest],
-	k kind[T], m lbMethod[weftv1.ListRequest, Res], resp func([]T, uint64) *Res,
+// listKind answers one page of a kind's resources: those after the page
+// token that match the selector, at most limit of them (0: all), and the
+// token of the next page when more may remain.
+func listKind[T resourceMessage, Res any](ctx context.Context, s *Server, req *connect.Request[weftv1.ListRequest],
+	k kind[T], m lbMethod[weftv1.ListRequest, Res], resp func(items []T, index uint64, next string) *Res,
 ) (*connect.Response[Res], error) {
+	sel, err := parseSelector(req.Msg.GetSelector())
+	if err != nil {
+		return nil, invalidArgument("%v", err)
+	}
+	after, err := parsePageToken(req.Msg.GetPageToken())
+	if err != nil {
+		return nil, invalidArgument("%v", err)
+	}
+	limit := int(req.Msg.GetLimit())
 	return serve(ctx, s, req, readAccess(req.Msg.GetStale()), lbCall(m), func() (*Res, error) {
-		rs, index := s.list(k.name)
+		st := s.fsm.State()
+		var rs []*weftv1.Resource
+		more := false
+		st.ResourcesAfter(k.name, after, func(r *weftv1.Resource) bool {
+			if !sel.matches(k.unwrap(r).GetMetadata().GetLabels()) {
+				return true
+			}
+			if limit > 0 && len(rs) == limit {
+				more = true
+				return false
+			}
+			rs = append(rs, redact(r))
+			return true
+		})
+		s.observe(rs)
 		items := make([]T, 0, len(rs))
 		for _, r := range rs {
 			items = append(items, k.unwrap(r))
 		}
-		return resp(items, index), nil
+		next := ""
+		if more {
+			next = pageToken(items[len(items)-1].GetMetadata().GetName())
+		}
+		return resp(items, st.Index(), next), nil
 	})
 }
 
-func writeKind[T proto.Message, Req, Res any](ctx context.Context, s *Server, req *connect.Request[Req],
+func writeKind[T resourceMessage, Req, Res any](ctx context.Context, s *Server, req *connect.Request[Req],
 	k kind[T], mode statev1.WriteMode, m lbMethod[Req, Res], in func(*Req) T, resp func(T) *Res,
 ) (*connect.Response[Res], error) {
 	return serve(ctx, s, req, write, lbCall(m), func() (*Res, error) {
@@ -84,7 +120,7 @@ func writeKind[T proto.Message, Req, Res any](ctx context.Context, s *Server, re
 	})
 }
 
-func deleteKind[T proto.Message](ctx context.Context, s *Server, req *connect.Request[weftv1.DeleteRequest],
+func deleteKind[T resourceMessage](ctx context.Context, s *Server, req *connect.Request[weftv1.DeleteRequest],
 	k kind[T], m lbMethod[weftv1.DeleteRequest, weftv1.DeleteResponse],
 ) (*connect.Response[weftv1.DeleteResponse], error) {
 	return serve(ctx, s, req, write, lbCall(m), func() (*weftv1.DeleteResponse, error) {
@@ -113,8 +149,8 @@ func (h *lbService) GetLoadBalancer(ctx context.Context, req *connect.Request[we
 
 func (h *lbService) ListLoadBalancers(ctx context.Context, req *connect.Request[weftv1.ListRequest]) (*connect.Response[weftv1.ListLoadBalancersResponse], error) {
 	return listKind(ctx, h.s, req, loadBalancers, lbc.ListLoadBalancers,
-		func(xs []*weftv1.LoadBalancer, index uint64) *weftv1.ListLoadBalancersResponse {
-			return &weftv1.ListLoadBalancersResponse{LoadBalancers: xs, Index: index}
+		func(xs []*weftv1.LoadBalancer, index uint64, next string) *weftv1.ListLoadBalancersResponse {
+			return &weftv1.ListLoadBalancersResponse{LoadBalancers: xs, Index: index, NextPageToken: next}
 		})
 }
 
@@ -145,8 +181,8 @@ func (h *lbService) GetPool(ctx context.Context, req *connect.Request[weftv1.Get
 
 func (h *lbService) ListPools(ctx context.Context, req *connect.Request[weftv1.ListRequest]) (*connect.Response[weftv1.ListPoolsResponse], error) {
 	return listKind(ctx, h.s, req, pools, lbc.ListPools,
-		func(xs []*weftv1.Pool, index uint64) *weftv1.ListPoolsResponse {
-			return &weftv1.ListPoolsResponse{Pools: xs, Index: index}
+		func(xs []*weftv1.Pool, index uint64, next string) *weftv1.ListPoolsResponse {
+			return &weftv1.ListPoolsResponse{Pools: xs, Index: index, NextPageToken: next}
 		})
 }
 
@@ -173,8 +209,8 @@ func (h *lbService) GetCertificate(ctx context.Context, req *connect.Request[wef
 
 func (h *lbService) ListCertificates(ctx context.Context, req *connect.Request[weftv1.ListRequest]) (*connect.Response[weftv1.ListCertificatesResponse], error) {
 	return listKind(ctx, h.s, req, certificates, lbc.ListCertificates,
-		func(xs []*weftv1.Certificate, index uint64) *weftv1.ListCertificatesResponse {
-			return &weftv1.ListCertificatesResponse{Certificates: xs, Index: index}
+		func(xs []*weftv1.Certificate, index uint64, next string) *weftv1.ListCertificatesResponse {
+			return &weftv1.ListCertificatesResponse{Certificates: xs, Index: index, NextPageToken: next}
 		})
 }
 
@@ -222,8 +258,8 @@ func (h *lbService) QueryDNS(ctx context.Context, req *connect.Request[weftv1.Qu
 
 func (h *lbService) ListDNSRecords(ctx context.Context, req *connect.Request[weftv1.ListRequest]) (*connect.Response[weftv1.ListDNSRecordsResponse], error) {
 	return listKind(ctx, h.s, req, dnsRecords, lbc.ListDNSRecords,
-		func(xs []*weftv1.DNSRecord, index uint64) *weftv1.ListDNSRecordsResponse {
-			return &weftv1.ListDNSRecordsResponse{DnsRecords: xs, Index: index}
+		func(xs []*weftv1.DNSRecord, index uint64, next string) *weftv1.ListDNSRecordsResponse {
+			return &weftv1.ListDNSRecordsResponse{DnsRecords: xs, Index: index, NextPageToken: next}
 		})
 }
 

@@ -240,20 +240,6 @@ func (s *Server) delete(ctx context.Context, kind string, req *weftv1.DeleteRequ
 	return &weftv1.DeleteResponse{Index: index}, nil
 }
 
-// list returns copies of every stored resource of a kind, and the index
-// they are current at.
-func (s *Server) list(kind string) ([]*weftv1.Resource, uint64) {
-	st := s.fsm.State()
-	var out []*weftv1.Resource
-	for _, r := range st.Resources() {
-		if raftfsm.KindOf(r) == kind {
-			out = append(out, redact(r))
-		}
-	}
-	s.observe(out)
-	return out, st.Index()
-}
-
 // Watch streams resource changes after from_index (see the proto). From
 // index 0 it starts with the full listing, the list-then-watch pattern.
 func (h *lbService) Watch(ctx context.Context, req *connect.Request[weftv1.WatchRequest], stream *connect.ServerStream[weftv1.WatchResponse]) error {

@@ -168,6 +168,15 @@ func TestCLI_Basics(t *testing.T) {
 		if out := run("", "get", "pools", "-o", "name"); out != "pool/api\npool/db\npool/web\n" {
 			t.Errorf("get pools -o name printed %q", out)
 		}
+		if out := run("", "get", "pools", "--limit", "2", "-o", "name"); out != "pool/api\npool/db\n" {
+			t.Errorf("get pools --limit 2 -o name printed %q", out)
+		}
+		if out := run("", "get", "pools", "--selector", "!nope", "-o", "name"); out != "pool/api\npool/db\npool/web\n" {
+			t.Errorf("get pools --selector '!nope' -o name printed %q", out)
+		}
+		if out := run("", "get", "pools", "-l", "nope", "-o", "name"); out != "" {
+			t.Errorf("get pools -l nope -o name printed %q", out)
+		}
 		if out := run("", "nodes", "-o", "name"); out != "node/node1\n" {
 			t.Errorf("nodes -o name printed %q", out)
 		}

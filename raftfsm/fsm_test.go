@@ -535,3 +535,31 @@ func TestStateErrorKind(t *testing.T) {
 		t.Errorf("errors.As(%v) = %v, want a Conflict StateError", err, se)
 	}
 }
+
+func TestStateResourcesAfter(t *testing.T) {
+	f := NewFSM(0)
+	mustApply(t, f, 1, ApplyResourcesType, upsert(pool("a", 0), pool("ab", 0), pool("b", 0), pool("c", 0), lb("lb", 0, "192.0.2.1")))
+	tests := []struct {
+		kind, after string
+		max         int
+		want        string
+	}{
+		{KindPool, "", 0, "[a ab b c]"},
+		{KindPool, "", 2, "[a ab]"},
+		{KindPool, "a", 0, "[ab b c]"},
+		{KindPool, "aa", 2, "[ab b]"}, // a name no longer stored
+		{KindPool, "c", 0, "[]"},
+		{KindLoadBalancer, "", 0, "[lb]"},
+		{"Nope", "", 0, "[]"},
+	}
+	for _, tc := range tests {
+		names := []string{}
+		f.State().ResourcesAfter(tc.kind, tc.after, func(r *weftv1.Resource) bool {
+			names = append(names, metadataOf(kindOfResource(r).unwrap(r)).GetName())
+			return tc.max == 0 || len(names) < tc.max
+		})
+		if got := fmt.Sprint(names); got != tc.want {
+			t.Errorf("ResourcesAfter(%s, %q) = %s, want %s", tc.kind, tc.after, got, tc.want)
+		}
+	}
+}

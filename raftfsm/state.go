@@ -62,6 +62,35 @@ func (s *State) Resources() []*weftv1.Resource {
 	return out
 }
 
+// ResourcesAfter calls yield with the resources of kind (KindPool, ...)
+// named after after ("": all), in name order, until yield returns false:
+// a listing can resume where a page ended without reading what came
+// before. An unknown kind has none.
+func (s *State) ResourcesAfter(kind, after string, yield func(*weftv1.Resource) bool) {
+	k := kindByName(kind)
+	if k == nil {
+		return
+	}
+	var it memdb.ResultIterator
+	var err error
+	if after == "" {
+		it, err = s.txn.Get(k.table, indexID)
+	} else {
+		it, err = s.txn.LowerBound(k.table, indexID, after)
+	}
+	if err != nil {
+		panic(fmt.Sprintf("raftfsm: list %s: %v", k.table, err))
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if after != "" && metadataOf(raw.(proto.Message)).GetName() == after {
+			continue // LowerBound starts at after itself
+		}
+		if !yield(k.wrap(raw.(proto.Message))) {
+			return
+		}
+	}
+}
+
 // first returns the row of table with the given id, or nil.
 func (s *State) first(table, id string) any {
 	raw, err := s.txn.First(table, indexID, id)

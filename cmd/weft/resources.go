@@ -238,7 +238,7 @@ func kindMessage(r *weftv1.Resource) (interface {
 }
 
 func newGetCmd(cf *clientFlags) *cobra.Command {
-	var staleRead bool
+	var list listOptions
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "List resources of a kind, or show one",
@@ -260,18 +260,26 @@ health view holds it; -o wide adds columns, -o name prints kind/name lines.`,
 			defer c.Close()
 			var rs []*weftv1.Resource
 			if len(args) == 2 {
-				r, err := getResource(cmd.Context(), c, kind, args[1], staleRead)
+				r, err := getResource(cmd.Context(), c, kind, args[1], list.stale)
 				if err != nil {
 					return err
 				}
 				rs = []*weftv1.Resource{r}
-			} else if rs, err = listResources(cmd.Context(), c, kind, staleRead); err != nil {
-				return err
+			} else {
+				var more bool
+				if rs, more, err = listResources(cmd.Context(), c, kind, list); err != nil {
+					return err
+				}
+				if more {
+					defer fmt.Fprintf(cmd.ErrOrStderr(), "more %s than --limit %d; raise it, or narrow --selector\n", kind, list.limit)
+				}
 			}
 			return printResources(cmd.OutOrStdout(), cf.output, kind, rs, len(args) == 2)
 		},
 	}
-	cmd.Flags().BoolVar(&staleRead, "stale", false, "read this node's replica without asking the leader")
+	cmd.Flags().BoolVar(&list.stale, "stale", false, "read this node's replica without asking the leader")
+	cmd.Flags().StringVarP(&list.selector, "selector", "l", "", "list only resources whose labels match: key=value, key!=value, key or !key, comma separated (all must match)")
+	cmd.Flags().Uint32Var(&list.limit, "limit", 0, "list at most this many resources, in name order (0: all)")
 	return cmd
 }
 
@@ -377,7 +385,7 @@ func completeResource(cf *clientFlags, maxArgs int) cobra.CompletionFunc {
 // resourceNames lists the names of a kind's resources, for completion.
 func resourceNames(kind string) func(ctx context.Context, c *api.Client) ([]string, error) {
 	return func(ctx context.Context, c *api.Client) ([]string, error) {
-		rs, err := listResources(ctx, c, kind, false)
+		rs, _, err := listResources(ctx, c, kind, listOptions{})
 		var names []string
 		for _, r := range rs {
 			names = append(names, manifest.NameOf(r))
@@ -447,12 +455,44 @@ func getResource(ctx context.Context, c *api.Client, kind, name string, staleRea
 	return ops.get(ctx, c.LB, connect.NewRequest(&weftv1.GetRequest{Name: name, Stale: staleRead}))
 }
 
-func listResources(ctx context.Context, c *api.Client, kind string, staleRead bool) ([]*weftv1.Resource, error) {
+// listOptions narrow a listing.
+type listOptions struct {
+	stale bool
+	// selector is a label selector (ListRequest.selector).
+	selector string
+	// limit is the most resources listed; 0 means all.
+	limit uint32
+}
+
+// listPage is how many resources one answer holds when every one is
+// listed, so that no answer grows with the cluster.
+const listPage = 1000
+
+// listResources lists a kind's resources as o says, page by page; more
+// reports that o.limit left some out.
+func listResources(ctx context.Context, c *api.Client, kind string, o listOptions) (rs []*weftv1.Resource, more bool, err error) {
 	ops, ok := kinds[kind]
 	if !ok {
-		return nil, fmt.Errorf("unknown kind %q", kind)
+		return nil, false, fmt.Errorf("unknown kind %q", kind)
 	}
-	return ops.list(ctx, c.LB, connect.NewRequest(&weftv1.ListRequest{Stale: staleRead}))
+	token := ""
+	for {
+		limit := uint32(listPage)
+		if o.limit > 0 {
+			limit = min(limit, o.limit-uint32(len(rs)))
+		}
+		page, next, err := ops.list(ctx, c.LB, connect.NewRequest(&weftv1.ListRequest{Stale: o.stale, Selector: o.selector, Limit: limit, PageToken: token}))
+		if err != nil {
+			return nil, false, err
+		}
+		rs = append(rs, page...)
+		if token = next; token == "" {
+			return rs, false, nil
+		}
+		if o.limit > 0 && uint32(len(rs)) >= o.limit {
+			return rs, true, nil
+		}
+	}
 }
 
 type lbClient = weftv1connect.LoadBalancerServiceClient
@@ -460,8 +500,9 @@ type lbClient = weftv1connect.LoadBalancerServiceClient
 // kindOps are one resource kind's client calls, with results wrapped as
 // Resources, so the commands need no switch on the kind.
 type kindOps struct {
-	get    func(context.Context, lbClient, *connect.Request[weftv1.GetRequest]) (*weftv1.Resource, error)
-	list   func(context.Context, lbClient, *connect.Request[weftv1.ListRequest]) ([]*weftv1.Resource, error)
+	get func(context.Context, lbClient, *connect.Request[weftv1.GetRequest]) (*weftv1.Resource, error)
+	// list returns one page and the token of the next ("": none).
+	list   func(context.Context, lbClient, *connect.Request[weftv1.ListRequest]) ([]*weftv1.Resource, string, error)
 	delete func(context.Context, lbClient, *connect.Request[weftv1.DeleteRequest]) error
 }
 
@@ -481,16 +522,17 @@ func opsOf[G, L, X any](
 			}
 			return wrap(one(res.Msg)), nil
 		},
-		list: func(ctx context.Context, c lbClient, req *connect.Request[weftv1.ListRequest]) ([]*weftv1.Resource, error) {
+		list: func(ctx context.Context, c lbClient, req *connect.Request[weftv1.ListRequest]) ([]*weftv1.Resource, string, error) {
 			res, err := list(c, ctx, req)
 			if err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			var out []*weftv1.Resource
 			for _, x := range all(res.Msg) {
 				out = append(out, wrap(x))
 			}
-			return out, nil
+			// Every List*Response has it.
+			return out, any(res.Msg).(interface{ GetNextPageToken() string }).GetNextPageToken(), nil
 		},
 		delete: func(ctx context.Context, c lbClient, req *connect.Request[weftv1.DeleteRequest]) error {
 			_, err := del(c, ctx, req)

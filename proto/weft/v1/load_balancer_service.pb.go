@@ -75,8 +75,18 @@ func (x *GetRequest) GetStale() bool {
 }
 
 type ListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Stale bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	// Limit is the most resources one answer holds; 0 means all. When more
+	// remain, the answer's next_page_token asks for them.
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// PageToken continues a listing: a next_page_token as answered. Pages
+	// are read from the state as it is when each is asked for, in name order:
+	// a resource created or deleted between pages may be missed or not.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Selector keeps resources whose labels match every term, comma
+	// separated: key=value, key!=value, key (present) or !key (absent).
+	Selector      string `protobuf:"bytes,4,opt,name=selector,proto3" json:"selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,6 +126,27 @@ func (x *ListRequest) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *ListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
 }
 
 type DeleteRequest struct {
@@ -263,6 +294,8 @@ type ListLoadBalancersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LoadBalancers []*LoadBalancer        `protobuf:"bytes,1,rep,name=load_balancers,json=loadBalancers,proto3" json:"load_balancers,omitempty"`
 	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// NextPageToken, when set, continues the listing (ListRequest.page_token).
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +342,13 @@ func (x *ListLoadBalancersResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListLoadBalancersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type CreateLoadBalancerRequest struct {
@@ -532,9 +572,11 @@ func (x *GetPoolResponse) GetPool() *Pool {
 }
 
 type ListPoolsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pools         []*Pool                `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pools []*Pool                `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	Index uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// NextPageToken, when set, continues the listing (ListRequest.page_token).
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +623,13 @@ func (x *ListPoolsResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListPoolsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type CreatePoolRequest struct {
@@ -804,9 +853,11 @@ func (x *GetCertificateResponse) GetCertificate() *Certificate {
 }
 
 type ListCertificatesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Certificates  []*Certificate         `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Certificates []*Certificate         `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	Index        uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// NextPageToken, when set, continues the listing (ListRequest.page_token).
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -853,6 +904,13 @@ func (x *ListCertificatesResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListCertificatesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type CreateCertificateRequest struct {
@@ -1076,9 +1134,11 @@ func (x *GetDNSRecordResponse) GetDnsRecord() *DNSRecord {
 }
 
 type ListDNSRecordsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DnsRecords    []*DNSRecord           `protobuf:"bytes,1,rep,name=dns_records,json=dnsRecords,proto3" json:"dns_records,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DnsRecords []*DNSRecord           `protobuf:"bytes,1,rep,name=dns_records,json=dnsRecords,proto3" json:"dns_records,omitempty"`
+	Index      uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// NextPageToken, when set, continues the listing (ListRequest.page_token).
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1125,6 +1185,13 @@ func (x *ListDNSRecordsResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListDNSRecordsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type CreateDNSRecordRequest struct {
@@ -1802,19 +1869,24 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"#\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"t\n" +
 	"\vListRequest\x12\x14\n" +
-	"\x05stale\x18\x01 \x01(\bR\x05stale\"=\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x1a\n" +
+	"\bselector\x18\x04 \x01(\tR\bselector\"=\n" +
 	"\rDeleteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"&\n" +
 	"\x0eDeleteResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"U\n" +
 	"\x17GetLoadBalancerResponse\x12:\n" +
-	"\rload_balancer\x18\x01 \x01(\v2\x15.weft.v1.LoadBalancerR\floadBalancer\"o\n" +
+	"\rload_balancer\x18\x01 \x01(\v2\x15.weft.v1.LoadBalancerR\floadBalancer\"\x97\x01\n" +
 	"\x19ListLoadBalancersResponse\x12<\n" +
 	"\x0eload_balancers\x18\x01 \x03(\v2\x15.weft.v1.LoadBalancerR\rloadBalancers\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"W\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"W\n" +
 	"\x19CreateLoadBalancerRequest\x12:\n" +
 	"\rload_balancer\x18\x01 \x01(\v2\x15.weft.v1.LoadBalancerR\floadBalancer\"X\n" +
 	"\x1aCreateLoadBalancerResponse\x12:\n" +
@@ -1824,10 +1896,11 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\x1aUpdateLoadBalancerResponse\x12:\n" +
 	"\rload_balancer\x18\x01 \x01(\v2\x15.weft.v1.LoadBalancerR\floadBalancer\"4\n" +
 	"\x0fGetPoolResponse\x12!\n" +
-	"\x04pool\x18\x01 \x01(\v2\r.weft.v1.PoolR\x04pool\"N\n" +
+	"\x04pool\x18\x01 \x01(\v2\r.weft.v1.PoolR\x04pool\"v\n" +
 	"\x11ListPoolsResponse\x12#\n" +
 	"\x05pools\x18\x01 \x03(\v2\r.weft.v1.PoolR\x05pools\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"6\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"6\n" +
 	"\x11CreatePoolRequest\x12!\n" +
 	"\x04pool\x18\x01 \x01(\v2\r.weft.v1.PoolR\x04pool\"7\n" +
 	"\x12CreatePoolResponse\x12!\n" +
@@ -1837,10 +1910,11 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\x12UpdatePoolResponse\x12!\n" +
 	"\x04pool\x18\x01 \x01(\v2\r.weft.v1.PoolR\x04pool\"P\n" +
 	"\x16GetCertificateResponse\x126\n" +
-	"\vcertificate\x18\x01 \x01(\v2\x14.weft.v1.CertificateR\vcertificate\"j\n" +
+	"\vcertificate\x18\x01 \x01(\v2\x14.weft.v1.CertificateR\vcertificate\"\x92\x01\n" +
 	"\x18ListCertificatesResponse\x128\n" +
 	"\fcertificates\x18\x01 \x03(\v2\x14.weft.v1.CertificateR\fcertificates\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"R\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"R\n" +
 	"\x18CreateCertificateRequest\x126\n" +
 	"\vcertificate\x18\x01 \x01(\v2\x14.weft.v1.CertificateR\vcertificate\"S\n" +
 	"\x19CreateCertificateResponse\x126\n" +
@@ -1851,11 +1925,12 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\vcertificate\x18\x01 \x01(\v2\x14.weft.v1.CertificateR\vcertificate\"I\n" +
 	"\x14GetDNSRecordResponse\x121\n" +
 	"\n" +
-	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"c\n" +
+	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"\x8b\x01\n" +
 	"\x16ListDNSRecordsResponse\x123\n" +
 	"\vdns_records\x18\x01 \x03(\v2\x12.weft.v1.DNSRecordR\n" +
 	"dnsRecords\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"K\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"K\n" +
 	"\x16CreateDNSRecordRequest\x121\n" +
 	"\n" +
 	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"L\n" +
