@@ -104,7 +104,7 @@ func (p *idPool) put(id uint32) { p.free = append(p.free, id) }
 func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	desired, err := validate(cfg, d.limits, &d.state)
+	want, err := validate(cfg, d.limits, &d.state)
 	if err != nil {
 		return err
 	}
@@ -132,7 +132,10 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 		}
 	}()
 	for k, old := range d.state.services {
-		if _, ok := desired[k]; ok {
+		if want.applied == len(d.state.services) {
+			break // every service still applied is wanted (none at all, often)
+		}
+		if _, ok := want.services[k]; ok {
 			continue
 		}
 		if err := d.removeService(k); err != nil {
@@ -142,27 +145,16 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 		vips = append(vips, k.vip)
 	}
 	// Only new and changed services are touched: an unchanged one costs a
-	// comparison.
-	var keys []serviceKey
-	added := 0
-	for k, s := range desired {
-		switch old := d.state.services[k]; {
-		case old == nil:
-			added++
-		case sameService(old.svc, s):
-			continue
-		}
-		keys = append(keys, k)
-	}
-	if err := d.reserveTables(2 * added); err != nil {
+	// comparison, in validate.
+	if err := d.reserveTables(2 * want.added); err != nil {
 		return fmt.Errorf("apply xdp config: %w", err)
 	}
-	slices.SortFunc(keys, compareServiceKeys)
-	for _, k := range keys {
+	slices.SortFunc(want.changed, compareServiceKeys)
+	for _, k := range want.changed {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("apply xdp config: %w", err)
 		}
-		if err := d.applyService(k, desired[k]); err != nil {
+		if err := d.applyService(k, want.services[k]); err != nil {
 			return fmt.Errorf("apply service %s: %w", k, err)
 		}
 	}

@@ -74,13 +74,26 @@ const (
 	protoUDP = 17
 )
 
+// desired are a validated config's services, keyed, and how they differ
+// from those applied.
+type desired struct {
+	services map[serviceKey]Service
+	// changed are the keys of the new and changed services, added how many
+	// of them are new.
+	changed []serviceKey
+	added   int
+	// applied counts the services applied that are still wanted: all of
+	// them means none is removed.
+	applied int
+}
+
 // validate checks cfg against the program's limits and returns its
 // services keyed, with addresses unmapped (a ::ffff:a.b.c.d VIP is the
 // IPv4 VIP). A service listed as applied (nil: none) has its backends
 // checked again only when they changed, and the distinct backends are
 // counted from what is applied, so that the cost grows with what
 // changed.
-func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, error) {
+func validate(cfg Config, lim limits, applied *state) (desired, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
@@ -88,7 +101,7 @@ func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, e
 	for _, a := range cfg.LocalAddrs {
 		switch {
 		case !a.IsValid():
-			return nil, fail("local address %v is not valid", a)
+			return desired{}, fail("local address %v is not valid", a)
 		case a.Unmap().Is4():
 			n4++
 		default:
@@ -96,23 +109,23 @@ func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, e
 		}
 	}
 	if uint32(n4) > lim.localAddrs || uint32(n6) > lim.localAddrs {
-		return nil, fail("at most %d local addresses per family", lim.localAddrs)
+		return desired{}, fail("at most %d local addresses per family", lim.localAddrs)
 	}
 	for a, mac := range cfg.Neighbors {
 		if !a.IsValid() || len(mac) != 6 {
-			return nil, fail("neighbor %v: need a valid address and a 6-byte MAC, got %q", a, mac)
+			return desired{}, fail("neighbor %v: need a valid address and a 6-byte MAC, got %q", a, mac)
 		}
 	}
 	if len(cfg.Gateway) != 0 && len(cfg.Gateway) != 6 {
-		return nil, fail("gateway MAC %q is not 6 bytes", cfg.Gateway)
+		return desired{}, fail("gateway MAC %q is not 6 bytes", cfg.Gateway)
 	}
 	if uint32(len(cfg.Services)) > lim.services {
-		return nil, fail("%d services, at most %d", len(cfg.Services), lim.services)
+		return desired{}, fail("%d services, at most %d", len(cfg.Services), lim.services)
 	}
 	if applied == nil {
 		applied = &state{}
 	}
-	out := make(map[serviceKey]Service, len(cfg.Services))
+	out := desired{services: make(map[serviceKey]Service, len(cfg.Services))}
 	fragments := map[netip.Addr]serviceKey{} // VIP -> the service that forwards its fragments
 	// seen holds the backends of new and changed services: 1 + the index
 	// of the last service listing each.
@@ -120,7 +133,7 @@ func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, e
 	for i, s := range cfg.Services {
 		s.VIP = s.VIP.Unmap()
 		if !s.VIP.IsValid() {
-			return nil, fail("service %d: VIP is not valid", i)
+			return desired{}, fail("service %d: VIP is not valid", i)
 		}
 		k := serviceKey{vip: s.VIP, port: s.Port}
 		switch s.Proto {
@@ -129,33 +142,33 @@ func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, e
 		case ProtoUDP:
 			k.proto = protoUDP
 		default:
-			return nil, fail("service %s: protocol %q is not tcp or udp", netip.AddrPortFrom(s.VIP, s.Port), s.Proto)
+			return desired{}, fail("service %s: protocol %q is not tcp or udp", netip.AddrPortFrom(s.VIP, s.Port), s.Proto)
 		}
 		if s.Port == 0 {
-			return nil, fail("service %s: port 0 is not valid", k)
+			return desired{}, fail("service %s: port 0 is not valid", k)
 		}
-		if _, dup := out[k]; dup {
-			return nil, fail("service %s is listed twice", k)
+		if _, dup := out.services[k]; dup {
+			return desired{}, fail("service %s is listed twice", k)
 		}
 		switch s.Mode {
 		case ModeFullNAT:
 			if (s.VIP.Is4() && n4 == 0) || (s.VIP.Is6() && n6 == 0) {
-				return nil, fail("service %s: fullnat needs a local address of the VIP's family", k)
+				return desired{}, fail("service %s: fullnat needs a local address of the VIP's family", k)
 			}
 		case ModeDSR:
 		default:
-			return nil, fail("service %s: mode %q is not fullnat or dsr", k, s.Mode)
+			return desired{}, fail("service %s: mode %q is not fullnat or dsr", k, s.Mode)
 		}
 		switch s.Scheduler {
 		case "":
 			s.Scheduler = SchedulerMaglev
 		case SchedulerMaglev, SchedulerSourceHash:
 		default:
-			return nil, fail("service %s: scheduler %q is not maglev or source-hash", k, s.Scheduler)
+			return desired{}, fail("service %s: scheduler %q is not maglev or source-hash", k, s.Scheduler)
 		}
 		if s.Fragments {
 			if s.Proto != ProtoUDP || s.Mode != ModeDSR {
-				return nil, fail("service %s: only dsr udp services forward fragments", k)
+				return desired{}, fail("service %s: only dsr udp services forward fragments", k)
 			}
 			// The API refuses a second; one that slipped through (two
 			// writes at once) does not stop the node's dataplane: the
@@ -166,28 +179,35 @@ func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, e
 				fragments[s.VIP] = k
 			}
 		}
-		if old := applied.services[k]; old != nil && sameService(old.svc, s) {
-			out[k] = old.svc
-			continue
+		old := applied.services[k]
+		if old != nil {
+			out.applied++
+			if sameService(old.svc, s) {
+				out.services[k] = old.svc
+				continue
+			}
+		} else {
+			out.added++
 		}
+		out.changed = append(out.changed, k)
 		bs := make([]Backend, len(s.Backends))
 		for j, b := range s.Backends {
 			b.Addr = b.Addr.Unmap()
 			if !b.Addr.IsValid() || b.Addr.Is4() != s.VIP.Is4() {
-				return nil, fail("service %s: backend %d: address %v is not valid or not of the VIP's family", k, j, b.Addr)
+				return desired{}, fail("service %s: backend %d: address %v is not valid or not of the VIP's family", k, j, b.Addr)
 			}
 			if s.Mode == ModeFullNAT && b.Port == 0 {
-				return nil, fail("service %s: backend %v: port 0 is not valid", k, b.Addr)
+				return desired{}, fail("service %s: backend %v: port 0 is not valid", k, b.Addr)
 			}
 			bk := backendKey{b.Addr, b.Port}
 			if seen[bk] == i+1 {
-				return nil, fail("service %s: backend %s is listed twice", k, bk)
+				return desired{}, fail("service %s: backend %s is listed twice", k, bk)
 			}
 			seen[bk] = i + 1
 			bs[j] = b
 		}
 		s.Backends = bs
-		out[k] = s
+		out.services[k] = s
 	}
 	// Apply takes the new backends' ids before it releases the old ones,
 	// so what counts is the backends applied and the new ones together.
@@ -198,7 +218,7 @@ func validate(cfg Config, lim limits, applied *state) (map[serviceKey]Service, e
 		}
 	}
 	if uint32(peak) > lim.backends {
-		return nil, fail("%d distinct backends, counting those applied until the new ones take over, at most %d (replace them in steps)", peak, lim.backends)
+		return desired{}, fail("%d distinct backends, counting those applied until the new ones take over, at most %d (replace them in steps)", peak, lim.backends)
 	}
 	return out, nil
 }
