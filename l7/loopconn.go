@@ -48,6 +48,7 @@ type lconn struct {
 	readable bool
 	hup      bool // the client closed its side: read until a read returns 0
 	state    connState
+	served   bool // a request was answered
 	deadline time.Time
 
 	req       *http.Request // reqv while a request is in flight
@@ -214,9 +215,25 @@ func loopHead(head []byte) bool {
 // closes the connection.
 func (c *lconn) reject(bad *headError) {
 	c.l.p.log.Debug("l7 bad request", "client", c.remote, "status", bad.status)
-	c.out = append(c.out, bad.resp...)
+	if !c.invalidPreface(bad) {
+		c.out = append(c.out, bad.resp...)
+	}
 	c.state = stClose
 	c.deadline = time.Now().Add(c.s.gen.Load().params.idle)
+}
+
+// invalidPreface reports whether bad answers a connection's first line
+// on an h2c listener that is neither HTTP (its last word does not start
+// with "HTTP/") nor the HTTP/2 preface: an invalid preface, which
+// RFC 9113 3.4 answers by closing the connection without a word, as the
+// client speaks neither protocol.
+func (c *lconn) invalidPreface(bad *headError) bool {
+	if c.served || bad != errMalformedVersion || !c.s.gen.Load().params.http2 {
+		return false
+	}
+	line, _, ok := nextLine(c.in, false)
+	word := line[bytes.LastIndexByte(line, ' ')+1:]
+	return ok && (len(word) < 5 || !asciiFold(word[:5], "HTTP/"))
 }
 
 // send puts the request on a member connection.
@@ -483,7 +500,7 @@ func (c *lconn) finish() bool {
 		}
 	}
 	closing := c.w.closeAfter || c.req.Close || c.s.stopping.Load()
-	c.req, c.rs = nil, nil
+	c.req, c.rs, c.served = nil, nil, true
 	params := c.s.gen.Load().params
 	switch {
 	case closing:

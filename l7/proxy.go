@@ -494,6 +494,11 @@ func (p *Proxy) startGen(s *socket) *serverGen {
 		BaseContext:       func(net.Listener) context.Context { return p.hardCtx },
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}}
+	if s.params.http2 {
+		if err := configureHTTP2(g.srv); err != nil {
+			p.log.Error("l7 http2", "addr", s.addr, "err", err)
+		}
+	}
 	p.gens[g] = struct{}{}
 	go func() {
 		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
