@@ -294,6 +294,10 @@ func (c *lconn) proxy() bool {
 	if u.in == nil {
 		u.in = c.l.buf()
 	}
+	if c.w.headWritten && len(u.in) == 0 && cap(u.in) < bodyBuf && c.longBody() {
+		c.l.put(u.in)
+		u.in = c.l.bodyBuffer()
+	}
 	if len(u.in) == cap(u.in) {
 		if cap(u.in) >= maxResponseHead {
 			return c.fail(http.StatusBadGateway, errors.New("response head too large"))
@@ -355,6 +359,12 @@ func (c *lconn) responseHead() bool {
 		return c.finish()
 	}
 	return c.body()
+}
+
+// longBody reports whether the rest of the response body may not fit the
+// member connection's read buffer.
+func (c *lconn) longBody() bool {
+	return c.frame != frameLength || c.remaining > int64(cap(c.up.in))
 }
 
 // frameOf tells how a member's response body ends.
