@@ -86,17 +86,15 @@ func (p *Proxy) stopLoops() {
 	p.loops = nil
 }
 
-// listen makes the event loops accept on new sockets.
+// listen starts accepting on new sockets.
 func (p *Proxy) listen(ss []*socket) error {
 	for _, s := range ss {
 		rc, err := s.ln.(syscall.Conn).SyscallConn()
 		if err == nil {
 			err = rc.Control(func(fd uintptr) { s.lfd = int(fd) })
 		}
-		for _, l := range p.loops {
-			if err == nil {
-				l.call(func() { err = l.listen(s, s.lfd) })
-			}
+		if err == nil {
+			err = p.acceptOn(s)
 		}
 		if err != nil {
 			for _, s := range ss {
@@ -108,8 +106,33 @@ func (p *Proxy) listen(ss []*socket) error {
 	return nil
 }
 
+// acceptOn makes the socket's accept loop the one its server settings
+// want: the event loops for plain text, which they serve, or Go's own
+// accept for TLS (acceptTLS). Apply calls it again when they change.
+func (p *Proxy) acceptOn(s *socket) error {
+	var err error
+	if s.params.tls {
+		for _, l := range p.loops {
+			l.call(func() { l.unlisten(s.lfd) })
+		}
+		if s.acceptStop == nil {
+			s.acceptStop, s.acceptDone = make(chan struct{}), make(chan struct{})
+			go s.acceptTLS(s.acceptStop, s.acceptDone)
+		}
+		return nil
+	}
+	s.stopAccept()
+	for _, l := range p.loops {
+		if err == nil {
+			l.call(func() { err = l.listen(s, s.lfd) })
+		}
+	}
+	return err
+}
+
 // unlisten stops the event loops accepting on s; it must precede closing
-// s.ln, whose descriptor number may be reused at once.
+// s.ln, whose descriptor number may be reused at once. A TLS socket's
+// accept loop ends when s.ln closes.
 func (p *Proxy) unlisten(s *socket) {
 	s.unlistened.Store(true) // before any loop call: see loopListener.event
 	for _, l := range p.loops {
