@@ -162,6 +162,7 @@ type loop struct {
 	idle     map[idleKey][]*upConn
 	bufs     [][]byte
 	bodyBufs [][]byte
+	pipes    []*bodyPipe   // empty, for splice.go
 	bw       *bufio.Writer // writes heads into a connection's out
 	app      appender
 	heads    interner
@@ -459,6 +460,10 @@ func (l *loop) shutdown() {
 		}
 	}
 	clear(l.idle)
+	for _, p := range l.pipes {
+		p.close()
+	}
+	l.pipes = nil
 	l.closed = true
 }
 

@@ -67,7 +67,8 @@ type lconn struct {
 	frame     framing
 	remaining int64
 	chunks    chunkScanner
-	reuse     bool // the member connection may serve another request
+	reuse     bool      // the member connection may serve another request
+	pipe      *bodyPipe // the body is spliced through it (splice.go)
 }
 
 func (c *lconn) event(ev uint32) {
@@ -288,6 +289,9 @@ func (c *lconn) proxy() bool {
 	if len(u.out) > 0 {
 		return c.writeUp()
 	}
+	if c.pipe != nil {
+		return c.spliceBody()
+	}
 	if !u.readable {
 		return false
 	}
@@ -305,14 +309,8 @@ func (c *lconn) proxy() bool {
 		u.in = append(make([]byte, 0, 2*cap(u.in)), u.in...)
 	}
 	n, err := rawRead(u.fd, u.in[len(u.in):cap(u.in)])
-	switch {
-	case err == unix.EAGAIN:
-		u.readable = false
-		return false
-	case err != nil:
-		return c.memberEOF(err)
-	case n == 0:
-		return c.memberEOF(io.EOF)
+	if none, more := c.noBytes(n, err); none {
+		return more
 	}
 	if n < cap(u.in)-len(u.in) {
 		u.readable = false
@@ -324,6 +322,21 @@ func (c *lconn) proxy() bool {
 		return c.responseHead()
 	}
 	return c.body()
+}
+
+// noBytes handles a member read (or splice) that brought no bytes: none
+// is false when it brought some, else more is what proxy returns.
+func (c *lconn) noBytes(n int, err error) (none, more bool) {
+	switch {
+	case err == unix.EAGAIN:
+		c.up.readable = false
+		return true, false
+	case err != nil:
+		return true, c.memberEOF(err)
+	case n == 0:
+		return true, c.memberEOF(io.EOF)
+	}
+	return false, false
 }
 
 // responseHead starts the response once the member's head is in.
@@ -422,6 +435,7 @@ func (c *lconn) body() bool {
 	if done {
 		return c.finish()
 	}
+	c.startSplice()
 	return true
 }
 
@@ -500,6 +514,7 @@ func (c *lconn) finish() bool {
 	}
 	c.l.p.record(c.rs, c.req)
 	c.rs.member.st.inflight.Add(-1)
+	c.dropPipe()
 	if u := c.up; u != nil {
 		c.up = nil
 		u.c = nil
@@ -582,6 +597,7 @@ func (c *lconn) release() {
 	c.s.loopConns.Add(-1)
 	c.l.put(c.in)
 	c.in, c.out = nil, nil
+	c.dropPipe()
 }
 
 func (c *lconn) close() {
