@@ -69,14 +69,17 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
 	-subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
 	-keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+# Its own name: Caddy picks certificates by SNI, not by port.
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
-	-subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+	-subj /CN=rsa.bench.test -addext subjectAltName=DNS:rsa.bench.test \
 	-keyout "$WORK/rsa-key.pem" -out "$WORK/rsa-cert.pem" 2>/dev/null
 
 # The sink (large bodies) and the TLS load generator.
 (cd "$ROOT" && go build -o "$WORK/sink" ./deploy/bench/l7/sink && go build -o "$WORK/tlsload" ./deploy/bench/l7/tlsload)
 taskset -c "$LOAD_CPU" "$WORK/sink" -addr "$SINK" &
 PIDS+=($!)
+sleep 0.2
+kill -0 "${PIDS[-1]}" || { echo "the sink did not start on $SINK" >&2; exit 1; }
 truncate -s "$BODY_BYTES" "$WORK/body.bin"
 
 # Backend: nginx returning a small static body, keep-alive, on the load core.
@@ -290,10 +293,10 @@ run_body() { # name key url [curl args]
 	BCPU[$name.$key.$ROUND]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v b="$BODY_BYTES" 'BEGIN{printf "%.0f", d/hz*1e3/(b/2^30)}')
 }
 
-run_tls() { # name key port version resume
-	local name=$1 key=$2 port=$3 version=$4 resume=$5 t0 t1 out n
+run_tls() { # name key port sni version resume
+	local name=$1 key=$2 port=$3 sni=$4 version=$5 resume=$6 t0 t1 out n
 	t0=$(cpu_ticks "$PROXY_PID")
-	out=$(taskset -c "$LOAD_CPU" "$WORK/tlsload" -addr "127.0.0.1:$port" -c "$TLS_CONNS" -d "${TLS_DURATION}s" -tls "$version" -resume="$resume")
+	out=$(taskset -c "$LOAD_CPU" "$WORK/tlsload" -addr "127.0.0.1:$port" -sni "$sni" -c "$TLS_CONNS" -d "${TLS_DURATION}s" -tls "$version" -resume="$resume")
 	t1=$(cpu_ticks "$PROXY_PID")
 	n=$(awk '{print $2}' <<<"$out")
 	if [[ $resume == true ]] && ! awk '{exit !($(NF-1)+0 >= 90)}' <<<"$out"; then
@@ -326,9 +329,10 @@ for ROUND in $(seq "$ROUNDS"); do
 		if has tls; then
 			for key in "${TLS_KEYS[@]}"; do
 				IFS=- read -r cert version mode <<<"$key"
-				port=$HTTPS_PORT; [[ $cert == rsa ]] && port=$RSA_PORT
+				port=$HTTPS_PORT sni=bench.test
+				[[ $cert == rsa ]] && port=$RSA_PORT sni=rsa.bench.test
 				resume=false; [[ $mode == resumed ]] && resume=true
-				run_tls "$name" "$key" "$port" "$version" "$resume"
+				run_tls "$name" "$key" "$port" "$sni" "$version" "$resume"
 			done
 			echo "   tls 1.3 ecdsa ${TPS[$name.ecdsa-1.3-full.$ROUND]} full, ${TPS[$name.ecdsa-1.3-resumed.$ROUND]} resumed conn/s" >&2
 		fi
