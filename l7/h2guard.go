@@ -25,9 +25,10 @@ const (
 	// h2TableSize is the HPACK dynamic table size the server advertises
 	// and decodes with; the guard's decoder must follow the same table.
 	h2TableSize = 4096
-	// h2MaxBlock bounds the header block the guard decodes; past it the
-	// guard steps aside and the server's own header limit answers.
-	h2MaxBlock = 1 << 20
+	// h2MaxBlock bounds the header block the guard decodes (and so what
+	// its decoder may hold of one); past it the guard steps aside and the
+	// server's own header limit (64 KiB by default) answers.
+	h2MaxBlock = 256 << 10
 )
 
 // HTTP/2 frame types and flags the guard reads (RFC 9113 6).
@@ -183,6 +184,11 @@ func (g *h2guard) Read(p []byte) (int, error) {
 		case g.r < g.w && g.frame():
 			continue
 		case g.err != nil:
+			// A frame cut short by the end: it passes as it is.
+			if g.r < g.w {
+				g.off = true
+				continue
+			}
 			return 0, g.err
 		case g.skip > 0 || g.off:
 			// Nothing buffered: straight into the server's buffer.

@@ -182,3 +182,49 @@ func TestH2Guard(t *testing.T) {
 		t.Errorf("DATA frame = %v, %v", f, err)
 	}
 }
+
+// FuzzH2Guard feeds a preface and arbitrary frames through an h2guard:
+// it must not panic or stop short, and what it leaves alone (everything
+// but SETTINGS and header blocks) must pass byte for byte.
+func FuzzH2Guard(f *testing.F) {
+	var seed bytes.Buffer
+	fr := http2.NewFramer(&seed, nil)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 2})
+	var block bytes.Buffer
+	hpack.NewEncoder(&block).WriteField(hpack.HeaderField{Name: "connection", Value: "close"})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	fr.WriteData(1, true, []byte("data"))
+	fr.WritePing(false, [8]byte{1})
+	f.Add(seed.Bytes())
+	f.Fuzz(func(t *testing.T, frames []byte) {
+		in := append([]byte(h2Preface), frames...)
+		client, server := net.Pipe()
+		go func() { client.Write(in); client.Close() }()
+		out, err := io.ReadAll(newH2Guard(server, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(out, []byte(h2Preface)) {
+			t.Fatalf("the preface did not pass")
+		}
+		if !mayChange(frames) && !bytes.Equal(out[len(h2Preface):], frames) {
+			t.Fatalf("frames the guard leaves alone changed:\n in %x\nout %x", frames, out[len(h2Preface):])
+		}
+	})
+}
+
+// mayChange reports whether b holds a frame the guard may rewrite: a
+// SETTINGS, HEADERS or CONTINUATION frame.
+func mayChange(b []byte) bool {
+	for len(b) >= 9 {
+		if t := b[3]; t == frameSettings || t == frameHeaders || t == frameContinuation {
+			return true
+		}
+		n := 9 + (int(b[0])<<16 | int(b[1])<<8 | int(b[2]))
+		if n > len(b) {
+			return false
+		}
+		b = b[n:]
+	}
+	return false
+}
