@@ -11,6 +11,9 @@ BIN := $(CURDIR)/bin
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 CONNECT_VERSION := v1.21.1
+# h2spec's newest version the module proxy serves (its later tags are not
+# valid module versions).
+H2SPEC_VERSION := v2.2.1+incompatible
 GOFLAGS_TEST ?=
 # Lab and cluster tests start real processes and namespaces; one package at a
 # time keeps them inside two cores.
@@ -35,6 +38,8 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-connect-go:
 	GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_VERSION)
+$(BIN)/h2spec:
+	GOBIN=$(BIN) $(GO) install github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION)
 
 # The XDP program is compiled by bpf2go (a go tool in go.mod) with clang.
 bpf-tools:
@@ -74,10 +79,10 @@ fuzz:
 
 test: lint check-generate test-tools unit-test fuzz
 
-# test-tools installs the clients unit tests drive (the l7 tests run curl),
-# so that CI, as root on a fresh machine, runs them rather than skipping;
-# the lab tests install their own tools (deploy/lab.EnsureTools).
-test-tools:
+# test-tools installs the clients unit tests drive (the l7 tests run curl
+# and h2spec), so that CI, as root on a fresh machine, runs them rather than
+# skipping; the lab tests install their own tools (deploy/lab.EnsureTools).
+test-tools: $(BIN)/h2spec
 	@command -v curl >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl)
 

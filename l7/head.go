@@ -44,6 +44,10 @@ func statusError(status int, reason string) *headError {
 var (
 	// errMalformed answers anything http.ReadRequest fails on.
 	errMalformed = &headError{http.StatusBadRequest, "HTTP/1.1 400 Bad Request" + errorHeaders + "400 Bad Request"}
+	// errMalformedVersion is errMalformed for a request line whose
+	// version is not HTTP/x.y: on an h2c listener, an invalid HTTP/2
+	// preface (lconn.reject).
+	errMalformedVersion = &headError{errMalformed.status, errMalformed.resp}
 	// errTransferEncoding answers a Transfer-Encoding other than chunked.
 	errTransferEncoding = &headError{http.StatusNotImplemented,
 		"HTTP/1.1 501 Not Implemented" + errorHeaders + "Unsupported transfer encoding"}
@@ -81,7 +85,10 @@ func checkRequest(b []byte, atEnd bool) (int, *headError) {
 		return 0, errMalformed
 	}
 	major, minor, ok := http.ParseHTTPVersion(view(proto))
-	if !ok || !validTarget(method, target) {
+	if !ok {
+		return 0, errMalformedVersion
+	}
+	if !validTarget(method, target) {
 		return 0, errMalformed
 	}
 	var h headFields

@@ -2,11 +2,13 @@ package l7
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ipv6Freebind is IPV6_FREEBIND from linux/in6.h; the syscall package
@@ -17,7 +19,10 @@ const ipv6Freebind = 78
 // XDP layer passes to the local stack need not be configured on any
 // interface of the node.
 func listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+	// No TCP keep-alive on client connections (as nginx): the idle
+	// timeout ends dead ones, and each accept would cost four system
+	// calls more.
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			if addr.Addr().Unmap().Is4() {
@@ -44,6 +49,56 @@ func listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// acceptTLS is a TLS socket's accept loop. Its connections go to the
+// http.Server in any case: accepted on an event loop, each would be moved
+// into Go's poller (os.NewFile and net.FileConn: a dup, a dozen system
+// calls and a goroutine more). It ends when the socket closes or stop is
+// closed.
+func (s *socket) acceptTLS(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		c, err := s.ln.Accept()
+		select {
+		case <-stop:
+			if c != nil {
+				s.handoff(c)
+			}
+			return
+		default:
+		}
+		switch {
+		case errors.Is(err, net.ErrClosed):
+			return
+		case err != nil:
+			// Out of descriptors or memory: wait as the event loops do.
+			s.p.log.Warn("l7 accept", "addr", s.addr, "err", err)
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		case s.stopping.Load():
+			c.Close()
+		default:
+			s.handoff(c)
+		}
+	}
+}
+
+// stopAccept ends the socket's TLS accept loop, if it runs: the deadline
+// wakes its Accept.
+func (s *socket) stopAccept() {
+	if s.acceptStop == nil {
+		return
+	}
+	close(s.acceptStop)
+	tl := s.ln.(*net.TCPListener)
+	tl.SetDeadline(time.Unix(1, 0))
+	<-s.acceptDone
+	tl.SetDeadline(time.Time{})
+	s.acceptStop, s.acceptDone = nil, nil
 }
 
 // chanListener is the listener one http.Server generation serves: the

@@ -43,6 +43,12 @@ const (
 	outEvents = unix.EPOLLOUT | unix.EPOLLHUP | unix.EPOLLERR
 	// loopBuf is the size of a connection's read buffers.
 	loopBuf = 4096
+	// bodyBuf is the size of a member connection's read buffer while it
+	// relays a body longer than what came with the head: 16 times fewer
+	// reads, writes and polls per byte than loopBuf.
+	bodyBuf = 64 << 10
+	// maxBodyBufs bounds the body buffers a loop keeps for reuse.
+	maxBodyBufs = 64
 	// maxResponseHead bounds a member's response head on the loop.
 	maxResponseHead = 64 << 10
 	// loopSpins is how many empty polls (about 1 µs each, with the P
@@ -80,17 +86,15 @@ func (p *Proxy) stopLoops() {
 	p.loops = nil
 }
 
-// listen makes the event loops accept on new sockets.
+// listen starts accepting on new sockets.
 func (p *Proxy) listen(ss []*socket) error {
 	for _, s := range ss {
 		rc, err := s.ln.(syscall.Conn).SyscallConn()
 		if err == nil {
 			err = rc.Control(func(fd uintptr) { s.lfd = int(fd) })
 		}
-		for _, l := range p.loops {
-			if err == nil {
-				l.call(func() { err = l.listen(s, s.lfd) })
-			}
+		if err == nil {
+			err = p.acceptOn(s)
 		}
 		if err != nil {
 			for _, s := range ss {
@@ -102,8 +106,33 @@ func (p *Proxy) listen(ss []*socket) error {
 	return nil
 }
 
+// acceptOn makes the socket's accept loop the one its server settings
+// want: the event loops for plain text, which they serve, or Go's own
+// accept for TLS (acceptTLS). Apply calls it again when they change.
+func (p *Proxy) acceptOn(s *socket) error {
+	var err error
+	if s.params.tls {
+		for _, l := range p.loops {
+			l.call(func() { l.unlisten(s.lfd) })
+		}
+		if s.acceptStop == nil {
+			s.acceptStop, s.acceptDone = make(chan struct{}), make(chan struct{})
+			go s.acceptTLS(s.acceptStop, s.acceptDone)
+		}
+		return nil
+	}
+	s.stopAccept()
+	for _, l := range p.loops {
+		if err == nil {
+			l.call(func() { err = l.listen(s, s.lfd) })
+		}
+	}
+	return err
+}
+
 // unlisten stops the event loops accepting on s; it must precede closing
-// s.ln, whose descriptor number may be reused at once.
+// s.ln, whose descriptor number may be reused at once. A TLS socket's
+// accept loop ends when s.ln closes.
 func (p *Proxy) unlisten(s *socket) {
 	s.unlistened.Store(true) // before any loop call: see loopListener.event
 	for _, l := range p.loops {
@@ -132,6 +161,8 @@ type loop struct {
 	conns    map[*lconn]struct{}
 	idle     map[idleKey][]*upConn
 	bufs     [][]byte
+	bodyBufs [][]byte
+	pipes    []*bodyPipe   // empty, for splice.go
 	bw       *bufio.Writer // writes heads into a connection's out
 	app      appender
 	heads    interner
@@ -390,10 +421,24 @@ func (l *loop) buf() []byte {
 	return make([]byte, 0, loopBuf)
 }
 
-// put recycles a buffer from buf; grown ones are left to the GC.
+// bodyBuffer returns an empty body buffer.
+func (l *loop) bodyBuffer() []byte {
+	if n := len(l.bodyBufs); n > 0 {
+		b := l.bodyBufs[n-1]
+		l.bodyBufs = l.bodyBufs[:n-1]
+		return b
+	}
+	return make([]byte, 0, bodyBuf)
+}
+
+// put recycles a buffer from buf or bodyBuffer; grown ones are left to
+// the GC.
 func (l *loop) put(b []byte) {
-	if cap(b) == loopBuf && len(l.bufs) < 1024 {
+	switch {
+	case cap(b) == loopBuf && len(l.bufs) < 1024:
 		l.bufs = append(l.bufs, b[:0])
+	case cap(b) == bodyBuf && len(l.bodyBufs) < maxBodyBufs:
+		l.bodyBufs = append(l.bodyBufs, b[:0])
 	}
 }
 
@@ -415,6 +460,10 @@ func (l *loop) shutdown() {
 		}
 	}
 	clear(l.idle)
+	for _, p := range l.pipes {
+		p.close()
+	}
+	l.pipes = nil
 	l.closed = true
 }
 

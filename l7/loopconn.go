@@ -48,6 +48,7 @@ type lconn struct {
 	readable bool
 	hup      bool // the client closed its side: read until a read returns 0
 	state    connState
+	served   bool // a request was answered
 	deadline time.Time
 
 	req       *http.Request // reqv while a request is in flight
@@ -66,7 +67,8 @@ type lconn struct {
 	frame     framing
 	remaining int64
 	chunks    chunkScanner
-	reuse     bool // the member connection may serve another request
+	reuse     bool      // the member connection may serve another request
+	pipe      *bodyPipe // the body is spliced through it (splice.go)
 }
 
 func (c *lconn) event(ev uint32) {
@@ -214,9 +216,25 @@ func loopHead(head []byte) bool {
 // closes the connection.
 func (c *lconn) reject(bad *headError) {
 	c.l.p.log.Debug("l7 bad request", "client", c.remote, "status", bad.status)
-	c.out = append(c.out, bad.resp...)
+	if !c.invalidPreface(bad) {
+		c.out = append(c.out, bad.resp...)
+	}
 	c.state = stClose
 	c.deadline = time.Now().Add(c.s.gen.Load().params.idle)
+}
+
+// invalidPreface reports whether bad answers a connection's first line
+// on an h2c listener that is neither HTTP (its last word does not start
+// with "HTTP/") nor the HTTP/2 preface: an invalid preface, which
+// RFC 9113 3.4 answers by closing the connection without a word, as the
+// client speaks neither protocol.
+func (c *lconn) invalidPreface(bad *headError) bool {
+	if c.served || bad != errMalformedVersion || !c.s.gen.Load().params.http2 {
+		return false
+	}
+	line, _, ok := nextLine(c.in, false)
+	word := line[bytes.LastIndexByte(line, ' ')+1:]
+	return ok && (len(word) < 5 || !asciiFold(word[:5], "HTTP/"))
 }
 
 // send puts the request on a member connection.
@@ -271,11 +289,18 @@ func (c *lconn) proxy() bool {
 	if len(u.out) > 0 {
 		return c.writeUp()
 	}
+	if c.pipe != nil {
+		return c.spliceBody()
+	}
 	if !u.readable {
 		return false
 	}
 	if u.in == nil {
 		u.in = c.l.buf()
+	}
+	if c.w.headWritten && len(u.in) == 0 && cap(u.in) < bodyBuf && c.longBody() {
+		c.l.put(u.in)
+		u.in = c.l.bodyBuffer()
 	}
 	if len(u.in) == cap(u.in) {
 		if cap(u.in) >= maxResponseHead {
@@ -284,14 +309,8 @@ func (c *lconn) proxy() bool {
 		u.in = append(make([]byte, 0, 2*cap(u.in)), u.in...)
 	}
 	n, err := rawRead(u.fd, u.in[len(u.in):cap(u.in)])
-	switch {
-	case err == unix.EAGAIN:
-		u.readable = false
-		return false
-	case err != nil:
-		return c.memberEOF(err)
-	case n == 0:
-		return c.memberEOF(io.EOF)
+	if none, more := c.noBytes(n, err); none {
+		return more
 	}
 	if n < cap(u.in)-len(u.in) {
 		u.readable = false
@@ -303,6 +322,21 @@ func (c *lconn) proxy() bool {
 		return c.responseHead()
 	}
 	return c.body()
+}
+
+// noBytes handles a member read (or splice) that brought no bytes: none
+// is false when it brought some, else more is what proxy returns.
+func (c *lconn) noBytes(n int, err error) (none, more bool) {
+	switch {
+	case err == unix.EAGAIN:
+		c.up.readable = false
+		return true, false
+	case err != nil:
+		return true, c.memberEOF(err)
+	case n == 0:
+		return true, c.memberEOF(io.EOF)
+	}
+	return false, false
 }
 
 // responseHead starts the response once the member's head is in.
@@ -338,6 +372,12 @@ func (c *lconn) responseHead() bool {
 		return c.finish()
 	}
 	return c.body()
+}
+
+// longBody reports whether the rest of the response body may not fit the
+// member connection's read buffer.
+func (c *lconn) longBody() bool {
+	return c.frame != frameLength || c.remaining > int64(cap(c.up.in))
 }
 
 // frameOf tells how a member's response body ends.
@@ -395,6 +435,7 @@ func (c *lconn) body() bool {
 	if done {
 		return c.finish()
 	}
+	c.startSplice()
 	return true
 }
 
@@ -473,6 +514,7 @@ func (c *lconn) finish() bool {
 	}
 	c.l.p.record(c.rs, c.req)
 	c.rs.member.st.inflight.Add(-1)
+	c.dropPipe()
 	if u := c.up; u != nil {
 		c.up = nil
 		u.c = nil
@@ -483,7 +525,7 @@ func (c *lconn) finish() bool {
 		}
 	}
 	closing := c.w.closeAfter || c.req.Close || c.s.stopping.Load()
-	c.req, c.rs = nil, nil
+	c.req, c.rs, c.served = nil, nil, true
 	params := c.s.gen.Load().params
 	switch {
 	case closing:
@@ -555,6 +597,7 @@ func (c *lconn) release() {
 	c.s.loopConns.Add(-1)
 	c.l.put(c.in)
 	c.in, c.out = nil, nil
+	c.dropPipe()
 }
 
 func (c *lconn) close() {

@@ -80,9 +80,12 @@ type socket struct {
 	// unlistened is set before the loops stop accepting on lfd, whose
 	// number may be reused once ln is closed.
 	unlistened atomic.Bool
-	table      atomic.Pointer[table]
-	gen        atomic.Pointer[serverGen]
-	params     serverParams
+	// acceptStop ends a TLS socket's accept loop, which closes acceptDone;
+	// both nil while the event loops accept. Under Proxy.mu.
+	acceptStop, acceptDone chan struct{}
+	table                  atomic.Pointer[table]
+	gen                    atomic.Pointer[serverGen]
+	params                 serverParams
 
 	// Connections on the event loops (loop.go) and on the fast HTTP/1.1
 	// loop (fast.go), which http.Server does not track.
@@ -241,10 +244,16 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 		s := sockets[l.Addr]
 		s.table.Store(tables[i])
 		if old := s.gen.Load(); old == nil || s.params != params[i] {
+			wasTLS := s.params.tls
 			s.params = params[i]
 			s.gen.Store(p.startGen(s))
 			if old != nil {
 				p.retire(old)
+			}
+			if wasTLS != s.params.tls {
+				if err := p.acceptOn(s); err != nil {
+					p.log.Error("l7 accept", "addr", s.addr, "err", err)
+				}
 			}
 		}
 	}
@@ -494,6 +503,11 @@ func (p *Proxy) startGen(s *socket) *serverGen {
 		BaseContext:       func(net.Listener) context.Context { return p.hardCtx },
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}}
+	if s.params.http2 {
+		if err := configureHTTP2(g.srv); err != nil {
+			p.log.Error("l7 http2", "addr", s.addr, "err", err)
+		}
+	}
 	p.gens[g] = struct{}{}
 	go func() {
 		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

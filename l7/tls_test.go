@@ -7,8 +7,10 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"io"
+	"net/http"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func tlsConfig(t *testing.T, name string, certs map[string]tls.Certificate, keys [][32]byte, addr netip.AddrPort) Config {
@@ -137,5 +139,46 @@ func TestSessionTicketsAcrossInstances(t *testing.T) {
 	}
 	if resumes(t, addr2, cache, tls.VersionTLS13) {
 		t.Error("ticket under a retired key resumed")
+	}
+}
+
+// TestListenerSwitchesTLS applies one address as plain HTTP, then TLS, then
+// plain again: each time new connections are served by the new settings
+// (the event loops accept plain text, Go's accept TLS).
+func TestListenerSwitchesTLS(t *testing.T) {
+	b := startBackend(t, "switch", nil)
+	addr := freeAddr(t, "127.0.0.13")
+	cfg := Config{
+		Certificates: map[string]tls.Certificate{"c": selfSigned(t, false, "switch.test")},
+		Pools:        map[string]Pool{"web": {Members: []Member{b.member()}}},
+		Listeners:    []Listener{{Name: "l", Addr: addr, DefaultPool: "web"}},
+	}
+	p := startProxy(t, cfg)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	for i, useTLS := range []bool{false, true, false, true} {
+		cfg.Listeners = []Listener{{Name: "l", Addr: addr, DefaultPool: "web", TLS: useTLS}}
+		if useTLS {
+			cfg.Listeners[0].Certificates = []string{"c"}
+		}
+		if err := p.Apply(context.Background(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		scheme, other := "http", "https"
+		if useTLS {
+			scheme, other = other, scheme
+		}
+		for range 3 {
+			resp, body := get(t, client, scheme+"://"+addr.String()+"/", nil)
+			if resp.StatusCode != http.StatusOK || body != "switch" {
+				t.Fatalf("step %d (%s): got %d %q", i, scheme, resp.StatusCode, body)
+			}
+		}
+		if resp, err := client.Get(other + "://" + addr.String() + "/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("step %d: %s served on a %s listener", i, other, scheme)
+			}
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Command l7bench serves a fixed l7 Config in front of one backend, for
-// deploy/bench/l7/run.sh: an HTTP/1.1 listener and an HTTPS listener with
-// HTTP/2, both proxying to -backend.
+// deploy/bench/l7/run.sh: an HTTP/1.1 listener and HTTPS listeners with
+// HTTP/2 (-https with -cert, -https-rsa with -cert-rsa), all proxying to
+// -backend, and /sink/ to -sink when set.
 package main
 
 import (
@@ -33,6 +34,10 @@ func run() error {
 	backend := flag.String("backend", "127.0.0.1:18000", "backend address:port")
 	certFile := flag.String("cert", "", "PEM certificate for -https")
 	keyFile := flag.String("key", "", "PEM key for -https")
+	rsaAddr := flag.String("https-rsa", "127.0.0.1:18454", "HTTPS listener with -cert-rsa")
+	rsaCert := flag.String("cert-rsa", "", "PEM certificate for -https-rsa")
+	rsaKey := flag.String("key-rsa", "", "PEM key for -https-rsa")
+	sink := flag.String("sink", "", "backend address:port for paths under /sink/")
 	procs := flag.Int("procs", 1, "GOMAXPROCS")
 	gcPercent := flag.Int("gc", 100, "GOGC percentage")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until SIGTERM")
@@ -51,23 +56,38 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("parse -http: %w", err)
 	}
+	routes := []l7.Route{{Name: "all", PathPrefix: "/", Pool: "bench"}}
 	cfg := l7.Config{
-		Pools: map[string]l7.Pool{"bench": {Members: []l7.Member{{Addr: b, Weight: 100, Healthy: true}}}},
-		Listeners: []l7.Listener{{Name: "http", Addr: ha, HTTP2: true, DefaultPool: "bench",
-			Routes: []l7.Route{{Name: "all", PathPrefix: "/", Pool: "bench"}}}},
+		Pools:        map[string]l7.Pool{"bench": {Members: []l7.Member{{Addr: b, Weight: 100, Healthy: true}}}},
+		Certificates: map[string]tls.Certificate{},
 	}
-	if *certFile != "" {
-		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	if *sink != "" {
+		sa, err := netip.ParseAddrPort(*sink)
 		if err != nil {
-			return fmt.Errorf("load certificate: %w", err)
+			return fmt.Errorf("parse -sink: %w", err)
 		}
-		sa, err := netip.ParseAddrPort(*httpsAddr)
+		cfg.Pools["sink"] = l7.Pool{Members: []l7.Member{{Addr: sa, Weight: 100, Healthy: true}}}
+		routes = append([]l7.Route{{Name: "sink", PathPrefix: "/sink/", Pool: "sink"}}, routes...)
+	}
+	cfg.Listeners = []l7.Listener{{Name: "http", Addr: ha, HTTP2: true, DefaultPool: "bench", Routes: routes}}
+	for _, l := range []struct{ name, addr, cert, key string }{
+		{"https", *httpsAddr, *certFile, *keyFile},
+		{"https-rsa", *rsaAddr, *rsaCert, *rsaKey},
+	} {
+		if l.cert == "" {
+			continue
+		}
+		cert, err := tls.LoadX509KeyPair(l.cert, l.key)
 		if err != nil {
-			return fmt.Errorf("parse -https: %w", err)
+			return fmt.Errorf("load certificate of -%s: %w", l.name, err)
 		}
-		cfg.Certificates = map[string]tls.Certificate{"bench": cert}
-		cfg.Listeners = append(cfg.Listeners, l7.Listener{Name: "https", Addr: sa, TLS: true, HTTP2: true,
-			Certificates: []string{"bench"}, DefaultPool: "bench"})
+		sa, err := netip.ParseAddrPort(l.addr)
+		if err != nil {
+			return fmt.Errorf("parse -%s: %w", l.name, err)
+		}
+		cfg.Certificates[l.name] = cert
+		cfg.Listeners = append(cfg.Listeners, l7.Listener{Name: l.name, Addr: sa, TLS: true, HTTP2: true,
+			Certificates: []string{l.name}, DefaultPool: "bench", Routes: routes})
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
