@@ -165,3 +165,70 @@ func (d *Dataplane) FlowCounters() (FlowCounters, error) {
 	}
 	return c, nil
 }
+
+// FlowStats are what the connection tables hold, read by one scan of them
+// (for the metrics endpoint at scrape time: the program counts no flows
+// that end, so this is where active flows come from).
+type FlowStats struct {
+	// Conntrack and NATReverse count the tables' entries, expired ones
+	// included (an LRU frees them only when it needs the room); Capacity
+	// is the size of each.
+	Conntrack, NATReverse, Capacity int
+	// Active counts the live flows of conntrack by service and backend
+	// (a backend as the Config names it: addr:port).
+	Active map[ActiveKey]int
+	// NATPorts counts the live FullNAT source ports of nat_reverse by
+	// local address.
+	NATPorts map[netip.Addr]int
+}
+
+// ActiveKey is a service and one of its backends.
+type ActiveKey struct {
+	VIP     netip.AddrPort
+	Proto   string // ProtoTCP or ProtoUDP
+	Backend netip.AddrPort
+}
+
+// FlowStats scans conntrack and nat_reverse. It costs a batched read of
+// every entry: about as long as the tables are full.
+func (d *Dataplane) FlowStats() (FlowStats, error) {
+	d.mu.Lock()
+	byID := make(map[uint32]netip.AddrPort, len(d.state.backends))
+	for k, r := range d.state.backends {
+		byID[r.id] = netip.AddrPortFrom(k.addr, k.port)
+	}
+	d.mu.Unlock()
+	now := monotonicSeconds()
+	fs := FlowStats{Capacity: int(d.objs.Conntrack.MaxEntries()), Active: map[ActiveKey]int{}, NATPorts: map[netip.Addr]int{}}
+	err := batchEach(d.objs.Conntrack, func(k lbFlowKey, v lbCtValue) bool {
+		fs.Conntrack++
+		established, closing := v.Flags&lbCtFlagsCT_ESTABLISHED != 0, v.Flags&lbCtFlagsCT_CLOSING != 0
+		if v.Flags&lbCtFlagsCT_VALID == 0 || expired(k.Proto, established, closing, now, v.LastSeen) {
+			return true
+		}
+		p := ProtoTCP
+		if k.Proto == protoUDP {
+			p = ProtoUDP
+		}
+		// By id, as the counters are: a DSR entry has no backend port.
+		if b, ok := byID[v.BackendId]; ok {
+			fs.Active[ActiveKey{VIP: netip.AddrPortFrom(addrOf(k.Dst), be16(k.Dport)), Proto: p, Backend: b}]++
+		}
+		return true
+	})
+	if err != nil {
+		return FlowStats{}, err
+	}
+	err = batchEach(d.objs.NatReverse, func(k lbFlowKey, v lbNatValue) bool {
+		fs.NATReverse++
+		replied, closing := v.Flags&lbNatFlagsNAT_REPLIED != 0, v.Flags&lbNatFlagsNAT_CLOSING != 0
+		if !expired(k.Proto, replied, closing, now, v.LastSeen) {
+			fs.NATPorts[addrOf(k.Dst)]++
+		}
+		return true
+	})
+	if err != nil {
+		return FlowStats{}, err
+	}
+	return fs, nil
+}

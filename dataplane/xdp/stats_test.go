@@ -63,3 +63,40 @@ func TestStats(t *testing.T) {
 		t.Errorf("%d services in stats, want %d", len(st.Services), len(testConfig().Services))
 	}
 }
+
+func TestFlowStats(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 1024, TableSize: testTableSize})
+	cfg := testConfig()
+	if err := d.Apply(context.Background(), cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	r := runner{d.objs.XdpLb}
+	want := map[ActiveKey]int{}
+	const n = 20
+	for _, svc := range []Service{cfg.Services[0], cfg.Services[2]} { // FullNAT and DSR tcp :80
+		for i := range n {
+			p := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.AddrPortFrom(client4.Addr(), uint16(30000+i)),
+				dst: netip.AddrPortFrom(svc.VIP, svc.Port), proto: "tcp", syn: true}
+			want[ActiveKey{VIP: p.dst, Proto: ProtoTCP, Backend: expect(t, cfg, svc, p).backend}]++
+			r.run(t, p.frame(t))
+		}
+	}
+	fs, err := d.FlowStats()
+	if err != nil {
+		t.Fatalf("FlowStats: %v", err)
+	}
+	if fs.Conntrack != 2*n || fs.NATReverse != n || fs.Capacity != 1024 {
+		t.Errorf("conntrack, nat_reverse, capacity = %d, %d, %d; want %d, %d, 1024", fs.Conntrack, fs.NATReverse, fs.Capacity, 2*n, n)
+	}
+	if len(fs.Active) != len(want) {
+		t.Errorf("active flows by service and backend: got %v, want %v", fs.Active, want)
+	}
+	for k, w := range want {
+		if fs.Active[k] != w {
+			t.Errorf("active flows of %v: got %d, want %d", k, fs.Active[k], w)
+		}
+	}
+	if len(fs.NATPorts) != 1 || fs.NATPorts[local4] != n {
+		t.Errorf("FullNAT ports in use: got %v, want %d on %v", fs.NATPorts, n, local4)
+	}
+}
