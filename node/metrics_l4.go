@@ -7,6 +7,7 @@ import (
 
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/xdp"
+	"github.com/weftlb/weft/raftfsm"
 )
 
 // l4Collector reads the XDP dataplane: its per-CPU counters summed
@@ -14,7 +15,9 @@ import (
 // named by the load balancer and listener the committed state gives them.
 type l4Collector struct {
 	metricSet
-	a *Agent
+	xdp func() *xdp.Dataplane
+	// state is the committed state, which names the services.
+	state func() *raftfsm.State
 
 	lnPackets, lnBytes, lnNewFlows, lnDrops, lnActive *prometheus.Desc
 	bePackets, beBytes, beNewFlows, beDrops, beActive *prometheus.Desc
@@ -23,7 +26,7 @@ type l4Collector struct {
 }
 
 func newL4Collector(a *Agent) *l4Collector {
-	c := &l4Collector{a: a}
+	c := &l4Collector{xdp: func() *xdp.Dataplane { return a.xdp }, state: func() *raftfsm.State { return a.raft.FSM().State() }}
 	ln := []string{"lb", "listener"}
 	c.lnPackets = c.desc("weft_l4_listener_packets_total", "Packets forwarded for a tcp or udp listener, both directions of FullNAT flows.", ln...)
 	c.lnBytes = c.desc("weft_l4_listener_bytes_total", "Bytes (whole frames) forwarded for a tcp or udp listener.", ln...)
@@ -53,9 +56,9 @@ type listenerKey struct {
 }
 
 // l4Names names the dataplane's services by load balancer and listener.
-func (a *Agent) l4Names() map[listenerKey][2]string {
+func l4Names(st *raftfsm.State) map[listenerKey][2]string {
 	names := map[listenerKey][2]string{}
-	for _, lb := range a.raft.FSM().State().LoadBalancers() {
+	for _, lb := range st.LoadBalancers() {
 		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
 		if err != nil {
 			continue
@@ -70,7 +73,7 @@ func (a *Agent) l4Names() map[listenerKey][2]string {
 }
 
 func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
-	d := c.a.xdp
+	d := c.xdp()
 	if d == nil {
 		return
 	}
@@ -89,7 +92,7 @@ func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
 		failed(ch, c.entries, err)
 		return
 	}
-	names := c.a.l4Names()
+	names := l4Names(c.state())
 	active := map[listenerKey]int{}
 	for k, n := range fs.Active {
 		lk := listenerKey{k.VIP, k.Proto}

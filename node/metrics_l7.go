@@ -11,7 +11,7 @@ import (
 // l7Collector reads the L7 proxy's counters (l7.Proxy.Stats).
 type l7Collector struct {
 	metricSet
-	a *Agent
+	proxy func() *l7.Proxy
 
 	requests, duration, routeRequests, routeDuration        *prometheus.Desc
 	memberRequests, memberDuration, inFlight, ejected, idle *prometheus.Desc
@@ -20,14 +20,21 @@ type l7Collector struct {
 }
 
 func newL7Collector(a *Agent) *l7Collector {
-	c := &l7Collector{a: a}
+	c := &l7Collector{proxy: func() *l7.Proxy {
+		if a.l7 == nil {
+			return nil
+		}
+		return a.l7.proxy
+	}}
 	c.requests = c.desc("weft_l7_requests_total", "Requests an http or https listener answered, by status class (none: no status, the client went away).", "lb", "listener", "class")
 	c.duration = c.desc("weft_l7_request_duration_seconds", "Time from a request's start to its end, per listener.", "lb", "listener")
 	c.routeRequests = c.desc("weft_l7_route_requests_total", "Requests of a route (default: the default pool; none: nothing matched), by status class.", "lb", "listener", "route", "class")
 	c.routeDuration = c.desc("weft_l7_route_request_duration_seconds", "Time from a request's start to its end, per route.", "lb", "listener", "route")
 	member := []string{"pool", "member"}
 	c.memberRequests = c.desc("weft_l7_member_requests_total", "Requests sent to a pool member, by status class.", "pool", "member", "class")
-	c.memberDuration = c.desc("weft_l7_member_request_duration_seconds", "Time from a request's start to its end, per pool member.", member...)
+	// Per member a sum, not a histogram: a histogram's 16 series times
+	// every member is most of a large node's scrape (BenchmarkScrape).
+	c.memberDuration = c.desc("weft_l7_member_request_duration_seconds_total", "Time requests sent to a pool member took, summed (the mean is its rate over the requests').", member...)
 	c.inFlight = c.desc("weft_l7_member_in_flight_requests", "Requests a pool member is serving now.", member...)
 	c.ejected = c.desc("weft_l7_member_ejected", "1 while a pool member is ejected by passive outlier detection.", member...)
 	c.idle = c.desc("weft_l7_member_idle_connections", "Kept-alive HTTP/1.1 connections to a pool member waiting for a request.", member...)
@@ -51,10 +58,11 @@ func lbListener(name string) (lb, listener string) {
 }
 
 func (c *l7Collector) Collect(ch chan<- prometheus.Metric) {
-	if c.a.l7 == nil {
+	p := c.proxy()
+	if p == nil {
 		return
 	}
-	st := c.a.l7.proxy.Stats()
+	st := p.Stats()
 	for _, l := range st.Listeners {
 		lb, ln := lbListener(l.Listener)
 		c.requestSeries(ch, c.requests, c.duration, l.Counters, lb, ln)
@@ -69,7 +77,8 @@ func (c *l7Collector) Collect(ch chan<- prometheus.Metric) {
 		c.requestSeries(ch, c.routeRequests, c.routeDuration, r.Counters, lb, ln, r.Route)
 	}
 	for _, m := range st.Members {
-		c.requestSeries(ch, c.memberRequests, c.memberDuration, m.Counters, m.Pool, m.Addr)
+		c.statusSeries(ch, c.memberRequests, m.Counters, m.Pool, m.Addr)
+		ch <- prometheus.MustNewConstMetric(c.memberDuration, prometheus.CounterValue, m.LatencySum.Seconds(), m.Pool, m.Addr)
 		gauge(ch, c.inFlight, float64(m.InFlight), m.Pool, m.Addr)
 		gauge(ch, c.ejected, boolValue(m.Ejected), m.Pool, m.Addr)
 		gauge(ch, c.idle, float64(m.IdleConns), m.Pool, m.Addr)
@@ -82,8 +91,12 @@ func (c *l7Collector) Collect(ch chan<- prometheus.Metric) {
 // requestSeries gives the requests by status class and the duration
 // histogram of one set of counters.
 func (c *l7Collector) requestSeries(ch chan<- prometheus.Metric, requests, duration *prometheus.Desc, k l7.Counters, labels ...string) {
+	c.statusSeries(ch, requests, k, labels...)
+	histogram(ch, duration, k.Latency, l7.LatencyBounds, k.LatencySum, labels...)
+}
+
+func (c *l7Collector) statusSeries(ch chan<- prometheus.Metric, requests *prometheus.Desc, k l7.Counters, labels ...string) {
 	for class, n := range k.Status {
 		counter(ch, requests, n, append(labels, statusClasses[class])...)
 	}
-	histogram(ch, duration, k.Latency, l7.LatencyBounds, k.LatencySum, labels...)
 }

@@ -78,7 +78,7 @@ func TestMetricNames(t *testing.T) {
 		weft_l7_member_ejected{pool,member}
 		weft_l7_member_idle_connections{pool,member}
 		weft_l7_member_in_flight_requests{pool,member}
-		weft_l7_member_request_duration_seconds{pool,member}
+		weft_l7_member_request_duration_seconds_total{pool,member}
 		weft_l7_member_requests_total{pool,member,class}
 		weft_l7_member_response_errors_total{pool,member}
 		weft_l7_member_retries_total{pool,member}

@@ -35,6 +35,9 @@ go test -run '^$' -bench 'BenchmarkReport|BenchmarkInstall' -count "$COUNT" ./da
 section "L7 proxy in-process: one kept-alive HTTP/1.1 request (ns and allocations per request)"
 go test -run '^$' -bench 'BenchmarkProxyKeepAlive' -benchtime 20000x -count "$COUNT" ./l7 | tee "$OUT/l7-inproc.txt"
 
+section "Metrics: one scrape of /metrics (collect and encode) on a node with 1,000 load balancers of 10 members: l4, the XDP dataplane with 100k live flows (root); l7, the proxy with 1,000 http listeners"
+go test -run '^$' -bench 'BenchmarkScrape' -count "$COUNT" ./node | tee "$OUT/metrics.txt"
+
 section "DNS in-process: one UDP query through the GSLB's datagram path (ns and allocations per query)"
 go test -run '^$' -bench 'BenchmarkHandleUDP' -benchtime 200000x -count "$COUNT" ./gslb | tee "$OUT/dns-inproc.txt"
 
@@ -63,4 +66,4 @@ go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base Benchmark
 	-ratio BenchmarkXDP/dsr/ipv4/miss=BenchmarkKatran/ipip-v4-miss \
 	-ratio BenchmarkXDP/dsr/ipv6/hit=BenchmarkKatran/ipip-v6-hit -ratio BenchmarkXDP/dsr/ipv6/miss=BenchmarkKatran/ipip-v6-miss \
 	-ratio BenchmarkKatran/ipip-v4-hit=BenchmarkFloor/array-lookup-tx \
-	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/maglev.txt "${extras[@]}"
+	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/metrics.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/maglev.txt "${extras[@]}"
