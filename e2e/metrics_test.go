@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +103,44 @@ func TestMetrics_Node(t *testing.T) {
 	}
 	if strings.Contains(text, "weft_l4_") || strings.Contains(text, "weft_l7_") {
 		t.Errorf("a node without a dataplane exports traffic series:\n%s", text)
+	}
+}
+
+// TestMetrics_DashboardQueries: every query of deploy/prometheus's Grafana
+// dashboard is valid PromQL (promtool checks them as recording rules, with
+// Grafana's variables given values).
+func TestMetrics_DashboardQueries(t *testing.T) {
+	needPromtool(t)
+	raw, err := os.ReadFile("../deploy/prometheus/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	vars := strings.NewReplacer("$__rate_interval", "1m", "$__range", "1h", "$node", ".*")
+	var rules strings.Builder
+	rules.WriteString("groups:\n- name: dashboard\n  rules:\n")
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			q, _ := json.Marshal(vars.Replace(tg.Expr))
+			fmt.Fprintf(&rules, "  - record: dashboard:query%d\n    expr: %s\n", n, q)
+			n++
+		}
+	}
+	file := filepath.Join(t.TempDir(), "rules.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("promtool", "check", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("promtool check rules on the dashboard's %d queries: %v\n%s", n, err, out)
 	}
 }

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"encoding/json"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,22 +13,68 @@ import (
 
 var descRe = regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
 
-// TestMetricNames pins the metric families a node exports and their
-// labels (the node label is added to all of them): a rename or a label
-// change must change this list, and the dashboards and alerts on it.
-func TestMetricNames(t *testing.T) {
+// described are the families the collectors describe: name -> labels.
+func described(t *testing.T) map[string]string {
 	ch := make(chan *prometheus.Desc, 1000)
 	for _, c := range (&Agent{}).collectors() {
 		c.Describe(ch)
 	}
 	close(ch)
-	var got []string
+	names := map[string]string{}
 	for d := range ch {
 		m := descRe.FindStringSubmatch(d.String())
 		if m == nil {
 			t.Fatalf("cannot read %s", d)
 		}
-		got = append(got, m[1]+"{"+m[2]+"}")
+		names[m[1]] = m[2]
+	}
+	return names
+}
+
+// TestDashboardNames: every Weft series the Grafana dashboard queries is
+// one a node exports (a histogram's _bucket of a described family).
+func TestDashboardNames(t *testing.T) {
+	raw, err := os.ReadFile("../deploy/prometheus/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	names := described(t)
+	queried := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, name := range regexp.MustCompile(`weft_[a-z0-9_]+`).FindAllString(tg.Expr, -1) {
+				queried++
+				_, family := names[name]
+				_, histogram := names[strings.TrimSuffix(name, "_bucket")]
+				if !family && !histogram {
+					t.Errorf("panel %q queries %s, which no node exports", p.Title, name)
+				}
+			}
+		}
+	}
+	if queried == 0 {
+		t.Error("the dashboard queries no Weft series")
+	}
+}
+
+// TestMetricNames pins the metric families a node exports and their
+// labels (the node label is added to all of them): a rename or a label
+// change must change this list, and the dashboards and alerts on it.
+func TestMetricNames(t *testing.T) {
+	var got []string
+	for name, labels := range described(t) {
+		got = append(got, name+"{"+labels+"}")
 	}
 	slices.Sort(got)
 	want := strings.Fields(`
