@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // rawBackend answers every request on a kept-alive connection with a fixed
@@ -54,10 +55,21 @@ func rawBackend(b *testing.B) netip.AddrPort {
 // kept-alive client connection (the fast path), the workload of the
 // keep-alive row of deploy/bench/l7: ns and allocations per request,
 // client and backend included (both allocate next to nothing).
-func BenchmarkProxyKeepAlive(b *testing.B) {
+func BenchmarkProxyKeepAlive(b *testing.B) { proxyKeepAlive(b, false) }
+
+// BenchmarkProxyScraped is BenchmarkProxyKeepAlive without ("idle") and
+// with ("scraped") a Stats call every second, as the metrics endpoint
+// makes when scraped; make bench prints the ratio. Run it with a
+// benchtime of seconds, so that scrapes happen.
+func BenchmarkProxyScraped(b *testing.B) {
+	b.Run("idle", func(b *testing.B) { proxyKeepAlive(b, false) })
+	b.Run("scraped", func(b *testing.B) { proxyKeepAlive(b, true) })
+}
+
+func proxyKeepAlive(b *testing.B, scraped bool) {
 	be := rawBackend(b)
 	addr := freeAddr(b, "127.0.0.1")
-	startProxy(b, Config{
+	p := startProxy(b, Config{
 		Listeners: []Listener{{Name: "bench", Addr: addr, DefaultPool: "p"}},
 		Pools:     map[string]Pool{"p": {Members: []Member{{Addr: be, Weight: 100, Healthy: true}}}},
 	})
@@ -68,6 +80,22 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	req := []byte("GET /index.html HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	if scraped {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					p.Stats()
+				}
+			}
+		}()
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
