@@ -66,14 +66,19 @@ func scrape(b *testing.B, h http.Handler) int {
 	return rec.Body.Len()
 }
 
-func metricsHandler(b *testing.B, cs ...prometheus.Collector) http.Handler {
+// benchScrapes scrapes c's registry b.N times, reporting the size of one
+// scrape.
+func benchScrapes(b *testing.B, c prometheus.Collector) {
 	reg := prometheus.NewRegistry()
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			b.Fatal(err)
-		}
+	if err := reg.Register(c); err != nil {
+		b.Fatal(err)
 	}
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	size := 0
+	for b.Loop() {
+		size = scrape(b, h)
+	}
+	b.ReportMetric(float64(size), "bytes/scrape")
 }
 
 // BenchmarkScrape times one scrape of /metrics (collect and encode) of a
@@ -112,12 +117,7 @@ func BenchmarkScrape(b *testing.B) {
 		}
 		c := newL4Collector(&Agent{xdp: d})
 		c.state = func() *raftfsm.State { return st }
-		h := metricsHandler(b, c)
-		size := 0
-		for b.Loop() {
-			size = scrape(b, h)
-		}
-		b.ReportMetric(float64(size), "bytes/scrape")
+		benchScrapes(b, c)
 	})
 	b.Run("l7", func(b *testing.B) {
 		cfg, _, err := l7Config(st, allHealthy, &certCache{})
@@ -136,11 +136,6 @@ func BenchmarkScrape(b *testing.B) {
 		}
 		c := newL7Collector(&Agent{})
 		c.proxy = func() *l7.Proxy { return p }
-		h := metricsHandler(b, c)
-		size := 0
-		for b.Loop() {
-			size = scrape(b, h)
-		}
-		b.ReportMetric(float64(size), "bytes/scrape")
+		benchScrapes(b, c)
 	})
 }
