@@ -39,8 +39,8 @@ func newL4Collector(a *Agent) *l4Collector {
 	c.beDrops = c.desc("weft_l4_backend_drops_total", "Packets dropped after a backend was chosen, by reason (no_neighbor, nat_ports).", "backend", "reason")
 	c.beActive = c.desc("weft_l4_backend_active_flows", "Live flows of a listener to one backend in the connection table.", "lb", "listener", "backend")
 	c.drops = c.desc("weft_l4_drops_total", "Packets to a VIP dropped before a listener was found (fragments, malformed), by reason.", "reason")
-	c.entries = c.desc("weft_l4_conntrack_entries", "Entries of a connection table, expired ones an LRU has not reused yet included.", "table")
-	c.maxEntries = c.desc("weft_l4_conntrack_max_entries", "Size of each connection table (conntrack, nat_reverse).")
+	c.entries = c.desc("weft_l4_conntrack_entries", "Entries of a connection table (conntrack, ct_new: flows that sent one packet, nat_reverse, nat_new), expired ones an LRU has not reused yet included.", "table")
+	c.maxEntries = c.desc("weft_l4_conntrack_max_entries", "Size of a connection table.", "table")
 	c.natPorts = c.desc("weft_l4_fullnat_ports_in_use", "FullNAT source ports of live flows, per local address.", "local")
 	c.syncEvents = c.desc("weft_l4_flow_sync_events_total", "Flows the program reported for flow sync.")
 	c.syncLost = c.desc("weft_l4_flow_sync_lost_total", "Flow sync reports lost to a full ring buffer.")
@@ -126,9 +126,10 @@ func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range dropReasons(st.Global.Drops) {
 		counter(ch, c.drops, r.n, r.reason)
 	}
-	gauge(ch, c.entries, float64(fs.Conntrack), "conntrack")
-	gauge(ch, c.entries, float64(fs.NATReverse), "nat_reverse")
-	gauge(ch, c.maxEntries, float64(fs.Capacity))
+	for _, t := range fs.Tables {
+		gauge(ch, c.entries, float64(t.Entries), t.Name)
+		gauge(ch, c.maxEntries, float64(t.Capacity), t.Name)
+	}
 	for addr, n := range fs.NATPorts {
 		gauge(ch, c.natPorts, float64(n), addr.String())
 	}
@@ -148,7 +149,8 @@ type dropCount struct {
 func dropReasons(d xdp.Drops) []dropCount {
 	return []dropCount{
 		{"ttl", d.TTL}, {"no_conn", d.NoConn}, {"no_backend", d.NoBackend}, {"no_neighbor", d.NoNeighbor},
-		{"nat_ports", d.NATPorts}, {"fragment", d.Fragment}, {"malformed", d.Malformed}, {"eth_dst", d.EthDst},
+		{"nat_ports", d.NATPorts}, {"fragment", d.Fragment}, {"malformed", d.Malformed},
+		{"new_flow_rate", d.NewFlowRate}, {"eth_dst", d.EthDst},
 		{"ip_checksum", d.IPChecksum}, {"ip_options", d.IPOptions}, {"martian", d.Martian},
 		{"l4_checksum", d.L4Checksum}, {"tcp_flags", d.TCPFlags},
 	}

@@ -109,7 +109,7 @@ func TestMetricNames(t *testing.T) {
 		weft_l4_backend_new_flows_total{backend}
 		weft_l4_backend_packets_total{backend}
 		weft_l4_conntrack_entries{table}
-		weft_l4_conntrack_max_entries{}
+		weft_l4_conntrack_max_entries{table}
 		weft_l4_drops_total{reason}
 		weft_l4_flow_redirects_total{direction}
 		weft_l4_flow_sync_events_total{}
