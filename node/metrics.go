@@ -59,7 +59,7 @@ func (a *Agent) startMetrics() error {
 	}
 	ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
 	if err != nil {
-		return fmt.Errorf("metrics listen: %w", err)
+		return fmt.Errorf("--metrics-addr: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
