@@ -80,11 +80,12 @@ fuzz:
 test: lint check-generate test-tools unit-test fuzz
 
 # test-tools installs the clients unit tests drive (the l7 tests run curl
-# and h2spec), so that CI, as root on a fresh machine, runs them rather than
-# skipping; the lab tests install their own tools (deploy/lab.EnsureTools).
+# and h2spec, the metrics tests promtool, from Debian's prometheus), so that
+# CI, as root on a fresh machine, runs them rather than skipping; the lab
+# tests install their own tools (deploy/lab.EnsureTools).
 test-tools: $(BIN)/h2spec
-	@command -v curl >/dev/null || [ "$$(id -u)" != 0 ] || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl)
+	@command -v curl >/dev/null && command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl prometheus)
 
 # bench runs every benchmark side by side (deploy/bench/run.sh) and prints
 # medians; BENCH_COUNT=5 for more runs.

@@ -71,6 +71,11 @@ type agent struct {
 func (a *agent) apiAddr() string  { return net.JoinHostPort(a.ip, "7400") }
 func (a *agent) raftAddr() string { return net.JoinHostPort(a.ip, "7401") }
 
+// metricsAddr is on the agent's own address: the default, 127.0.0.1, is
+// shared by every agent on loopback, and the lab's client scrapes from
+// another namespace.
+func (a *agent) metricsAddr() string { return net.JoinHostPort(a.ip, "7402") }
+
 // cluster is a set of agents on loopback addresses 127.0.<net>.<n>; each
 // test uses its own <net>, so tests never share ports.
 type cluster struct {
@@ -120,7 +125,7 @@ func (c *cluster) newAgent(name, zone string, extra ...string) *agent {
 func (c *cluster) start(a *agent, args ...string) {
 	c.t.Helper()
 	full := append([]string{"agent", "--data-dir", a.dataDir, "--name", a.name, "--region", "lab", "--zone", a.zone,
-		"--api-addr", a.apiAddr(), "--raft-addr", a.raftAddr(), "--log-format", "json"}, a.extra...)
+		"--api-addr", a.apiAddr(), "--raft-addr", a.raftAddr(), "--metrics-addr", a.metricsAddr(), "--log-format", "json"}, a.extra...)
 	full = append(full, args...)
 	a.cmd = exec.Command(weftBin, full...)
 	if len(a.wrap) > 0 {

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftlb/weft/latency"
 )
 
 // Topic is the gossip topic of health results.
@@ -65,6 +67,10 @@ type ProbeStatus struct {
 	Successes int // consecutive
 	Failures  int // consecutive
 	LastError string
+	// Checks and Failed count the probe's checks since it started;
+	// Latency is how long they took.
+	Checks, Failed uint64
+	Latency        latency.Snapshot
 }
 
 type verdict int
@@ -90,6 +96,9 @@ type probe struct {
 	successes int
 	failures  int
 	lastErr   string
+	checks    uint64
+	failed    uint64
+	latency   latency.Histogram
 }
 
 // Health is one node's health checker and its copy of the agreed view.
@@ -224,7 +233,9 @@ func (h *Health) run(ctx context.Context, p *probe) {
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, p.spec.Timeout)
+		start := time.Now()
 		err := p.check(cctx)
+		p.latency.Observe(time.Since(start))
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -248,6 +259,7 @@ func (h *Health) observe(p *probe, err error) {
 		return // stopped meanwhile
 	}
 	next := p.state
+	p.checks++
 	if err == nil {
 		p.failures, p.lastErr = 0, ""
 		if p.successes++; p.successes >= p.spec.Rise {
@@ -255,6 +267,7 @@ func (h *Health) observe(p *probe, err error) {
 		}
 	} else {
 		h.failed.Add(1)
+		p.failed++
 		p.successes, p.lastErr = 0, err.Error()
 		if p.failures++; p.failures >= p.spec.Fall {
 			next = down
@@ -425,7 +438,8 @@ func (h *Health) Probes() []ProbeStatus {
 	out := make([]ProbeStatus, 0, len(h.probes))
 	for _, p := range h.probes {
 		out = append(out, ProbeStatus{Member: p.key, Target: p.target, Type: p.spec.Type, State: p.state.String(),
-			Successes: p.successes, Failures: p.failures, LastError: p.lastErr})
+			Successes: p.successes, Failures: p.failures, LastError: p.lastErr,
+			Checks: p.checks, Failed: p.failed, Latency: p.latency.Snapshot()})
 	}
 	slices.SortFunc(out, func(a, b ProbeStatus) int { return compareKeys(a.Member, b.Member) })
 	return out

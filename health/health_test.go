@@ -174,6 +174,12 @@ func TestRiseFall(t *testing.T) {
 	if s.Transitions != 3 || s.Probes != 1 || s.MembersUp != 1 || s.ChecksFailed < 3 {
 		t.Errorf("stats: got %+v, want 3 transitions (up, down, up), 1 probe, 1 member up, >= 3 failed checks", s)
 	}
+	// Every check this one probe made is its own, and timed.
+	p := probeOf(h, key)
+	if s := h.Stats(); p.Checks != s.ChecksTotal || p.Failed != s.ChecksFailed || p.Latency.Count() < p.Checks || p.Latency.Sum <= 0 {
+		t.Errorf("probe: %d checks, %d failed, %d timed (%v); want the node's %d and %d, each timed",
+			p.Checks, p.Failed, p.Latency.Count(), p.Latency.Sum, s.ChecksTotal, s.ChecksFailed)
+	}
 }
 
 // A member whose server stops goes down within interval x fall + 1 s, and

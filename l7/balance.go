@@ -6,6 +6,7 @@ package l7
 
 import (
 	"container/heap"
+	"errors"
 	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
@@ -35,6 +36,8 @@ type memberState struct {
 	fails        atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanos
 	stats        *counters
+	// connectErrors, responseErrors and retries are MemberStats'.
+	connectErrors, responseErrors, retries atomic.Uint64
 }
 
 // takesNew reports whether the member may get a new (non-sticky) request.
@@ -353,6 +356,19 @@ func cookieKey(name string) func(*http.Request, netip.Addr) []byte {
 		}
 		return clientIPKey(r, client)
 	}
+}
+
+// failed records a failed attempt on m, for outlier ejection and in its
+// counters: a connect error when err is a *dialError, else a response
+// error.
+func (m *member) failed(err error, o Outlier) {
+	var de *dialError
+	if errors.As(err, &de) {
+		m.st.connectErrors.Add(1)
+	} else {
+		m.st.responseErrors.Add(1)
+	}
+	m.outlier(false, o)
 }
 
 // outlier records the result of one attempt on a member for passive

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // rawBackend answers every request on a kept-alive connection with a fixed
@@ -55,13 +56,28 @@ func rawBackend(b *testing.B) netip.AddrPort {
 // kept-alive client connection (the fast path), the workload of the
 // keep-alive row of deploy/bench/l7: ns and allocations per request,
 // client and backend included (both allocate next to nothing).
-func BenchmarkProxyKeepAlive(b *testing.B) {
+func BenchmarkProxyKeepAlive(b *testing.B) { proxyKeepAlive(b, false) }
+
+// BenchmarkProxyScraped is BenchmarkProxyKeepAlive without ("idle") and
+// with ("scraped") a Stats call every second, as the metrics endpoint
+// makes when scraped; make bench prints the ratio. Run it with a
+// benchtime of seconds, so that scrapes happen.
+func BenchmarkProxyScraped(b *testing.B) {
+	b.Run("idle", func(b *testing.B) { proxyKeepAlive(b, false) })
+	b.Run("scraped", func(b *testing.B) { proxyKeepAlive(b, true) })
+}
+
+func proxyKeepAlive(b *testing.B, scraped bool) {
 	addr := freeAddr(b, "127.0.0.1")
-	startProxy(b, Config{
+	p := startProxy(b, Config{
 		Listeners: []Listener{{Name: "bench", Addr: addr, DefaultPool: "p"}},
 		Pools:     map[string]Pool{"p": {Members: []Member{{Addr: rawBackend(b), Weight: 100, Healthy: true}}}},
 	})
-	keepAlive(b, addr)
+	var scrape func()
+	if scraped {
+		scrape = func() { p.Stats() }
+	}
+	keepAlive(b, addr, scrape)
 }
 
 // BenchmarkProxyAccessLog is BenchmarkProxyKeepAlive with every request
@@ -77,11 +93,12 @@ func BenchmarkProxyAccessLog(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	keepAlive(b, addr)
+	keepAlive(b, addr, nil)
 }
 
-// keepAlive sends b.N requests to addr on one connection.
-func keepAlive(b *testing.B, addr netip.AddrPort) {
+// keepAlive sends b.N requests to addr on one connection, and calls
+// scrape, if not nil, every second meanwhile.
+func keepAlive(b *testing.B, addr netip.AddrPort, scrape func()) {
 	c, err := net.Dial("tcp4", addr.String())
 	if err != nil {
 		b.Fatal(err)
@@ -89,6 +106,22 @@ func keepAlive(b *testing.B, addr netip.AddrPort) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	req := []byte("GET /index.html HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	if scrape != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					scrape()
+				}
+			}
+		}()
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {

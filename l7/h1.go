@@ -52,6 +52,15 @@ type connPool struct {
 	closed  bool
 }
 
+// countIdle adds the pool's idle connections per member to n.
+func (cp *connPool) countIdle(pool string, n map[memberKey]int) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	for addr, cs := range cp.idle {
+		n[memberKey{pool, addr}] += len(cs)
+	}
+}
+
 // idleTimeout is below common member keep-alive timeouts (nginx 75s,
 // Apache 5s aside) so the member rarely closes a connection we reuse.
 const idleTimeout = 30 * time.Second
@@ -160,7 +169,7 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, rs *reqState
 			rs.status = 0
 			return
 		}
-		m.outlier(false, p.outlier)
+		m.failed(err, p.outlier)
 		var de *dialError
 		if errors.As(err, &de) && rs.failover(r, &tried, attempt) {
 			attempt++

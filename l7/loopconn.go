@@ -348,8 +348,9 @@ func (c *lconn) responseHead() bool {
 	}
 	resp := &c.l.resp
 	if !c.l.heads.parseResponse(u.in[:end+4], resp, c.l.rh, &c.l.rvals) || resp.StatusCode == http.StatusSwitchingProtocols {
-		rs.member.outlier(false, c.l.p.outlier)
-		return c.fail(http.StatusBadGateway, errors.New("malformed response head"))
+		err := errors.New("malformed response head")
+		rs.member.failed(err, c.l.p.outlier)
+		return c.fail(http.StatusBadGateway, err)
 	}
 	u.in = u.in[:copy(u.in, u.in[end+4:])]
 	if interim(resp.StatusCode) {
@@ -467,7 +468,7 @@ func (c *lconn) memberEOF(err error) bool {
 		c.fresh = true
 		return c.send()
 	case !c.w.headWritten:
-		c.rs.member.outlier(false, c.l.p.outlier)
+		c.rs.member.failed(err, c.l.p.outlier)
 		return c.fail(http.StatusBadGateway, err)
 	case c.frame == frameClose && err == io.EOF:
 		return c.finish()
@@ -481,7 +482,8 @@ func (c *lconn) memberEOF(err error) bool {
 // connectFailed moves a request whose member connection failed to another
 // member, or answers 502 (504 on a timeout).
 func (c *lconn) connectFailed(err error) bool {
-	c.rs.member.outlier(false, c.l.p.outlier)
+	de := &dialError{err}
+	c.rs.member.failed(de, c.l.p.outlier)
 	c.dropUp()
 	if c.rs.failover(c.req, &c.tried, c.attempt) {
 		c.attempt++
@@ -492,7 +494,7 @@ func (c *lconn) connectFailed(err error) bool {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		status = http.StatusGatewayTimeout
 	}
-	return c.fail(status, &dialError{err})
+	return c.fail(status, de)
 }
 
 // fail answers the request with an error status and no body.
@@ -561,7 +563,7 @@ func (c *lconn) expire() {
 		c.connectFailed(os.ErrDeadlineExceeded)
 		c.run()
 	case !c.w.headWritten:
-		c.rs.member.outlier(false, c.l.p.outlier)
+		c.rs.member.failed(os.ErrDeadlineExceeded, c.l.p.outlier)
 		c.fail(http.StatusGatewayTimeout, os.ErrDeadlineExceeded)
 		c.run()
 	default:

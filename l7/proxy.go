@@ -46,7 +46,7 @@ type Proxy struct {
 	loops        []*loop // started by the first Apply
 	memberStates map[memberKey]*memberState
 	routeStats   map[[2]string]*counters
-	lnStats      map[string]*counters
+	lnStats      map[string]*listenerCounters
 }
 
 type memberKey struct{ pool, addr string }
@@ -90,9 +90,12 @@ type socket struct {
 	// Connections on the event loops (loop.go) and on the fast HTTP/1.1
 	// loop (fast.go), which http.Server does not track.
 	loopConns atomic.Int64
-	fmu       sync.Mutex
-	fast      map[*fastConn]struct{}
-	stopping  atomic.Bool
+	// srvConns are the connections handed to its http.Server
+	// generations, until closed (hijacked ones included).
+	srvConns atomic.Int64
+	fmu      sync.Mutex
+	fast     map[*fastConn]struct{}
+	stopping atomic.Bool
 }
 
 // serverParams are the settings fixed in an http.Server; changing one
@@ -152,7 +155,7 @@ func New(opts Options) *Proxy {
 		transports:   map[transportKey]*backendConns{},
 		memberStates: map[memberKey]*memberState{},
 		routeStats:   map[[2]string]*counters{},
-		lnStats:      map[string]*counters{},
+		lnStats:      map[string]*listenerCounters{},
 	}
 	if p.outlier.ConsecutiveFailures == 0 {
 		p.outlier.ConsecutiveFailures = 5
@@ -196,7 +199,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 		transports:   map[transportKey]*backendConns{},
 		memberStates: map[memberKey]*memberState{},
 		routeStats:   map[[2]string]*counters{},
-		lnStats:      map[string]*counters{},
+		lnStats:      map[string]*listenerCounters{},
 	}
 	tables, params, err := c.compile()
 	if err != nil {
@@ -294,7 +297,7 @@ type compiler struct {
 	transports   map[transportKey]*backendConns
 	memberStates map[memberKey]*memberState
 	routeStats   map[[2]string]*counters
-	lnStats      map[string]*counters
+	lnStats      map[string]*listenerCounters
 }
 
 func (c *compiler) compile() ([]*table, []serverParams, error) {
@@ -412,9 +415,12 @@ func (c *compiler) table(l Listener) (*table, error) {
 	}
 	t.stats = c.p.lnStats[l.Name]
 	if t.stats == nil {
-		t.stats = new(counters)
+		t.stats = new(listenerCounters)
 	}
 	c.lnStats[l.Name] = t.stats
+	if t.tls != nil {
+		t.tls.VerifyConnection = t.stats.handshake
+	}
 	routeNames := map[string]bool{}
 	for i, r := range l.Routes {
 		rt, err := compileRoute(i, r)
@@ -531,8 +537,24 @@ func (p *Proxy) retire(g *serverGen) {
 	}()
 }
 
+// countedConn is a connection handed to an http.Server, counted in its
+// socket's srvConns until it is closed: a WebSocket's or other upgraded
+// connection too, which http.Server stops tracking.
+type countedConn struct {
+	net.Conn
+	s    *socket
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.s.srvConns.Add(-1) })
+	return c.Conn.Close()
+}
+
 // handoff gives a connection to the current http.Server generation.
-func (s *socket) handoff(c net.Conn) {
+func (s *socket) handoff(nc net.Conn) {
+	s.srvConns.Add(1)
+	c := &countedConn{Conn: nc, s: s}
 	for {
 		g := s.gen.Load()
 		if g.cl.offer(c) {
@@ -631,7 +653,7 @@ func (rs *reqState) choose(r *http.Request, now int64) bool {
 func (p *Proxy) record(rs *reqState, r *http.Request) {
 	end := time.Now()
 	d := end.Sub(rs.start)
-	rs.t.stats.observe(rs.status, d)
+	rs.t.stats.observeRequest(rs.status, r.ProtoMajor, d)
 	rs.rt.stats.observe(rs.status, d)
 	if rs.member != nil {
 		rs.member.st.stats.observe(rs.status, d)
@@ -724,7 +746,7 @@ func (rtr roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Context().Err() != nil {
 			return nil, err
 		}
-		m.outlier(false, p.outlier)
+		m.failed(err, p.outlier)
 		var de *dialError
 		if !errors.As(err, &de) || !rs.failover(req, &tried, attempt) {
 			return nil, err
@@ -745,6 +767,7 @@ func (rs *reqState) failover(r *http.Request, tried *[maxAttempts]*member, attem
 	if next == nil {
 		return false
 	}
+	rs.member.st.retries.Add(1)
 	rs.member.st.inflight.Add(-1)
 	next.st.inflight.Add(1)
 	rs.member = next
@@ -916,18 +939,45 @@ func (p *Proxy) Stats() Stats {
 	defer p.mu.Unlock()
 	var s Stats
 	now := time.Now().UnixNano()
+	conns := make(map[*table]int64, len(p.sockets))
+	for _, sk := range p.sockets {
+		sk.fmu.Lock()
+		conns[sk.table.Load()] = sk.loopConns.Load() + int64(len(sk.fast)) + sk.srvConns.Load()
+		sk.fmu.Unlock()
+	}
 	for _, t := range p.tables {
-		s.Listeners = append(s.Listeners, ListenerStats{Listener: t.name, Counters: t.stats.snapshot()})
+		s.Listeners = append(s.Listeners, ListenerStats{Listener: t.name, Connections: conns[t],
+			TLSHandshakes: t.stats.tlsFull.Load() + t.stats.tlsResumed.Load(), TLSResumed: t.stats.tlsResumed.Load(),
+			WebSocketUpgrades: t.stats.upgrades.Load(), HTTP2Streams: t.stats.h2Streams.Load(),
+			Counters: t.stats.snapshot()})
 		for _, rt := range append(t.routes[:len(t.routes):len(t.routes)], t.fallback) {
 			s.Routes = append(s.Routes, RouteStats{Listener: t.name, Route: rt.name, Counters: rt.stats.snapshot()})
 		}
+	}
+	idle := map[memberKey]int{}
+	pools := make(map[*connPool]string, len(p.transports))
+	for k, tr := range p.transports {
+		tr.h1.countIdle(k.pool, idle)
+		pools[tr.h1] = k.pool
+	}
+	for _, l := range p.loops {
+		l.call(func() {
+			for k, list := range l.idle {
+				if pool, ok := pools[k.cp]; ok {
+					idle[memberKey{pool, k.addr}] += len(list)
+				}
+			}
+		})
 	}
 	for name, pl := range p.pools {
 		for _, m := range pl.members {
 			s.Members = append(s.Members, MemberStats{
 				Pool: name, Addr: m.hostport,
-				InFlight: m.st.inflight.Load(),
-				Ejected:  m.st.ejectedUntil.Load() > now,
+				InFlight:      m.st.inflight.Load(),
+				Ejected:       m.st.ejectedUntil.Load() > now,
+				IdleConns:     idle[memberKey{name, m.hostport}],
+				ConnectErrors: m.st.connectErrors.Load(), ResponseErrors: m.st.responseErrors.Load(),
+				Retries:  m.st.retries.Load(),
 				Counters: m.st.stats.snapshot(),
 			})
 		}

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"crypto/tls"
 	"sync/atomic"
 	"time"
 )
@@ -22,9 +23,17 @@ type Stats struct {
 	Members   []MemberStats
 }
 
-// ListenerStats counts the requests of one listener.
+// ListenerStats counts the requests and connections of one listener.
 type ListenerStats struct {
 	Listener string
+	// Connections are the client connections open now.
+	Connections int64
+	// TLSHandshakes counts completed TLS handshakes, TLSResumed those of
+	// them that resumed a session.
+	TLSHandshakes, TLSResumed uint64
+	// WebSocketUpgrades counts requests answered 101 Switching Protocols;
+	// HTTP2Streams requests that came over HTTP/2.
+	WebSocketUpgrades, HTTP2Streams uint64
 	Counters
 }
 
@@ -41,6 +50,13 @@ type MemberStats struct {
 	Addr     string
 	InFlight int64
 	Ejected  bool
+	// IdleConns are the member's kept-alive HTTP/1.1 connections waiting
+	// for a request (of the event loops and of the direct path).
+	IdleConns int
+	// ConnectErrors counts failed connects, ResponseErrors attempts that
+	// connected but got no response head (closed, malformed, timed out);
+	// Retries requests moved to another member after a failed connect.
+	ConnectErrors, ResponseErrors, Retries uint64
 	Counters
 }
 
@@ -62,6 +78,34 @@ type counters struct {
 	status   [6]atomic.Uint64
 	buckets  [15]atomic.Uint64
 	sum      atomic.Int64
+}
+
+// listenerCounters are a listener's counters: its requests' and its
+// connections'.
+type listenerCounters struct {
+	counters
+	tlsFull, tlsResumed, upgrades, h2Streams atomic.Uint64
+}
+
+// observeRequest counts one request of the listener.
+func (c *listenerCounters) observeRequest(status, protoMajor int, d time.Duration) {
+	c.observe(status, d)
+	if status == 101 {
+		c.upgrades.Add(1)
+	}
+	if protoMajor == 2 {
+		c.h2Streams.Add(1)
+	}
+}
+
+// handshake counts a completed TLS handshake (tls.Config.VerifyConnection).
+func (c *listenerCounters) handshake(cs tls.ConnectionState) error {
+	if cs.DidResume {
+		c.tlsResumed.Add(1)
+	} else {
+		c.tlsFull.Add(1)
+	}
+	return nil
 }
 
 func (c *counters) observe(status int, d time.Duration) {

@@ -22,7 +22,7 @@ type table struct {
 	sticky   *Sticky
 	limits   Limits
 	timeouts Timeouts
-	stats    *counters
+	stats    *listenerCounters
 	tls      *tls.Config // nil without TLS
 	// accessLog samples the requests to log; nil when none are.
 	accessLog *sampler

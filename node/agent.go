@@ -65,6 +65,7 @@ type Agent struct {
 	stopKeys  func()
 	flowsync  *flowsync.Syncer
 	xdp       *xdp.Dataplane
+	metrics   *metricsServer
 	peerTLS   *tls.Config
 	// stopFlowTable stops the leader's keeping of the flow-ownership table.
 	stopFlowTable func()
@@ -112,6 +113,10 @@ func Start(ctx context.Context, cfg Config, out io.Writer) (*Agent, error) {
 		return nil, err
 	}
 	if err := a.startReconciler(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.startMetrics(); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -328,7 +333,7 @@ func (a *Agent) startReconciler() error {
 		if err != nil {
 			return err
 		}
-		a.dataplane = d
+		a.dataplane, a.xdp = d, d
 		a.startSampling(d)
 		if err := d.Attach(a.cfg.Interface); err != nil {
 			return err
@@ -489,6 +494,9 @@ func (a *Agent) Close() error {
 	}
 	if a.apiLn != nil {
 		a.apiLn.Close() // already closed by Shutdown when Serve had started
+	}
+	if a.metrics != nil {
+		errs = append(errs, a.metrics.close())
 	}
 	if a.stopRec != nil {
 		a.stopRec()

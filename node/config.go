@@ -90,6 +90,11 @@ type Config struct {
 	// turns it off.
 	DNSRateLimit int
 
+	// MetricsAddr is the host:port serving Prometheus metrics on /metrics
+	// ("": none). cmd/weft defaults it to DefaultMetricsAddr, on loopback:
+	// the metrics need no token, and name the cluster's VIPs and servers.
+	MetricsAddr string
+
 	// TicketRotation is how often the leader rotates the cluster's TLS
 	// session-ticket keys (0: DefaultTicketRotation); three are kept.
 	TicketRotation time.Duration
@@ -104,6 +109,11 @@ type Config struct {
 
 // DefaultGossipPort is memberlist's usual port.
 const DefaultGossipPort = "7946"
+
+// DefaultMetricsAddr is where the metrics are served unless told: on
+// loopback, beside the API's 7400 and Raft's 7401 (Prometheus's exporter
+// range 9100-9999 is all allocated).
+const DefaultMetricsAddr = "127.0.0.1:7402"
 
 // Dataplane drivers.
 const (
@@ -160,6 +170,11 @@ func (c *Config) setDefaults() error {
 	}
 	if err := c.dnsDefaults(); err != nil {
 		return err
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr %q: %w", c.MetricsAddr, err)
+		}
 	}
 	var err error
 	if c.APIAdvertise, err = advertise("api", c.APIAddr, c.APIAdvertise); err != nil {
@@ -318,6 +333,7 @@ func advertise(what, listen, adv string) (string, error) {
 // (wildcards included), which the API keeps listeners off; the node table
 // holds only the advertised addresses.
 func (c *Config) listenPorts(name string) []validate.NodePort {
-	return append(validate.NodePorts(name, c.APIAddr, c.RaftAddr, c.GossipAddr),
+	ports := append(validate.NodePorts(name, c.APIAddr, c.RaftAddr, c.GossipAddr),
 		validate.ServicePorts(name, validate.ServiceDNS, c.DNSAddr)...)
+	return append(ports, validate.ServicePorts(name, validate.ServiceMetrics, c.MetricsAddr)...)
 }

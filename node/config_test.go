@@ -51,7 +51,7 @@ func TestConfig_GossipDefaults(t *testing.T) {
 // TestConfig_ListenPorts: the API is given the ports the node binds as
 // configured, the defaulted gossip port and wildcards included.
 func TestConfig_ListenPorts(t *testing.T) {
-	c := Config{APIAddr: "0.0.0.0:7400", APIAdvertise: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", DNSAddr: ":53"}
+	c := Config{APIAddr: "0.0.0.0:7400", APIAdvertise: "10.0.0.1:7400", RaftAddr: "10.0.0.1:7401", DNSAddr: ":53", MetricsAddr: ":7402"}
 	if err := c.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestConfig_ListenPorts(t *testing.T) {
 	for _, p := range c.listenPorts("n1") {
 		got = append(got, fmt.Sprintf("%s %s %s", p.Node, p.Service, p.Addr))
 	}
-	want := []string{"n1 API 0.0.0.0:7400", "n1 Raft 10.0.0.1:7401", "n1 gossip 10.0.0.1:7946", "n1 DNS [::]:53"}
+	want := []string{"n1 API 0.0.0.0:7400", "n1 Raft 10.0.0.1:7401", "n1 gossip 10.0.0.1:7946", "n1 DNS [::]:53", "n1 metrics [::]:7402"}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
@@ -78,6 +78,8 @@ func TestConfig_DNS(t *testing.T) {
 		{"anycast on a wildcard", Config{DNSAddr: "0.0.0.0:53", DNSAnycast: true, BGP: BGP{ASN: 64513, Peers: []string{"10.0.0.254:64512"}}},
 			"must name one IP address"},
 		{"no port", Config{DNSAddr: "198.51.100.53"}, "missing port"},
+		{"metrics without a port", Config{MetricsAddr: "127.0.0.1"}, `--metrics-addr "127.0.0.1": address 127.0.0.1: missing port`},
+		{"metrics on loopback", Config{MetricsAddr: DefaultMetricsAddr}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

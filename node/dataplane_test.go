@@ -20,7 +20,7 @@ import (
 func weight(w int32) *int32 { return &w }
 
 // stateOf commits resources to a fresh FSM, as Raft would.
-func stateOf(t *testing.T, rs ...*weftv1.Resource) *raftfsm.State {
+func stateOf(t testing.TB, rs ...*weftv1.Resource) *raftfsm.State {
 	t.Helper()
 	for _, r := range rs {
 		if err := validate.Resource(r); err != nil {

@@ -60,7 +60,7 @@ func (a *Agent) startFlowSync(d *xdp.Dataplane) error {
 	})
 	a.api.Mount(s.Handler(a.api.HandlerOptions()...))
 	s.Start()
-	a.flowsync, a.xdp = s, d
+	a.flowsync = s
 	sub := &flowSyncSubsystem{syncer: s, gossip: a.gossip}
 	a.rec.subs = append(a.rec.subs, &subsystem{name: "flowsync", apply: sub.apply})
 	a.rec.wake = append(a.rec.wake, s.Changed)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftlb/weft/latency"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/raftfsm"
 )
@@ -23,6 +24,9 @@ type subsystem struct {
 	mu      sync.Mutex
 	applied uint64
 	err     error
+	// failures counts failed applies; duration times every apply.
+	failures uint64
+	duration latency.Histogram
 }
 
 // reconciler applies every new state to every subsystem. It never misses
@@ -59,12 +63,17 @@ func (r *reconciler) run(ctx context.Context) {
 		st := r.fsm.State()
 		failed := false
 		for _, s := range r.subs {
+			start := time.Now()
 			err := s.apply(ctx, st)
+			s.duration.Observe(time.Since(start))
 			s.mu.Lock()
 			if err == nil {
 				s.applied = st.Index()
-			} else if s.err == nil || s.err.Error() != err.Error() {
-				r.log.Error("apply state", "subsystem", s.name, "index", st.Index(), "error", err)
+			} else {
+				s.failures++
+				if s.err == nil || s.err.Error() != err.Error() {
+					r.log.Error("apply state", "subsystem", s.name, "index", st.Index(), "error", err)
+				}
 			}
 			s.err = err
 			s.mu.Unlock()
@@ -113,6 +122,26 @@ func (r *reconciler) status() []*weftv1.SubsystemStatus {
 		}
 		s.mu.Unlock()
 		out = append(out, st)
+	}
+	return out
+}
+
+// subsystemMetrics are a subsystem's figures for the metrics endpoint.
+type subsystemMetrics struct {
+	name     string
+	applied  uint64
+	failures uint64
+	duration latency.Snapshot
+}
+
+func (r *reconciler) metrics() []subsystemMetrics {
+	out := make([]subsystemMetrics, 0, len(r.subs))
+	for _, s := range r.subs {
+		s.mu.Lock()
+		m := subsystemMetrics{name: s.name, applied: s.applied, failures: s.failures}
+		s.mu.Unlock()
+		m.duration = s.duration.Snapshot()
+		out = append(out, m)
 	}
 	return out
 }

@@ -321,6 +321,15 @@ func TestCluster(t *testing.T) {
 	if state, _, _, _ := n2.Stats(); state != "follower" {
 		t.Errorf("n2 state = %q, want follower", state)
 	}
+	// Five writes so far on n1, each timed; every node has seen n1 lead.
+	if m := n1.Metrics(); m.ApplyLatency.Count() != 5 || m.State != "leader" || m.AppliedIndex < index || m.LastLogIndex < index {
+		t.Errorf("n1 metrics = %+v, want 5 timed applies, leader, applied and last index >= %d", m, index)
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if m := c.raft(id).Metrics(); m.LeaderChanges != 1 {
+			t.Errorf("%s has seen %d leader changes, want 1 (n1)", id, m.LeaderChanges)
+		}
+	}
 
 	// Kill the leader: a new one is elected within 5 s.
 	c.stop("n1")
@@ -384,6 +393,9 @@ func TestCluster_InstallSnapshot(t *testing.T) {
 		first, err := n1.logs.FirstIndex()
 		return n1.raft.Stats()["last_snapshot_index"] != "0" && err == nil && first > 1
 	})
+	if m := n1.Metrics(); m.SnapshotIndex == 0 || m.SnapshotBytes <= 0 {
+		t.Errorf("metrics after a snapshot: index %d, %d bytes; want both above 0", m.SnapshotIndex, m.SnapshotBytes)
+	}
 
 	// A late node can only be brought up to date by the snapshot.
 	n2 := c.start("n2", false, lowThreshold)

@@ -13,12 +13,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/boltdb/bolt"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weftlb/weft/latency"
 )
 
 // Raft timers, tuned for nodes on one LAN (see README.md): a follower
@@ -98,11 +101,17 @@ type Raft struct {
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
 
-	notifyCh  chan bool
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-	closeErr  error
+	notifyCh chan bool
+	snaps    raft.SnapshotStore
+	// leaderObs delivers raft's leader observations, counted in
+	// leaderChanges; applyLatency times Apply.
+	leaderObs     chan raft.Observation
+	leaderChanges atomic.Uint64
+	applyLatency  latency.Histogram
+	stop          chan struct{}
+	done          chan struct{}
+	closeOnce     sync.Once
+	closeErr      error
 }
 
 // Open starts a raft node on cfg.DataDir, restoring its state from the
@@ -130,12 +139,13 @@ func Open(cfg Config) (*Raft, error) {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
 	r := &Raft{
-		cfg:      cfg,
-		logger:   logger,
-		fsm:      NewFSM(cfg.EventBuffer),
-		notifyCh: make(chan bool, 1),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		cfg:       cfg,
+		logger:    logger,
+		fsm:       NewFSM(cfg.EventBuffer),
+		notifyCh:  make(chan bool, 1),
+		leaderObs: make(chan raft.Observation, 16),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	if err := r.open(hl); err != nil {
 		r.closeResources()
@@ -164,6 +174,7 @@ func (r *Raft) open(hl *slogHCLog) error {
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
 	}
+	r.snaps = snaps
 	stream, err := newTLSStreamLayer(r.cfg.BindAddr, r.cfg.AdvertiseAddr, r.cfg.TLS)
 	if err != nil {
 		return err
@@ -196,6 +207,12 @@ func (r *Raft) open(hl *slogHCLog) error {
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	// Not blocking: a full channel drops an observation rather than
+	// stall raft; watchLeadership reads it at once.
+	r.raft.RegisterObserver(raft.NewObserver(r.leaderObs, false, func(o *raft.Observation) bool {
+		lo, ok := o.Data.(raft.LeaderObservation)
+		return ok && lo.LeaderID != ""
+	}))
 	return nil
 }
 
@@ -236,10 +253,12 @@ func (r *Raft) Apply(ctx context.Context, t CommandType, msg proto.Message) (res
 	if err != nil {
 		return nil, 0, err
 	}
+	start := time.Now()
 	f := r.raft.Apply(data, enqueueTimeout(ctx))
 	if err := wait(ctx, f); err != nil {
 		return nil, 0, fmt.Errorf("apply %v: %w", t, err)
 	}
+	r.applyLatency.Observe(time.Since(start))
 	resp = f.Response()
 	if err, ok := resp.(error); ok {
 		return nil, f.Index(), err
@@ -394,6 +413,34 @@ func (r *Raft) Stats() (state string, term, commitIndex, appliedIndex uint64) {
 	return strings.ToLower(r.raft.State().String()), r.raft.CurrentTerm(), r.raft.CommitIndex(), r.raft.AppliedIndex()
 }
 
+// Metrics are figures of this node's Raft for the metrics endpoint.
+type Metrics struct {
+	// State, Term, CommitIndex and AppliedIndex are Stats'.
+	State                           string
+	Term, CommitIndex, AppliedIndex uint64
+	LastLogIndex                    uint64
+	// LeaderChanges counts the leaders this node has learnt of since it
+	// started (itself included).
+	LeaderChanges uint64
+	// ApplyLatency times Apply on this node (when leader): from proposal
+	// to applied here, commit on a quorum included.
+	ApplyLatency latency.Snapshot
+	// SnapshotIndex and SnapshotBytes are the newest snapshot's (0: none).
+	SnapshotIndex uint64
+	SnapshotBytes int64
+}
+
+// Metrics reads the figures.
+func (r *Raft) Metrics() Metrics {
+	m := Metrics{LeaderChanges: r.leaderChanges.Load(), ApplyLatency: r.applyLatency.Snapshot(),
+		LastLogIndex: r.raft.LastIndex()}
+	m.State, m.Term, m.CommitIndex, m.AppliedIndex = r.Stats()
+	if snaps, err := r.snaps.List(); err == nil && len(snaps) > 0 {
+		m.SnapshotIndex, m.SnapshotBytes = snaps[0].Index, snaps[0].Size
+	}
+	return m
+}
+
 // LeaderCh delivers true when this node becomes leader and false when it
 // stops being leader. It has room for one value and keeps only the latest,
 // so it suits one consumer.
@@ -449,6 +496,8 @@ func (r *Raft) watchLeadership() {
 			if leader {
 				stopPlacement = r.startPlacement()
 			}
+		case <-r.leaderObs:
+			r.leaderChanges.Add(1)
 		case <-r.stop:
 			return
 		}

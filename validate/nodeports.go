@@ -16,6 +16,8 @@ const (
 	ServiceRaft   = "Raft"
 	ServiceGossip = "gossip"
 	ServiceDNS    = "DNS"
+	// ServiceMetrics is the Prometheus endpoint (--metrics-addr).
+	ServiceMetrics = "metrics"
 )
 
 // serviceTransports are the transports each node service listens on
@@ -24,16 +26,17 @@ const (
 // what the API passes ListenerPorts: the node table's and the node's own
 // (api's nodePorts).
 var serviceTransports = map[string][]string{
-	ServiceAPI:    {"tcp"},
-	ServiceRaft:   {"tcp"},
-	ServiceGossip: {"udp", "tcp"},
-	ServiceDNS:    {"udp", "tcp"},
+	ServiceAPI:     {"tcp"},
+	ServiceRaft:    {"tcp"},
+	ServiceGossip:  {"udp", "tcp"},
+	ServiceDNS:     {"udp", "tcp"},
+	ServiceMetrics: {"tcp"},
 }
 
 // NodePort is an address and port a node itself listens on.
 type NodePort struct {
 	Node    string
-	Service string // ServiceAPI, ServiceRaft, ServiceGossip or ServiceDNS
+	Service string // ServiceAPI, ServiceRaft, ServiceGossip, ServiceDNS or ServiceMetrics
 	// Addr is the address and port; an unspecified address (0.0.0.0 or
 	// ::) is a wildcard bind, which takes the port on every address (Go
 	// listens dual-stack on either).

@@ -47,6 +47,7 @@ func TestListenerPorts(t *testing.T) {
 	}
 	ports = append(ports, ServicePorts("node3", ServiceDNS, "198.51.100.53:53")...)
 	ports = append(ports, ServicePorts("node3", ServiceDNS, "dns.example:53")...) // a host name: left out
+	ports = append(ports, ServicePorts("node3", ServiceMetrics, ":7402")...)
 	balancer := func(vip string, ls ...*weftv1.Listener) *weftv1.LoadBalancer {
 		return &weftv1.LoadBalancer{Metadata: &weftv1.Metadata{Name: "web"}, Spec: &weftv1.LoadBalancerSpec{Vip: vip, Listeners: ls}}
 	}
@@ -79,6 +80,9 @@ func TestListenerPorts(t *testing.T) {
 		{"tcp on the DNS port", balancer("198.51.100.53", listener("tcp", 80), listener("tcp", 53)),
 			`load balancer "web": spec.listeners[1].port: 53 is the DNS port of node node3 (198.51.100.53:53)`},
 		{"DNS port of another address", balancer("198.51.100.54", listener("udp", 53)), ""},
+		{"http on a wildcard metrics port", balancer("198.51.100.54", listener("http", 7402)),
+			`load balancer "web": spec.listeners[0].port: 7402 is the metrics port of node node3 ([::]:7402, every address)`},
+		{"udp on the metrics port", balancer("198.51.100.54", listener("udp", 7402)), ""},
 		{"udp on the api port", balancer("127.0.0.1", listener("udp", 7400)), ""},
 		{"udp on a tcp-only wildcard port", balancer("198.51.100.10", listener("udp", 9401)), ""},
 		{"api port on another address", balancer("127.0.0.2", listener("tcp", 7400)), ""},

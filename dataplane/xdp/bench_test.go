@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -121,6 +122,74 @@ func BenchmarkXDP(b *testing.B) {
 // benchSampleEvery is node.DefaultSampleNewFlows (node imports this
 // package).
 const benchSampleEvery = 16
+
+// BenchmarkXDPScraped runs BenchmarkXDP's FullNAT IPv4 hit and DSR IPv4
+// miss while the metrics endpoint's reads (Stats, FlowStats,
+// FlowCounters) run every second from another goroutine ("scraped") and
+// without them ("idle"); make bench prints the ratio. Run it with a
+// benchtime of seconds, so that scrapes happen.
+func BenchmarkXDPScraped(b *testing.B) {
+	d := newTestDataplane(b, Options{ConnTrackSize: 1 << 17})
+	if err := d.Apply(context.Background(), testConfig()); err != nil {
+		b.Fatalf("Apply: %v", err)
+	}
+	r := runner{d.objs.XdpLb}
+	fullnat := benchSYN(ip("192.0.2.1"), client4)
+	ack := fullnat.with(func(q *packet) { q.syn, q.ack = false, true })
+	if act, _ := r.run(b, fullnat.frame(b)); act != xdpTX {
+		b.Fatalf("syn: action %s", actionNames[act])
+	}
+	dsr := benchSYN(ip("192.0.2.2"), client4)
+	for _, mode := range []string{"idle", "scraped"} {
+		b.Run("fullnat/ipv4/hit/"+mode, func(b *testing.B) {
+			pin(b)
+			defer scrapeEverySecond(b, d, mode == "scraped")()
+			benchRun(b, r, ack.frame(b))
+		})
+		b.Run("dsr/ipv4/miss/"+mode, func(b *testing.B) {
+			pin(b)
+			defer scrapeEverySecond(b, d, mode == "scraped")()
+			benchNewFlows(b, r, dsr)
+		})
+	}
+}
+
+// scrapeEverySecond, when on, reads what a metrics scrape reads every
+// second until the returned function is called, and reports the scrapes
+// made.
+func scrapeEverySecond(b *testing.B, d *Dataplane, on bool) (stop func()) {
+	if !on {
+		return func() {}
+	}
+	done, finished := make(chan struct{}), make(chan int)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		n := 0
+		for {
+			select {
+			case <-done:
+				finished <- n
+				return
+			case <-t.C:
+			}
+			if _, err := d.Stats(); err != nil {
+				b.Error(err)
+			}
+			if _, err := d.FlowStats(); err != nil {
+				b.Error(err)
+			}
+			if _, err := d.FlowCounters(); err != nil {
+				b.Error(err)
+			}
+			n++
+		}
+	}()
+	return func() {
+		close(done)
+		b.ReportMetric(float64(<-finished), "scrapes")
+	}
+}
 
 // benchSYN is the benchmarks' packet: a SYN from src to dst:80 with 64
 // bytes of payload.

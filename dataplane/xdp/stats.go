@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 )
@@ -172,4 +173,86 @@ func (d *Dataplane) FlowCounters() (FlowCounters, error) {
 		c.SamplesLost += s.SamplesLost
 	}
 	return c, nil
+}
+
+// FlowStats are what the connection tables hold, read by one scan of them
+// (for the metrics endpoint at scrape time: the program counts no flows
+// that end, so this is where active flows come from).
+type FlowStats struct {
+	// Tables are conntrack, ct_new, nat_reverse and nat_new: their
+	// entries, expired ones an LRU has not reused yet included, and sizes.
+	Tables []TableStats
+	// Active counts the live flows of conntrack and ct_new (flows that
+	// sent one packet) by service and backend (a backend as the Config
+	// names it: addr:port).
+	Active map[ActiveKey]int
+	// NATPorts counts the live FullNAT source ports of nat_reverse and
+	// nat_new by local address.
+	NATPorts map[netip.Addr]int
+}
+
+// TableStats are one connection table's occupancy.
+type TableStats struct {
+	Name              string
+	Entries, Capacity int
+}
+
+// ActiveKey is a service and one of its backends.
+type ActiveKey struct {
+	VIP     netip.AddrPort
+	Proto   string // ProtoTCP or ProtoUDP
+	Backend netip.AddrPort
+}
+
+// FlowStats scans the connection tables. It costs a batched read of every
+// entry: about as long as the tables are full.
+func (d *Dataplane) FlowStats() (FlowStats, error) {
+	d.mu.Lock()
+	byID := make(map[uint32]netip.AddrPort, len(d.state.backends))
+	for k, r := range d.state.backends {
+		byID[r.id] = netip.AddrPortFrom(k.addr, k.port)
+	}
+	d.mu.Unlock()
+	now := monotonicSeconds()
+	fs := FlowStats{Active: map[ActiveKey]int{}, NATPorts: map[netip.Addr]int{}}
+	for name, m := range map[string]*ebpf.Map{lbMapConntrack: d.objs.Conntrack, lbMapCtNew: d.objs.CtNew} {
+		t := TableStats{Name: name, Capacity: int(m.MaxEntries())}
+		err := batchEach(m, func(k lbFlowKey, v lbCtValue) bool {
+			t.Entries++
+			established, closing := v.Flags&lbCtFlagsCT_ESTABLISHED != 0, v.Flags&lbCtFlagsCT_CLOSING != 0
+			if v.Flags&lbCtFlagsCT_VALID == 0 || expired(k.Proto, established, closing, now, v.LastSeen) {
+				return true
+			}
+			p := ProtoTCP
+			if k.Proto == protoUDP {
+				p = ProtoUDP
+			}
+			// By id, as the counters are: a DSR entry has no backend port.
+			if b, ok := byID[v.BackendId]; ok {
+				fs.Active[ActiveKey{VIP: netip.AddrPortFrom(addrOf(k.Dst), be16(k.Dport)), Proto: p, Backend: b}]++
+			}
+			return true
+		})
+		if err != nil {
+			return FlowStats{}, err
+		}
+		fs.Tables = append(fs.Tables, t)
+	}
+	for name, m := range map[string]*ebpf.Map{lbMapNatReverse: d.objs.NatReverse, lbMapNatNew: d.objs.NatNew} {
+		t := TableStats{Name: name, Capacity: int(m.MaxEntries())}
+		err := batchEach(m, func(k lbFlowKey, v lbNatValue) bool {
+			t.Entries++
+			replied, closing := v.Flags&lbNatFlagsNAT_REPLIED != 0, v.Flags&lbNatFlagsNAT_CLOSING != 0
+			if !expired(k.Proto, replied, closing, now, v.LastSeen) {
+				fs.NATPorts[addrOf(k.Dst)]++
+			}
+			return true
+		})
+		if err != nil {
+			return FlowStats{}, err
+		}
+		fs.Tables = append(fs.Tables, t)
+	}
+	slices.SortFunc(fs.Tables, func(a, b TableStats) int { return strings.Compare(a.Name, b.Name) })
+	return fs, nil
 }

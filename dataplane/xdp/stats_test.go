@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -76,5 +77,58 @@ func TestDropsTotal(t *testing.T) {
 	}
 	if got := d.Total(); got != want {
 		t.Errorf("Total = %b, want %b: a reason is left out", got, want)
+	}
+}
+
+func TestFlowStats(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 1024, NewConnTrackSize: 256, TableSize: testTableSize})
+	cfg := testConfig()
+	if err := d.Apply(context.Background(), cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	r := runner{d.objs.XdpLb}
+	want := map[ActiveKey]int{}
+	const n = 20
+	var fullnat []packet
+	for _, svc := range []Service{cfg.Services[0], cfg.Services[2]} { // FullNAT and DSR tcp :80
+		for i := range n {
+			p := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.AddrPortFrom(client4.Addr(), uint16(30000+i)),
+				dst: netip.AddrPortFrom(svc.VIP, svc.Port), proto: "tcp", syn: true}
+			want[ActiveKey{VIP: p.dst, Proto: ProtoTCP, Backend: expect(t, cfg, svc, p).backend}]++
+			r.run(t, p.frame(t))
+			if svc.Mode == "fullnat" {
+				fullnat = append(fullnat, p)
+			}
+		}
+	}
+	// The FullNAT flows' second packets move them to conntrack and
+	// nat_reverse; the DSR flows stay new, in ct_new.
+	for _, p := range fullnat {
+		r.run(t, p.with(func(q *packet) { q.syn, q.ack = false, true }).frame(t))
+	}
+	fs, err := d.FlowStats()
+	if err != nil {
+		t.Fatalf("FlowStats: %v", err)
+	}
+	entries := map[string]int{}
+	for _, tb := range fs.Tables {
+		entries[tb.Name] = tb.Entries
+		if want := map[bool]int{true: 1024, false: 256}[tb.Name == "conntrack" || tb.Name == "nat_reverse"]; tb.Capacity != want {
+			t.Errorf("%s holds %d entries, want %d", tb.Name, tb.Capacity, want)
+		}
+	}
+	if want := map[string]int{"conntrack": n, "ct_new": n, "nat_reverse": n, "nat_new": 0}; !maps.Equal(entries, want) {
+		t.Errorf("table entries %v, want %v", entries, want)
+	}
+	if len(fs.Active) != len(want) {
+		t.Errorf("active flows by service and backend: got %v, want %v", fs.Active, want)
+	}
+	for k, w := range want {
+		if fs.Active[k] != w {
+			t.Errorf("active flows of %v: got %d, want %d", k, fs.Active[k], w)
+		}
+	}
+	if len(fs.NATPorts) != 1 || fs.NATPorts[local4] != n {
+		t.Errorf("FullNAT ports in use: got %v, want %d on %v", fs.NATPorts, n, local4)
 	}
 }

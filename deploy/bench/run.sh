@@ -21,7 +21,9 @@ section "API: acknowledged writes through weft agents (3 processes, 16 and 64 cl
 go test -run '^$' -bench 'BenchmarkClusterWrites' -benchtime 2000x -count "$COUNT" -timeout 20m ./e2e | tee "$OUT/api.txt"
 
 section "XDP program: ns per packet through BPF_PROG_TEST_RUN; Apply of one member change in a service of 100 and 1,000 backends, entries written (root)"
-go test -run '^$' -bench 'BenchmarkXDP' -count "$COUNT" ./dataplane/xdp | tee "$OUT/xdp.txt"
+go test -run '^$' -bench '^BenchmarkXDP$' -count "$COUNT" ./dataplane/xdp | tee "$OUT/xdp.txt"
+# The same packets while the metrics endpoint's reads run every second.
+go test -run '^$' -bench '^BenchmarkXDPScraped$' -benchtime 5s -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
 go test -run '^$' -bench 'BenchmarkNATCapacity' -benchtime 1x -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
 go test -run '^$' -bench 'BenchmarkApplyMemberChange' -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
 go test -run '^$' -bench 'BenchmarkApplyServices|BenchmarkConntrackFull' -count "$COUNT" ./dataplane/xdp | tee -a "$OUT/xdp.txt"
@@ -43,6 +45,11 @@ go test -run '^$' -bench 'BenchmarkReport|BenchmarkInstall' -count "$COUNT" ./da
 
 section "L7 proxy in-process: one kept-alive HTTP/1.1 request (ns and allocations per request)"
 go test -run '^$' -bench 'BenchmarkProxyKeepAlive' -benchtime 20000x -count "$COUNT" ./l7 | tee "$OUT/l7-inproc.txt"
+# The same while the metrics endpoint reads the proxy's Stats every second.
+go test -run '^$' -bench 'BenchmarkProxyScraped' -benchtime 3s -count "$COUNT" ./l7 | tee -a "$OUT/l7-inproc.txt"
+
+section "Metrics: one scrape of /metrics (collect and encode) on a node with 1,000 load balancers of 10 members: l4, the XDP dataplane with 100k live flows (root); l7, the proxy with 1,000 http listeners"
+go test -run '^$' -bench 'BenchmarkScrape' -count "$COUNT" ./node | tee "$OUT/metrics.txt"
 
 section "DNS in-process: one UDP query through the GSLB's datagram path (ns and allocations per query)"
 go test -run '^$' -bench 'BenchmarkHandleUDP' -benchtime 200000x -count "$COUNT" ./gslb | tee "$OUT/dns-inproc.txt"
@@ -75,4 +82,7 @@ go run ./deploy/bench/median -base BenchmarkLab_L4=nftables-dnat -base Benchmark
 	-ratio BenchmarkXDP/dsr/ipv4/miss=BenchmarkKatran/ipip-v4-miss \
 	-ratio BenchmarkXDP/dsr/ipv6/hit=BenchmarkKatran/ipip-v6-hit -ratio BenchmarkXDP/dsr/ipv6/miss=BenchmarkKatran/ipip-v6-miss \
 	-ratio BenchmarkKatran/ipip-v4-hit=BenchmarkFloor/array-lookup-tx \
-	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-propagation.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/reconcile.txt "$OUT"/maglev.txt "${extras[@]}"
+	-ratio BenchmarkXDPScraped/fullnat/ipv4/hit/scraped=BenchmarkXDPScraped/fullnat/ipv4/hit/idle \
+	-ratio BenchmarkXDPScraped/dsr/ipv4/miss/scraped=BenchmarkXDPScraped/dsr/ipv4/miss/idle \
+	-ratio BenchmarkProxyScraped/scraped=BenchmarkProxyScraped/idle \
+	"$OUT"/raft.txt "$OUT"/api.txt "$OUT"/xdp.txt "$OUT"/lab-l4.txt "$OUT"/lab-failover.txt "$OUT"/lab-propagation.txt "$OUT"/lab-flowsync.txt "$OUT"/flowsync.txt "$OUT"/l7-inproc.txt "$OUT"/metrics.txt "$OUT"/dns-inproc.txt "$OUT"/dns.txt "$OUT"/reconcile.txt "$OUT"/maglev.txt "${extras[@]}"

@@ -39,6 +39,10 @@ func (a *agent) outFile() string  { return filepath.Join(a.dir, a.host.Name+".ou
 func (a *agent) apiAddr() string  { return net.JoinHostPort(a.host.Addr.String(), "7400") }
 func (a *agent) raftAddr() string { return net.JoinHostPort(a.host.Addr.String(), "7401") }
 
+// metricsAddr is on the node's lab address, where deploy/prometheus's
+// scrape config finds it from the client namespace.
+func (a *agent) metricsAddr() string { return net.JoinHostPort(a.host.Addr.String(), "7402") }
+
 func (a *agent) running() bool {
 	select {
 	case <-a.exited:
@@ -167,7 +171,7 @@ func (d *demo) leader(ctx context.Context) (*agent, error) {
 // demo node has plus extra, and waits until its API accepts connections.
 func (d *demo) startAgent(ctx context.Context, a *agent, extra ...string) error {
 	args := append([]string{"agent", "--data-dir", a.dataDir(), "--name", a.host.Name, "--region", "lab", "--zone", a.zone,
-		"--api-addr", a.apiAddr(), "--raft-addr", a.raftAddr(),
+		"--api-addr", a.apiAddr(), "--raft-addr", a.raftAddr(), "--metrics-addr", a.metricsAddr(),
 		"--dataplane", "xdp", "--interface", a.host.Iface,
 		"--bgp-asn", fmt.Sprint(lab.NodeASN), "--bgp-peer", fmt.Sprintf("%s:%d", lab.RouterInner, lab.RouterASN),
 		"--local-addr", a.local.String(),

@@ -20,6 +20,9 @@ var toolPackages = map[string]string{
 	"nft":     "nftables",
 	"nstat":   "iproute2",
 	"hping3":  "hping3", // the SYN flood of TestLab_XDPFlood
+	// Metrics: the server scraping the nodes and its checker.
+	"prometheus": "prometheus",
+	"promtool":   "prometheus",
 	// DNS: clients, a resolver, and the benchmark's tool and peer.
 	"dig":         "dnsutils",
 	"kdig":        "knot-dnsutils",
