@@ -18,6 +18,8 @@ type l4Collector struct {
 	xdp func() *xdp.Dataplane
 	// state is the committed state, which names the services.
 	state func() *raftfsm.State
+	// counts says which flows this node counts (Agent.flowCounter).
+	counts func() func(dataplane.Flow) bool
 
 	lnPackets, lnBytes, lnNewFlows, lnDrops, lnActive *prometheus.Desc
 	bePackets, beBytes, beNewFlows, beDrops, beActive *prometheus.Desc
@@ -26,18 +28,18 @@ type l4Collector struct {
 }
 
 func newL4Collector(a *Agent) *l4Collector {
-	c := &l4Collector{xdp: func() *xdp.Dataplane { return a.xdp }, state: func() *raftfsm.State { return a.raft.FSM().State() }}
+	c := &l4Collector{xdp: func() *xdp.Dataplane { return a.xdp }, state: func() *raftfsm.State { return a.raft.FSM().State() }, counts: a.flowCounter}
 	ln := []string{"lb", "listener"}
 	c.lnPackets = c.desc("weft_l4_listener_packets_total", "Packets forwarded for a tcp or udp listener, both directions of FullNAT flows.", ln...)
 	c.lnBytes = c.desc("weft_l4_listener_bytes_total", "Bytes (whole frames) forwarded for a tcp or udp listener.", ln...)
 	c.lnNewFlows = c.desc("weft_l4_listener_new_flows_total", "Flows a tcp or udp listener opened.", ln...)
 	c.lnDrops = c.desc("weft_l4_listener_drops_total", "Packets to a tcp or udp listener dropped, by reason.", "lb", "listener", "reason")
-	c.lnActive = c.desc("weft_l4_listener_active_flows", "Live flows of a tcp or udp listener in the connection table.", ln...)
+	c.lnActive = c.desc("weft_l4_listener_active_flows", "Open flows (established, not closing) of a tcp or udp listener that this node counts: each flow on one node, its flow-sync bucket's first owner.", ln...)
 	c.bePackets = c.desc("weft_l4_backend_packets_total", "Packets forwarded to and (FullNAT) from a backend, over all its listeners.", "backend")
 	c.beBytes = c.desc("weft_l4_backend_bytes_total", "Bytes forwarded to and (FullNAT) from a backend, over all its listeners.", "backend")
 	c.beNewFlows = c.desc("weft_l4_backend_new_flows_total", "Flows sent to a backend, over all its listeners.", "backend")
 	c.beDrops = c.desc("weft_l4_backend_drops_total", "Packets dropped after a backend was chosen, by reason (no_neighbor, nat_ports).", "backend", "reason")
-	c.beActive = c.desc("weft_l4_backend_active_flows", "Live flows of a listener to one backend in the connection table.", "lb", "listener", "backend")
+	c.beActive = c.desc("weft_l4_backend_active_flows", "Open flows of a tcp or udp listener to one backend that this node counts, as weft_l4_listener_active_flows.", "lb", "listener", "backend")
 	c.drops = c.desc("weft_l4_drops_total", "Packets to a VIP dropped before a listener was found (fragments, malformed), by reason.", "reason")
 	c.entries = c.desc("weft_l4_conntrack_entries", "Entries of a connection table (conntrack, ct_new: flows that sent one packet, nat_reverse, nat_new), expired ones an LRU has not reused yet included.", "table")
 	c.maxEntries = c.desc("weft_l4_conntrack_max_entries", "Size of a connection table.", "table")
@@ -47,29 +49,6 @@ func newL4Collector(a *Agent) *l4Collector {
 	c.redirects = c.desc("weft_l4_flow_redirects_total", "Packets handed to another node: forward (a flow's owner), reply (a local address's holder).", "direction")
 	c.arpReplies = c.desc("weft_l4_arp_replies_total", "ARP requests for held FullNAT local addresses answered by the program.")
 	return c
-}
-
-// listenerKey is a tcp or udp listener as the dataplane knows it.
-type listenerKey struct {
-	vip   netip.AddrPort
-	proto string
-}
-
-// l4Names names the dataplane's services by load balancer and listener.
-func l4Names(st *raftfsm.State) map[listenerKey][2]string {
-	names := map[listenerKey][2]string{}
-	for _, lb := range st.LoadBalancers() {
-		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
-		if err != nil {
-			continue
-		}
-		for _, l := range lb.GetSpec().GetListeners() {
-			if p := l.GetProtocol(); p == dataplane.ProtoTCP || p == dataplane.ProtoUDP {
-				names[listenerKey{netip.AddrPortFrom(vip.Unmap(), uint16(l.GetPort())), p}] = [2]string{lb.GetMetadata().GetName(), l.GetName()}
-			}
-		}
-	}
-	return names
 }
 
 func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
@@ -92,28 +71,32 @@ func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
 		failed(ch, c.entries, err)
 		return
 	}
-	names := l4Names(c.state())
-	active := map[listenerKey]int{}
-	for k, n := range fs.Active {
-		lk := listenerKey{k.VIP, k.Proto}
-		active[lk] += n
-		if name, ok := names[lk]; ok {
-			gauge(ch, c.beActive, float64(n), name[0], name[1], k.Backend.String())
+	listeners := l4Listeners(c.state())
+	active, err := activeFlows(d, listeners, c.counts())
+	if err != nil {
+		failed(ch, c.entries, err)
+		return
+	}
+	perListener := map[l4Service]int{}
+	for k, n := range active {
+		perListener[k.service] += n
+		if ln, ok := listeners[k.service]; ok && k.member.IsValid() {
+			gauge(ch, c.beActive, float64(n), ln.lb, ln.listener, k.member.String())
 		}
 	}
 	for _, s := range st.Services {
-		lk := listenerKey{netip.AddrPortFrom(s.VIP, s.Port), s.Proto}
-		name, ok := names[lk]
+		k := l4Service{s.VIP, s.Port, s.Proto}
+		ln, ok := listeners[k]
 		if !ok {
 			continue // being removed: no longer in the state
 		}
-		counter(ch, c.lnPackets, s.Packets, name[0], name[1])
-		counter(ch, c.lnBytes, s.Bytes, name[0], name[1])
-		counter(ch, c.lnNewFlows, s.NewFlows, name[0], name[1])
+		counter(ch, c.lnPackets, s.Packets, ln.lb, ln.listener)
+		counter(ch, c.lnBytes, s.Bytes, ln.lb, ln.listener)
+		counter(ch, c.lnNewFlows, s.NewFlows, ln.lb, ln.listener)
 		for _, r := range dropReasons(s.Drops) {
-			counter(ch, c.lnDrops, r.n, name[0], name[1], r.reason)
+			counter(ch, c.lnDrops, r.n, ln.lb, ln.listener, r.reason)
 		}
-		gauge(ch, c.lnActive, float64(active[lk]), name[0], name[1])
+		gauge(ch, c.lnActive, float64(perListener[k]), ln.lb, ln.listener)
 	}
 	for _, b := range st.Backends {
 		id := netip.AddrPortFrom(b.Addr, b.Port).String()

@@ -46,11 +46,9 @@ func (c l4Counters) backend(a netip.AddrPort) *weftv1.TrafficCounters {
 	return t
 }
 
-// xdpCounters reads the XDP program's counters, and counts the open flows
-// of the connection table that counts accepts, by service and by backend
-// (a DSR flow names the VIP's port, so its backend is found by address
-// among the service's).
-func xdpCounters(d *xdp.Dataplane, st *raftfsm.State, counts func(dataplane.Flow) bool) (l4Counters, error) {
+// xdpCounters reads the XDP program's counters and the open flows this
+// node counts (activeFlows), by service and by backend.
+func xdpCounters(d *xdp.Dataplane, ls map[l4Service]l4Listener, counts func(dataplane.Flow) bool) (l4Counters, error) {
 	out := newL4Counters()
 	s, err := d.Stats()
 	if err != nil {
@@ -62,9 +60,32 @@ func xdpCounters(d *xdp.Dataplane, st *raftfsm.State, counts func(dataplane.Flow
 	for _, b := range s.Backends {
 		*out.backend(netip.AddrPortFrom(b.Addr, b.Port)) = *traffic(b.Counters)
 	}
-	members := l4Members(st)
-	err = d.Flows(func(f dataplane.Flow) bool {
-		// Open means established and not closing, as IPVS's ActiveConn.
+	active, err := activeFlows(d, ls, counts)
+	for k, n := range active {
+		if t := out.services[k.service]; t != nil {
+			t.ActiveFlows += uint64(n)
+		}
+		if k.member.IsValid() {
+			out.backend(k.member).ActiveFlows += uint64(n)
+		}
+	}
+	return out, err
+}
+
+// activeKey is a service and the member of its pool a flow goes to
+// (invalid for a flow to an address no longer among its members).
+type activeKey struct {
+	service l4Service
+	member  netip.AddrPort
+}
+
+// activeFlows counts the open flows of the connection tables that counts
+// accepts, by service and member. Open means established and not closing,
+// as IPVS's ActiveConn. A DSR flow names the VIP's port, so its member is
+// found by address among the service's.
+func activeFlows(d *xdp.Dataplane, ls map[l4Service]l4Listener, counts func(dataplane.Flow) bool) (map[activeKey]int, error) {
+	out := map[activeKey]int{}
+	err := d.Flows(func(f dataplane.Flow) bool {
 		if !f.Established || f.Closing || !counts(f) {
 			return true
 		}
@@ -72,36 +93,46 @@ func xdpCounters(d *xdp.Dataplane, st *raftfsm.State, counts func(dataplane.Flow
 		if f.Proto == 17 {
 			proto = dataplane.ProtoUDP
 		}
-		k := l4Service{f.VIP.Addr(), f.VIP.Port(), proto}
-		if t := out.services[k]; t != nil {
-			t.ActiveFlows++
-		}
-		for _, m := range members[k] {
+		k := activeKey{service: l4Service{f.VIP.Addr(), f.VIP.Port(), proto}}
+		for _, m := range ls[k.service].members {
 			if m.Addr() == f.Backend.Addr() && (m.Port() == f.Backend.Port() || f.Backend.Port() == f.VIP.Port()) {
-				out.backend(m).ActiveFlows++
+				k.member = m
 				break
 			}
 		}
+		out[k]++
 		return true
 	})
 	return out, err
 }
 
-// l4Members are the pool members of each tcp and udp listener.
-func l4Members(st *raftfsm.State) map[l4Service][]netip.AddrPort {
-	out := map[l4Service][]netip.AddrPort{}
+// l4Listener is a tcp or udp listener of the committed state: its load
+// balancer's and its own name, and its pool's members.
+type l4Listener struct {
+	lb, listener string
+	members      []netip.AddrPort
+}
+
+// l4Listeners are the committed tcp and udp listeners by service.
+func l4Listeners(st *raftfsm.State) map[l4Service]l4Listener {
+	out := map[l4Service]l4Listener{}
 	for _, lb := range st.LoadBalancers() {
 		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
 		if err != nil {
 			continue
 		}
 		for _, l := range lb.GetSpec().GetListeners() {
-			k := l4Service{vip, uint16(l.GetPort()), l.GetProtocol()}
+			p := l.GetProtocol()
+			if p != dataplane.ProtoTCP && p != dataplane.ProtoUDP {
+				continue
+			}
+			ln := l4Listener{lb: lb.GetMetadata().GetName(), listener: l.GetName()}
 			for _, m := range st.Pool(l.GetPool()).GetSpec().GetMembers() {
 				if a, err := memberAddr(m); err == nil {
-					out[k] = append(out[k], a)
+					ln.members = append(ln.members, a)
 				}
 			}
+			out[l4Service{vip.Unmap(), uint16(l.GetPort()), p}] = ln
 		}
 	}
 	return out
@@ -215,6 +246,18 @@ func loadBalancerStats(st *raftfsm.State, names []string, l4 l4Counters, l7c l7C
 	return out
 }
 
+// flowCounter says which flows of its connection tables this node counts
+// as its own. Flow sync keeps copies of a flow on several nodes: each
+// counts the flows whose bucket it owns first, which have a copy there, so
+// that counts summed over the nodes count each flow once.
+func (a *Agent) flowCounter() func(dataplane.Flow) bool {
+	if a.flowsync == nil {
+		return func(dataplane.Flow) bool { return true }
+	}
+	owner := a.flowsync.FirstOwner()
+	return func(f dataplane.Flow) bool { o := owner(f); return o == "" || o == a.id.Name }
+}
+
 // localStats is this node's counters, for api.Config.LocalStats.
 func (a *Agent) localStats(names []string) ([]*weftv1.LoadBalancerStats, error) {
 	select {
@@ -226,15 +269,8 @@ func (a *Agent) localStats(names []string) ([]*weftv1.LoadBalancerStats, error) 
 	l4 := newL4Counters()
 	switch d := a.dataplane.(type) {
 	case *xdp.Dataplane:
-		// Flow sync keeps copies of a flow on several nodes: each counts
-		// the flows whose bucket it owns first, which have a copy there.
-		counts := func(dataplane.Flow) bool { return true }
-		if a.flowsync != nil {
-			owner := a.flowsync.FirstOwner()
-			counts = func(f dataplane.Flow) bool { o := owner(f); return o == "" || o == a.id.Name }
-		}
 		var err error
-		if l4, err = xdpCounters(d, st, counts); err != nil {
+		if l4, err = xdpCounters(d, l4Listeners(st), a.flowCounter()); err != nil {
 			return nil, err
 		}
 	case *userspace.Forwarder:

@@ -124,7 +124,7 @@ func BenchmarkXDP(b *testing.B) {
 const benchSampleEvery = 16
 
 // BenchmarkXDPScraped runs BenchmarkXDP's FullNAT IPv4 hit and DSR IPv4
-// miss while the metrics endpoint's reads (Stats, FlowStats,
+// miss while the metrics endpoint's reads (Stats, FlowStats, Flows,
 // FlowCounters) run every second from another goroutine ("scraped") and
 // without them ("idle"); make bench prints the ratio. Run it with a
 // benchtime of seconds, so that scrapes happen.
@@ -177,6 +177,9 @@ func scrapeEverySecond(b *testing.B, d *Dataplane, on bool) (stop func()) {
 				b.Error(err)
 			}
 			if _, err := d.FlowStats(); err != nil {
+				b.Error(err)
+			}
+			if err := d.Flows(func(dataplane.Flow) bool { return true }); err != nil {
 				b.Error(err)
 			}
 			if _, err := d.FlowCounters(); err != nil {

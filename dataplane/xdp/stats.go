@@ -176,16 +176,12 @@ func (d *Dataplane) FlowCounters() (FlowCounters, error) {
 }
 
 // FlowStats are what the connection tables hold, read by one scan of them
-// (for the metrics endpoint at scrape time: the program counts no flows
-// that end, so this is where active flows come from).
+// (for the metrics endpoint at scrape time). Open flows by service and
+// backend are counted from Flows, which reads each flow's state.
 type FlowStats struct {
 	// Tables are conntrack, ct_new, nat_reverse and nat_new: their
 	// entries, expired ones an LRU has not reused yet included, and sizes.
 	Tables []TableStats
-	// Active counts the live flows of conntrack and ct_new (flows that
-	// sent one packet) by service and backend (a backend as the Config
-	// names it: addr:port).
-	Active map[ActiveKey]int
 	// NATPorts counts the live FullNAT source ports of nat_reverse and
 	// nat_new by local address.
 	NATPorts map[netip.Addr]int
@@ -197,40 +193,15 @@ type TableStats struct {
 	Entries, Capacity int
 }
 
-// ActiveKey is a service and one of its backends.
-type ActiveKey struct {
-	VIP     netip.AddrPort
-	Proto   string // ProtoTCP or ProtoUDP
-	Backend netip.AddrPort
-}
-
 // FlowStats scans the connection tables. It costs a batched read of every
 // entry: about as long as the tables are full.
 func (d *Dataplane) FlowStats() (FlowStats, error) {
-	d.mu.Lock()
-	byID := make(map[uint32]netip.AddrPort, len(d.state.backends))
-	for k, r := range d.state.backends {
-		byID[r.id] = netip.AddrPortFrom(k.addr, k.port)
-	}
-	d.mu.Unlock()
 	now := monotonicSeconds()
-	fs := FlowStats{Active: map[ActiveKey]int{}, NATPorts: map[netip.Addr]int{}}
+	fs := FlowStats{NATPorts: map[netip.Addr]int{}}
 	for name, m := range map[string]*ebpf.Map{lbMapConntrack: d.objs.Conntrack, lbMapCtNew: d.objs.CtNew} {
 		t := TableStats{Name: name, Capacity: int(m.MaxEntries())}
-		err := batchEach(m, func(k lbFlowKey, v lbCtValue) bool {
+		err := batchEach(m, func(lbFlowKey, lbCtValue) bool {
 			t.Entries++
-			established, closing := v.Flags&lbCtFlagsCT_ESTABLISHED != 0, v.Flags&lbCtFlagsCT_CLOSING != 0
-			if v.Flags&lbCtFlagsCT_VALID == 0 || expired(k.Proto, established, closing, now, v.LastSeen) {
-				return true
-			}
-			p := ProtoTCP
-			if k.Proto == protoUDP {
-				p = ProtoUDP
-			}
-			// By id, as the counters are: a DSR entry has no backend port.
-			if b, ok := byID[v.BackendId]; ok {
-				fs.Active[ActiveKey{VIP: netip.AddrPortFrom(addrOf(k.Dst), be16(k.Dport)), Proto: p, Backend: b}]++
-			}
 			return true
 		})
 		if err != nil {
