@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -93,13 +94,36 @@ func TestLab_Metrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		promtoolCheck(t, a.name, text)
-		for _, f := range []string{"weft_l4_backend_active_flows", "weft_l4_fullnat_ports_in_use", "weft_l7_route_request_duration_seconds",
+		for _, f := range []string{"weft_l4_fullnat_ports_in_use", "weft_l7_route_request_duration_seconds",
 			"weft_bgp_session_established", "weft_health_check_duration_seconds", "weft_gossip_members"} {
 			if !families(text)[f] {
 				t.Errorf("%s exports no %s", a.name, f)
 			}
 		}
 	}
+
+	// Connections held open count once each summed over the nodes (flow
+	// sync keeps copies on two), per listener and over its backends.
+	const held = 20
+	for range held {
+		for _, port := range []string{"80", "81"} {
+			c, err := r.c.dial(context.Background(), "tcp", net.JoinHostPort(labVIP.String(), port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+	}
+	waitFor(t, 10*time.Second, fmt.Sprintf("Prometheus counting %d active flows per listener", held), func() error {
+		now := time.Now()
+		for _, f := range []string{"weft_l4_listener_active_flows", "weft_l4_backend_active_flows"} {
+			got := prom.query(t, fmt.Sprintf(`sum by (listener) (%s{lb="web"})`, f), now, "listener")
+			if got["tcp-80"] != held || got["tcp-81"] != held {
+				return fmt.Errorf("%s summed over the nodes: %v", f, got)
+			}
+		}
+		return nil
+	})
 }
 
 // connections opens n connections to VIP:port from the client, 8 at a
