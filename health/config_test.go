@@ -1,6 +1,7 @@
 package health
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -79,9 +80,11 @@ func TestValidateRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := tc.cfg.validate()
+			h := New(nil, nil)
+			defer h.Close()
+			err := h.Apply(context.Background(), tc.cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("validate: got %v, want an error containing %q", err, tc.want)
+				t.Errorf("Apply: got %v, want an error containing %q", err, tc.want)
 			}
 		})
 	}

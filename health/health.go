@@ -32,6 +32,9 @@ const Topic = "health"
 // must not drop results it will need a moment later.
 const orphanTTL = 10 * time.Minute
 
+// gcEvery is how often Apply sweeps orphan records when no member left.
+const gcEvery = time.Minute
+
 // Publisher spreads this node's verdicts to the other nodes (gossip's
 // Broadcast). The other nodes hand what they receive to Receive.
 type Publisher interface {
@@ -106,9 +109,12 @@ type Health struct {
 	pub Publisher
 	log *slog.Logger
 
-	mu       sync.Mutex
-	self     string
-	members  []MemberKey
+	applyMu sync.Mutex // held through Apply
+	mu      sync.Mutex
+	self    string
+	// pools are the applied pools, base what they were derived with.
+	pools    map[string]*poolEntry
+	base     applyBase
 	assigned map[MemberKey][]string
 	records  verdicts
 	view     map[MemberKey]bool
@@ -118,6 +124,7 @@ type Health struct {
 	changed  chan struct{}
 	probes   map[MemberKey]*probe
 	lastSeq  uint64
+	lastGC   time.Time
 	closed   bool
 	wg       sync.WaitGroup
 
@@ -143,64 +150,173 @@ func New(pub Publisher, logger *slog.Logger) *Health {
 	}
 }
 
-// Apply makes this node's probes match cfg: it probes the members assigned
-// to cfg.Self, keeping running probes whose check did not change (with
-// their rise/fall counters), and recomputes the view. An invalid cfg changes
-// nothing.
-func (h *Health) Apply(ctx context.Context, cfg Config) error {
-	specs, codes, err := cfg.validate()
+// poolEntry is what Apply derived from one pool: kept, and its probes
+// left alone, while the pool, the nodes and Self stay the same.
+type poolEntry struct {
+	pool  Pool // as configured, its members copied
+	spec  CheckSpec
+	codes codeRanges
+	// members are the pool's, sorted; assigned[i] are members[i]'s
+	// checkers.
+	members  []MemberKey
+	assigned [][]string
+}
+
+// applyBase is what every pool entry was derived with.
+type applyBase struct {
+	self  string
+	nodes []NodeInfo // sorted by name
+	k     int
+}
+
+func (b applyBase) equal(o applyBase) bool {
+	return b.self == o.self && b.k == o.k && slices.Equal(b.nodes, o.nodes)
+}
+
+// newPoolEntry checks p and assigns its members' checkers.
+func newPoolEntry(p Pool, base applyBase) (*poolEntry, error) {
+	spec, codes, err := p.Check.withDefaults()
 	if err != nil {
-		return fmt.Errorf("health: %w", err)
+		return nil, fmt.Errorf("pool %q: check: %w", p.Name, err)
 	}
-	nodes := slices.Clone(cfg.Nodes)
-	slices.SortFunc(nodes, func(a, b NodeInfo) int { return strings.Compare(a.Name, b.Name) })
-	var members []MemberKey
-	assigned := make(map[MemberKey][]string)
-	want := make(map[MemberKey]*probe)
-	for _, p := range cfg.Pools {
-		spec := specs[p.Name]
-		for _, m := range p.Members {
-			key := MemberKey{Pool: p.Name, Addr: m.Addr}
-			members = append(members, key)
-			assigned[key] = checkers(key, nodes, cfg.CheckersPerMember)
-			if !slices.Contains(assigned[key], cfg.Self) {
-				continue
-			}
-			target := m.Addr
-			if spec.Port != 0 {
-				target = netip.AddrPortFrom(m.Addr.Addr(), spec.Port)
-			}
-			want[key] = &probe{key: key, spec: spec, target: target, check: newCheck(spec, codes[p.Name], target)}
+	e := &poolEntry{pool: p, spec: spec, codes: codes, members: make([]MemberKey, len(p.Members))}
+	e.pool.Members = slices.Clone(p.Members)
+	for i, m := range p.Members {
+		if !m.Addr.IsValid() || m.Addr.Port() == 0 {
+			return nil, fmt.Errorf("pool %q: member %d: address %v is not valid", p.Name, i, m.Addr)
+		}
+		e.members[i] = MemberKey{Pool: p.Name, Addr: m.Addr}
+	}
+	slices.SortFunc(e.members, compareKeys)
+	for i := 1; i < len(e.members); i++ {
+		if e.members[i] == e.members[i-1] {
+			return nil, fmt.Errorf("pool %q: member %v is repeated", p.Name, e.members[i].Addr)
 		}
 	}
-	slices.SortFunc(members, compareKeys)
+	e.assigned = make([][]string, len(e.members))
+	for i, m := range e.members {
+		e.assigned[i] = checkers(m, base.nodes, base.k)
+	}
+	return e, nil
+}
+
+// same reports whether p is the pool e was derived from.
+func (e *poolEntry) same(p Pool) bool {
+	return e.pool.Name == p.Name && e.pool.Check == p.Check && slices.Equal(e.pool.Members, p.Members)
+}
+
+// has reports whether m is among e's members.
+func (e *poolEntry) has(m MemberKey) bool {
+	_, ok := slices.BinarySearchFunc(e.members, m, compareKeys)
+	return ok
+}
+
+// probe returns a probe of e's i-th member if it is assigned to self.
+func (e *poolEntry) probe(i int, self string) *probe {
+	if !slices.Contains(e.assigned[i], self) {
+		return nil
+	}
+	key := e.members[i]
+	target := key.Addr
+	if e.spec.Port != 0 {
+		target = netip.AddrPortFrom(key.Addr.Addr(), e.spec.Port)
+	}
+	return &probe{key: key, spec: e.spec, target: target, check: newCheck(e.spec, e.codes, target)}
+}
+
+// Apply makes this node's probes match cfg: it probes the members assigned
+// to cfg.Self, keeping running probes whose check did not change (with
+// their rise/fall counters), and recomputes the view. Its cost follows the
+// pools that changed: a pool equal to the one applied before, with the same
+// nodes, is not looked at again. An invalid cfg changes nothing.
+func (h *Health) Apply(ctx context.Context, cfg Config) error {
+	base := applyBase{self: cfg.Self, nodes: slices.Clone(cfg.Nodes), k: cmp.Or(cfg.CheckersPerMember, DefaultCheckersPerMember)}
+	if base.k < 0 {
+		return fmt.Errorf("health: checkers per member: %d is not valid", cfg.CheckersPerMember)
+	}
+	slices.SortFunc(base.nodes, func(a, b NodeInfo) int { return strings.Compare(a.Name, b.Name) })
+	for i, n := range base.nodes {
+		if n.Name == "" || (i > 0 && n.Name == base.nodes[i-1].Name) {
+			return fmt.Errorf("health: node name %q is empty or repeated", n.Name)
+		}
+	}
+
+	// Applies run one at a time, so the entries read here are still the
+	// applied ones when they are replaced below.
+	h.applyMu.Lock()
+	defer h.applyMu.Unlock()
+	h.mu.Lock()
+	prev, same := h.pools, h.base.equal(base)
+	h.mu.Unlock()
+	pools := make(map[string]*poolEntry, len(cfg.Pools))
+	var changed []*poolEntry
+	for _, p := range cfg.Pools {
+		if _, dup := pools[p.Name]; dup || p.Name == "" {
+			return fmt.Errorf("health: pool name %q is empty or repeated", p.Name)
+		}
+		if e := prev[p.Name]; same && e != nil && e.same(p) {
+			pools[p.Name] = e
+			continue
+		}
+		e, err := newPoolEntry(p, base)
+		if err != nil {
+			return fmt.Errorf("health: %w", err)
+		}
+		pools[p.Name] = e
+		changed = append(changed, e)
+	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return errors.New("health: apply after close")
 	}
-	h.self = cfg.Self
-	h.members, h.assigned = members, assigned
-	for key, p := range h.probes {
-		if w, ok := want[key]; !ok || w.spec != p.spec || w.target != p.target {
-			p.cancel()
-			delete(h.probes, key)
-		}
-	}
-	for key, p := range want {
-		if _, ok := h.probes[key]; ok {
+	h.self, h.base, h.pools = cfg.Self, base, pools
+	// Members of replaced and removed pools leave, with their probes,
+	// unless the new entry has them; the new entries' members come in.
+	var gone, dirty []MemberKey
+	for name, old := range prev {
+		e := pools[name]
+		if e == old {
 			continue
 		}
-		// Probes outlive the Apply call: they stop on a later Apply or Close.
-		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		p.cancel = cancel
-		h.probes[key] = p
-		h.wg.Add(1)
-		go h.run(pctx, p)
+		for _, m := range old.members {
+			if e == nil || !e.has(m) {
+				delete(h.assigned, m)
+				gone = append(gone, m)
+				if p, ok := h.probes[m]; ok {
+					p.cancel()
+					delete(h.probes, m)
+				}
+			}
+		}
 	}
-	h.gcLocked()
-	h.recomputeLocked()
+	for _, e := range changed {
+		for i, m := range e.members {
+			h.assigned[m] = e.assigned[i]
+			dirty = append(dirty, m)
+			w := e.probe(i, h.self)
+			p, running := h.probes[m]
+			if running && (w == nil || w.spec != p.spec || w.target != p.target) {
+				p.cancel()
+				delete(h.probes, m)
+				running = false
+			}
+			if w == nil || running {
+				continue
+			}
+			// Probes outlive the Apply call: they stop on a later Apply or Close.
+			pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			w.cancel = cancel
+			h.probes[m] = w
+			h.wg.Add(1)
+			go h.run(pctx, w)
+		}
+	}
+	if len(gone) > 0 || time.Since(h.lastGC) > gcEvery {
+		h.gcLocked()
+	}
+	h.updateViewLocked(dirty, gone)
 	return nil
 }
 
@@ -210,7 +326,8 @@ func compareKeys(a, b MemberKey) int {
 
 // gcLocked drops old records of members no longer configured.
 func (h *Health) gcLocked() {
-	cutoff := uint64(time.Now().Add(-orphanTTL).UnixNano())
+	h.lastGC = time.Now()
+	cutoff := uint64(h.lastGC.Add(-orphanTTL).UnixNano())
 	for m, byChecker := range h.records {
 		// Every configured member has its checkers in assigned.
 		if _, configured := h.assigned[m]; configured {
@@ -282,7 +399,7 @@ func (h *Health) observe(p *probe, err error) {
 	h.lastSeq = max(h.lastSeq+1, uint64(time.Now().UnixNano()))
 	rec := record{checker: h.self, member: p.key, up: next == up, seq: h.lastSeq}
 	h.mergeLocked(rec)
-	h.recomputeLocked()
+	h.updateViewLocked([]MemberKey{p.key}, nil)
 	h.mu.Unlock()
 
 	h.log.Info("health: verdict", "member", p.key.String(), "target", p.target.String(), "verdict", next.String(), "err", p.lastErr)
@@ -311,26 +428,46 @@ func (h *Health) mergeLocked(r record) bool {
 	return true
 }
 
-func (h *Health) recomputeLocked() {
-	view := agree(h.members, h.assigned, h.records)
-	if maps.Equal(view, h.view) {
+// updateViewLocked computes the view's entries of members again, and
+// drops those of gone (members no longer configured). A change moves the
+// versions of the pools it touched.
+func (h *Health) updateViewLocked(members, gone []MemberKey) {
+	type entry struct {
+		key MemberKey
+		up  bool
+	}
+	var set []entry
+	for _, m := range members {
+		assigned, configured := h.assigned[m]
+		if !configured {
+			continue
+		}
+		up := agreeOne(assigned, h.records[m])
+		if was, ok := h.view[m]; !ok || was != up {
+			set = append(set, entry{m, up})
+		}
+	}
+	var drop []MemberKey
+	for _, m := range gone {
+		if _, ok := h.view[m]; ok {
+			drop = append(drop, m)
+		}
+	}
+	if len(set) == 0 && len(drop) == 0 {
 		return
 	}
 	n := h.changes.Add(1)
-	for k, up := range view {
-		if was, ok := h.view[k]; !ok || was != up {
-			h.versions[k.Pool] = n
+	for _, e := range set {
+		h.view[e.key] = e.up
+		h.versions[e.key.Pool] = n
+	}
+	for _, m := range drop {
+		delete(h.view, m)
+		h.versions[m.Pool] = n
+		if e := h.pools[m.Pool]; e == nil || len(e.members) == 0 {
+			delete(h.versions, m.Pool)
 		}
 	}
-	for k := range h.view {
-		if _, ok := view[k]; !ok {
-			h.versions[k.Pool] = n
-			if !h.hasPoolLocked(k.Pool) {
-				delete(h.versions, k.Pool)
-			}
-		}
-	}
-	h.view = view
 	close(h.changed)
 	h.changed = make(chan struct{})
 }
@@ -368,18 +505,16 @@ func (h *Health) merge(from string, payload []byte) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	changed := false
+	var changed []MemberKey
 	for _, r := range rs {
 		if h.mergeLocked(r) {
 			h.received.Add(1)
-			changed = true
+			changed = append(changed, r.member)
 		} else {
 			h.stale.Add(1)
 		}
 	}
-	if changed {
-		h.recomputeLocked()
-	}
+	h.updateViewLocked(changed, nil)
 }
 
 // View returns the agreed view: every configured member, true if up.
@@ -407,13 +542,6 @@ func (h *Health) PoolVersion(pool string) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.versions[pool]
-}
-
-// hasPoolLocked reports whether a configured member (one the view holds)
-// is of pool.
-func (h *Health) hasPoolLocked(pool string) bool {
-	i, _ := slices.BinarySearchFunc(h.members, pool, func(m MemberKey, pool string) int { return strings.Compare(m.Pool, pool) })
-	return i < len(h.members) && h.members[i].Pool == pool
 }
 
 // Changed returns a channel closed at the next change of the view; call it

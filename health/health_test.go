@@ -5,10 +5,12 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -419,5 +421,90 @@ func TestPoolVersion(t *testing.T) {
 	apply(Config{Self: "a", Nodes: []NodeInfo{{Name: "b"}}, Pools: onePool(fast, m3)})
 	if got := h.PoolVersion("api"); got != 0 {
 		t.Errorf("api removed: version %d, want 0", got)
+	}
+}
+
+// TestApplyIncrementalMatchesFresh: after each of 300 random changes
+// (members, checks, pools, nodes, verdicts), a Health that applied them one
+// after another holds the view, checkers and probes of a new Health given
+// the last config and the same verdicts at once.
+func TestApplyIncrementalMatchesFresh(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	slow := CheckSpec{Interval: time.Hour, Timeout: time.Second} // one check each, against closed ports
+	addr := func() netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 69, byte(100 + rnd.IntN(8))}), uint16(1+rnd.IntN(4)))
+	}
+	allNodes := []NodeInfo{{Name: "a", Zone: "z1"}, {Name: "b", Zone: "z2"}, {Name: "c", Zone: "z1"}}
+	cfg := Config{Self: "a", Nodes: allNodes[:1]}
+	h := New(nil, nil)
+	defer h.Close()
+	seq := uint64(0)
+	for step := range 300 {
+		switch rnd.IntN(6) {
+		case 0: // a pool added
+			cfg.Pools = append(slices.Clone(cfg.Pools), Pool{Name: fmt.Sprintf("p%d", step), Check: slow})
+		case 1: // a pool removed
+			if len(cfg.Pools) > 0 {
+				cfg.Pools = slices.Delete(slices.Clone(cfg.Pools), 0, 1)
+			}
+		case 2, 3: // a member added or removed, or the check changed
+			if len(cfg.Pools) == 0 {
+				continue
+			}
+			cfg.Pools = slices.Clone(cfg.Pools)
+			p := &cfg.Pools[rnd.IntN(len(cfg.Pools))]
+			ms := slices.Clone(p.Members)
+			switch a := addr(); {
+			case rnd.IntN(5) == 0:
+				p.Check.Port = uint16(rnd.IntN(3))
+			case slices.Contains(ms, Member{a}):
+				ms = slices.DeleteFunc(ms, func(m Member) bool { return m.Addr == a })
+			default:
+				ms = append(ms, Member{a})
+			}
+			p.Members = ms
+		case 4: // the live nodes changed
+			cfg.Nodes = allNodes[:1+rnd.IntN(3)]
+		case 5: // a verdict from another node
+			var keys []MemberKey
+			for _, p := range cfg.Pools {
+				for _, m := range p.Members {
+					keys = append(keys, MemberKey{p.Name, m.Addr})
+				}
+			}
+			if len(keys) == 0 {
+				continue
+			}
+			seq++
+			h.Receive("b", encodeRecords([]record{{checker: []string{"b", "c"}[rnd.IntN(2)], member: keys[rnd.IntN(len(keys))], up: rnd.IntN(2) == 0, seq: seq}}))
+			continue
+		}
+		if err := h.Apply(context.Background(), cfg); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		fresh := New(nil, nil)
+		fresh.MergeState("b", h.State())
+		if err := fresh.Apply(context.Background(), cfg); err != nil {
+			t.Fatalf("step %d: fresh: %v", step, err)
+		}
+		if got, want := h.View(), fresh.View(); !maps.Equal(got, want) {
+			t.Fatalf("step %d: view %v, want %v", step, got, want)
+		}
+		for k := range fresh.View() {
+			if got, want := h.Checkers(k), fresh.Checkers(k); !slices.Equal(got, want) {
+				t.Fatalf("step %d: checkers of %v: %v, want %v", step, k, got, want)
+			}
+		}
+		probes := func(h *Health) []string {
+			var out []string
+			for _, p := range h.Probes() {
+				out = append(out, p.Member.String()+" "+p.Target.String()+" "+string(p.Type))
+			}
+			return out
+		}
+		if got, want := probes(h), probes(fresh); !slices.Equal(got, want) {
+			t.Fatalf("step %d: probes %v, want %v", step, got, want)
+		}
+		fresh.Close()
 	}
 }

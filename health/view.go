@@ -20,16 +20,8 @@ import "cmp"
 // verdicts is member -> checker -> that checker's latest record.
 type verdicts map[MemberKey]map[string]record
 
-// agree computes the view of members from their assigned checkers and the
-// records.
-func agree(members []MemberKey, assigned map[MemberKey][]string, rs verdicts) map[MemberKey]bool {
-	view := make(map[MemberKey]bool, len(members))
-	for _, m := range members {
-		view[m] = agreeOne(assigned[m], rs[m])
-	}
-	return view
-}
-
+// agreeOne is one member's state in the view, from its assigned checkers
+// and the records of every checker that reported on it.
 func agreeOne(assigned []string, byChecker map[string]record) bool {
 	reported := false
 	for _, c := range assigned {

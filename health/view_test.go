@@ -36,7 +36,7 @@ func TestAgreeRule(t *testing.T) {
 				}
 				rs[m][r.checker] = r
 			}
-			got := agree([]MemberKey{m}, map[MemberKey][]string{m: tc.assigned}, rs)[m]
+			got := agreeOne(tc.assigned, rs[m])
 			if got != tc.want {
 				t.Errorf("up: got %v, want %v", got, tc.want)
 			}

@@ -39,11 +39,12 @@ type poolSeen struct {
 // answers never change.
 func (c *lbCache[T]) derive(st *raftfsm.State, poolVersion func(string) uint64,
 	derive func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) T, equal func(a, b T) bool, yield func(T)) bool {
+	rows := st.PoolsByName()
 	pools := make(map[string]poolSeen)
 	seen := func(name string) poolSeen {
 		p, ok := pools[name]
 		if !ok {
-			p.pool = st.Pool(name)
+			p.pool = rows[name]
 			if poolVersion != nil {
 				p.health = poolVersion(name)
 			}

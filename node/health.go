@@ -15,20 +15,28 @@ import (
 
 // healthConfig turns the committed pools and the live checking nodes into
 // the health subsystem's Config (validate has filled every check's
-// defaults).
-func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo) health.Config {
+// defaults). A pool whose row is the one converted before (rows are
+// immutable) is not converted again: prev holds those, and is replaced by
+// this round's.
+func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo, prev map[*weftv1.Pool]health.Pool) (health.Config, map[*weftv1.Pool]health.Pool) {
 	cfg := health.Config{Self: self, Nodes: nodes}
-	for _, p := range st.Pools() {
-		pool := health.Pool{Name: p.GetMetadata().GetName(), Check: checkSpec(p.GetSpec().GetHealthCheck())}
-		for _, m := range p.GetSpec().GetMembers() {
-			if a, err := memberAddr(m); err == nil {
-				pool.Members = append(pool.Members, health.Member{Addr: a})
+	rows := st.PoolsByName()
+	next := make(map[*weftv1.Pool]health.Pool, len(rows))
+	for _, p := range rows {
+		pool, ok := prev[p]
+		if !ok {
+			pool = health.Pool{Name: p.GetMetadata().GetName(), Check: checkSpec(p.GetSpec().GetHealthCheck())}
+			for _, m := range p.GetSpec().GetMembers() {
+				if a, err := memberAddr(m); err == nil {
+					pool.Members = append(pool.Members, health.Member{Addr: a})
+				}
 			}
 		}
+		next[p] = pool
 		cfg.Pools = append(cfg.Pools, pool)
 	}
 	cfg.Pools = append(cfg.Pools, dnsHealthPools(st)...)
-	return cfg
+	return cfg, next
 }
 
 // checkSpec is a validated health check as the health subsystem takes it.
@@ -55,10 +63,17 @@ type healthSubsystem struct {
 	self string
 	// nodes returns the live checking nodes, self included.
 	nodes func() []health.NodeInfo
+	// pools are the last round's pools, by row (healthConfig).
+	pools map[*weftv1.Pool]health.Pool
 }
 
 func (s *healthSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
-	return s.h.Apply(ctx, healthConfig(st, s.self, s.nodes()))
+	cfg, pools := healthConfig(st, s.self, s.nodes(), s.pools)
+	if err := s.h.Apply(ctx, cfg); err != nil {
+		return err
+	}
+	s.pools = pools
+	return nil
 }
 
 // memberHealth reports the agreed view with each member's checkers and

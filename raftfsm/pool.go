@@ -51,6 +51,20 @@ func (s *State) Pool(name string) *weftv1.Pool {
 	return getRow[*weftv1.Pool](s, tablePools, name)
 }
 
+// PoolsByName returns every pool by name, listed once per State: for
+// callers that look up the pools of every load balancer, which Pool's
+// lookups one by one cost several times over. The map is shared: read only.
+func (s *State) PoolsByName() map[string]*weftv1.Pool {
+	s.pools.once.Do(func() {
+		rows := s.Pools()
+		s.pools.byName = make(map[string]*weftv1.Pool, len(rows))
+		for _, p := range rows {
+			s.pools.byName[p.GetMetadata().GetName()] = p
+		}
+	})
+	return s.pools.byName
+}
+
 // Pools returns every pool, sorted by name.
 func (s *State) Pools() []*weftv1.Pool {
 	return listRows[*weftv1.Pool](s, tablePools)

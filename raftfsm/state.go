@@ -22,6 +22,12 @@ type State struct {
 		once sync.Once
 		rows []*weftv1.LoadBalancer
 	}
+	// pools is every pool by name, built once when a round's subsystems
+	// look up the pools of every load balancer.
+	pools struct {
+		once   sync.Once
+		byName map[string]*weftv1.Pool
+	}
 }
 
 // Index is the log index of the last command applied to this state
