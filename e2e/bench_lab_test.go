@@ -233,7 +233,9 @@ func propagation(b *testing.B, r *fabricRig) {
 // balancers have a tcp listener each, on 100 VIPs of ports 10000-10099,
 // to 100 pools of the three servers (checked every 5 minutes); the nodes
 // run with --max-services 10240 and --maglev-table-size 1021 (8 KiB
-// tables), as such a node would be sized.
+// tables), as such a node would be sized. Each subsystem's mean apply over
+// the changes' rounds is reported too (<subsystem>-ms, from the nodes'
+// weft_reconcile_apply_duration_seconds).
 func BenchmarkLab_Propagation(b *testing.B) {
 	r := newFabricRigWith(b, "weftv", 500*time.Millisecond,
 		[]string{"--max-services", "10240", "--maglev-table-size", "1021"}, 0, 1)
@@ -248,8 +250,16 @@ func BenchmarkLab_Propagation(b *testing.B) {
 				took := r.waitApplied(r.applyResources(fillers(n-1, servers), time.Minute), 2*time.Minute)
 				sb.Logf("%d load balancers applied on every node %v after the apply returned", n, took.Round(time.Millisecond))
 			}
+			before := applyDurations(sb, r)
 			for range sb.N {
 				propagation(sb, r)
+			}
+			// Where the time went: each subsystem's mean apply over the
+			// rounds of the changes, on every node.
+			for sub, a := range applyDurations(sb, r) {
+				if applies := a[1] - before[sub][1]; applies > 0 {
+					sb.ReportMetric((a[0]-before[sub][0])/applies*1000, sub+"-ms")
+				}
 			}
 			rss := 0.0
 			for _, a := range r.c.agents {
@@ -258,6 +268,33 @@ func BenchmarkLab_Propagation(b *testing.B) {
 			sb.ReportMetric(rss, "max-rss-MiB")
 		})
 	}
+}
+
+// applyDurations are the seconds each subsystem spent applying states and
+// its applies, summed over the agents (weft_reconcile_apply_duration_seconds).
+func applyDurations(b *testing.B, r *fabricRig) map[string][2]float64 {
+	out := map[string][2]float64{}
+	sub := regexp.MustCompile(`^weft_reconcile_apply_duration_seconds_(sum|count)\{.*subsystem="([^"]+)".*\} (\S+)$`)
+	for _, a := range r.c.agents {
+		text, err := r.c.scrape(a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(text, "\n") {
+			m := sub.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			v, err := strconv.ParseFloat(m[3], 64)
+			if err != nil {
+				b.Fatalf("%s: %q: %v", a.name, line, err)
+			}
+			sum := out[m[2]]
+			sum[map[string]int{"sum": 0, "count": 1}[m[1]]] += v
+			out[m[2]] = sum
+		}
+	}
+	return out
 }
 
 // fillers are n load balancers (and the pools of servers they use)
