@@ -115,6 +115,7 @@ type Health struct {
 	// pools are the applied pools, base what they were derived with.
 	pools    map[string]*poolEntry
 	base     applyBase
+	rounds   uint64 // Applies begun, under applyMu
 	assigned map[MemberKey][]string
 	records  verdicts
 	view     map[MemberKey]bool
@@ -160,6 +161,8 @@ type poolEntry struct {
 	// checkers.
 	members  []MemberKey
 	assigned [][]string
+	// round is the last Apply that found the pool (Health.rounds).
+	round uint64
 }
 
 // applyBase is what every pool entry was derived with.
@@ -248,22 +251,40 @@ func (h *Health) Apply(ctx context.Context, cfg Config) error {
 	h.mu.Lock()
 	prev, same := h.pools, h.base.equal(base)
 	h.mu.Unlock()
-	pools := make(map[string]*poolEntry, len(cfg.Pools))
+	// Pools kept from prev are marked with this Apply's round, which also
+	// finds a name given twice without a set of every name.
+	h.rounds++
+	round := h.rounds
+	fresh := map[string]bool{} // names of the pools derived again
 	var changed []*poolEntry
+	kept, replaced := 0, 0
 	for _, p := range cfg.Pools {
-		if _, dup := pools[p.Name]; dup || p.Name == "" {
+		e := prev[p.Name]
+		if p.Name == "" || fresh[p.Name] || (e != nil && e.round == round) {
 			return fmt.Errorf("health: pool name %q is empty or repeated", p.Name)
 		}
-		if e := prev[p.Name]; same && e != nil && e.same(p) {
-			pools[p.Name] = e
+		if same && e != nil && e.same(p) {
+			e.round = round
+			kept++
 			continue
 		}
-		e, err := newPoolEntry(p, base)
+		n, err := newPoolEntry(p, base)
 		if err != nil {
 			return fmt.Errorf("health: %w", err)
 		}
-		pools[p.Name] = e
-		changed = append(changed, e)
+		fresh[p.Name] = true
+		changed = append(changed, n)
+		if e != nil {
+			replaced++
+		}
+	}
+	var removed []string
+	if kept+replaced != len(prev) {
+		for name, e := range prev {
+			if e.round != round && !fresh[name] {
+				removed = append(removed, name)
+			}
+		}
 	}
 
 	h.mu.Lock()
@@ -271,15 +292,14 @@ func (h *Health) Apply(ctx context.Context, cfg Config) error {
 	if h.closed {
 		return errors.New("health: apply after close")
 	}
-	h.self, h.base, h.pools = cfg.Self, base, pools
+	if h.pools == nil {
+		h.pools = make(map[string]*poolEntry, len(cfg.Pools))
+	}
+	h.self, h.base = cfg.Self, base
 	// Members of replaced and removed pools leave, with their probes,
 	// unless the new entry has them; the new entries' members come in.
 	var gone, dirty []MemberKey
-	for name, old := range prev {
-		e := pools[name]
-		if e == old {
-			continue
-		}
+	leave := func(old, e *poolEntry) {
 		for _, m := range old.members {
 			if e == nil || !e.has(m) {
 				delete(h.assigned, m)
@@ -290,6 +310,17 @@ func (h *Health) Apply(ctx context.Context, cfg Config) error {
 				}
 			}
 		}
+	}
+	for _, name := range removed {
+		leave(h.pools[name], nil)
+		delete(h.pools, name)
+	}
+	for _, e := range changed {
+		if old := h.pools[e.pool.Name]; old != nil {
+			leave(old, e)
+		}
+		e.round = round
+		h.pools[e.pool.Name] = e
 	}
 	for _, e := range changed {
 		for i, m := range e.members {

@@ -424,8 +424,8 @@ func TestPoolVersion(t *testing.T) {
 	}
 }
 
-// TestApplyIncrementalMatchesFresh: after each of 300 random changes
-// (members, checks, pools, nodes, verdicts), a Health that applied them one
+// TestApplyIncrementalMatchesFresh: after each of 300 Applies of one to
+// three random changes (members, checks, pools, nodes, verdicts), a Health that applied them one
 // after another holds the view, checkers and probes of a new Health given
 // the last config and the same verdicts at once.
 func TestApplyIncrementalMatchesFresh(t *testing.T) {
@@ -438,18 +438,19 @@ func TestApplyIncrementalMatchesFresh(t *testing.T) {
 	cfg := Config{Self: "a", Nodes: allNodes[:1]}
 	h := New(nil, nil)
 	defer h.Close()
-	seq := uint64(0)
-	for step := range 300 {
+	seq, added := uint64(0), 0
+	mutate := func() {
 		switch rnd.IntN(6) {
 		case 0: // a pool added
-			cfg.Pools = append(slices.Clone(cfg.Pools), Pool{Name: fmt.Sprintf("p%d", step), Check: slow})
+			added++
+			cfg.Pools = append(slices.Clone(cfg.Pools), Pool{Name: fmt.Sprintf("p%d", added), Check: slow})
 		case 1: // a pool removed
 			if len(cfg.Pools) > 0 {
 				cfg.Pools = slices.Delete(slices.Clone(cfg.Pools), 0, 1)
 			}
 		case 2, 3: // a member added or removed, or the check changed
 			if len(cfg.Pools) == 0 {
-				continue
+				return
 			}
 			cfg.Pools = slices.Clone(cfg.Pools)
 			p := &cfg.Pools[rnd.IntN(len(cfg.Pools))]
@@ -473,11 +474,17 @@ func TestApplyIncrementalMatchesFresh(t *testing.T) {
 				}
 			}
 			if len(keys) == 0 {
-				continue
+				return
 			}
 			seq++
 			h.Receive("b", encodeRecords([]record{{checker: []string{"b", "c"}[rnd.IntN(2)], member: keys[rnd.IntN(len(keys))], up: rnd.IntN(2) == 0, seq: seq}}))
-			continue
+			return
+		}
+	}
+	for step := range 300 {
+		// One to three changes, then an Apply.
+		for range 1 + rnd.IntN(3) {
+			mutate()
 		}
 		if err := h.Apply(context.Background(), cfg); err != nil {
 			t.Fatalf("step %d: %v", step, err)

@@ -16,27 +16,39 @@ import (
 // healthConfig turns the committed pools and the live checking nodes into
 // the health subsystem's Config (validate has filled every check's
 // defaults). A pool whose row is the one converted before (rows are
-// immutable) is not converted again: prev holds those, and is replaced by
-// this round's.
-func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo, prev map[*weftv1.Pool]health.Pool) (health.Config, map[*weftv1.Pool]health.Pool) {
-	cfg := health.Config{Self: self, Nodes: nodes}
+// immutable) is not converted again: cache holds the conversions by pool
+// name, and is brought up to date in place.
+func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo, cache map[string]convertedPool) health.Config {
 	rows := st.PoolsByName()
-	next := make(map[*weftv1.Pool]health.Pool, len(rows))
-	for _, p := range rows {
-		pool, ok := prev[p]
-		if !ok {
-			pool = health.Pool{Name: p.GetMetadata().GetName(), Check: checkSpec(p.GetSpec().GetHealthCheck())}
+	cfg := health.Config{Self: self, Nodes: nodes, Pools: make([]health.Pool, 0, len(rows))}
+	for name, p := range rows {
+		c, ok := cache[name]
+		if !ok || c.row != p {
+			c = convertedPool{row: p, pool: health.Pool{Name: name, Check: checkSpec(p.GetSpec().GetHealthCheck())}}
 			for _, m := range p.GetSpec().GetMembers() {
 				if a, err := memberAddr(m); err == nil {
-					pool.Members = append(pool.Members, health.Member{Addr: a})
+					c.pool.Members = append(c.pool.Members, health.Member{Addr: a})
 				}
 			}
+			cache[name] = c
 		}
-		next[p] = pool
-		cfg.Pools = append(cfg.Pools, pool)
+		cfg.Pools = append(cfg.Pools, c.pool)
+	}
+	if len(cache) > len(rows) {
+		for name := range cache {
+			if rows[name] == nil {
+				delete(cache, name)
+			}
+		}
 	}
 	cfg.Pools = append(cfg.Pools, dnsHealthPools(st)...)
-	return cfg, next
+	return cfg
+}
+
+// convertedPool is a pool row and what healthConfig made of it.
+type convertedPool struct {
+	row  *weftv1.Pool
+	pool health.Pool
 }
 
 // checkSpec is a validated health check as the health subsystem takes it.
@@ -63,17 +75,15 @@ type healthSubsystem struct {
 	self string
 	// nodes returns the live checking nodes, self included.
 	nodes func() []health.NodeInfo
-	// pools are the last round's pools, by row (healthConfig).
-	pools map[*weftv1.Pool]health.Pool
+	// pools are healthConfig's conversions of the pool rows.
+	pools map[string]convertedPool
 }
 
 func (s *healthSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
-	cfg, pools := healthConfig(st, s.self, s.nodes(), s.pools)
-	if err := s.h.Apply(ctx, cfg); err != nil {
-		return err
+	if s.pools == nil {
+		s.pools = make(map[string]convertedPool)
 	}
-	s.pools = pools
-	return nil
+	return s.h.Apply(ctx, healthConfig(st, s.self, s.nodes(), s.pools))
 }
 
 // memberHealth reports the agreed view with each member's checkers and
