@@ -19,7 +19,7 @@ GOFLAGS_TEST ?=
 # time keeps them inside two cores.
 TEST_PARALLEL ?= 2
 
-.PHONY: all build test unit-test test-tools check-generate generate tools bpf-tools lint bench demo fuzz clean
+.PHONY: all build test unit-test test-tools k8s-bins k8s-bins-background check-generate generate tools bpf-tools lint bench demo fuzz clean
 
 all: build
 
@@ -64,7 +64,7 @@ lint:
 # The patched memberlist (third_party/memberlist/WEFT.md) is a module of its
 # own: its queue tests cover the patch.
 unit-test:
-	$(GO) test -count=1 -p $(TEST_PARALLEL) $(GOFLAGS_TEST) ./...
+	$(GO) test -count=1 -timeout 20m -p $(TEST_PARALLEL) $(GOFLAGS_TEST) ./...
 	cd third_party/memberlist && $(GO) test -count=1 -run 'TestTransmitLimited|TestLimitedBroadcast' .
 
 # fuzz runs every fuzz target briefly (longer: FUZZTIME=2000000x, or 5m).
@@ -77,7 +77,19 @@ fuzz:
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; done
 
-test: lint check-generate test-tools unit-test fuzz
+test: k8s-bins-background lint check-generate test-tools unit-test fuzz
+
+# k8s-bins builds the etcd and kube-apiserver that the Kubernetes
+# controller's test (e2e/k8s_test.go) runs, from the Go module proxy, once
+# per machine: they are cached by version under ~/.cache/weft-k8s
+# (k8s/testenv/build.sh; about 10 minutes the first time). `make test`
+# starts it in the background first, so the build overlaps the other tests;
+# the test waits for it (a lock) rather than building twice.
+k8s-bins:
+	./k8s/testenv/build.sh
+k8s-bins-background:
+	@mkdir -p $(BIN)
+	@nohup ./k8s/testenv/build.sh >$(BIN)/k8s-bins.log 2>&1 </dev/null &
 
 # test-tools installs the clients unit tests drive (the l7 tests run curl
 # and h2spec, the metrics tests promtool, from Debian's prometheus), so that
