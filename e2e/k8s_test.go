@@ -14,9 +14,11 @@ import (
 	"connectrpc.com/connect"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/weftlb/weft/k8s"
 	"github.com/weftlb/weft/k8s/testenv"
@@ -62,9 +64,11 @@ func TestK8s_ServiceLoadBalancer(t *testing.T) {
 	}
 	kube := kubernetes.NewForConfigOrDie(rc)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := cp.WriteKubeconfig(kubeconfig); err != nil {
+	if err := cp.WriteKubeconfig(kubeconfig, cp.ControllerToken); err != nil {
 		t.Fatal(err)
 	}
+	// The controller runs with the RBAC rules of its deployment manifest.
+	applyRBAC(ctx, t, kube, "../deploy/k8s/controller.yaml")
 
 	c := newCluster(t, 19)
 	n1 := c.newAgent("node1", "a")
@@ -79,7 +83,7 @@ func TestK8s_ServiceLoadBalancer(t *testing.T) {
 	for i := range 2 {
 		p := &controllerProc{log: &syncBuffer{}, exited: make(chan struct{})}
 		p.cmd = exec.Command(weftBin, "k8s-controller", "--kubeconfig", kubeconfig,
-			"--addr", n1.apiAddr(), "--ca-file", c.caFile, "--address-pool", "k8s", "--lease-namespace", "default",
+			"--addr", n1.apiAddr(), "--ca-file", c.caFile, "--address-pool", "k8s", "--lease-namespace", "weft-system",
 			"--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "500ms", "--log-format", "json")
 		p.cmd.Env = append(os.Environ(), "WEFT_TOKEN="+c.adminToken)
 		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -246,4 +250,37 @@ func poolMembers(ctx context.Context, weft interface {
 		return fmt.Errorf("pool %s members %v, want %v", name, got, want)
 	}
 	return nil
+}
+
+// applyRBAC creates the namespace, service account, roles and bindings of
+// a manifest (not its Deployment: nothing runs pods here).
+func applyRBAC(ctx context.Context, t *testing.T, kube kubernetes.Interface, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			_, err = kube.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.ServiceAccount:
+			_, err = kube.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = kube.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = kube.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			_, err = kube.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = kube.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatalf("%s: create %T: %v", path, obj, err)
+		}
+	}
 }

@@ -58,10 +58,15 @@ func Binaries() (etcd, apiserver string, err error) {
 	return etcd, apiserver, nil
 }
 
+// ControllerUser is the user ControllerToken authenticates as: the service
+// account of deploy/k8s/controller.yaml, so that its RBAC rules are what a
+// test's controller runs with.
+const ControllerUser = "system:serviceaccount:weft-system:weft-k8s-controller"
+
 // ControlPlane is one etcd and one kube-apiserver. Token authenticates as
-// an administrator (group system:masters).
+// an administrator (group system:masters), ControllerToken as ControllerUser.
 type ControlPlane struct {
-	Token string
+	Token, ControllerToken string
 	// Host is the API server's https URL.
 	Host string
 
@@ -121,9 +126,10 @@ func Start(ctx context.Context, dir string) (*ControlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp := &ControlPlane{Token: "weft-test-admin", dir: dir, apiserverBin: apiBin,
+	cp := &ControlPlane{Token: "weft-test-admin", ControllerToken: "weft-test-controller", dir: dir, apiserverBin: apiBin,
 		Host: "https://127.0.0.1:" + strconv.Itoa(ports[2])}
-	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(cp.Token+",admin,admin,system:masters\n"), 0o600); err != nil {
+	tokens := cp.Token + ",admin,admin,system:masters\n" + cp.ControllerToken + "," + ControllerUser + ",controller\n"
+	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
 		return nil, err
 	}
 	saKey, err := writeKey(filepath.Join(dir, "sa.key"))
@@ -216,16 +222,16 @@ func (cp *ControlPlane) RestConfig() (*rest.Config, error) {
 	return &rest.Config{Host: cp.Host, BearerToken: cp.Token, TLSClientConfig: rest.TLSClientConfig{CAData: ca}}, nil
 }
 
-// WriteKubeconfig writes a kubeconfig for RestConfig to path.
-func (cp *ControlPlane) WriteKubeconfig(path string) error {
+// WriteKubeconfig writes to path a kubeconfig like RestConfig's with token.
+func (cp *ControlPlane) WriteKubeconfig(path, token string) error {
 	rc, err := cp.RestConfig()
 	if err != nil {
 		return err
 	}
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
+	cfg.AuthInfos["user"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "user"}
 	cfg.CurrentContext = "test"
 	return clientcmd.WriteToFile(*cfg, path)
 }
