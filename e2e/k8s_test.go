@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 
+	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/k8s"
 	"github.com/weftlb/weft/k8s/testenv"
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
@@ -37,61 +39,70 @@ func (p *controllerProc) kill() {
 	<-p.exited
 }
 
-// TestK8s_ServiceLoadBalancer runs a real etcd and kube-apiserver, a
-// one-node Weft cluster and two controller replicas: a Service of type
-// LoadBalancer gets a VIP from the address pool, its Weft load balancer and
-// pool follow its EndpointSlices (within 2 s), the controller outlives an
-// API-server restart and its leader's death, and deleting the Service
-// deletes everything.
-func TestK8s_ServiceLoadBalancer(t *testing.T) {
+// k8sRig is a real etcd and kube-apiserver, two controller replicas and
+// a Service "web" with one EndpointSlice, in front of a Weft cluster.
+type k8sRig struct {
+	t        *testing.T
+	ctx      context.Context
+	cp       *testenv.ControlPlane
+	kube     kubernetes.Interface
+	weft     *api.Client
+	replicas []*controllerProc
+	// servers are the endpoints' addresses, all on port.
+	servers       []string
+	port          int32
+	slice         *discoveryv1.EndpointSlice
+	lbName, pool  string
+	poolCIDR, vip string
+}
+
+// newK8sRig starts the control plane and the controller (under wrap, in
+// the namespace dial reaches: where the cluster's clients run), gives Weft
+// the address pool poolCIDR, and creates the Service with the servers
+// ready[i] says as endpoints; it waits until the Service is served.
+func newK8sRig(t *testing.T, ctx context.Context, c *cluster, a *agent, wrap []string, poolCIDR string, servers []string, port int32) *k8sRig {
+	t.Helper()
 	if _, _, err := testenv.Binaries(); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
 		}
 		t.Skipf("no kube-apiserver to test against: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
 	dir := t.TempDir()
-	cp, err := testenv.Start(ctx, dir)
+	cp, err := testenv.Start(ctx, dir, testenv.Options{Wrap: wrap, Dial: c.dial})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cp.Stop()
+	t.Cleanup(cp.Stop)
 	rc, err := cp.RestConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	kube := kubernetes.NewForConfigOrDie(rc)
+	r := &k8sRig{t: t, ctx: ctx, cp: cp, kube: kubernetes.NewForConfigOrDie(rc), weft: c.client(a),
+		servers: servers, port: port, poolCIDR: poolCIDR,
+		lbName: k8s.ResourceName("k8s", "default", "web"), pool: k8s.ResourceName("k8s", "default", "web") + "-0"}
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := cp.WriteKubeconfig(kubeconfig, cp.ControllerToken); err != nil {
 		t.Fatal(err)
 	}
 	// The controller runs with the RBAC rules of its deployment manifest.
-	applyRBAC(ctx, t, kube, "../deploy/k8s/controller.yaml")
-
-	c := newCluster(t, 19)
-	n1 := c.newAgent("node1", "a")
-	c.initCluster(n1)
-	weft := c.client(n1)
-	const poolCIDR = "192.0.2.64/28"
-	if _, err := c.weft(n1, "kind: AddressPool\nmetadata: {name: k8s}\nspec: {cidrs: ["+poolCIDR+"], primaryZone: a}\n", "apply", "-f", "-"); err != nil {
+	applyRBAC(ctx, t, r.kube, "../deploy/k8s/controller.yaml")
+	if _, err := c.weft(a, "kind: AddressPool\nmetadata: {name: k8s}\nspec: {cidrs: ["+poolCIDR+"], primaryZone: a}\n", "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
-
-	var replicas []*controllerProc
 	for i := range 2 {
 		p := &controllerProc{log: &syncBuffer{}, exited: make(chan struct{})}
-		p.cmd = exec.Command(weftBin, "k8s-controller", "--kubeconfig", kubeconfig,
-			"--addr", n1.apiAddr(), "--ca-file", c.caFile, "--address-pool", "k8s", "--lease-namespace", "weft-system",
+		argv := append(slices.Clip(wrap), weftBin, "k8s-controller", "--kubeconfig", kubeconfig,
+			"--addr", a.apiAddr(), "--ca-file", c.caFile, "--address-pool", "k8s", "--lease-namespace", "weft-system",
 			"--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "500ms", "--log-format", "json")
+		p.cmd = exec.Command(argv[0], argv[1:]...)
 		p.cmd.Env = append(os.Environ(), "WEFT_TOKEN="+c.adminToken)
 		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 		if err := p.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		go func() { p.cmd.Wait(); close(p.exited) }()
-		replicas = append(replicas, p)
+		r.replicas = append(r.replicas, p)
 		t.Cleanup(func() {
 			p.kill()
 			if t.Failed() {
@@ -100,138 +111,159 @@ func TestK8s_ServiceLoadBalancer(t *testing.T) {
 		})
 	}
 
-	// The API server refuses loopback endpoint addresses, so the
-	// endpoints are documentation addresses, and the node runs no dataplane:
-	// nothing is sent to them (TestLab_K8s sends traffic).
-	servers := []string{"198.51.100.10", "198.51.100.11", "198.51.100.12"}
-	const port = 8080
-
 	class := k8s.DefaultClass
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
 		Spec: corev1.ServiceSpec{
 			Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
-			Ports: []corev1.ServicePort{{Name: "http", Port: 9000, Protocol: corev1.ProtocolTCP}},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
 		},
 	}
-	if _, err := kube.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+	if _, err := r.kube.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	slice := &discoveryv1.EndpointSlice{
+	r.slice = &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "default",
 			Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(port)), Protocol: new(corev1.ProtocolTCP)}},
+		Ports:       []discoveryv1.EndpointPort{{Name: new("http"), Port: new(port), Protocol: new(corev1.ProtocolTCP)}},
 	}
-	setEndpoints := func(ready ...bool) {
-		t.Helper()
-		slice.Endpoints = nil
-		for i, r := range ready {
-			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{servers[i]},
-				Conditions: discoveryv1.EndpointConditions{Ready: new(r)}})
-		}
-		var err error
-		if slice.ResourceVersion == "" {
-			slice, err = kube.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{})
-		} else {
-			slice, err = kube.DiscoveryV1().EndpointSlices("default").Update(ctx, slice, metav1.UpdateOptions{})
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	setEndpoints(true, true)
+	r.setEndpoints(true, true)
+	r.waitServed(servers[0], servers[1])
+	return r
+}
 
-	lbName, poolName := k8s.ResourceName("k8s", "default", "web"), k8s.ResourceName("k8s", "default", "web")+"-0"
-	var vip string
-	waitFor(t, 30*time.Second, "VIP in status.loadBalancer.ingress, Weft load balancer and pool", func() error {
-		s, err := kube.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+// setEndpoints writes the slice: servers[i] with ready[i].
+func (r *k8sRig) setEndpoints(ready ...bool) {
+	r.t.Helper()
+	r.slice.Endpoints = nil
+	for i, ok := range ready {
+		r.slice.Endpoints = append(r.slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{r.servers[i]},
+			Conditions: discoveryv1.EndpointConditions{Ready: new(ok)}})
+	}
+	var err error
+	if r.slice.ResourceVersion == "" {
+		r.slice, err = r.kube.DiscoveryV1().EndpointSlices("default").Create(r.ctx, r.slice, metav1.CreateOptions{})
+	} else {
+		r.slice, err = r.kube.DiscoveryV1().EndpointSlices("default").Update(r.ctx, r.slice, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// waitServed waits until the Service has a VIP of the pool in its status
+// and a finalizer, and Weft the load balancer (that VIP, the pool's zone)
+// and the pool with the members.
+func (r *k8sRig) waitServed(members ...string) {
+	r.t.Helper()
+	waitFor(r.t, 30*time.Second, "VIP in status.loadBalancer.ingress, Weft load balancer and pool", func() error {
+		s, err := r.kube.CoreV1().Services("default").Get(r.ctx, "web", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		if len(s.Status.LoadBalancer.Ingress) != 1 {
 			return fmt.Errorf("ingress %v", s.Status.LoadBalancer.Ingress)
 		}
-		vip = s.Status.LoadBalancer.Ingress[0].IP
-		if a, err := netip.ParseAddr(vip); err != nil || !netip.MustParsePrefix(poolCIDR).Contains(a) {
-			return fmt.Errorf("ingress IP %q is not in the pool %s", vip, poolCIDR)
+		r.vip = s.Status.LoadBalancer.Ingress[0].IP
+		if a, err := netip.ParseAddr(r.vip); err != nil || !netip.MustParsePrefix(r.poolCIDR).Contains(a) {
+			return fmt.Errorf("ingress IP %q is not in the pool %s", r.vip, r.poolCIDR)
 		}
-		if !strings.Contains(strings.Join(s.Finalizers, ","), k8s.Finalizer) {
+		if !slices.Contains(s.Finalizers, k8s.Finalizer) {
 			return fmt.Errorf("finalizers %v, want %s", s.Finalizers, k8s.Finalizer)
 		}
-		lb, err := weft.LB.GetLoadBalancer(ctx, connect.NewRequest(&weftv1.GetRequest{Name: lbName}))
+		lb, err := r.weft.LB.GetLoadBalancer(r.ctx, connect.NewRequest(&weftv1.GetRequest{Name: r.lbName}))
 		if err != nil {
 			return err
 		}
-		if got := lb.Msg.GetLoadBalancer().GetSpec(); got.GetVip() != vip || got.GetListeners()[0].GetPool() != poolName || got.GetPrimaryZone() != "a" {
-			return fmt.Errorf("Weft load balancer %v, want VIP %s, pool %s and the address pool's zone a", got, vip, poolName)
+		if got := lb.Msg.GetLoadBalancer().GetSpec(); got.GetVip() != r.vip || got.GetListeners()[0].GetPool() != r.pool || got.GetPrimaryZone() != "a" {
+			return fmt.Errorf("Weft load balancer %v, want VIP %s, pool %s and the address pool's zone a", got, r.vip, r.pool)
 		}
-		return poolMembers(ctx, weft.LB, poolName, servers[0], servers[1])
+		return poolMembers(r.ctx, r.weft.LB, r.pool, members...)
 	})
-	t.Logf("VIP %s", vip)
+	r.t.Logf("VIP %s", r.vip)
+}
+
+// scaled waits until the Weft pool holds exactly the members.
+func (r *k8sRig) scaled(what string, limit time.Duration, members ...string) {
+	r.t.Helper()
+	start := time.Now()
+	waitFor(r.t, limit, what, func() error { return poolMembers(r.ctx, r.weft.LB, r.pool, members...) })
+	r.t.Logf("%s: the pool followed in %v", what, time.Since(start).Round(time.Millisecond))
+}
+
+// deleteService deletes the Service and waits until it and its Weft
+// objects are gone (the finalizer done).
+func (r *k8sRig) deleteService() {
+	r.t.Helper()
+	if err := r.kube.CoreV1().Services("default").Delete(r.ctx, "web", metav1.DeleteOptions{}); err != nil {
+		r.t.Fatal(err)
+	}
+	waitFor(r.t, 20*time.Second, "Service and Weft objects deleted", func() error {
+		if _, err := r.kube.CoreV1().Services("default").Get(r.ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("Service still there (%v)", err)
+		}
+		if _, err := r.weft.LB.GetLoadBalancer(r.ctx, connect.NewRequest(&weftv1.GetRequest{Name: r.lbName})); connect.CodeOf(err) != connect.CodeNotFound {
+			return fmt.Errorf("the Weft load balancer remains (%v)", err)
+		}
+		if _, err := r.weft.LB.GetPool(r.ctx, connect.NewRequest(&weftv1.GetRequest{Name: r.pool})); connect.CodeOf(err) != connect.CodeNotFound {
+			return fmt.Errorf("the Weft pool remains (%v)", err)
+		}
+		return nil
+	})
+}
+
+// TestK8s_ServiceLoadBalancer runs a real etcd and kube-apiserver, a
+// one-node Weft cluster and two controller replicas: a Service of type
+// LoadBalancer gets a VIP from the address pool, its Weft load balancer and
+// pool follow its EndpointSlices (within 2 s), the controller outlives an
+// API-server restart and its leader's death, and deleting the Service
+// deletes everything.
+func TestK8s_ServiceLoadBalancer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newCluster(t, 19)
+	n1 := c.newAgent("node1", "a")
+	c.initCluster(n1)
+	// The API server refuses loopback endpoint addresses, so the
+	// endpoints are documentation addresses, and the node runs no dataplane:
+	// nothing is sent to them (TestLab_K8s sends traffic).
+	servers := []string{"198.51.100.10", "198.51.100.11", "198.51.100.12"}
+	r := newK8sRig(t, ctx, c, n1, nil, "192.0.2.64/28", servers, 8080)
 	waitFor(t, 10*time.Second, "event "+k8s.ReasonAllocated, func() error {
-		evs, err := kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web"})
+		evs, err := r.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web"})
 		if err != nil {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == k8s.ReasonAllocated && strings.Contains(e.Message, vip) {
+			if e.Reason == k8s.ReasonAllocated && strings.Contains(e.Message, r.vip) {
 				return nil
 			}
 		}
-		return fmt.Errorf("%d events, none %s naming %s", len(evs.Items), k8s.ReasonAllocated, vip)
+		return fmt.Errorf("%d events, none %s naming %s", len(evs.Items), k8s.ReasonAllocated, r.vip)
 	})
 
 	// Scaling: a third endpoint, then one not ready.
-	scaled := func(what string, limit time.Duration, want ...string) {
-		t.Helper()
-		start := time.Now()
-		waitFor(t, limit, what, func() error { return poolMembers(ctx, weft.LB, poolName, want...) })
-		t.Logf("%s: the pool followed in %v", what, time.Since(start).Round(time.Millisecond))
-	}
-	setEndpoints(true, true, true)
-	scaled("scaled to 3", 2*time.Second, servers...)
-	setEndpoints(true, false, true)
-	scaled("one not ready", 2*time.Second, servers[0], servers[2])
+	r.setEndpoints(true, true, true)
+	r.scaled("scaled to 3", 2*time.Second, servers...)
+	r.setEndpoints(true, false, true)
+	r.scaled("one not ready", 2*time.Second, servers[0], servers[2])
 
 	// The API server restarts: the watches re-list, the leader may lose
 	// and win the Lease again; changes are served again.
-	cp.StopAPIServer()
-	if err := cp.StartAPIServer(ctx); err != nil {
+	r.cp.StopAPIServer()
+	if err := r.cp.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	setEndpoints(true, true, false)
-	scaled("after an API-server restart", 20*time.Second, servers[0], servers[1])
+	r.setEndpoints(true, true, false)
+	r.scaled("after an API-server restart", 20*time.Second, servers[0], servers[1])
 
 	// One replica dies (the leader, or not): the other serves.
-	replicas[0].kill()
-	setEndpoints(false, true, true)
-	scaled("after a replica died", 20*time.Second, servers[1], servers[2])
+	r.replicas[0].kill()
+	r.setEndpoints(false, true, true)
+	r.scaled("after a replica died", 20*time.Second, servers[1], servers[2])
 
-	// Deleting the Service deletes the Weft objects, then the finalizer.
-	if err := kube.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "Service and Weft objects deleted", func() error {
-		if _, err := kube.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("Service still there (%v)", err)
-		}
-		for _, get := range []func() error{
-			func() error {
-				_, err := weft.LB.GetLoadBalancer(ctx, connect.NewRequest(&weftv1.GetRequest{Name: lbName}))
-				return err
-			},
-			func() error {
-				_, err := weft.LB.GetPool(ctx, connect.NewRequest(&weftv1.GetRequest{Name: poolName}))
-				return err
-			},
-		} {
-			if err := get(); connect.CodeOf(err) != connect.CodeNotFound {
-				return fmt.Errorf("a Weft object remains (%v)", err)
-			}
-		}
-		return nil
-	})
+	r.deleteService()
 }
 
 // poolMembers checks that the Weft pool's members are exactly the addresses.

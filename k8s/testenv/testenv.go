@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,9 +72,18 @@ type ControlPlane struct {
 	Host string
 
 	dir             string
+	opts            Options
 	apiserverBin    string
 	apiserverArgs   []string
 	etcd, apiserver *proc
+}
+
+// Options place the control plane in a network namespace: Wrap runs each
+// process under a command (["ip", "netns", "exec", NS]) and Dial opens the
+// test's connections there. The zero Options is this namespace's loopback.
+type Options struct {
+	Wrap []string
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // proc is a running process and its log.
@@ -84,13 +94,14 @@ type proc struct {
 	err    error // of Wait, once exited is closed
 }
 
-// startProc runs bin with args, appending its output to logPath.
-func startProc(logPath, bin string, args ...string) (*proc, error) {
+// startProc runs bin with args (under wrap), appending its output to logPath.
+func startProc(logPath string, wrap []string, bin string, args ...string) (*proc, error) {
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: exec.Command(bin, args...), log: log, exited: make(chan struct{})}
+	argv := append(append(slices.Clip(wrap), bin), args...)
+	p := &proc{cmd: exec.Command(argv[0], argv[1:]...), log: log, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	if err := p.cmd.Start(); err != nil {
 		log.Close()
@@ -117,7 +128,7 @@ func (p *proc) stop() {
 
 // Start runs etcd and kube-apiserver with their data, certificates and
 // logs under dir, and waits until the API server is ready.
-func Start(ctx context.Context, dir string) (*ControlPlane, error) {
+func Start(ctx context.Context, dir string, opts Options) (*ControlPlane, error) {
 	etcdBin, apiBin, err := Binaries()
 	if err != nil {
 		return nil, err
@@ -126,7 +137,7 @@ func Start(ctx context.Context, dir string) (*ControlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp := &ControlPlane{Token: "weft-test-admin", ControllerToken: "weft-test-controller", dir: dir, apiserverBin: apiBin,
+	cp := &ControlPlane{Token: "weft-test-admin", ControllerToken: "weft-test-controller", dir: dir, opts: opts, apiserverBin: apiBin,
 		Host: "https://127.0.0.1:" + strconv.Itoa(ports[2])}
 	tokens := cp.Token + ",admin,admin,system:masters\n" + cp.ControllerToken + "," + ControllerUser + ",controller\n"
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
@@ -137,7 +148,7 @@ func Start(ctx context.Context, dir string) (*ControlPlane, error) {
 		return nil, err
 	}
 	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	cp.etcd, err = startProc(filepath.Join(dir, "etcd.log"), etcdBin, "--name", "test", "--data-dir", filepath.Join(dir, "etcd"),
+	cp.etcd, err = startProc(filepath.Join(dir, "etcd.log"), opts.Wrap, etcdBin, "--name", "test", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "test="+peer,
 		"--unsafe-no-fsync")
@@ -168,12 +179,13 @@ func Start(ctx context.Context, dir string) (*ControlPlane, error) {
 // StartAPIServer starts the API server (again, after StopAPIServer: its
 // certificates are kept in the cert dir) and waits until it is ready.
 func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
-	p, err := startProc(filepath.Join(cp.dir, "kube-apiserver.log"), cp.apiserverBin, cp.apiserverArgs...)
+	p, err := startProc(filepath.Join(cp.dir, "kube-apiserver.log"), cp.opts.Wrap, cp.apiserverBin, cp.apiserverArgs...)
 	if err != nil {
 		return err
 	}
 	cp.apiserver = p
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: cp.opts.Dial,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.Host+"/readyz", nil)
@@ -219,7 +231,7 @@ func (cp *ControlPlane) RestConfig() (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the API server's certificate: %w", err)
 	}
-	return &rest.Config{Host: cp.Host, BearerToken: cp.Token, TLSClientConfig: rest.TLSClientConfig{CAData: ca}}, nil
+	return &rest.Config{Host: cp.Host, BearerToken: cp.Token, TLSClientConfig: rest.TLSClientConfig{CAData: ca}, Dial: cp.opts.Dial}, nil
 }
 
 // WriteKubeconfig writes to path a kubeconfig like RestConfig's with token.
