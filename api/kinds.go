@@ -296,8 +296,8 @@ func (h *lbService) GetAddressPool(ctx context.Context, req *connect.Request[wef
 
 func (h *lbService) ListAddressPools(ctx context.Context, req *connect.Request[weftv1.ListRequest]) (*connect.Response[weftv1.ListAddressPoolsResponse], error) {
 	return listKind(ctx, h.s, req, addressPools, lbc.ListAddressPools,
-		func(xs []*weftv1.AddressPool, index uint64) *weftv1.ListAddressPoolsResponse {
-			return &weftv1.ListAddressPoolsResponse{AddressPools: xs, Index: index}
+		func(xs []*weftv1.AddressPool, index uint64, next string) *weftv1.ListAddressPoolsResponse {
+			return &weftv1.ListAddressPoolsResponse{AddressPools: xs, Index: index, NextPageToken: next}
 		})
 }
 

@@ -1415,9 +1415,11 @@ func (x *GetAddressPoolResponse) GetAddressPool() *AddressPool {
 }
 
 type ListAddressPoolsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AddressPools  []*AddressPool         `protobuf:"bytes,1,rep,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AddressPools []*AddressPool         `protobuf:"bytes,1,rep,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
+	Index        uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// NextPageToken, when set, continues the listing (ListRequest.page_token).
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1464,6 +1466,13 @@ func (x *ListAddressPoolsResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListAddressPoolsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type CreateAddressPoolRequest struct {
@@ -2216,10 +2225,11 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\n" +
 	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"Q\n" +
 	"\x16GetAddressPoolResponse\x127\n" +
-	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"k\n" +
+	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"\x93\x01\n" +
 	"\x18ListAddressPoolsResponse\x129\n" +
 	"\raddress_pools\x18\x01 \x03(\v2\x14.weft.v1.AddressPoolR\faddressPools\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"S\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"S\n" +
 	"\x18CreateAddressPoolRequest\x127\n" +
 	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"T\n" +
 	"\x19CreateAddressPoolResponse\x127\n" +
