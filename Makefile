@@ -91,12 +91,14 @@ test-k8s: k8s-bins
 	WEFT_K8S=1 $(GO) test -count=1 -run 'TestK8s_' -v ./e2e
 
 # test-tools installs the clients unit tests drive (the l7 tests run curl
-# and h2spec, the metrics tests promtool, from Debian's prometheus), so that
-# CI, as root on a fresh machine, runs them rather than skipping; the lab
-# tests install their own tools (deploy/lab.EnsureTools).
+# and h2spec, the metrics tests promtool, from Debian's prometheus, the
+# console's test headless chromium), so that CI, as root on a fresh machine,
+# runs them rather than skipping; the lab tests install their own tools
+# (deploy/lab.EnsureTools).
 test-tools: $(BIN)/h2spec
-	@command -v curl >/dev/null && command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl prometheus)
+	@command -v curl >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			curl prometheus chromium fonts-liberation)
 
 # bench runs every benchmark side by side (deploy/bench/run.sh) and prints
 # medians; BENCH_COUNT=5 for more runs.

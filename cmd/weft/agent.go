@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/console"
 	"github.com/weftlb/weft/dataplane/maglev"
 	"github.com/weftlb/weft/dataplane/xdp"
 	"github.com/weftlb/weft/node"
@@ -116,6 +117,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "gossip listen address, UDP and TCP (default: the --raft-addr host, port "+node.DefaultGossipPort+")")
 	f.StringVar(&cfg.GossipAdvertise, "advertise-gossip", "", "gossip address others dial (default: the --advertise-raft host, the --gossip-addr port)")
 	f.IntVar(&cfg.APIMaxRequestBytes, "api-max-request-bytes", api.DefaultMaxRequestBytes, "largest API request message accepted, in bytes")
+	f.BoolVar(&cfg.Console, "console", true, "serve the web console on the API port at "+console.Path)
 	f.BoolVar(&cfg.Init, "init", false, "create a new cluster with this node as its first member")
 	f.StringVar(&cfg.Join, "join", "", "join the cluster of the member at HOST:PORT (its API address)")
 	cfg.Token = os.Getenv("WEFT_JOIN_TOKEN")
