@@ -253,6 +253,9 @@ spec:
 	wrong := strings.Join(parts[:2], "_") + "_" + strings.Repeat("0", len(parts[2]))
 	b.do("log in with a wrong token", chromedp.SendKeys(`#token`, wrong), chromedp.Click(`#login button[type=submit]`))
 	b.waitContains(5*time.Second, `#login-error`, "unauthenticated: api token "+parts[1]+" is not valid")
+	if bar, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`getComputedStyle(document.querySelector('#bar')).display`)); err != nil || bar != "none" {
+		t.Errorf("the navigation bar before login: display %q (%v), want none", bar, err)
+	}
 	b.screenshot("login-refused")
 
 	b.do("log in", b.setValue(`#token`, c.adminToken),
@@ -305,6 +308,7 @@ spec:
 	// A change: the pool edited as YAML (with its version) takes gamma.
 	b.do("open the pool", chromedp.Click(`a[href="#/pool/web"]`), chromedp.WaitVisible(`#members`))
 	b.waitContains(5*time.Second, fmt.Sprintf(`#members tr[data-member="%s"]`, addrs["alpha"]), "up")
+	b.screenshot("pool")
 	b.do("edit the pool", chromedp.Click(`#edit`), chromedp.WaitVisible(`#yaml`))
 	edited, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector('#yaml').value`))
 	if err != nil {

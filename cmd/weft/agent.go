@@ -92,6 +92,10 @@ func newAgentCmd() *cobra.Command {
 				fmt.Fprintf(out, "dev node %s serving the API on %s\n", cfg.Name, cfg.APIAddr)
 				fmt.Fprintf(out, "  export WEFT_ADDR=%s WEFT_CA_FILE=%s WEFT_TOKEN=$(cat %s/%s)\n",
 					cfg.APIAddr, node.CAFile(cfg.DataDir), cfg.DataDir, node.AdminTokenFile)
+				if cfg.Console {
+					fmt.Fprintf(out, "  console: https://%s%s (trust %s in the browser; log in with the token)\n",
+						cfg.APIAddr, console.Path, node.CAFile(cfg.DataDir))
+				}
 			}
 			select {
 			case <-cmd.Context().Done():
