@@ -19,7 +19,7 @@ GOFLAGS_TEST ?=
 # time keeps them inside two cores.
 TEST_PARALLEL ?= 2
 
-.PHONY: all build test unit-test test-tools check-generate generate tools bpf-tools lint bench demo fuzz clean
+.PHONY: all build test unit-test test-tools k8s-bins test-k8s check-generate generate tools bpf-tools lint bench demo fuzz clean
 
 all: build
 
@@ -64,7 +64,7 @@ lint:
 # The patched memberlist (third_party/memberlist/WEFT.md) is a module of its
 # own: its queue tests cover the patch.
 unit-test:
-	$(GO) test -count=1 -p $(TEST_PARALLEL) $(GOFLAGS_TEST) ./...
+	$(GO) test -count=1 -timeout 20m -p $(TEST_PARALLEL) $(GOFLAGS_TEST) ./...
 	cd third_party/memberlist && $(GO) test -count=1 -run 'TestTransmitLimited|TestLimitedBroadcast' .
 
 # fuzz runs every fuzz target briefly (longer: FUZZTIME=2000000x, or 5m).
@@ -79,13 +79,26 @@ fuzz:
 
 test: lint check-generate test-tools unit-test fuzz
 
+# k8s-bins builds the etcd and kube-apiserver that the Kubernetes
+# controller's test (e2e/k8s_test.go) runs, from the Go module proxy, once
+# per machine: they are cached by version under ~/.cache/weft-k8s
+# (k8s/testenv/build.sh; 10 to 20 minutes the first time on 2 cores). The
+# tests against them run in `make test-k8s` (WEFT_K8S=1), not `make test`:
+# a cold build would double CI's time. TestLab_K8s: WEFT_K8S=1 under the lab lock.
+k8s-bins:
+	./k8s/testenv/build.sh
+test-k8s: k8s-bins
+	WEFT_K8S=1 $(GO) test -count=1 -run 'TestK8s_' -v ./e2e
+
 # test-tools installs the clients unit tests drive (the l7 tests run curl
-# and h2spec, the metrics tests promtool, from Debian's prometheus), so that
-# CI, as root on a fresh machine, runs them rather than skipping; the lab
-# tests install their own tools (deploy/lab.EnsureTools).
+# and h2spec, the metrics tests promtool, from Debian's prometheus, the
+# console's test headless chromium), so that CI, as root on a fresh machine,
+# runs them rather than skipping; the lab tests install their own tools
+# (deploy/lab.EnsureTools).
 test-tools: $(BIN)/h2spec
-	@command -v curl >/dev/null && command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl prometheus)
+	@command -v curl >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			curl prometheus chromium fonts-liberation)
 
 # bench runs every benchmark side by side (deploy/bench/run.sh) and prints
 # medians; BENCH_COUNT=5 for more runs.

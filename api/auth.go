@@ -73,15 +73,21 @@ type authenticator struct {
 	errors *connect.ErrorWriter
 }
 
-// wrap puts the service handler h, mounted at path, behind authentication;
-// public procedures pass without credentials.
+// wrap puts the service handler h, mounted at path, behind authentication
+// and the role each procedure needs (requiredRole); public procedures pass
+// without credentials.
 func (a *authenticator) wrap(path string, h http.Handler) (string, http.Handler) {
+	return a.wrapRole(path, requiredRole, h)
+}
+
+// wrapRole is wrap with the role a request path needs given by need.
+func (a *authenticator) wrapRole(path string, need func(path string) tokens.Role, h http.Handler) (string, http.Handler) {
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if publicProcedures[r.URL.Path] {
 			h.ServeHTTP(w, r)
 			return
 		}
-		caller, err := a.authorize(r)
+		caller, err := a.authorize(r, need(r.URL.Path))
 		if err != nil {
 			refuse(w, r, a.errors, err)
 			return
@@ -90,18 +96,16 @@ func (a *authenticator) wrap(path string, h http.Handler) (string, http.Handler)
 	})
 }
 
-// authorize authenticates r and checks the caller's role against the
-// procedure, which is the request path.
-func (a *authenticator) authorize(r *http.Request) (Caller, error) {
+// authorize authenticates r and checks the caller's role against need, the
+// role its procedure (the request path) needs.
+func (a *authenticator) authorize(r *http.Request, need tokens.Role) (Caller, error) {
 	caller, err := a.authenticate(r)
 	if err != nil {
 		return Caller{}, err
 	}
-	procedure := r.URL.Path
-	need := requiredRole(procedure)
 	if rank[caller.Role] < rank[need] {
 		return Caller{}, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("role %s may not call %s (needs %s)", caller.Role, procedure, need))
+			fmt.Errorf("role %s may not call %s (needs %s)", caller.Role, r.URL.Path, need))
 	}
 	return caller, nil
 }

@@ -20,7 +20,7 @@ type resourceMessage interface {
 }
 
 // kind ties a resource message type to its place in weftv1.Resource, so the
-// twenty per-kind RPCs share one implementation each of get, list, write
+// twenty-five per-kind RPCs share one implementation each of get, list, write
 // and delete.
 type kind[T resourceMessage] struct {
 	name   string // raftfsm.Kind*
@@ -45,6 +45,10 @@ var (
 		func(x *weftv1.DNSRecord) *weftv1.Resource {
 			return &weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: x}}
 		}, (*weftv1.Resource).GetDnsRecord}
+	addressPools = kind[*weftv1.AddressPool]{raftfsm.KindAddressPool, "addressPool",
+		func(x *weftv1.AddressPool) *weftv1.Resource {
+			return &weftv1.Resource{Kind: &weftv1.Resource_AddressPool{AddressPool: x}}
+		}, (*weftv1.Resource).GetAddressPool}
 )
 
 type lbMethod[Req, Res any] func(weftv1connect.LoadBalancerServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Res], error)
@@ -281,4 +285,38 @@ func (h *lbService) UpdateDNSRecord(ctx context.Context, req *connect.Request[we
 
 func (h *lbService) DeleteDNSRecord(ctx context.Context, req *connect.Request[weftv1.DeleteRequest]) (*connect.Response[weftv1.DeleteResponse], error) {
 	return deleteKind(ctx, h.s, req, dnsRecords, lbc.DeleteDNSRecord)
+}
+
+func (h *lbService) GetAddressPool(ctx context.Context, req *connect.Request[weftv1.GetRequest]) (*connect.Response[weftv1.GetAddressPoolResponse], error) {
+	return getKind(ctx, h.s, req, addressPools, lbc.GetAddressPool,
+		func(x *weftv1.AddressPool) *weftv1.GetAddressPoolResponse {
+			return &weftv1.GetAddressPoolResponse{AddressPool: x}
+		})
+}
+
+func (h *lbService) ListAddressPools(ctx context.Context, req *connect.Request[weftv1.ListRequest]) (*connect.Response[weftv1.ListAddressPoolsResponse], error) {
+	return listKind(ctx, h.s, req, addressPools, lbc.ListAddressPools,
+		func(xs []*weftv1.AddressPool, index uint64, next string) *weftv1.ListAddressPoolsResponse {
+			return &weftv1.ListAddressPoolsResponse{AddressPools: xs, Index: index, NextPageToken: next}
+		})
+}
+
+func (h *lbService) CreateAddressPool(ctx context.Context, req *connect.Request[weftv1.CreateAddressPoolRequest]) (*connect.Response[weftv1.CreateAddressPoolResponse], error) {
+	return writeKind(ctx, h.s, req, addressPools, create, lbc.CreateAddressPool,
+		(*weftv1.CreateAddressPoolRequest).GetAddressPool,
+		func(x *weftv1.AddressPool) *weftv1.CreateAddressPoolResponse {
+			return &weftv1.CreateAddressPoolResponse{AddressPool: x}
+		})
+}
+
+func (h *lbService) UpdateAddressPool(ctx context.Context, req *connect.Request[weftv1.UpdateAddressPoolRequest]) (*connect.Response[weftv1.UpdateAddressPoolResponse], error) {
+	return writeKind(ctx, h.s, req, addressPools, update, lbc.UpdateAddressPool,
+		(*weftv1.UpdateAddressPoolRequest).GetAddressPool,
+		func(x *weftv1.AddressPool) *weftv1.UpdateAddressPoolResponse {
+			return &weftv1.UpdateAddressPoolResponse{AddressPool: x}
+		})
+}
+
+func (h *lbService) DeleteAddressPool(ctx context.Context, req *connect.Request[weftv1.DeleteRequest]) (*connect.Response[weftv1.DeleteResponse], error) {
+	return deleteKind(ctx, h.s, req, addressPools, lbc.DeleteAddressPool)
 }

@@ -23,6 +23,7 @@ import (
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
 	"github.com/weftlb/weft/proto/weft/v1/weftv1connect"
 	"github.com/weftlb/weft/raftfsm"
+	"github.com/weftlb/weft/tokens"
 	"github.com/weftlb/weft/validate"
 )
 
@@ -160,6 +161,25 @@ func (s *Server) HandlerOptions() []connect.HandlerOption {
 func (s *Server) Mount(path string, h http.Handler) {
 	s.Handler()
 	s.mux.Handle(s.auth.wrap(path, h))
+}
+
+// MountFiles serves h at path on the API to GET and HEAD requests without
+// authentication: files that hold no data, such as the web console's, which
+// a browser loads before it has a token.
+func (s *Server) MountFiles(path string, h http.Handler) {
+	s.Handler()
+	s.mux.Handle(http.MethodGet+" "+path, h)
+}
+
+// MountForViewers serves h at path on the API to POST requests of any
+// authenticated caller (role viewer and up), with the API's body limit: for
+// helpers that read nothing from the state, such as the console's YAML
+// conversions.
+func (s *Server) MountForViewers(path string, h http.Handler) {
+	s.Handler()
+	viewer := func(string) tokens.Role { return tokens.RoleViewer }
+	pattern, limited := s.limit(http.MethodPost+" "+path, h)
+	s.mux.Handle(s.auth.wrapRole(pattern, viewer, limited))
 }
 
 // limitBody refuses a request whose declared length is over the limit

@@ -292,9 +292,15 @@ func (r *fabricRig) waitApplied(index uint64, limit time.Duration) time.Duration
 // get asks VIP:port once over a new connection from the client and
 // returns the answering server's name.
 func (r *fabricRig) get(port string, limit time.Duration) (string, error) {
+	return serverName(r.c, net.JoinHostPort(labVIP.String(), port), limit)
+}
+
+// serverName asks addr once over a new connection from where the cluster's
+// clients run and returns the body: a lab server's name.
+func serverName(c *cluster, addr string, limit time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	conn, err := r.c.dial(ctx, "tcp", net.JoinHostPort(labVIP.String(), port))
+	conn, err := c.dial(ctx, "tcp", addr)
 	if err != nil {
 		return "", err
 	}

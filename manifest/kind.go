@@ -9,7 +9,7 @@ import (
 )
 
 // A document's kind is the name of the message in weftv1.Resource's "kind"
-// oneof (LoadBalancer, Pool, Certificate, DNSRecord), so a kind added to the
+// oneof (LoadBalancer, Pool, Certificate, DNSRecord, AddressPool), so a kind added to the
 // proto is read and written here without a change.
 var kindOneof = (&weftv1.Resource{}).ProtoReflect().Descriptor().Oneofs().ByName("kind")
 
@@ -63,13 +63,14 @@ var kindAliases = map[string]string{
 	"pool": "Pool", "pools": "Pool",
 	"certificate": "Certificate", "certificates": "Certificate", "cert": "Certificate", "certs": "Certificate",
 	"dnsrecord": "DNSRecord", "dnsrecords": "DNSRecord", "dns": "DNSRecord",
+	"addresspool": "AddressPool", "addresspools": "AddressPool", "ap": "AddressPool",
 }
 
 // ParseKind returns the kind named by s, which may be singular, plural or
-// short ("lb", "cert", "dns"), in any case.
+// short ("lb", "cert", "dns", "ap"), in any case.
 func ParseKind(s string) (string, error) {
 	if k, ok := kindAliases[strings.ToLower(s)]; ok {
 		return k, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want loadbalancers, pools, certificates or dnsrecords)", s)
+	return "", fmt.Errorf("unknown kind %q (want loadbalancers, pools, certificates, dnsrecords or addresspools)", s)
 }

@@ -27,7 +27,7 @@ func TestParseKind(t *testing.T) {
 		}
 	}
 	_, err := ParseKind("x")
-	if want := `unknown kind "x" (want loadbalancers, pools, certificates or dnsrecords)`; err == nil || err.Error() != want {
+	if want := `unknown kind "x" (want loadbalancers, pools, certificates, dnsrecords or addresspools)`; err == nil || err.Error() != want {
 		t.Errorf("ParseKind(\"x\") error = %v, want %s", err, want)
 	}
 }

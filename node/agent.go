@@ -19,6 +19,7 @@ import (
 
 	"github.com/weftlb/weft/api"
 	"github.com/weftlb/weft/bgp"
+	"github.com/weftlb/weft/console"
 	"github.com/weftlb/weft/dataplane"
 	"github.com/weftlb/weft/dataplane/flowsync"
 	"github.com/weftlb/weft/dataplane/topflows"
@@ -180,6 +181,11 @@ func (a *Agent) open(d dataDir) error {
 		Local: a.localStatus, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name),
 		DNSQuery: a.dnsQuery(), LocalStats: a.localStats})
 	a.api = srv
+	if a.cfg.Console {
+		srv.MountFiles("/{$}", console.RootHandler())
+		srv.MountFiles(console.Path, console.FilesHandler())
+		srv.MountForViewers(console.ManifestPath, console.ManifestHandler())
+	}
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("api listen: %w", err)

@@ -33,6 +33,8 @@ type Config struct {
 	// APIMaxRequestBytes is the largest API request message accepted (0:
 	// api.DefaultMaxRequestBytes).
 	APIMaxRequestBytes int
+	// Console serves the web console on the API port (console.Path).
+	Console bool
 
 	// Init creates a new cluster; Join (host:port of any member) with
 	// Token joins one. Neither: restart from DataDir.

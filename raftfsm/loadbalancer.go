@@ -24,8 +24,9 @@ var loadBalancerKind = &resourceKind{
 	wrap: func(m proto.Message) *weftv1.Resource {
 		return &weftv1.Resource{Kind: &weftv1.Resource_LoadBalancer{LoadBalancer: m.(*weftv1.LoadBalancer)}}
 	},
-	check: checkLoadBalancer,
-	users: loadBalancerUsers,
+	prepare: allocateVIP,
+	check:   checkLoadBalancer,
+	users:   loadBalancerUsers,
 }
 
 // listenerName is the listener's name, or the default the API would give it.
@@ -36,13 +37,20 @@ func listenerName(l *weftv1.Listener) string {
 	return fmt.Sprintf("%s-%d", l.GetProtocol(), l.GetPort())
 }
 
+// vipKey is a VIP in canonical form, so that two spellings of one IPv6
+// address are one key; "" stays "".
+func vipKey(vip string) string {
+	if a, err := netip.ParseAddr(vip); err == nil {
+		return a.Unmap().WithZone("").String()
+	}
+	return vip
+}
+
 // addressKey is what two listeners must not share: "vip:port/transport",
 // where http and https listen on tcp. The VIP is canonicalised so that two
 // spellings of one IPv6 address collide.
 func addressKey(vip string, l *weftv1.Listener) string {
-	if a, err := netip.ParseAddr(vip); err == nil {
-		vip = a.Unmap().WithZone("").String()
-	}
+	vip = vipKey(vip)
 	transport := "tcp"
 	if l.GetProtocol() == "udp" {
 		transport = "udp"
@@ -125,7 +133,7 @@ func checkLoadBalancer(tx *writeTxn, m proto.Message) error {
 			}
 		}
 	}
-	return nil
+	return checkHeldVIP(tx, lb)
 }
 
 // loadBalancerUsers refuses to delete a load balancer that a DNS record targets.

@@ -18,6 +18,7 @@ const (
 	KindPool         = "Pool"
 	KindCertificate  = "Certificate"
 	KindDNSRecord    = "DNSRecord"
+	KindAddressPool  = "AddressPool"
 )
 
 // Actions reported per resource by ApplyResources.
@@ -44,7 +45,7 @@ type ItemResult struct {
 	Version uint64
 }
 
-// resourceKind describes one of the four user resource kinds: where it is
+// resourceKind describes one of the user resource kinds: where it is
 // stored and which invariants guard it. Its functions use table names, not
 // other kinds, so the kind variables do not depend on each other.
 type resourceKind struct {
@@ -54,6 +55,10 @@ type resourceKind struct {
 	// unwrap returns the kind's message inside r, or nil when r holds another kind.
 	unwrap func(r *weftv1.Resource) proto.Message
 	wrap   func(m proto.Message) *weftv1.Resource
+	// prepare fills, before a resource is compared with the stored one and
+	// written, what the state store decides for it (a load balancer's VIP
+	// from its address pool). Nil when it decides nothing.
+	prepare func(tx *writeTxn, m proto.Message) error
 	// check verifies, after a batch is written, the invariants that a changed
 	// resource of this kind could break. Nil when it cannot break any.
 	check func(tx *writeTxn, m proto.Message) error
@@ -64,7 +69,7 @@ type resourceKind struct {
 
 // resourceKinds lists the kinds in dependency order: each kind refers only to
 // kinds before it, so listing (and applying) in this order never dangles.
-var resourceKinds = []*resourceKind{certificateKind, poolKind, loadBalancerKind, dnsRecordKind}
+var resourceKinds = []*resourceKind{addressPoolKind, certificateKind, poolKind, loadBalancerKind, dnsRecordKind}
 
 func kindByName(name string) *resourceKind {
 	for _, k := range resourceKinds {
@@ -85,7 +90,7 @@ func kindOfResource(r *weftv1.Resource) *resourceKind {
 }
 
 // KindOf returns the kind name of r ("LoadBalancer", "Pool", "Certificate",
-// "DNSRecord"), or "" when r holds none.
+// "DNSRecord", "AddressPool"), or "" when r holds none.
 func KindOf(r *weftv1.Resource) string {
 	if k := kindOfResource(r); k != nil {
 		return k.name
@@ -153,6 +158,11 @@ func (tx *writeTxn) applyResources(cmd *statev1.ApplyResourcesCommand) (*ApplyRe
 			return nil, stateErrorf(Invalid, "%s %q appears more than once in the batch", k.noun, name)
 		}
 		seen[key] = true
+		if k.prepare != nil {
+			if err := k.prepare(tx, msg); err != nil {
+				return nil, err
+			}
+		}
 		item, err := tx.putResource(k, cmd.GetMode(), msg)
 		if err != nil {
 			return nil, err

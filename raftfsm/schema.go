@@ -15,6 +15,7 @@ const (
 	tablePools         = "pools"
 	tableCertificates  = "certificates"
 	tableDNSRecords    = "dns_records"
+	tableAddressPools  = "address_pools"
 	tableNodes         = "nodes"
 	tableJoinTokens    = "join_tokens"
 	tableAPITokens     = "api_tokens"
@@ -33,6 +34,10 @@ const (
 	indexCertificate = "certificate"
 	// indexAddress on load balancers: every listener's addressKey.
 	indexAddress = "address"
+	// indexVIP on load balancers: the VIP, canonical (vipKey).
+	indexVIP = "vip"
+	// indexAddressPool on load balancers: the address pool the VIP is taken from.
+	indexAddressPool = "address_pool"
 	// indexLoadBalancer on DNS records: every target load balancer.
 	indexLoadBalancer = "load_balancer"
 )
@@ -60,7 +65,13 @@ func schema() *memdb.DBSchema {
 				indexPool:        multiIndex(indexPool, loadBalancerPools),
 				indexCertificate: multiIndex(indexCertificate, loadBalancerCertificates),
 				indexAddress:     multiIndex(indexAddress, loadBalancerAddresses),
+				indexVIP:         optionalIndex(indexVIP, func(lb *weftv1.LoadBalancer) string { return vipKey(lb.GetSpec().GetVip()) }),
+				indexAddressPool: optionalIndex(indexAddressPool, func(lb *weftv1.LoadBalancer) string { return lb.GetSpec().GetAddressPool() }),
 			},
+		},
+		tableAddressPools: {
+			Name:    tableAddressPools,
+			Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(func(p *weftv1.AddressPool) string { return p.GetMetadata().GetName() })},
 		},
 		tablePools: {
 			Name:    tablePools,
@@ -119,6 +130,16 @@ func idIndex[T any](key func(T) string) *memdb.IndexSchema {
 		Name:    indexID,
 		Unique:  true,
 		Indexer: singleString[T](key),
+	}
+}
+
+// optionalIndex is a non-unique index with at most one key per object; an
+// object whose key is empty is not in it.
+func optionalIndex[T any](name string, key func(T) string) *memdb.IndexSchema {
+	return &memdb.IndexSchema{
+		Name:         name,
+		AllowMissing: true,
+		Indexer:      singleString[T](key),
 	}
 }
 

@@ -55,8 +55,8 @@ func (s *State) Resource(kind, name string) *weftv1.Resource {
 	return k.wrap(raw.(proto.Message))
 }
 
-// Resources returns every resource of the four kinds, by kind in dependency
-// order (Certificate, Pool, LoadBalancer, DNSRecord), then by name. Applying
+// Resources returns every user resource, by kind in dependency order
+// (AddressPool, Certificate, Pool, LoadBalancer, DNSRecord), then by name. Applying
 // them in this order never refers to a resource not yet applied.
 func (s *State) Resources() []*weftv1.Resource {
 	var out []*weftv1.Resource

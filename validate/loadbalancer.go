@@ -23,6 +23,35 @@ const (
 	maxTimeout        = time.Hour
 )
 
+// zones checks a region, a primary zone and backup zones, the placement a
+// load balancer and an address pool both carry.
+func (c checker) zones(region, primary string, backups []string) error {
+	if err := c.optionalLabel("spec.region", region); err != nil {
+		return err
+	}
+	if err := c.optionalLabel("spec.primaryZone", primary); err != nil {
+		return err
+	}
+	if len(backups) > 0 && primary == "" {
+		return c.fail("spec.primaryZone", "must be set when backupZones is set")
+	}
+	seenZone := map[string]bool{primary: true}
+	for i, z := range backups {
+		field := fmt.Sprintf("spec.backupZones[%d]", i)
+		if err := c.label(field, z); err != nil {
+			return err
+		}
+		if z == primary {
+			return c.fail(field, "%q is the primary zone", z)
+		}
+		if seenZone[z] {
+			return c.fail(field, "duplicate zone %q", z)
+		}
+		seenZone[z] = true
+	}
+	return nil
+}
+
 // LoadBalancer normalises and validates lb in place; see Resource.
 func LoadBalancer(lb *weftv1.LoadBalancer) error {
 	c, err := metadata(kindLoadBalancer, lb.GetMetadata())
@@ -33,31 +62,17 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 		lb.Spec = &weftv1.LoadBalancerSpec{}
 	}
 	s := lb.Spec
-	if s.Vip, err = c.address("spec.vip", s.Vip); err != nil {
+	if err := c.optionalLabel("spec.addressPool", s.AddressPool); err != nil {
 		return err
 	}
-	if err := c.optionalLabel("spec.region", s.Region); err != nil {
-		return err
-	}
-	if err := c.optionalLabel("spec.primaryZone", s.PrimaryZone); err != nil {
-		return err
-	}
-	if len(s.BackupZones) > 0 && s.PrimaryZone == "" {
-		return c.fail("spec.primaryZone", "must be set when backupZones is set")
-	}
-	seenZone := map[string]bool{s.PrimaryZone: true}
-	for i, z := range s.BackupZones {
-		field := fmt.Sprintf("spec.backupZones[%d]", i)
-		if err := c.label(field, z); err != nil {
+	// A VIP left empty is the address pool's to give (raftfsm).
+	if s.Vip != "" || s.AddressPool == "" {
+		if s.Vip, err = c.address("spec.vip", s.Vip); err != nil {
 			return err
 		}
-		if z == s.PrimaryZone {
-			return c.fail(field, "%q is the primary zone", z)
-		}
-		if seenZone[z] {
-			return c.fail(field, "duplicate zone %q", z)
-		}
-		seenZone[z] = true
+	}
+	if err := c.zones(s.Region, s.PrimaryZone, s.BackupZones); err != nil {
+		return err
 	}
 
 	names := map[string]int{}

@@ -62,6 +62,8 @@ func KindName(kind string) string {
 		return kindCertificate
 	case "DNSRecord":
 		return kindDNSRecord
+	case "AddressPool":
+		return kindAddressPool
 	}
 	return kind
 }

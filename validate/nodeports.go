@@ -95,11 +95,16 @@ func parseNodePort(node, service, hostPort string) (p NodePort, ok bool) {
 // must have passed LoadBalancer.
 func ListenerPorts(lb *weftv1.LoadBalancer, ports []NodePort) error {
 	c := checker{kind: kindLoadBalancer, name: lb.GetMetadata().GetName()}
-	vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
-	if err != nil {
-		return c.fail("spec.vip", "%q is not an IP address", lb.GetSpec().GetVip())
+	// A VIP still to be taken from an address pool (empty) is checked
+	// against wildcard binds only.
+	var vip netip.Addr
+	if s := lb.GetSpec().GetVip(); s != "" {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return c.fail("spec.vip", "%q is not an IP address", s)
+		}
+		vip = a.Unmap()
 	}
-	vip = vip.Unmap()
 	for i, l := range lb.GetSpec().GetListeners() {
 		for _, p := range ports {
 			if uint32(p.Addr.Port()) != l.GetPort() || !slices.Contains(serviceTransports[p.Service], transport(l.GetProtocol())) {

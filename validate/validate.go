@@ -22,6 +22,7 @@ const (
 	kindPool         = "pool"
 	kindCertificate  = "certificate"
 	kindDNSRecord    = "dns record"
+	kindAddressPool  = "address pool"
 )
 
 // FieldError is one problem with one field.
@@ -65,8 +66,10 @@ func Resource(r *weftv1.Resource) error {
 		return Certificate(k.Certificate)
 	case *weftv1.Resource_DnsRecord:
 		return DNSRecord(k.DnsRecord)
+	case *weftv1.Resource_AddressPool:
+		return AddressPool(k.AddressPool)
 	default:
-		return &FieldError{Kind: "resource", Field: "kind", Problem: "must be set (loadBalancer, pool, certificate or dnsRecord)"}
+		return &FieldError{Kind: "resource", Field: "kind", Problem: "must be set (loadBalancer, pool, certificate, dnsRecord or addressPool)"}
 	}
 }
 

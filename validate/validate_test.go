@@ -53,6 +53,17 @@ func pool(edit func(s *weftv1.PoolSpec)) *weftv1.Resource {
 	}}}
 }
 
+// addressPool returns a valid address pool resource, changed by edit.
+func addressPool(edit func(s *weftv1.AddressPoolSpec)) *weftv1.Resource {
+	s := &weftv1.AddressPoolSpec{Cidrs: []string{"192.0.2.0/28", "2001:db8::/120"}, PrimaryZone: "a", BackupZones: []string{"b"}}
+	if edit != nil {
+		edit(s)
+	}
+	return &weftv1.Resource{Kind: &weftv1.Resource_AddressPool{AddressPool: &weftv1.AddressPool{
+		Metadata: &weftv1.Metadata{Name: "public"}, Spec: s,
+	}}}
+}
+
 // static returns a static DNS record of type typ with values.
 func static(typ string, values ...string) *weftv1.Resource {
 	return dns(func(s *weftv1.DNSRecordSpec) {
@@ -100,7 +111,8 @@ func rewrite(req, resp *weftv1.HeaderRewrite) func(s *weftv1.LoadBalancerSpec) {
 func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 func TestValidBasesPass(t *testing.T) {
-	for name, r := range map[string]*weftv1.Resource{"lb": lb(nil), "pool": pool(nil), "dns": dns(nil)} {
+	for name, r := range map[string]*weftv1.Resource{"lb": lb(nil), "pool": pool(nil), "dns": dns(nil), "address pool": addressPool(nil),
+		"lb from a pool": lb(func(s *weftv1.LoadBalancerSpec) { s.Vip, s.AddressPool = "", "public" })} {
 		if err := Resource(r); err != nil {
 			t.Errorf("%s: got %v, want nil", name, err)
 		}
@@ -122,8 +134,18 @@ func TestInvalid(t *testing.T) {
 		{"name ends with dash", func() *weftv1.Resource { r := dns(nil); r.GetDnsRecord().Metadata.Name = "www-"; return r }(), "metadata.name", "must not start or end with '-'"},
 		{"name too long", func() *weftv1.Resource { r := pool(nil); r.GetPool().Metadata.Name = strings.Repeat("a", 64); return r }(), "metadata.name", "64 characters long"},
 
+		// Address pool.
+		{"pool without cidrs", addressPool(func(s *weftv1.AddressPoolSpec) { s.Cidrs = nil }), "spec.cidrs", "at least one CIDR"},
+		{"cidr not a prefix", addressPool(func(s *weftv1.AddressPoolSpec) { s.Cidrs[1] = "192.0.2.1" }), "spec.cidrs[1]", `"192.0.2.1" is not a CIDR`},
+		{"cidr with host bits", addressPool(func(s *weftv1.AddressPoolSpec) { s.Cidrs[0] = "192.0.2.5/28" }), "spec.cidrs[0]", "write 192.0.2.0/28"},
+		{"cidr of every address", addressPool(func(s *weftv1.AddressPoolSpec) { s.Cidrs[0] = "0.0.0.0/0" }), "spec.cidrs[0]", "every address"},
+		{"cidr multicast", addressPool(func(s *weftv1.AddressPoolSpec) { s.Cidrs[0] = "224.0.0.0/28" }), "spec.cidrs[0]", "multicast"},
+		{"cidrs overlap", addressPool(func(s *weftv1.AddressPoolSpec) { s.Cidrs = append(s.Cidrs, "192.0.2.8/29") }), "spec.cidrs[2]", "192.0.2.8/29 overlaps spec.cidrs[0] (192.0.2.0/28)"},
+		{"pool backup zone is primary", addressPool(func(s *weftv1.AddressPoolSpec) { s.BackupZones = []string{"a"} }), "spec.backupZones[0]", "is the primary zone"},
+
 		// Load balancer.
 		{"no vip", lb(func(s *weftv1.LoadBalancerSpec) { s.Vip = "" }), "spec.vip", "must be set"},
+		{"address pool not a label", lb(func(s *weftv1.LoadBalancerSpec) { s.Vip, s.AddressPool = "", "Public" }), "spec.addressPool", `character 'P'`},
 		{"vip not an address", lb(func(s *weftv1.LoadBalancerSpec) { s.Vip = "web.example.com" }), "spec.vip", "is not an IP address"},
 		{"vip unspecified", lb(func(s *weftv1.LoadBalancerSpec) { s.Vip = "::" }), "spec.vip", "unspecified"},
 		{"vip multicast", lb(func(s *weftv1.LoadBalancerSpec) { s.Vip = "224.0.0.1" }), "spec.vip", "multicast"},
@@ -538,6 +560,11 @@ func TestNormalise(t *testing.T) {
 					{Name: "http-8082", Port: 8082, Protocol: "http", Pool: "web", AccessLog: &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(0)}},
 				}
 			}),
+		},
+		{
+			name: "address pool cidrs in canonical form",
+			in:   addressPool(func(s *weftv1.AddressPoolSpec) { s.Cidrs[1] = "2001:DB8:0::/120" }),
+			want: addressPool(nil),
 		},
 		{
 			name: "zero listeners and loopback vip",

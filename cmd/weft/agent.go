@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftlb/weft/api"
+	"github.com/weftlb/weft/console"
 	"github.com/weftlb/weft/dataplane/maglev"
 	"github.com/weftlb/weft/dataplane/xdp"
 	"github.com/weftlb/weft/node"
@@ -91,6 +92,10 @@ func newAgentCmd() *cobra.Command {
 				fmt.Fprintf(out, "dev node %s serving the API on %s\n", cfg.Name, cfg.APIAddr)
 				fmt.Fprintf(out, "  export WEFT_ADDR=%s WEFT_CA_FILE=%s WEFT_TOKEN=$(cat %s/%s)\n",
 					cfg.APIAddr, node.CAFile(cfg.DataDir), cfg.DataDir, node.AdminTokenFile)
+				if cfg.Console {
+					fmt.Fprintf(out, "  console: https://%s%s (trust %s in the browser; log in with the token)\n",
+						cfg.APIAddr, console.Path, node.CAFile(cfg.DataDir))
+				}
 			}
 			select {
 			case <-cmd.Context().Done():
@@ -116,6 +121,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "gossip listen address, UDP and TCP (default: the --raft-addr host, port "+node.DefaultGossipPort+")")
 	f.StringVar(&cfg.GossipAdvertise, "advertise-gossip", "", "gossip address others dial (default: the --advertise-raft host, the --gossip-addr port)")
 	f.IntVar(&cfg.APIMaxRequestBytes, "api-max-request-bytes", api.DefaultMaxRequestBytes, "largest API request message accepted, in bytes")
+	f.BoolVar(&cfg.Console, "console", true, "serve the web console on the API port at "+console.Path)
 	f.BoolVar(&cfg.Init, "init", false, "create a new cluster with this node as its first member")
 	f.StringVar(&cfg.Join, "join", "", "join the cluster of the member at HOST:PORT (its API address)")
 	cfg.Token = os.Getenv("WEFT_JOIN_TOKEN")

@@ -233,6 +233,8 @@ func kindMessage(r *weftv1.Resource) (interface {
 		return r.GetCertificate(), true
 	case r.GetDnsRecord() != nil:
 		return r.GetDnsRecord(), true
+	case r.GetAddressPool() != nil:
+		return r.GetAddressPool(), true
 	}
 	return nil, false
 }
@@ -242,7 +244,7 @@ func newGetCmd(cf *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "List resources of a kind, or show one",
-		Long: `List resources of a kind, or show one. Kinds: loadbalancers (lb), pools, certificates (cert), dnsrecords (dns).
+		Long: `List resources of a kind, or show one. Kinds: loadbalancers (lb), pools, certificates (cert), dnsrecords (dns), addresspools (ap).
 
 Pools show their members' health (up, down, unknown) as the answering node's copy of the agreed
 health view holds it; -o wide adds columns, -o name prints kind/name lines.`,
@@ -560,6 +562,11 @@ var kinds = map[string]kindOps{
 		func(x *weftv1.DNSRecord) *weftv1.Resource {
 			return &weftv1.Resource{Kind: &weftv1.Resource_DnsRecord{DnsRecord: x}}
 		}),
+	raftfsm.KindAddressPool: opsOf(lbClient.GetAddressPool, (*weftv1.GetAddressPoolResponse).GetAddressPool,
+		lbClient.ListAddressPools, (*weftv1.ListAddressPoolsResponse).GetAddressPools, lbClient.DeleteAddressPool,
+		func(x *weftv1.AddressPool) *weftv1.Resource {
+			return &weftv1.Resource{Kind: &weftv1.Resource_AddressPool{AddressPool: x}}
+		}),
 }
 
 // printResources writes resources as a table (-o wide: with more
@@ -623,7 +630,7 @@ func tableOf(kind string, rs []*weftv1.Resource) table {
 	}
 	switch kind {
 	case raftfsm.KindLoadBalancer:
-		t.columns = cols([]string{"name", "vip", "region", "zones", "listeners", "version"}, "pools", "certificates", "labels")
+		t.columns = cols([]string{"name", "vip", "region", "zones", "listeners", "version"}, "pools", "certificates", "address pool", "labels")
 		for _, r := range rs {
 			lb := r.GetLoadBalancer()
 			var ls, pools, certs []string
@@ -635,13 +642,18 @@ func tableOf(kind string, rs []*weftv1.Resource) table {
 				}
 				certs = append(certs, l.GetCertificates()...)
 			}
-			zones := lb.GetSpec().GetPrimaryZone()
-			if b := lb.GetSpec().GetBackupZones(); len(b) > 0 {
-				zones += ">" + strings.Join(b, ">")
-			}
 			t.rows = append(t.rows, []string{lb.GetMetadata().GetName(), lb.GetSpec().GetVip(), lb.GetSpec().GetRegion(),
-				zones, strings.Join(ls, ","), versionOf(lb.GetMetadata()),
-				strings.Join(uniqueSorted(pools), ","), strings.Join(uniqueSorted(certs), ","), labels(lb.GetMetadata().GetLabels())})
+				zoneList(lb.GetSpec().GetPrimaryZone(), lb.GetSpec().GetBackupZones()), strings.Join(ls, ","), versionOf(lb.GetMetadata()),
+				strings.Join(uniqueSorted(pools), ","), strings.Join(uniqueSorted(certs), ","), lb.GetSpec().GetAddressPool(),
+				labels(lb.GetMetadata().GetLabels())})
+		}
+	case raftfsm.KindAddressPool:
+		t.columns = cols([]string{"name", "cidrs", "region", "zones", "version"}, "labels")
+		for _, r := range rs {
+			p := r.GetAddressPool()
+			t.rows = append(t.rows, []string{p.GetMetadata().GetName(), strings.Join(p.GetSpec().GetCidrs(), ","), p.GetSpec().GetRegion(),
+				zoneList(p.GetSpec().GetPrimaryZone(), p.GetSpec().GetBackupZones()), versionOf(p.GetMetadata()),
+				labels(p.GetMetadata().GetLabels())})
 		}
 	case raftfsm.KindPool:
 		t.columns = cols([]string{"name", "members", "health", "check", "algorithm", "version"}, "check detail", "upstream", "health of", "labels")
@@ -674,6 +686,11 @@ func tableOf(kind string, rs []*weftv1.Resource) table {
 		}
 	}
 	return t
+}
+
+// zoneList is a primary zone and its backups in order: "a>b>c".
+func zoneList(primary string, backups []string) string {
+	return strings.Join(append([]string{primary}, backups...), ">")
 }
 
 // recordKind is what a DNS record is: its policy, its static type, or a

@@ -35,7 +35,7 @@ func newRoot() *cobra.Command {
 		newAgentCmd(), newVersionCmd(&cf),
 		newApplyCmd(&cf), newGetCmd(&cf), newDescribeCmd(&cf), newDeleteCmd(&cf),
 		newNodesCmd(&cf), newStatusCmd(&cf), newNodeCmd(&cf), newLeaderCmd(&cf),
-		newTokenCmd(&cf), newJoinTokenCmd(&cf), newDNSCmd(&cf), newTopCmd(&cf),
+		newTokenCmd(&cf), newJoinTokenCmd(&cf), newDNSCmd(&cf), newTopCmd(&cf), newK8sControllerCmd(&cf),
 	)
 	return root
 }

@@ -1370,6 +1370,287 @@ func (x *UpdateDNSRecordResponse) GetDnsRecord() *DNSRecord {
 	return nil
 }
 
+type GetAddressPoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AddressPool   *AddressPool           `protobuf:"bytes,1,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAddressPoolResponse) Reset() {
+	*x = GetAddressPoolResponse{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAddressPoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAddressPoolResponse) ProtoMessage() {}
+
+func (x *GetAddressPoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAddressPoolResponse.ProtoReflect.Descriptor instead.
+func (*GetAddressPoolResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetAddressPoolResponse) GetAddressPool() *AddressPool {
+	if x != nil {
+		return x.AddressPool
+	}
+	return nil
+}
+
+type ListAddressPoolsResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AddressPools []*AddressPool         `protobuf:"bytes,1,rep,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
+	Index        uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// NextPageToken, when set, continues the listing (ListRequest.page_token).
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAddressPoolsResponse) Reset() {
+	*x = ListAddressPoolsResponse{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAddressPoolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAddressPoolsResponse) ProtoMessage() {}
+
+func (x *ListAddressPoolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAddressPoolsResponse.ProtoReflect.Descriptor instead.
+func (*ListAddressPoolsResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListAddressPoolsResponse) GetAddressPools() []*AddressPool {
+	if x != nil {
+		return x.AddressPools
+	}
+	return nil
+}
+
+func (x *ListAddressPoolsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ListAddressPoolsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type CreateAddressPoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AddressPool   *AddressPool           `protobuf:"bytes,1,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAddressPoolRequest) Reset() {
+	*x = CreateAddressPoolRequest{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAddressPoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAddressPoolRequest) ProtoMessage() {}
+
+func (x *CreateAddressPoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAddressPoolRequest.ProtoReflect.Descriptor instead.
+func (*CreateAddressPoolRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateAddressPoolRequest) GetAddressPool() *AddressPool {
+	if x != nil {
+		return x.AddressPool
+	}
+	return nil
+}
+
+type CreateAddressPoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AddressPool   *AddressPool           `protobuf:"bytes,1,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAddressPoolResponse) Reset() {
+	*x = CreateAddressPoolResponse{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAddressPoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAddressPoolResponse) ProtoMessage() {}
+
+func (x *CreateAddressPoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAddressPoolResponse.ProtoReflect.Descriptor instead.
+func (*CreateAddressPoolResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateAddressPoolResponse) GetAddressPool() *AddressPool {
+	if x != nil {
+		return x.AddressPool
+	}
+	return nil
+}
+
+type UpdateAddressPoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AddressPool   *AddressPool           `protobuf:"bytes,1,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAddressPoolRequest) Reset() {
+	*x = UpdateAddressPoolRequest{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAddressPoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAddressPoolRequest) ProtoMessage() {}
+
+func (x *UpdateAddressPoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAddressPoolRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAddressPoolRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UpdateAddressPoolRequest) GetAddressPool() *AddressPool {
+	if x != nil {
+		return x.AddressPool
+	}
+	return nil
+}
+
+type UpdateAddressPoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AddressPool   *AddressPool           `protobuf:"bytes,1,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAddressPoolResponse) Reset() {
+	*x = UpdateAddressPoolResponse{}
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAddressPoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAddressPoolResponse) ProtoMessage() {}
+
+func (x *UpdateAddressPoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAddressPoolResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAddressPoolResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UpdateAddressPoolResponse) GetAddressPool() *AddressPool {
+	if x != nil {
+		return x.AddressPool
+	}
+	return nil
+}
+
 type ApplyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
@@ -1383,7 +1664,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[28]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1676,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[28]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1689,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{28}
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ApplyRequest) GetResources() []*Resource {
@@ -1438,7 +1719,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[29]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1731,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[29]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1744,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{29}
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApplyResponse) GetResults() []*ApplyResult {
@@ -1482,7 +1763,7 @@ func (x *ApplyResponse) GetIndex() uint64 {
 
 type ApplyResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Kind is LoadBalancer, Pool, Certificate or DNSRecord.
+	// Kind is LoadBalancer, Pool, Certificate, DNSRecord or AddressPool.
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Action is created, updated or unchanged.
@@ -1501,7 +1782,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[30]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1794,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[30]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1807,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{30}
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApplyResult) GetKind() string {
@@ -1580,7 +1861,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[31]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1873,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[31]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1886,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{31}
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -1627,7 +1908,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[32]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1920,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[32]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1933,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{32}
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchResponse) GetType() string {
@@ -1692,7 +1973,7 @@ type QueryDNSRequest struct {
 
 func (x *QueryDNSRequest) Reset() {
 	*x = QueryDNSRequest{}
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[33]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1985,7 @@ func (x *QueryDNSRequest) String() string {
 func (*QueryDNSRequest) ProtoMessage() {}
 
 func (x *QueryDNSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[33]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1998,7 @@ func (x *QueryDNSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryDNSRequest.ProtoReflect.Descriptor instead.
 func (*QueryDNSRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{33}
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *QueryDNSRequest) GetName() string {
@@ -1770,7 +2051,7 @@ type QueryDNSResponse struct {
 
 func (x *QueryDNSResponse) Reset() {
 	*x = QueryDNSResponse{}
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[34]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +2063,7 @@ func (x *QueryDNSResponse) String() string {
 func (*QueryDNSResponse) ProtoMessage() {}
 
 func (x *QueryDNSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[34]
+	mi := &file_weft_v1_load_balancer_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +2076,7 @@ func (x *QueryDNSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryDNSResponse.ProtoReflect.Descriptor instead.
 func (*QueryDNSResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{34}
+	return file_weft_v1_load_balancer_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *QueryDNSResponse) GetNode() string {
@@ -1942,7 +2223,21 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"L\n" +
 	"\x17UpdateDNSRecordResponse\x121\n" +
 	"\n" +
-	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"X\n" +
+	"dns_record\x18\x01 \x01(\v2\x12.weft.v1.DNSRecordR\tdnsRecord\"Q\n" +
+	"\x16GetAddressPoolResponse\x127\n" +
+	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"\x93\x01\n" +
+	"\x18ListAddressPoolsResponse\x129\n" +
+	"\raddress_pools\x18\x01 \x03(\v2\x14.weft.v1.AddressPoolR\faddressPools\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"S\n" +
+	"\x18CreateAddressPoolRequest\x127\n" +
+	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"T\n" +
+	"\x19CreateAddressPoolResponse\x127\n" +
+	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"S\n" +
+	"\x18UpdateAddressPoolRequest\x127\n" +
+	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"T\n" +
+	"\x19UpdateAddressPoolResponse\x127\n" +
+	"\faddress_pool\x18\x01 \x01(\v2\x14.weft.v1.AddressPoolR\vaddressPool\"X\n" +
 	"\fApplyRequest\x12/\n" +
 	"\tresources\x18\x01 \x03(\v2\x11.weft.v1.ResourceR\tresources\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"U\n" +
@@ -1979,7 +2274,7 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\rauthoritative\x18\x06 \x01(\bR\rauthoritative\x12\x14\n" +
 	"\x05scope\x18\a \x01(\rR\x05scope\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12\x1b\n" +
-	"\tfail_open\x18\t \x01(\bR\bfailOpen2\xe9\r\n" +
+	"\tfail_open\x18\t \x01(\bR\bfailOpen2\x86\x11\n" +
 	"\x13LoadBalancerService\x12M\n" +
 	"\x0fGetLoadBalancer\x12\x13.weft.v1.GetRequest\x1a .weft.v1.GetLoadBalancerResponse\"\x03\x90\x02\x01\x12R\n" +
 	"\x11ListLoadBalancers\x12\x14.weft.v1.ListRequest\x1a\".weft.v1.ListLoadBalancersResponse\"\x03\x90\x02\x01\x12]\n" +
@@ -2003,7 +2298,12 @@ const file_weft_v1_load_balancer_service_proto_rawDesc = "" +
 	"\x0eListDNSRecords\x12\x14.weft.v1.ListRequest\x1a\x1f.weft.v1.ListDNSRecordsResponse\"\x03\x90\x02\x01\x12T\n" +
 	"\x0fCreateDNSRecord\x12\x1f.weft.v1.CreateDNSRecordRequest\x1a .weft.v1.CreateDNSRecordResponse\x12T\n" +
 	"\x0fUpdateDNSRecord\x12\x1f.weft.v1.UpdateDNSRecordRequest\x1a .weft.v1.UpdateDNSRecordResponse\x12B\n" +
-	"\x0fDeleteDNSRecord\x12\x16.weft.v1.DeleteRequest\x1a\x17.weft.v1.DeleteResponse\x12D\n" +
+	"\x0fDeleteDNSRecord\x12\x16.weft.v1.DeleteRequest\x1a\x17.weft.v1.DeleteResponse\x12K\n" +
+	"\x0eGetAddressPool\x12\x13.weft.v1.GetRequest\x1a\x1f.weft.v1.GetAddressPoolResponse\"\x03\x90\x02\x01\x12P\n" +
+	"\x10ListAddressPools\x12\x14.weft.v1.ListRequest\x1a!.weft.v1.ListAddressPoolsResponse\"\x03\x90\x02\x01\x12Z\n" +
+	"\x11CreateAddressPool\x12!.weft.v1.CreateAddressPoolRequest\x1a\".weft.v1.CreateAddressPoolResponse\x12Z\n" +
+	"\x11UpdateAddressPool\x12!.weft.v1.UpdateAddressPoolRequest\x1a\".weft.v1.UpdateAddressPoolResponse\x12D\n" +
+	"\x11DeleteAddressPool\x12\x16.weft.v1.DeleteRequest\x1a\x17.weft.v1.DeleteResponse\x12D\n" +
 	"\bQueryDNS\x12\x18.weft.v1.QueryDNSRequest\x1a\x19.weft.v1.QueryDNSResponse\"\x03\x90\x02\x01\x126\n" +
 	"\x05Apply\x12\x15.weft.v1.ApplyRequest\x1a\x16.weft.v1.ApplyResponse\x128\n" +
 	"\x05Watch\x12\x15.weft.v1.WatchRequest\x1a\x16.weft.v1.WatchResponse0\x01B-Z+github.com/weftlb/weft/proto/weft/v1;weftv1b\x06proto3"
@@ -2020,7 +2320,7 @@ func file_weft_v1_load_balancer_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_load_balancer_service_proto_rawDescData
 }
 
-var file_weft_v1_load_balancer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_weft_v1_load_balancer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_weft_v1_load_balancer_service_proto_goTypes = []any{
 	(*GetRequest)(nil),                 // 0: weft.v1.GetRequest
 	(*ListRequest)(nil),                // 1: weft.v1.ListRequest
@@ -2050,100 +2350,123 @@ var file_weft_v1_load_balancer_service_proto_goTypes = []any{
 	(*CreateDNSRecordResponse)(nil),    // 25: weft.v1.CreateDNSRecordResponse
 	(*UpdateDNSRecordRequest)(nil),     // 26: weft.v1.UpdateDNSRecordRequest
 	(*UpdateDNSRecordResponse)(nil),    // 27: weft.v1.UpdateDNSRecordResponse
-	(*ApplyRequest)(nil),               // 28: weft.v1.ApplyRequest
-	(*ApplyResponse)(nil),              // 29: weft.v1.ApplyResponse
-	(*ApplyResult)(nil),                // 30: weft.v1.ApplyResult
-	(*WatchRequest)(nil),               // 31: weft.v1.WatchRequest
-	(*WatchResponse)(nil),              // 32: weft.v1.WatchResponse
-	(*QueryDNSRequest)(nil),            // 33: weft.v1.QueryDNSRequest
-	(*QueryDNSResponse)(nil),           // 34: weft.v1.QueryDNSResponse
-	(*LoadBalancer)(nil),               // 35: weft.v1.LoadBalancer
-	(*Pool)(nil),                       // 36: weft.v1.Pool
-	(*Certificate)(nil),                // 37: weft.v1.Certificate
-	(*DNSRecord)(nil),                  // 38: weft.v1.DNSRecord
-	(*Resource)(nil),                   // 39: weft.v1.Resource
+	(*GetAddressPoolResponse)(nil),     // 28: weft.v1.GetAddressPoolResponse
+	(*ListAddressPoolsResponse)(nil),   // 29: weft.v1.ListAddressPoolsResponse
+	(*CreateAddressPoolRequest)(nil),   // 30: weft.v1.CreateAddressPoolRequest
+	(*CreateAddressPoolResponse)(nil),  // 31: weft.v1.CreateAddressPoolResponse
+	(*UpdateAddressPoolRequest)(nil),   // 32: weft.v1.UpdateAddressPoolRequest
+	(*UpdateAddressPoolResponse)(nil),  // 33: weft.v1.UpdateAddressPoolResponse
+	(*ApplyRequest)(nil),               // 34: weft.v1.ApplyRequest
+	(*ApplyResponse)(nil),              // 35: weft.v1.ApplyResponse
+	(*ApplyResult)(nil),                // 36: weft.v1.ApplyResult
+	(*WatchRequest)(nil),               // 37: weft.v1.WatchRequest
+	(*WatchResponse)(nil),              // 38: weft.v1.WatchResponse
+	(*QueryDNSRequest)(nil),            // 39: weft.v1.QueryDNSRequest
+	(*QueryDNSResponse)(nil),           // 40: weft.v1.QueryDNSResponse
+	(*LoadBalancer)(nil),               // 41: weft.v1.LoadBalancer
+	(*Pool)(nil),                       // 42: weft.v1.Pool
+	(*Certificate)(nil),                // 43: weft.v1.Certificate
+	(*DNSRecord)(nil),                  // 44: weft.v1.DNSRecord
+	(*AddressPool)(nil),                // 45: weft.v1.AddressPool
+	(*Resource)(nil),                   // 46: weft.v1.Resource
 }
 var file_weft_v1_load_balancer_service_proto_depIdxs = []int32{
-	35, // 0: weft.v1.GetLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
-	35, // 1: weft.v1.ListLoadBalancersResponse.load_balancers:type_name -> weft.v1.LoadBalancer
-	35, // 2: weft.v1.CreateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
-	35, // 3: weft.v1.CreateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
-	35, // 4: weft.v1.UpdateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
-	35, // 5: weft.v1.UpdateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
-	36, // 6: weft.v1.GetPoolResponse.pool:type_name -> weft.v1.Pool
-	36, // 7: weft.v1.ListPoolsResponse.pools:type_name -> weft.v1.Pool
-	36, // 8: weft.v1.CreatePoolRequest.pool:type_name -> weft.v1.Pool
-	36, // 9: weft.v1.CreatePoolResponse.pool:type_name -> weft.v1.Pool
-	36, // 10: weft.v1.UpdatePoolRequest.pool:type_name -> weft.v1.Pool
-	36, // 11: weft.v1.UpdatePoolResponse.pool:type_name -> weft.v1.Pool
-	37, // 12: weft.v1.GetCertificateResponse.certificate:type_name -> weft.v1.Certificate
-	37, // 13: weft.v1.ListCertificatesResponse.certificates:type_name -> weft.v1.Certificate
-	37, // 14: weft.v1.CreateCertificateRequest.certificate:type_name -> weft.v1.Certificate
-	37, // 15: weft.v1.CreateCertificateResponse.certificate:type_name -> weft.v1.Certificate
-	37, // 16: weft.v1.UpdateCertificateRequest.certificate:type_name -> weft.v1.Certificate
-	37, // 17: weft.v1.UpdateCertificateResponse.certificate:type_name -> weft.v1.Certificate
-	38, // 18: weft.v1.GetDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
-	38, // 19: weft.v1.ListDNSRecordsResponse.dns_records:type_name -> weft.v1.DNSRecord
-	38, // 20: weft.v1.CreateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
-	38, // 21: weft.v1.CreateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
-	38, // 22: weft.v1.UpdateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
-	38, // 23: weft.v1.UpdateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
-	39, // 24: weft.v1.ApplyRequest.resources:type_name -> weft.v1.Resource
-	30, // 25: weft.v1.ApplyResponse.results:type_name -> weft.v1.ApplyResult
-	39, // 26: weft.v1.ApplyResult.current:type_name -> weft.v1.Resource
-	39, // 27: weft.v1.ApplyResult.desired:type_name -> weft.v1.Resource
-	39, // 28: weft.v1.WatchResponse.resource:type_name -> weft.v1.Resource
-	0,  // 29: weft.v1.LoadBalancerService.GetLoadBalancer:input_type -> weft.v1.GetRequest
-	1,  // 30: weft.v1.LoadBalancerService.ListLoadBalancers:input_type -> weft.v1.ListRequest
-	6,  // 31: weft.v1.LoadBalancerService.CreateLoadBalancer:input_type -> weft.v1.CreateLoadBalancerRequest
-	8,  // 32: weft.v1.LoadBalancerService.UpdateLoadBalancer:input_type -> weft.v1.UpdateLoadBalancerRequest
-	2,  // 33: weft.v1.LoadBalancerService.DeleteLoadBalancer:input_type -> weft.v1.DeleteRequest
-	0,  // 34: weft.v1.LoadBalancerService.GetPool:input_type -> weft.v1.GetRequest
-	1,  // 35: weft.v1.LoadBalancerService.ListPools:input_type -> weft.v1.ListRequest
-	12, // 36: weft.v1.LoadBalancerService.CreatePool:input_type -> weft.v1.CreatePoolRequest
-	14, // 37: weft.v1.LoadBalancerService.UpdatePool:input_type -> weft.v1.UpdatePoolRequest
-	2,  // 38: weft.v1.LoadBalancerService.DeletePool:input_type -> weft.v1.DeleteRequest
-	0,  // 39: weft.v1.LoadBalancerService.GetCertificate:input_type -> weft.v1.GetRequest
-	1,  // 40: weft.v1.LoadBalancerService.ListCertificates:input_type -> weft.v1.ListRequest
-	18, // 41: weft.v1.LoadBalancerService.CreateCertificate:input_type -> weft.v1.CreateCertificateRequest
-	20, // 42: weft.v1.LoadBalancerService.UpdateCertificate:input_type -> weft.v1.UpdateCertificateRequest
-	2,  // 43: weft.v1.LoadBalancerService.DeleteCertificate:input_type -> weft.v1.DeleteRequest
-	0,  // 44: weft.v1.LoadBalancerService.GetDNSRecord:input_type -> weft.v1.GetRequest
-	1,  // 45: weft.v1.LoadBalancerService.ListDNSRecords:input_type -> weft.v1.ListRequest
-	24, // 46: weft.v1.LoadBalancerService.CreateDNSRecord:input_type -> weft.v1.CreateDNSRecordRequest
-	26, // 47: weft.v1.LoadBalancerService.UpdateDNSRecord:input_type -> weft.v1.UpdateDNSRecordRequest
-	2,  // 48: weft.v1.LoadBalancerService.DeleteDNSRecord:input_type -> weft.v1.DeleteRequest
-	33, // 49: weft.v1.LoadBalancerService.QueryDNS:input_type -> weft.v1.QueryDNSRequest
-	28, // 50: weft.v1.LoadBalancerService.Apply:input_type -> weft.v1.ApplyRequest
-	31, // 51: weft.v1.LoadBalancerService.Watch:input_type -> weft.v1.WatchRequest
-	4,  // 52: weft.v1.LoadBalancerService.GetLoadBalancer:output_type -> weft.v1.GetLoadBalancerResponse
-	5,  // 53: weft.v1.LoadBalancerService.ListLoadBalancers:output_type -> weft.v1.ListLoadBalancersResponse
-	7,  // 54: weft.v1.LoadBalancerService.CreateLoadBalancer:output_type -> weft.v1.CreateLoadBalancerResponse
-	9,  // 55: weft.v1.LoadBalancerService.UpdateLoadBalancer:output_type -> weft.v1.UpdateLoadBalancerResponse
-	3,  // 56: weft.v1.LoadBalancerService.DeleteLoadBalancer:output_type -> weft.v1.DeleteResponse
-	10, // 57: weft.v1.LoadBalancerService.GetPool:output_type -> weft.v1.GetPoolResponse
-	11, // 58: weft.v1.LoadBalancerService.ListPools:output_type -> weft.v1.ListPoolsResponse
-	13, // 59: weft.v1.LoadBalancerService.CreatePool:output_type -> weft.v1.CreatePoolResponse
-	15, // 60: weft.v1.LoadBalancerService.UpdatePool:output_type -> weft.v1.UpdatePoolResponse
-	3,  // 61: weft.v1.LoadBalancerService.DeletePool:output_type -> weft.v1.DeleteResponse
-	16, // 62: weft.v1.LoadBalancerService.GetCertificate:output_type -> weft.v1.GetCertificateResponse
-	17, // 63: weft.v1.LoadBalancerService.ListCertificates:output_type -> weft.v1.ListCertificatesResponse
-	19, // 64: weft.v1.LoadBalancerService.CreateCertificate:output_type -> weft.v1.CreateCertificateResponse
-	21, // 65: weft.v1.LoadBalancerService.UpdateCertificate:output_type -> weft.v1.UpdateCertificateResponse
-	3,  // 66: weft.v1.LoadBalancerService.DeleteCertificate:output_type -> weft.v1.DeleteResponse
-	22, // 67: weft.v1.LoadBalancerService.GetDNSRecord:output_type -> weft.v1.GetDNSRecordResponse
-	23, // 68: weft.v1.LoadBalancerService.ListDNSRecords:output_type -> weft.v1.ListDNSRecordsResponse
-	25, // 69: weft.v1.LoadBalancerService.CreateDNSRecord:output_type -> weft.v1.CreateDNSRecordResponse
-	27, // 70: weft.v1.LoadBalancerService.UpdateDNSRecord:output_type -> weft.v1.UpdateDNSRecordResponse
-	3,  // 71: weft.v1.LoadBalancerService.DeleteDNSRecord:output_type -> weft.v1.DeleteResponse
-	34, // 72: weft.v1.LoadBalancerService.QueryDNS:output_type -> weft.v1.QueryDNSResponse
-	29, // 73: weft.v1.LoadBalancerService.Apply:output_type -> weft.v1.ApplyResponse
-	32, // 74: weft.v1.LoadBalancerService.Watch:output_type -> weft.v1.WatchResponse
-	52, // [52:75] is the sub-list for method output_type
-	29, // [29:52] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	41, // 0: weft.v1.GetLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
+	41, // 1: weft.v1.ListLoadBalancersResponse.load_balancers:type_name -> weft.v1.LoadBalancer
+	41, // 2: weft.v1.CreateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
+	41, // 3: weft.v1.CreateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
+	41, // 4: weft.v1.UpdateLoadBalancerRequest.load_balancer:type_name -> weft.v1.LoadBalancer
+	41, // 5: weft.v1.UpdateLoadBalancerResponse.load_balancer:type_name -> weft.v1.LoadBalancer
+	42, // 6: weft.v1.GetPoolResponse.pool:type_name -> weft.v1.Pool
+	42, // 7: weft.v1.ListPoolsResponse.pools:type_name -> weft.v1.Pool
+	42, // 8: weft.v1.CreatePoolRequest.pool:type_name -> weft.v1.Pool
+	42, // 9: weft.v1.CreatePoolResponse.pool:type_name -> weft.v1.Pool
+	42, // 10: weft.v1.UpdatePoolRequest.pool:type_name -> weft.v1.Pool
+	42, // 11: weft.v1.UpdatePoolResponse.pool:type_name -> weft.v1.Pool
+	43, // 12: weft.v1.GetCertificateResponse.certificate:type_name -> weft.v1.Certificate
+	43, // 13: weft.v1.ListCertificatesResponse.certificates:type_name -> weft.v1.Certificate
+	43, // 14: weft.v1.CreateCertificateRequest.certificate:type_name -> weft.v1.Certificate
+	43, // 15: weft.v1.CreateCertificateResponse.certificate:type_name -> weft.v1.Certificate
+	43, // 16: weft.v1.UpdateCertificateRequest.certificate:type_name -> weft.v1.Certificate
+	43, // 17: weft.v1.UpdateCertificateResponse.certificate:type_name -> weft.v1.Certificate
+	44, // 18: weft.v1.GetDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
+	44, // 19: weft.v1.ListDNSRecordsResponse.dns_records:type_name -> weft.v1.DNSRecord
+	44, // 20: weft.v1.CreateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
+	44, // 21: weft.v1.CreateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
+	44, // 22: weft.v1.UpdateDNSRecordRequest.dns_record:type_name -> weft.v1.DNSRecord
+	44, // 23: weft.v1.UpdateDNSRecordResponse.dns_record:type_name -> weft.v1.DNSRecord
+	45, // 24: weft.v1.GetAddressPoolResponse.address_pool:type_name -> weft.v1.AddressPool
+	45, // 25: weft.v1.ListAddressPoolsResponse.address_pools:type_name -> weft.v1.AddressPool
+	45, // 26: weft.v1.CreateAddressPoolRequest.address_pool:type_name -> weft.v1.AddressPool
+	45, // 27: weft.v1.CreateAddressPoolResponse.address_pool:type_name -> weft.v1.AddressPool
+	45, // 28: weft.v1.UpdateAddressPoolRequest.address_pool:type_name -> weft.v1.AddressPool
+	45, // 29: weft.v1.UpdateAddressPoolResponse.address_pool:type_name -> weft.v1.AddressPool
+	46, // 30: weft.v1.ApplyRequest.resources:type_name -> weft.v1.Resource
+	36, // 31: weft.v1.ApplyResponse.results:type_name -> weft.v1.ApplyResult
+	46, // 32: weft.v1.ApplyResult.current:type_name -> weft.v1.Resource
+	46, // 33: weft.v1.ApplyResult.desired:type_name -> weft.v1.Resource
+	46, // 34: weft.v1.WatchResponse.resource:type_name -> weft.v1.Resource
+	0,  // 35: weft.v1.LoadBalancerService.GetLoadBalancer:input_type -> weft.v1.GetRequest
+	1,  // 36: weft.v1.LoadBalancerService.ListLoadBalancers:input_type -> weft.v1.ListRequest
+	6,  // 37: weft.v1.LoadBalancerService.CreateLoadBalancer:input_type -> weft.v1.CreateLoadBalancerRequest
+	8,  // 38: weft.v1.LoadBalancerService.UpdateLoadBalancer:input_type -> weft.v1.UpdateLoadBalancerRequest
+	2,  // 39: weft.v1.LoadBalancerService.DeleteLoadBalancer:input_type -> weft.v1.DeleteRequest
+	0,  // 40: weft.v1.LoadBalancerService.GetPool:input_type -> weft.v1.GetRequest
+	1,  // 41: weft.v1.LoadBalancerService.ListPools:input_type -> weft.v1.ListRequest
+	12, // 42: weft.v1.LoadBalancerService.CreatePool:input_type -> weft.v1.CreatePoolRequest
+	14, // 43: weft.v1.LoadBalancerService.UpdatePool:input_type -> weft.v1.UpdatePoolRequest
+	2,  // 44: weft.v1.LoadBalancerService.DeletePool:input_type -> weft.v1.DeleteRequest
+	0,  // 45: weft.v1.LoadBalancerService.GetCertificate:input_type -> weft.v1.GetRequest
+	1,  // 46: weft.v1.LoadBalancerService.ListCertificates:input_type -> weft.v1.ListRequest
+	18, // 47: weft.v1.LoadBalancerService.CreateCertificate:input_type -> weft.v1.CreateCertificateRequest
+	20, // 48: weft.v1.LoadBalancerService.UpdateCertificate:input_type -> weft.v1.UpdateCertificateRequest
+	2,  // 49: weft.v1.LoadBalancerService.DeleteCertificate:input_type -> weft.v1.DeleteRequest
+	0,  // 50: weft.v1.LoadBalancerService.GetDNSRecord:input_type -> weft.v1.GetRequest
+	1,  // 51: weft.v1.LoadBalancerService.ListDNSRecords:input_type -> weft.v1.ListRequest
+	24, // 52: weft.v1.LoadBalancerService.CreateDNSRecord:input_type -> weft.v1.CreateDNSRecordRequest
+	26, // 53: weft.v1.LoadBalancerService.UpdateDNSRecord:input_type -> weft.v1.UpdateDNSRecordRequest
+	2,  // 54: weft.v1.LoadBalancerService.DeleteDNSRecord:input_type -> weft.v1.DeleteRequest
+	0,  // 55: weft.v1.LoadBalancerService.GetAddressPool:input_type -> weft.v1.GetRequest
+	1,  // 56: weft.v1.LoadBalancerService.ListAddressPools:input_type -> weft.v1.ListRequest
+	30, // 57: weft.v1.LoadBalancerService.CreateAddressPool:input_type -> weft.v1.CreateAddressPoolRequest
+	32, // 58: weft.v1.LoadBalancerService.UpdateAddressPool:input_type -> weft.v1.UpdateAddressPoolRequest
+	2,  // 59: weft.v1.LoadBalancerService.DeleteAddressPool:input_type -> weft.v1.DeleteRequest
+	39, // 60: weft.v1.LoadBalancerService.QueryDNS:input_type -> weft.v1.QueryDNSRequest
+	34, // 61: weft.v1.LoadBalancerService.Apply:input_type -> weft.v1.ApplyRequest
+	37, // 62: weft.v1.LoadBalancerService.Watch:input_type -> weft.v1.WatchRequest
+	4,  // 63: weft.v1.LoadBalancerService.GetLoadBalancer:output_type -> weft.v1.GetLoadBalancerResponse
+	5,  // 64: weft.v1.LoadBalancerService.ListLoadBalancers:output_type -> weft.v1.ListLoadBalancersResponse
+	7,  // 65: weft.v1.LoadBalancerService.CreateLoadBalancer:output_type -> weft.v1.CreateLoadBalancerResponse
+	9,  // 66: weft.v1.LoadBalancerService.UpdateLoadBalancer:output_type -> weft.v1.UpdateLoadBalancerResponse
+	3,  // 67: weft.v1.LoadBalancerService.DeleteLoadBalancer:output_type -> weft.v1.DeleteResponse
+	10, // 68: weft.v1.LoadBalancerService.GetPool:output_type -> weft.v1.GetPoolResponse
+	11, // 69: weft.v1.LoadBalancerService.ListPools:output_type -> weft.v1.ListPoolsResponse
+	13, // 70: weft.v1.LoadBalancerService.CreatePool:output_type -> weft.v1.CreatePoolResponse
+	15, // 71: weft.v1.LoadBalancerService.UpdatePool:output_type -> weft.v1.UpdatePoolResponse
+	3,  // 72: weft.v1.LoadBalancerService.DeletePool:output_type -> weft.v1.DeleteResponse
+	16, // 73: weft.v1.LoadBalancerService.GetCertificate:output_type -> weft.v1.GetCertificateResponse
+	17, // 74: weft.v1.LoadBalancerService.ListCertificates:output_type -> weft.v1.ListCertificatesResponse
+	19, // 75: weft.v1.LoadBalancerService.CreateCertificate:output_type -> weft.v1.CreateCertificateResponse
+	21, // 76: weft.v1.LoadBalancerService.UpdateCertificate:output_type -> weft.v1.UpdateCertificateResponse
+	3,  // 77: weft.v1.LoadBalancerService.DeleteCertificate:output_type -> weft.v1.DeleteResponse
+	22, // 78: weft.v1.LoadBalancerService.GetDNSRecord:output_type -> weft.v1.GetDNSRecordResponse
+	23, // 79: weft.v1.LoadBalancerService.ListDNSRecords:output_type -> weft.v1.ListDNSRecordsResponse
+	25, // 80: weft.v1.LoadBalancerService.CreateDNSRecord:output_type -> weft.v1.CreateDNSRecordResponse
+	27, // 81: weft.v1.LoadBalancerService.UpdateDNSRecord:output_type -> weft.v1.UpdateDNSRecordResponse
+	3,  // 82: weft.v1.LoadBalancerService.DeleteDNSRecord:output_type -> weft.v1.DeleteResponse
+	28, // 83: weft.v1.LoadBalancerService.GetAddressPool:output_type -> weft.v1.GetAddressPoolResponse
+	29, // 84: weft.v1.LoadBalancerService.ListAddressPools:output_type -> weft.v1.ListAddressPoolsResponse
+	31, // 85: weft.v1.LoadBalancerService.CreateAddressPool:output_type -> weft.v1.CreateAddressPoolResponse
+	33, // 86: weft.v1.LoadBalancerService.UpdateAddressPool:output_type -> weft.v1.UpdateAddressPoolResponse
+	3,  // 87: weft.v1.LoadBalancerService.DeleteAddressPool:output_type -> weft.v1.DeleteResponse
+	40, // 88: weft.v1.LoadBalancerService.QueryDNS:output_type -> weft.v1.QueryDNSResponse
+	35, // 89: weft.v1.LoadBalancerService.Apply:output_type -> weft.v1.ApplyResponse
+	38, // 90: weft.v1.LoadBalancerService.Watch:output_type -> weft.v1.WatchResponse
+	63, // [63:91] is the sub-list for method output_type
+	35, // [35:63] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_load_balancer_service_proto_init() }
@@ -2158,7 +2481,7 @@ func file_weft_v1_load_balancer_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_load_balancer_service_proto_rawDesc), len(file_weft_v1_load_balancer_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -155,14 +155,21 @@ func (x *LoadBalancer) GetSpec() *LoadBalancerSpec {
 
 type LoadBalancerSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Vip is an IPv4 or IPv6 address.
+	// Vip is an IPv4 or IPv6 address. It may be left empty when address_pool
+	// is set: the state store then gives the load balancer the lowest address
+	// of the pool that no other load balancer holds, and keeps it across
+	// updates that leave vip empty.
 	Vip    string `protobuf:"bytes,1,opt,name=vip,proto3" json:"vip,omitempty"`
 	Region string `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
 	// PrimaryZone announces the VIP preferred; backup zones announce it with
 	// AS-path prepends, in order.
-	PrimaryZone   string      `protobuf:"bytes,3,opt,name=primary_zone,json=primaryZone,proto3" json:"primary_zone,omitempty"`
-	BackupZones   []string    `protobuf:"bytes,4,rep,name=backup_zones,json=backupZones,proto3" json:"backup_zones,omitempty"`
-	Listeners     []*Listener `protobuf:"bytes,5,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	PrimaryZone string      `protobuf:"bytes,3,opt,name=primary_zone,json=primaryZone,proto3" json:"primary_zone,omitempty"`
+	BackupZones []string    `protobuf:"bytes,4,rep,name=backup_zones,json=backupZones,proto3" json:"backup_zones,omitempty"`
+	Listeners   []*Listener `protobuf:"bytes,5,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// AddressPool names the AddressPool the VIP is taken from. A VIP in a pool
+	// is held by one load balancer alone. Region and zones left empty are the
+	// pool's.
+	AddressPool   string `protobuf:"bytes,6,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +237,13 @@ func (x *LoadBalancerSpec) GetListeners() []*Listener {
 		return x.Listeners
 	}
 	return nil
+}
+
+func (x *LoadBalancerSpec) GetAddressPool() string {
+	if x != nil {
+		return x.AddressPool
+	}
+	return ""
 }
 
 // Listener is one port of a load balancer.
@@ -2536,6 +2550,132 @@ func (x *APIToken) GetCreateIndex() uint64 {
 	return 0
 }
 
+// AddressPool is a set of addresses load balancers take VIPs from (the
+// Kubernetes controller allocates Services' addresses from them).
+type AddressPool struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Metadata      *Metadata              `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Spec          *AddressPoolSpec       `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddressPool) Reset() {
+	*x = AddressPool{}
+	mi := &file_weft_v1_resources_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddressPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddressPool) ProtoMessage() {}
+
+func (x *AddressPool) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddressPool.ProtoReflect.Descriptor instead.
+func (*AddressPool) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AddressPool) GetMetadata() *Metadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *AddressPool) GetSpec() *AddressPoolSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type AddressPoolSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cidrs are IPv4 or IPv6 prefixes ("192.0.2.0/28", "2001:db8::/120");
+	// the prefixes of all pools do not overlap.
+	Cidrs []string `protobuf:"bytes,1,rep,name=cidrs,proto3" json:"cidrs,omitempty"`
+	// Region, PrimaryZone and BackupZones are given to a load balancer that
+	// takes its VIP from the pool and sets none of its own.
+	Region        string   `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	PrimaryZone   string   `protobuf:"bytes,3,opt,name=primary_zone,json=primaryZone,proto3" json:"primary_zone,omitempty"`
+	BackupZones   []string `protobuf:"bytes,4,rep,name=backup_zones,json=backupZones,proto3" json:"backup_zones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddressPoolSpec) Reset() {
+	*x = AddressPoolSpec{}
+	mi := &file_weft_v1_resources_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddressPoolSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddressPoolSpec) ProtoMessage() {}
+
+func (x *AddressPoolSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_resources_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddressPoolSpec.ProtoReflect.Descriptor instead.
+func (*AddressPoolSpec) Descriptor() ([]byte, []int) {
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AddressPoolSpec) GetCidrs() []string {
+	if x != nil {
+		return x.Cidrs
+	}
+	return nil
+}
+
+func (x *AddressPoolSpec) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *AddressPoolSpec) GetPrimaryZone() string {
+	if x != nil {
+		return x.PrimaryZone
+	}
+	return ""
+}
+
+func (x *AddressPoolSpec) GetBackupZones() []string {
+	if x != nil {
+		return x.BackupZones
+	}
+	return nil
+}
+
 // Resource is any user-managed resource, for Apply and Watch.
 type Resource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2545,6 +2685,7 @@ type Resource struct {
 	//	*Resource_Pool
 	//	*Resource_Certificate
 	//	*Resource_DnsRecord
+	//	*Resource_AddressPool
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2552,7 +2693,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_weft_v1_resources_proto_msgTypes[32]
+	mi := &file_weft_v1_resources_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +2705,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_resources_proto_msgTypes[32]
+	mi := &file_weft_v1_resources_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +2718,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_weft_v1_resources_proto_rawDescGZIP(), []int{32}
+	return file_weft_v1_resources_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -2623,6 +2764,15 @@ func (x *Resource) GetDnsRecord() *DNSRecord {
 	return nil
 }
 
+func (x *Resource) GetAddressPool() *AddressPool {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_AddressPool); ok {
+			return x.AddressPool
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -2643,6 +2793,10 @@ type Resource_DnsRecord struct {
 	DnsRecord *DNSRecord `protobuf:"bytes,4,opt,name=dns_record,json=dnsRecord,proto3,oneof"`
 }
 
+type Resource_AddressPool struct {
+	AddressPool *AddressPool `protobuf:"bytes,5,opt,name=address_pool,json=addressPool,proto3,oneof"`
+}
+
 func (*Resource_LoadBalancer) isResource_Kind() {}
 
 func (*Resource_Pool) isResource_Kind() {}
@@ -2650,6 +2804,8 @@ func (*Resource_Pool) isResource_Kind() {}
 func (*Resource_Certificate) isResource_Kind() {}
 
 func (*Resource_DnsRecord) isResource_Kind() {}
+
+func (*Resource_AddressPool) isResource_Kind() {}
 
 var File_weft_v1_resources_proto protoreflect.FileDescriptor
 
@@ -2666,13 +2822,14 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
 	"\fLoadBalancer\x12-\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x11.weft.v1.MetadataR\bmetadata\x12-\n" +
-	"\x04spec\x18\x02 \x01(\v2\x19.weft.v1.LoadBalancerSpecR\x04spec\"\xb3\x01\n" +
+	"\x04spec\x18\x02 \x01(\v2\x19.weft.v1.LoadBalancerSpecR\x04spec\"\xd6\x01\n" +
 	"\x10LoadBalancerSpec\x12\x10\n" +
 	"\x03vip\x18\x01 \x01(\tR\x03vip\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
 	"\fprimary_zone\x18\x03 \x01(\tR\vprimaryZone\x12!\n" +
 	"\fbackup_zones\x18\x04 \x03(\tR\vbackupZones\x12/\n" +
-	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\"\xf5\x03\n" +
+	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\x12!\n" +
+	"\faddress_pool\x18\x06 \x01(\tR\vaddressPool\"\xf5\x03\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1a\n" +
@@ -2868,13 +3025,22 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x129\n" +
 	"\n" +
 	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12!\n" +
-	"\fcreate_index\x18\x05 \x01(\x04R\vcreateIndex\"\xe4\x01\n" +
+	"\fcreate_index\x18\x05 \x01(\x04R\vcreateIndex\"j\n" +
+	"\vAddressPool\x12-\n" +
+	"\bmetadata\x18\x01 \x01(\v2\x11.weft.v1.MetadataR\bmetadata\x12,\n" +
+	"\x04spec\x18\x02 \x01(\v2\x18.weft.v1.AddressPoolSpecR\x04spec\"\x85\x01\n" +
+	"\x0fAddressPoolSpec\x12\x14\n" +
+	"\x05cidrs\x18\x01 \x03(\tR\x05cidrs\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
+	"\fprimary_zone\x18\x03 \x01(\tR\vprimaryZone\x12!\n" +
+	"\fbackup_zones\x18\x04 \x03(\tR\vbackupZones\"\x9f\x02\n" +
 	"\bResource\x12<\n" +
 	"\rload_balancer\x18\x01 \x01(\v2\x15.weft.v1.LoadBalancerH\x00R\floadBalancer\x12#\n" +
 	"\x04pool\x18\x02 \x01(\v2\r.weft.v1.PoolH\x00R\x04pool\x128\n" +
 	"\vcertificate\x18\x03 \x01(\v2\x14.weft.v1.CertificateH\x00R\vcertificate\x123\n" +
 	"\n" +
-	"dns_record\x18\x04 \x01(\v2\x12.weft.v1.DNSRecordH\x00R\tdnsRecordB\x06\n" +
+	"dns_record\x18\x04 \x01(\v2\x12.weft.v1.DNSRecordH\x00R\tdnsRecord\x129\n" +
+	"\faddress_pool\x18\x05 \x01(\v2\x14.weft.v1.AddressPoolH\x00R\vaddressPoolB\x06\n" +
 	"\x04kindB-Z+github.com/weftlb/weft/proto/weft/v1;weftv1b\x06proto3"
 
 var (
@@ -2889,7 +3055,7 @@ func file_weft_v1_resources_proto_rawDescGZIP() []byte {
 	return file_weft_v1_resources_proto_rawDescData
 }
 
-var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_weft_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_weft_v1_resources_proto_goTypes = []any{
 	(*Metadata)(nil),              // 0: weft.v1.Metadata
 	(*LoadBalancer)(nil),          // 1: weft.v1.LoadBalancer
@@ -2923,15 +3089,17 @@ var file_weft_v1_resources_proto_goTypes = []any{
 	(*NodeStatus)(nil),            // 29: weft.v1.NodeStatus
 	(*JoinToken)(nil),             // 30: weft.v1.JoinToken
 	(*APIToken)(nil),              // 31: weft.v1.APIToken
-	(*Resource)(nil),              // 32: weft.v1.Resource
-	nil,                           // 33: weft.v1.Metadata.LabelsEntry
-	nil,                           // 34: weft.v1.HeaderRewrite.SetEntry
-	nil,                           // 35: weft.v1.HeaderRewrite.AddEntry
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*AddressPool)(nil),           // 32: weft.v1.AddressPool
+	(*AddressPoolSpec)(nil),       // 33: weft.v1.AddressPoolSpec
+	(*Resource)(nil),              // 34: weft.v1.Resource
+	nil,                           // 35: weft.v1.Metadata.LabelsEntry
+	nil,                           // 36: weft.v1.HeaderRewrite.SetEntry
+	nil,                           // 37: weft.v1.HeaderRewrite.AddEntry
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_weft_v1_resources_proto_depIdxs = []int32{
-	33, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
+	35, // 0: weft.v1.Metadata.labels:type_name -> weft.v1.Metadata.LabelsEntry
 	0,  // 1: weft.v1.LoadBalancer.metadata:type_name -> weft.v1.Metadata
 	2,  // 2: weft.v1.LoadBalancer.spec:type_name -> weft.v1.LoadBalancerSpec
 	3,  // 3: weft.v1.LoadBalancerSpec.listeners:type_name -> weft.v1.Listener
@@ -2943,24 +3111,24 @@ var file_weft_v1_resources_proto_depIdxs = []int32{
 	8,  // 9: weft.v1.Rule.redirect:type_name -> weft.v1.Redirect
 	6,  // 10: weft.v1.Rule.request_headers:type_name -> weft.v1.HeaderRewrite
 	6,  // 11: weft.v1.Rule.response_headers:type_name -> weft.v1.HeaderRewrite
-	34, // 12: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
-	35, // 13: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
-	36, // 14: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
-	36, // 15: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
-	36, // 16: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
-	36, // 17: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
+	36, // 12: weft.v1.HeaderRewrite.set:type_name -> weft.v1.HeaderRewrite.SetEntry
+	37, // 13: weft.v1.HeaderRewrite.add:type_name -> weft.v1.HeaderRewrite.AddEntry
+	38, // 14: weft.v1.StickySession.ttl:type_name -> google.protobuf.Duration
+	38, // 15: weft.v1.Timeouts.connect:type_name -> google.protobuf.Duration
+	38, // 16: weft.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	38, // 17: weft.v1.Timeouts.response:type_name -> google.protobuf.Duration
 	0,  // 18: weft.v1.Pool.metadata:type_name -> weft.v1.Metadata
 	13, // 19: weft.v1.Pool.spec:type_name -> weft.v1.PoolSpec
 	12, // 20: weft.v1.Pool.status:type_name -> weft.v1.PoolStatus
 	14, // 21: weft.v1.PoolSpec.members:type_name -> weft.v1.Member
 	15, // 22: weft.v1.PoolSpec.health_check:type_name -> weft.v1.HealthCheck
-	36, // 23: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	36, // 24: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	38, // 23: weft.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	38, // 24: weft.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	0,  // 25: weft.v1.Certificate.metadata:type_name -> weft.v1.Metadata
 	17, // 26: weft.v1.Certificate.spec:type_name -> weft.v1.CertificateSpec
 	18, // 27: weft.v1.Certificate.status:type_name -> weft.v1.CertificateStatus
-	37, // 28: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
-	37, // 29: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
+	39, // 28: weft.v1.CertificateStatus.not_before:type_name -> google.protobuf.Timestamp
+	39, // 29: weft.v1.CertificateStatus.not_after:type_name -> google.protobuf.Timestamp
 	0,  // 30: weft.v1.DNSRecord.metadata:type_name -> weft.v1.Metadata
 	20, // 31: weft.v1.DNSRecord.spec:type_name -> weft.v1.DNSRecordSpec
 	24, // 32: weft.v1.DNSRecord.status:type_name -> weft.v1.DNSRecordStatus
@@ -2973,17 +3141,20 @@ var file_weft_v1_resources_proto_depIdxs = []int32{
 	0,  // 39: weft.v1.Node.metadata:type_name -> weft.v1.Metadata
 	28, // 40: weft.v1.Node.spec:type_name -> weft.v1.NodeSpec
 	29, // 41: weft.v1.Node.status:type_name -> weft.v1.NodeStatus
-	37, // 42: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 43: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 44: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
-	11, // 45: weft.v1.Resource.pool:type_name -> weft.v1.Pool
-	16, // 46: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
-	19, // 47: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	39, // 42: weft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 43: weft.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 44: weft.v1.AddressPool.metadata:type_name -> weft.v1.Metadata
+	33, // 45: weft.v1.AddressPool.spec:type_name -> weft.v1.AddressPoolSpec
+	1,  // 46: weft.v1.Resource.load_balancer:type_name -> weft.v1.LoadBalancer
+	11, // 47: weft.v1.Resource.pool:type_name -> weft.v1.Pool
+	16, // 48: weft.v1.Resource.certificate:type_name -> weft.v1.Certificate
+	19, // 49: weft.v1.Resource.dns_record:type_name -> weft.v1.DNSRecord
+	32, // 50: weft.v1.Resource.address_pool:type_name -> weft.v1.AddressPool
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_resources_proto_init() }
@@ -2993,11 +3164,12 @@ func file_weft_v1_resources_proto_init() {
 	}
 	file_weft_v1_resources_proto_msgTypes[4].OneofWrappers = []any{}
 	file_weft_v1_resources_proto_msgTypes[14].OneofWrappers = []any{}
-	file_weft_v1_resources_proto_msgTypes[32].OneofWrappers = []any{
+	file_weft_v1_resources_proto_msgTypes[34].OneofWrappers = []any{
 		(*Resource_LoadBalancer)(nil),
 		(*Resource_Pool)(nil),
 		(*Resource_Certificate)(nil),
 		(*Resource_DnsRecord)(nil),
+		(*Resource_AddressPool)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3005,7 +3177,7 @@ func file_weft_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_resources_proto_rawDesc), len(file_weft_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

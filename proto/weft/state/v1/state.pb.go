@@ -458,7 +458,7 @@ func (x *ApplyResourcesCommand) GetResources() []*v1.Resource {
 
 type DeleteResourceCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Kind is LoadBalancer, Pool, Certificate or DNSRecord.
+	// Kind is LoadBalancer, Pool, Certificate, DNSRecord or AddressPool.
 	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Version       uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`

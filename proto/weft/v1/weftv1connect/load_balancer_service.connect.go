@@ -93,6 +93,21 @@ const (
 	// LoadBalancerServiceDeleteDNSRecordProcedure is the fully-qualified name of the
 	// LoadBalancerService's DeleteDNSRecord RPC.
 	LoadBalancerServiceDeleteDNSRecordProcedure = "/weft.v1.LoadBalancerService/DeleteDNSRecord"
+	// LoadBalancerServiceGetAddressPoolProcedure is the fully-qualified name of the
+	// LoadBalancerService's GetAddressPool RPC.
+	LoadBalancerServiceGetAddressPoolProcedure = "/weft.v1.LoadBalancerService/GetAddressPool"
+	// LoadBalancerServiceListAddressPoolsProcedure is the fully-qualified name of the
+	// LoadBalancerService's ListAddressPools RPC.
+	LoadBalancerServiceListAddressPoolsProcedure = "/weft.v1.LoadBalancerService/ListAddressPools"
+	// LoadBalancerServiceCreateAddressPoolProcedure is the fully-qualified name of the
+	// LoadBalancerService's CreateAddressPool RPC.
+	LoadBalancerServiceCreateAddressPoolProcedure = "/weft.v1.LoadBalancerService/CreateAddressPool"
+	// LoadBalancerServiceUpdateAddressPoolProcedure is the fully-qualified name of the
+	// LoadBalancerService's UpdateAddressPool RPC.
+	LoadBalancerServiceUpdateAddressPoolProcedure = "/weft.v1.LoadBalancerService/UpdateAddressPool"
+	// LoadBalancerServiceDeleteAddressPoolProcedure is the fully-qualified name of the
+	// LoadBalancerService's DeleteAddressPool RPC.
+	LoadBalancerServiceDeleteAddressPoolProcedure = "/weft.v1.LoadBalancerService/DeleteAddressPool"
 	// LoadBalancerServiceQueryDNSProcedure is the fully-qualified name of the LoadBalancerService's
 	// QueryDNS RPC.
 	LoadBalancerServiceQueryDNSProcedure = "/weft.v1.LoadBalancerService/QueryDNS"
@@ -126,6 +141,11 @@ type LoadBalancerServiceClient interface {
 	CreateDNSRecord(context.Context, *connect.Request[v1.CreateDNSRecordRequest]) (*connect.Response[v1.CreateDNSRecordResponse], error)
 	UpdateDNSRecord(context.Context, *connect.Request[v1.UpdateDNSRecordRequest]) (*connect.Response[v1.UpdateDNSRecordResponse], error)
 	DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
+	GetAddressPool(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetAddressPoolResponse], error)
+	ListAddressPools(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListAddressPoolsResponse], error)
+	CreateAddressPool(context.Context, *connect.Request[v1.CreateAddressPoolRequest]) (*connect.Response[v1.CreateAddressPoolResponse], error)
+	UpdateAddressPool(context.Context, *connect.Request[v1.UpdateAddressPoolRequest]) (*connect.Response[v1.UpdateAddressPoolResponse], error)
+	DeleteAddressPool(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
 	// QueryDNS asks the answering node's DNS server what it would answer a
 	// query, and why; it is never forwarded.
 	QueryDNS(context.Context, *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error)
@@ -276,6 +296,38 @@ func NewLoadBalancerServiceClient(httpClient connect.HTTPClient, baseURL string,
 			connect.WithSchema(loadBalancerServiceMethods.ByName("DeleteDNSRecord")),
 			connect.WithClientOptions(opts...),
 		),
+		getAddressPool: connect.NewClient[v1.GetRequest, v1.GetAddressPoolResponse](
+			httpClient,
+			baseURL+LoadBalancerServiceGetAddressPoolProcedure,
+			connect.WithSchema(loadBalancerServiceMethods.ByName("GetAddressPool")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listAddressPools: connect.NewClient[v1.ListRequest, v1.ListAddressPoolsResponse](
+			httpClient,
+			baseURL+LoadBalancerServiceListAddressPoolsProcedure,
+			connect.WithSchema(loadBalancerServiceMethods.ByName("ListAddressPools")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		createAddressPool: connect.NewClient[v1.CreateAddressPoolRequest, v1.CreateAddressPoolResponse](
+			httpClient,
+			baseURL+LoadBalancerServiceCreateAddressPoolProcedure,
+			connect.WithSchema(loadBalancerServiceMethods.ByName("CreateAddressPool")),
+			connect.WithClientOptions(opts...),
+		),
+		updateAddressPool: connect.NewClient[v1.UpdateAddressPoolRequest, v1.UpdateAddressPoolResponse](
+			httpClient,
+			baseURL+LoadBalancerServiceUpdateAddressPoolProcedure,
+			connect.WithSchema(loadBalancerServiceMethods.ByName("UpdateAddressPool")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteAddressPool: connect.NewClient[v1.DeleteRequest, v1.DeleteResponse](
+			httpClient,
+			baseURL+LoadBalancerServiceDeleteAddressPoolProcedure,
+			connect.WithSchema(loadBalancerServiceMethods.ByName("DeleteAddressPool")),
+			connect.WithClientOptions(opts...),
+		),
 		queryDNS: connect.NewClient[v1.QueryDNSRequest, v1.QueryDNSResponse](
 			httpClient,
 			baseURL+LoadBalancerServiceQueryDNSProcedure,
@@ -320,6 +372,11 @@ type loadBalancerServiceClient struct {
 	createDNSRecord    *connect.Client[v1.CreateDNSRecordRequest, v1.CreateDNSRecordResponse]
 	updateDNSRecord    *connect.Client[v1.UpdateDNSRecordRequest, v1.UpdateDNSRecordResponse]
 	deleteDNSRecord    *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
+	getAddressPool     *connect.Client[v1.GetRequest, v1.GetAddressPoolResponse]
+	listAddressPools   *connect.Client[v1.ListRequest, v1.ListAddressPoolsResponse]
+	createAddressPool  *connect.Client[v1.CreateAddressPoolRequest, v1.CreateAddressPoolResponse]
+	updateAddressPool  *connect.Client[v1.UpdateAddressPoolRequest, v1.UpdateAddressPoolResponse]
+	deleteAddressPool  *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
 	queryDNS           *connect.Client[v1.QueryDNSRequest, v1.QueryDNSResponse]
 	apply              *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
 	watch              *connect.Client[v1.WatchRequest, v1.WatchResponse]
@@ -425,6 +482,31 @@ func (c *loadBalancerServiceClient) DeleteDNSRecord(ctx context.Context, req *co
 	return c.deleteDNSRecord.CallUnary(ctx, req)
 }
 
+// GetAddressPool calls weft.v1.LoadBalancerService.GetAddressPool.
+func (c *loadBalancerServiceClient) GetAddressPool(ctx context.Context, req *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetAddressPoolResponse], error) {
+	return c.getAddressPool.CallUnary(ctx, req)
+}
+
+// ListAddressPools calls weft.v1.LoadBalancerService.ListAddressPools.
+func (c *loadBalancerServiceClient) ListAddressPools(ctx context.Context, req *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListAddressPoolsResponse], error) {
+	return c.listAddressPools.CallUnary(ctx, req)
+}
+
+// CreateAddressPool calls weft.v1.LoadBalancerService.CreateAddressPool.
+func (c *loadBalancerServiceClient) CreateAddressPool(ctx context.Context, req *connect.Request[v1.CreateAddressPoolRequest]) (*connect.Response[v1.CreateAddressPoolResponse], error) {
+	return c.createAddressPool.CallUnary(ctx, req)
+}
+
+// UpdateAddressPool calls weft.v1.LoadBalancerService.UpdateAddressPool.
+func (c *loadBalancerServiceClient) UpdateAddressPool(ctx context.Context, req *connect.Request[v1.UpdateAddressPoolRequest]) (*connect.Response[v1.UpdateAddressPoolResponse], error) {
+	return c.updateAddressPool.CallUnary(ctx, req)
+}
+
+// DeleteAddressPool calls weft.v1.LoadBalancerService.DeleteAddressPool.
+func (c *loadBalancerServiceClient) DeleteAddressPool(ctx context.Context, req *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error) {
+	return c.deleteAddressPool.CallUnary(ctx, req)
+}
+
 // QueryDNS calls weft.v1.LoadBalancerService.QueryDNS.
 func (c *loadBalancerServiceClient) QueryDNS(ctx context.Context, req *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error) {
 	return c.queryDNS.CallUnary(ctx, req)
@@ -462,6 +544,11 @@ type LoadBalancerServiceHandler interface {
 	CreateDNSRecord(context.Context, *connect.Request[v1.CreateDNSRecordRequest]) (*connect.Response[v1.CreateDNSRecordResponse], error)
 	UpdateDNSRecord(context.Context, *connect.Request[v1.UpdateDNSRecordRequest]) (*connect.Response[v1.UpdateDNSRecordResponse], error)
 	DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
+	GetAddressPool(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetAddressPoolResponse], error)
+	ListAddressPools(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListAddressPoolsResponse], error)
+	CreateAddressPool(context.Context, *connect.Request[v1.CreateAddressPoolRequest]) (*connect.Response[v1.CreateAddressPoolResponse], error)
+	UpdateAddressPool(context.Context, *connect.Request[v1.UpdateAddressPoolRequest]) (*connect.Response[v1.UpdateAddressPoolResponse], error)
+	DeleteAddressPool(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
 	// QueryDNS asks the answering node's DNS server what it would answer a
 	// query, and why; it is never forwarded.
 	QueryDNS(context.Context, *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error)
@@ -608,6 +695,38 @@ func NewLoadBalancerServiceHandler(svc LoadBalancerServiceHandler, opts ...conne
 		connect.WithSchema(loadBalancerServiceMethods.ByName("DeleteDNSRecord")),
 		connect.WithHandlerOptions(opts...),
 	)
+	loadBalancerServiceGetAddressPoolHandler := connect.NewUnaryHandler(
+		LoadBalancerServiceGetAddressPoolProcedure,
+		svc.GetAddressPool,
+		connect.WithSchema(loadBalancerServiceMethods.ByName("GetAddressPool")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	loadBalancerServiceListAddressPoolsHandler := connect.NewUnaryHandler(
+		LoadBalancerServiceListAddressPoolsProcedure,
+		svc.ListAddressPools,
+		connect.WithSchema(loadBalancerServiceMethods.ByName("ListAddressPools")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	loadBalancerServiceCreateAddressPoolHandler := connect.NewUnaryHandler(
+		LoadBalancerServiceCreateAddressPoolProcedure,
+		svc.CreateAddressPool,
+		connect.WithSchema(loadBalancerServiceMethods.ByName("CreateAddressPool")),
+		connect.WithHandlerOptions(opts...),
+	)
+	loadBalancerServiceUpdateAddressPoolHandler := connect.NewUnaryHandler(
+		LoadBalancerServiceUpdateAddressPoolProcedure,
+		svc.UpdateAddressPool,
+		connect.WithSchema(loadBalancerServiceMethods.ByName("UpdateAddressPool")),
+		connect.WithHandlerOptions(opts...),
+	)
+	loadBalancerServiceDeleteAddressPoolHandler := connect.NewUnaryHandler(
+		LoadBalancerServiceDeleteAddressPoolProcedure,
+		svc.DeleteAddressPool,
+		connect.WithSchema(loadBalancerServiceMethods.ByName("DeleteAddressPool")),
+		connect.WithHandlerOptions(opts...),
+	)
 	loadBalancerServiceQueryDNSHandler := connect.NewUnaryHandler(
 		LoadBalancerServiceQueryDNSProcedure,
 		svc.QueryDNS,
@@ -669,6 +788,16 @@ func NewLoadBalancerServiceHandler(svc LoadBalancerServiceHandler, opts ...conne
 			loadBalancerServiceUpdateDNSRecordHandler.ServeHTTP(w, r)
 		case LoadBalancerServiceDeleteDNSRecordProcedure:
 			loadBalancerServiceDeleteDNSRecordHandler.ServeHTTP(w, r)
+		case LoadBalancerServiceGetAddressPoolProcedure:
+			loadBalancerServiceGetAddressPoolHandler.ServeHTTP(w, r)
+		case LoadBalancerServiceListAddressPoolsProcedure:
+			loadBalancerServiceListAddressPoolsHandler.ServeHTTP(w, r)
+		case LoadBalancerServiceCreateAddressPoolProcedure:
+			loadBalancerServiceCreateAddressPoolHandler.ServeHTTP(w, r)
+		case LoadBalancerServiceUpdateAddressPoolProcedure:
+			loadBalancerServiceUpdateAddressPoolHandler.ServeHTTP(w, r)
+		case LoadBalancerServiceDeleteAddressPoolProcedure:
+			loadBalancerServiceDeleteAddressPoolHandler.ServeHTTP(w, r)
 		case LoadBalancerServiceQueryDNSProcedure:
 			loadBalancerServiceQueryDNSHandler.ServeHTTP(w, r)
 		case LoadBalancerServiceApplyProcedure:
@@ -762,6 +891,26 @@ func (UnimplementedLoadBalancerServiceHandler) UpdateDNSRecord(context.Context, 
 
 func (UnimplementedLoadBalancerServiceHandler) DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.DeleteDNSRecord is not implemented"))
+}
+
+func (UnimplementedLoadBalancerServiceHandler) GetAddressPool(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetAddressPoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.GetAddressPool is not implemented"))
+}
+
+func (UnimplementedLoadBalancerServiceHandler) ListAddressPools(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListAddressPoolsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.ListAddressPools is not implemented"))
+}
+
+func (UnimplementedLoadBalancerServiceHandler) CreateAddressPool(context.Context, *connect.Request[v1.CreateAddressPoolRequest]) (*connect.Response[v1.CreateAddressPoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.CreateAddressPool is not implemented"))
+}
+
+func (UnimplementedLoadBalancerServiceHandler) UpdateAddressPool(context.Context, *connect.Request[v1.UpdateAddressPoolRequest]) (*connect.Response[v1.UpdateAddressPoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.UpdateAddressPool is not implemented"))
+}
+
+func (UnimplementedLoadBalancerServiceHandler) DeleteAddressPool(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("weft.v1.LoadBalancerService.DeleteAddressPool is not implemented"))
 }
 
 func (UnimplementedLoadBalancerServiceHandler) QueryDNS(context.Context, *connect.Request[v1.QueryDNSRequest]) (*connect.Response[v1.QueryDNSResponse], error) {
