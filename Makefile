@@ -77,18 +77,18 @@ fuzz:
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; done
 
-test: lint check-generate test-tools unit-test fuzz
+test: lint check-generate test-tools k8s-bins unit-test fuzz
 
 # k8s-bins builds the etcd and kube-apiserver that the Kubernetes
-# controller's test (e2e/k8s_test.go) runs, from the Go module proxy, once
-# per machine: they are cached by version under ~/.cache/weft-k8s
-# (k8s/testenv/build.sh; 10 to 20 minutes the first time on 2 cores). The
-# tests against them run in `make test-k8s` (WEFT_K8S=1), not `make test`:
-# a cold build would double CI's time. TestLab_K8s: WEFT_K8S=1 under the lab lock.
+# controller's tests (e2e/k8s_test.go, e2e/lab_k8s_test.go) run, from the Go
+# module proxy, once per machine: they are cached by version under
+# ~/.cache/weft-k8s (k8s/testenv/build.sh; 10 to 20 minutes the first time
+# on 2 cores, nothing after). `make test` builds them before the tests, not
+# beside them: a build on both cores would starve the lab's timed tests.
 k8s-bins:
 	./k8s/testenv/build.sh
 test-k8s: k8s-bins
-	WEFT_K8S=1 $(GO) test -count=1 -run 'TestK8s_' -v ./e2e
+	$(GO) test -count=1 -run 'TestK8s_' -v ./e2e
 
 # test-tools installs the clients unit tests drive (the l7 tests run curl
 # and h2spec, the metrics tests promtool, from Debian's prometheus, the

@@ -62,9 +62,6 @@ type k8sRig struct {
 // ready[i] says as endpoints; it waits until the Service is served.
 func newK8sRig(t *testing.T, ctx context.Context, c *cluster, a *agent, wrap []string, poolCIDR string, servers []string, port int32) *k8sRig {
 	t.Helper()
-	if os.Getenv("WEFT_K8S") == "" {
-		t.Skip("kube-apiserver tests run with WEFT_K8S=1 (make test-k8s): a cold build of kube-apiserver takes about 20 minutes")
-	}
 	if _, _, err := testenv.Binaries(); err != nil {
 		t.Fatal(err)
 	}
