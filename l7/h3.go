@@ -98,6 +98,9 @@ func (h *h3Server) start(p *Proxy, addr netip.AddrPort) {
 // shutdown stops taking connections, sends GOAWAY on those open, lets their
 // requests finish until ctx ends, then closes all.
 func (h *h3Server) shutdown(ctx context.Context) {
+	// Shutdown leaves open a listener it did not create: close it first,
+	// or handshakes would go on to connections nobody serves.
+	h.ln.Close()
 	h.srv.Shutdown(ctx)
 	h.close()
 }

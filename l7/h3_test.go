@@ -7,9 +7,11 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,12 +20,16 @@ import (
 	"github.com/quic-go/quic-go/http3"
 )
 
-// h3Config is an https listener with HTTP3 over two members, sticky.
-func h3Config(t *testing.T, addr netip.AddrPort, cert tls.Certificate, a, b *backend) Config {
+// h3Config is a sticky https listener with HTTP3 over the backends.
+func h3Config(addr netip.AddrPort, cert tls.Certificate, backends ...*backend) Config {
+	var members []Member
+	for _, b := range backends {
+		members = append(members, b.member())
+	}
 	return Config{
 		Certificates: map[string]tls.Certificate{"c": cert},
 		CookieKey:    []byte("h3-cookie-key"),
-		Pools:        map[string]Pool{"p": {Members: []Member{a.member(), b.member()}}},
+		Pools:        map[string]Pool{"p": {Members: members}},
 		Listeners: []Listener{{Name: "h3", Addr: addr, TLS: true, HTTP2: true, HTTP3: true,
 			Certificates: []string{"c"}, DefaultPool: "p", Sticky: &Sticky{}}},
 	}
@@ -39,10 +45,11 @@ func clientTLS(cert tls.Certificate, proto string) *tls.Config {
 // routing, X-Forwarded-*, the sticky cookie and the health view apply as
 // on HTTP/1.1 and HTTP/2, whose responses advertise HTTP/3 with Alt-Svc.
 func TestHTTP3ThroughProxy(t *testing.T) {
+	leakCheck(t)
 	a, b := startBackend(t, "a", nil), startBackend(t, "b", nil)
 	cert := selfSigned(t, false, "h3.example.com")
 	addr := freeAddr(t, "127.0.0.21")
-	cfg := h3Config(t, addr, cert, a, b)
+	cfg := h3Config(addr, cert, a, b)
 	p := startProxy(t, cfg)
 	url := "https://" + addr.String() + "/x"
 
@@ -80,7 +87,7 @@ func TestHTTP3ThroughProxy(t *testing.T) {
 	if body == "b" {
 		down, up = b, a
 	}
-	cfg = h3Config(t, addr, cert, a, b)
+	cfg = h3Config(addr, cert, a, b)
 	for i, m := range cfg.Pools["p"].Members {
 		if m.Addr == down.addr {
 			cfg.Pools["p"].Members[i].Healthy = false
@@ -157,15 +164,11 @@ func TestHTTP3ConnectionMigration(t *testing.T) {
 	cert := selfSigned(t, false, "h3.example.com")
 	addr := freeAddr(t, "127.0.0.22")
 	const serverID = 0x2a17
-	// After a path switch quic-go's client closes without sending
-	// CONNECTION_CLOSE on either socket (v0.65), so Close waits out the
-	// drain for the server's side of it: keep that short.
 	var mu sync.Mutex
 	var log bytes.Buffer
-	p := New(Options{DrainTimeout: 200 * time.Millisecond, QUICServerID: serverID, AccessLog: &lockedWriter{mu: &mu, w: &log}})
+	p := New(Options{DrainTimeout: 2 * time.Second, QUICServerID: serverID, AccessLog: &lockedWriter{mu: &mu, w: &log}})
 	defer p.Close()
-	cfg := h3Config(t, addr, cert, a, a)
-	cfg.Pools["p"] = Pool{Members: []Member{a.member()}}
+	cfg := h3Config(addr, cert, a)
 	cfg.Listeners[0].AccessLog = &AccessLog{SampleRate: 1}
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		t.Fatal(err)
@@ -209,22 +212,7 @@ func TestHTTP3ConnectionMigration(t *testing.T) {
 		t.Fatalf("connection ended: %v", context.Cause(conn.Context()))
 	}
 
-	// The access log names the client's new address, on HTTP/3 and TLS 1.3.
-	eventually(t, 3*time.Second, "the access log lines", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return bytes.Count(log.Bytes(), []byte(`"client":"127.0.0.23:`)) == 3
-	})
-	mu.Lock()
-	for _, want := range []string{`"proto":"HTTP/3.0"`, `"tls_version":"TLS 1.3"`} {
-		if n := bytes.Count(log.Bytes(), []byte(want)); n != 4 {
-			t.Errorf("access log: %d lines with %s, want 4:\n%s", n, want, log.Bytes())
-		}
-	}
-	mu.Unlock()
-
 	moved.mu.Lock()
-	defer moved.mu.Unlock()
 	short := 0
 	for _, b := range moved.sent {
 		if len(b) < 1+quicCIDLen || b[0]&0x80 != 0 {
@@ -235,7 +223,85 @@ func TestHTTP3ConnectionMigration(t *testing.T) {
 			t.Errorf("packet to %x: version %b server id %#x, want %b and %#x", b[1:1+quicCIDLen], v, id, quicCIDVersion, serverID)
 		}
 	}
+	moved.mu.Unlock()
 	if short == 0 {
 		t.Error("no short-header packet sent on the new path")
+	}
+
+	// The access log (written out by Close) names the client's new
+	// address, on HTTP/3 and TLS 1.3.
+	p.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if n := bytes.Count(log.Bytes(), []byte(`"client":"127.0.0.23:`)); n != 3 {
+		t.Errorf("access log: %d lines from 127.0.0.23, want 3:\n%s", n, log.Bytes())
+	}
+	for _, want := range []string{`"proto":"HTTP/3.0"`, `"tls_version":"TLS 1.3"`} {
+		if n := bytes.Count(log.Bytes(), []byte(want)); n != 4 {
+			t.Errorf("access log: %d lines with %s, want 4:\n%s", n, want, log.Bytes())
+		}
+	}
+}
+
+// TestHTTP3PortTaken: an Apply whose HTTP/3 port is taken fails and binds
+// nothing, the TCP side included.
+func TestHTTP3PortTaken(t *testing.T) {
+	a, b := startBackend(t, "a", nil), startBackend(t, "b", nil)
+	taken := udpConn(t, "127.0.0.24")
+	addr := taken.LocalAddr().(*net.UDPAddr).AddrPort()
+	p := New(Options{})
+	defer p.Close()
+	err := p.Apply(context.Background(), h3Config(addr, selfSigned(t, false, "h3.example.com"), a, b))
+	if err == nil || !strings.Contains(err.Error(), `listener "h3": http3: listen on udp`) {
+		t.Fatalf("Apply: %v, want the taken UDP port named", err)
+	}
+	if len(p.sockets) != 0 {
+		t.Errorf("failed Apply bound %d sockets, want 0", len(p.sockets))
+	}
+}
+
+// TestHTTP3DrainsWhenTurnedOff: a request in flight when HTTP3 is turned
+// off gets its whole answer; new connections are refused meanwhile.
+func TestHTTP3DrainsWhenTurnedOff(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	slow := startBackend(t, "slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "late")
+	}))
+	cert := selfSigned(t, false, "h3.example.com")
+	addr := freeAddr(t, "127.0.0.25")
+	cfg := h3Config(addr, cert, slow)
+	p := startProxy(t, cfg)
+	h3 := &http3.Transport{TLSClientConfig: clientTLS(cert, http3.NextProtoH3)}
+	defer h3.Close()
+	url := "https://" + addr.String() + "/"
+	done := make(chan string, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: h3, Timeout: 5 * time.Second}).Get(url)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- fmt.Sprintf("%d %s %v", resp.StatusCode, b, err)
+	}()
+	<-entered
+	cfg.Listeners[0].HTTP3 = false
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &http3.Transport{TLSClientConfig: clientTLS(cert, http3.NextProtoH3),
+		QUICConfig: &quic.Config{HandshakeIdleTimeout: 300 * time.Millisecond}}
+	defer fresh.Close()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if resp, err := fresh.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Error("a new HTTP/3 connection was served while HTTP3 drained")
+	}
+	close(release)
+	if got := <-done; got != "200 late <nil>" {
+		t.Errorf("request in flight when HTTP3 was turned off: %s, want 200 late", got)
 	}
 }
