@@ -37,6 +37,10 @@ type Listener struct {
 	Certificates []string
 	// HTTP2 serves HTTP/2: by ALPN with TLS, by prior knowledge (h2c) without.
 	HTTP2 bool
+	// HTTP3 also serves HTTP/3 over QUIC on UDP at the same address (TLS
+	// listeners only), with the same certificates, routes and pools, and
+	// advertises it in an Alt-Svc header on the TCP side's responses.
+	HTTP3 bool
 	// Routes are tried in order; the first match wins.
 	Routes []Route
 	// DefaultPool serves requests no route matches; empty means 404.
@@ -194,6 +198,11 @@ type Options struct {
 	// MaxIdleConnsPerMember is the upstream keep-alive pool size per member.
 	// Default 256.
 	MaxIdleConnsPerMember int
+	// QUICServerID is the node's id in the QUIC connection IDs it issues
+	// (see quiccid.go), by which a load balancer in front can route a
+	// migrated connection back to this node. Unique among the nodes
+	// serving the same VIPs.
+	QUICServerID uint16
 }
 
 // Outlier is passive outlier ejection: a member whose connections keep

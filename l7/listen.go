@@ -22,7 +22,40 @@ func listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
 	// No TCP keep-alive on client connections (as nginx): the idle
 	// timeout ends dead ones, and each accept would cost four system
 	// calls more.
-	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
+	lc := net.ListenConfig{KeepAlive: -1, Control: freebind(addr)}
+	network, addr := family("tcp", addr)
+	ln, err := lc.Listen(ctx, network, addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// listenUDP binds the UDP socket of an HTTP/3 listener on addr, with
+// IP_FREEBIND as listen.
+func listenUDP(ctx context.Context, addr netip.AddrPort) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: freebind(addr)}
+	network, addr := family("udp", addr)
+	pc, err := lc.ListenPacket(ctx, network, addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+// family returns the network of addr's family ("tcp4", "udp6") and addr
+// with a v4-mapped address unmapped.
+func family(proto string, addr netip.AddrPort) (string, netip.AddrPort) {
+	if addr.Addr().Unmap().Is4() {
+		return proto + "4", netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	}
+	return proto + "6", addr
+}
+
+// freebind is a net.ListenConfig Control that sets IP_FREEBIND (or
+// IPV6_FREEBIND) for addr's family.
+func freebind(addr netip.AddrPort) func(_, _ string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			if addr.Addr().Unmap().Is4() {
@@ -38,17 +71,7 @@ func listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
 			return fmt.Errorf("set freebind: %w", serr)
 		}
 		return nil
-	}}
-	network := "tcp6"
-	if addr.Addr().Unmap().Is4() {
-		network = "tcp4"
-		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	}
-	ln, err := lc.Listen(ctx, network, addr.String())
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	return ln, nil
 }
 
 // acceptTLS is a TLS socket's accept loop. Its connections go to the

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/quic-go/quic-go/http3"
 )
 
 // Proxy serves the listeners of a Config. Its methods are safe for
@@ -86,6 +88,9 @@ type socket struct {
 	table                  atomic.Pointer[table]
 	gen                    atomic.Pointer[serverGen]
 	params                 serverParams
+	// h3 serves HTTP/3 on the UDP port of addr; nil when the listener
+	// has no HTTP3. Under Proxy.mu.
+	h3 *h3Server
 
 	// Connections on the event loops (loop.go) and on the fast HTTP/1.1
 	// loop (fast.go), which http.Server does not track.
@@ -235,7 +240,15 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 		s.params = params[i]
 		s.gen.Store(p.startGen(s))
 	}
-	if err := p.listen(bound); err != nil {
+	h3s, err := p.bindH3(ctx, cfg.Listeners, tables, sockets)
+	if err == nil {
+		if err = p.listen(bound); err != nil {
+			for _, h := range h3s {
+				h.close()
+			}
+		}
+	}
+	if err != nil {
 		for _, s := range bound {
 			p.retire(s.gen.Load())
 			s.ln.Close()
@@ -246,6 +259,12 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 	for i, l := range cfg.Listeners {
 		s := sockets[l.Addr]
 		s.table.Store(tables[i])
+		if h := h3s[l.Addr]; h != nil {
+			s.h3 = h
+			h.start(p, l.Addr)
+		} else if !l.HTTP3 {
+			p.stopH3(s)
+		}
 		if old := s.gen.Load(); old == nil || s.params != params[i] {
 			wasTLS := s.params.tls
 			s.params = params[i]
@@ -265,6 +284,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 			p.unlisten(s)
 			s.ln.Close()
 			p.retire(s.gen.Load())
+			p.stopH3(s)
 			s.stopFast()
 		}
 	}
@@ -327,6 +347,9 @@ func (c *compiler) compile() ([]*table, []serverParams, error) {
 			return nil, nil, fmt.Errorf("listener %q: address %s is used by another listener", l.Name, l.Addr)
 		}
 		addrs[l.Addr] = true
+		if l.HTTP3 && !l.TLS {
+			return nil, nil, fmt.Errorf("listener %q: http3 needs tls: QUIC always encrypts", l.Name)
+		}
 		t, err := c.table(l)
 		if err != nil {
 			return nil, nil, err
@@ -399,6 +422,12 @@ func (c *compiler) table(l Listener) (*table, error) {
 			return nil, err
 		}
 		t.tls = tc
+		if l.HTTP3 {
+			t.tls3 = tc.Clone()
+			t.tls3.MinVersion = tls.VersionTLS13
+			t.tls3.NextProtos = []string{http3.NextProtoH3}
+			t.altSvc = []string{fmt.Sprintf(`h3=":%d"; ma=%d`, l.Addr.Port(), altSvcMaxAge)}
+		}
 	}
 	if l.Sticky != nil {
 		if len(c.cfg.CookieKey) == 0 {
@@ -570,7 +599,13 @@ func (s *socket) handoff(nc net.Conn) {
 
 // ServeHTTP serves one request against the socket's current table.
 func (s *socket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.p.serve(s.table.Load(), w, r)
+	t := s.table.Load()
+	if t.altSvc != nil {
+		// Shared and never written through: header edits set new slices,
+		// and an Add appends to a full one, which copies it.
+		w.Header()["Alt-Svc"] = t.altSvc
+	}
+	s.p.serve(t, w, r)
 }
 
 func (p *Proxy) serve(t *table, w http.ResponseWriter, r *http.Request) {
@@ -889,9 +924,14 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.closed = true
+	var h3s []*h3Server
 	for _, s := range p.sockets {
 		p.unlisten(s)
 		s.ln.Close()
+		if s.h3 != nil {
+			h3s = append(h3s, s.h3)
+			s.h3 = nil
+		}
 	}
 	gens := make([]*serverGen, 0, len(p.gens))
 	for g := range p.gens {
@@ -905,6 +945,9 @@ func (p *Proxy) Close() error {
 	var wg sync.WaitGroup
 	for _, g := range gens {
 		wg.Go(func() { g.srv.Shutdown(ctx) })
+	}
+	for _, h := range h3s {
+		wg.Go(func() { h.shutdown(ctx) })
 	}
 	wg.Wait()
 	for _, s := range sockets {

@@ -131,6 +131,7 @@ func TestApplyRejectsBadConfig(t *testing.T) {
 		{"bad redirect code", func(c *Config) { c.Listeners[0].Routes = []Route{{Redirect: &Redirect{Code: 200}}} }},
 		{"sticky without key", func(c *Config) { c.Listeners[0].Sticky = &Sticky{} }},
 		{"tls without certificate", func(c *Config) { c.Listeners[0].TLS = true }},
+		{"http3 without tls", func(c *Config) { c.Listeners[0].HTTP3 = true }},
 		{"unknown algorithm", func(c *Config) { c.Pools["p"] = Pool{Algorithm: "random"} }},
 		{"bad host wildcard", func(c *Config) { c.Listeners[0].Routes = []Route{{Host: "a.*.com", Pool: "p"}} }},
 	}

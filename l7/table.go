@@ -24,6 +24,10 @@ type table struct {
 	timeouts Timeouts
 	stats    *listenerCounters
 	tls      *tls.Config // nil without TLS
+	// tls3 is tls for QUIC (ALPN h3, TLS 1.3) and altSvc the Alt-Svc
+	// header value advertising it; both nil without HTTP3.
+	tls3   *tls.Config
+	altSvc []string
 	// accessLog samples the requests to log; nil when none are.
 	accessLog *sampler
 }

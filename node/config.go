@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -101,6 +102,11 @@ type Config struct {
 	// session-ticket keys (0: DefaultTicketRotation); three are kept.
 	TicketRotation time.Duration
 
+	// QUICServerID is the node's id in the connection IDs of the HTTP/3
+	// connections it serves (l7/quiccid.go); it should differ between the
+	// nodes serving the same VIPs. 0 derives one from Name.
+	QUICServerID uint16
+
 	// AccessLog gets the access log lines of the http and https listeners
 	// whose accessLog is enabled, one JSON object a line; nil: none are
 	// written.
@@ -170,6 +176,9 @@ func (c *Config) setDefaults() error {
 	case c.TicketRotation < time.Second:
 		return fmt.Errorf("--tls-ticket-rotation: %v is shorter than 1s", c.TicketRotation)
 	}
+	if c.QUICServerID == 0 {
+		c.QUICServerID = quicServerID(c.Name)
+	}
 	if err := c.dnsDefaults(); err != nil {
 		return err
 	}
@@ -215,6 +224,16 @@ func (c *Config) checkDataplaneSizes() error {
 		}
 	}
 	return nil
+}
+
+// quicServerID derives a node's QUIC server id from its name: 16 bits of
+// its FNV-1a hash, never 0. Among 10 nodes two share one with odds of
+// about 1 in 1,500; --quic-server-id sets distinct ones.
+func quicServerID(name string) uint16 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	v := h.Sum32()
+	return max(uint16(v>>16^v), 1)
 }
 
 // maxLocalAddrs is the XDP program's limit per address family

@@ -65,6 +65,30 @@ func TestConfig_ListenPorts(t *testing.T) {
 	}
 }
 
+// TestConfig_QUICServerID: without --quic-server-id the id comes from the
+// name (the same on every start, nonzero, different for the lab's names);
+// a set one is kept.
+func TestConfig_QUICServerID(t *testing.T) {
+	ids := map[uint16]string{}
+	for _, name := range []string{"node1", "node2", "node3", "node4", "node5", "node6"} {
+		c := Config{Name: name, APIAddr: "127.0.0.1:7400", RaftAddr: "127.0.0.1:7401"}
+		if err := c.setDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		if c.QUICServerID == 0 || c.QUICServerID != quicServerID(name) {
+			t.Errorf("%s: server id %d, want %d", name, c.QUICServerID, quicServerID(name))
+		}
+		if other, dup := ids[c.QUICServerID]; dup {
+			t.Errorf("%s and %s have server id %d", other, name, c.QUICServerID)
+		}
+		ids[c.QUICServerID] = name
+	}
+	c := Config{Name: "node1", APIAddr: "127.0.0.1:7400", RaftAddr: "127.0.0.1:7401", QUICServerID: 7}
+	if err := c.setDefaults(); err != nil || c.QUICServerID != 7 {
+		t.Errorf("set server id 7: got %d, %v", c.QUICServerID, err)
+	}
+}
+
 func TestConfig_DNS(t *testing.T) {
 	tests := []struct {
 		name string

@@ -92,6 +92,7 @@ func l7Listener(st *raftfsm.State, cfg *l7.Config, certs *certCache, lbName stri
 		Addr:        netip.AddrPortFrom(vip, uint16(pl.GetPort())),
 		TLS:         pl.GetProtocol() == "https",
 		HTTP2:       true,
+		HTTP3:       pl.GetProtocol() == "https" && pl.GetHttp3(),
 		DefaultPool: pl.GetPool(),
 		Timeouts: l7.Timeouts{
 			Connect:  pl.GetTimeouts().GetConnect().AsDuration(),
@@ -244,8 +245,9 @@ type l7Subsystem struct {
 	extraVIPs []netip.Addr
 }
 
-func newL7Subsystem(healthy Healthy, nl routeTable, accessLog io.Writer, log *slog.Logger) *l7Subsystem {
-	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log, AccessLog: accessLog}), healthy: healthy, vips: &localVIPs{nl: nl}}
+func newL7Subsystem(healthy Healthy, nl routeTable, accessLog io.Writer, quicServerID uint16, log *slog.Logger) *l7Subsystem {
+	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log, AccessLog: accessLog, QUICServerID: quicServerID}),
+		healthy: healthy, vips: &localVIPs{nl: nl}}
 }
 
 // apply serves the state's http and https listeners, then makes their VIPs

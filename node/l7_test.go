@@ -121,7 +121,7 @@ func TestL7Config(t *testing.T) {
 						ResponseHeaders: &weftv1.HeaderRewrite{Add: map[string]string{"X-Served-By": "weft"}}},
 					{PathExact: "/old", Header: &weftv1.HeaderMatch{Name: "X-Beta"}, Redirect: &weftv1.Redirect{Scheme: "https", Port: 443, Code: 301}},
 				}},
-			{Name: "tls", Port: 443, Protocol: "https", Certificates: []string{"site"},
+			{Name: "tls", Port: 443, Protocol: "https", Certificates: []string{"site"}, Http3: true,
 				Rules:     []*weftv1.Rule{{PathPrefix: "/", Pool: "web"}},
 				AccessLog: &weftv1.AccessLog{Enabled: true, SampleRate: proto.Float64(0.5)}},
 		},
@@ -159,7 +159,7 @@ func TestL7Config(t *testing.T) {
 						ResponseHeaders: l7.HeaderRewrite{Add: map[string]string{"X-Served-By": "weft"}}},
 					{PathExact: "/old", Header: &l7.HeaderMatch{Name: "X-Beta"}, Redirect: &l7.Redirect{Scheme: "https", Port: 443, Code: 301}},
 				}},
-			{Name: "front/tls", Addr: netip.AddrPortFrom(vip, 443), TLS: true, Certificates: []string{"site"}, HTTP2: true,
+			{Name: "front/tls", Addr: netip.AddrPortFrom(vip, 443), TLS: true, Certificates: []string{"site"}, HTTP2: true, HTTP3: true,
 				Routes: []l7.Route{{PathPrefix: "/", Pool: "web"}}, AccessLog: &l7.AccessLog{SampleRate: 0.5}},
 		},
 		Pools: map[string]l7.Pool{
@@ -398,7 +398,7 @@ func TestL7Subsystem(t *testing.T) {
 		Vip: "127.0.0.1", Listeners: []*weftv1.Listener{{Port: uint32(port), Protocol: "http", Pool: "web"}}}})
 
 	routes := &fakeRoutes{routes: map[netip.Addr]bool{}}
-	s := newL7Subsystem(allHealthy, routes, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := newL7Subsystem(allHealthy, routes, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	answers := func(n int) map[string]int {

@@ -87,12 +87,15 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 			return c.fail(field+".name", "duplicate listener name %q (also spec.listeners[%d])", l.Name, j)
 		}
 		names[l.Name] = i
-		// http and https run over tcp, so they share its port space.
-		key := fmt.Sprintf("%d/%s", l.Port, transport(l.Protocol))
-		if j, dup := ports[key]; dup {
-			return c.fail(field+".port", "%s is already used by spec.listeners[%d]", key, j)
+		// http and https run over tcp, so they share its port space; an
+		// https listener with http3 takes the udp port too.
+		for _, tr := range transports(l) {
+			key := fmt.Sprintf("%d/%s", l.Port, tr)
+			if j, dup := ports[key]; dup {
+				return c.fail(field+".port", "%s is already used by spec.listeners[%d]", key, j)
+			}
+			ports[key] = i
 		}
-		ports[key] = i
 		if l.ForwardFragments {
 			if fragments >= 0 {
 				return c.fail(field+".forwardFragments", "spec.listeners[%d] forwards the VIP's fragments already; a fragment has no port to choose by", fragments)
@@ -103,12 +106,16 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 	return nil
 }
 
-// transport is what a listener protocol runs over: http and https over tcp.
-func transport(protocol string) string {
-	if protocol == "udp" {
-		return "udp"
+// transports are what a listener runs over: http and https over tcp, an
+// https listener with http3 over udp as well.
+func transports(l *weftv1.Listener) []string {
+	switch {
+	case l.GetProtocol() == "udp":
+		return []string{"udp"}
+	case l.GetHttp3():
+		return []string{"tcp", "udp"}
 	}
-	return "tcp"
+	return []string{"tcp"}
 }
 
 func (c checker) listener(i int, l *weftv1.Listener) error {
@@ -186,6 +193,8 @@ func (c checker) l4Listener(field string, l *weftv1.Listener) error {
 		return c.fail(field+".maxBodyBytes", "only http and https listeners have a body limit")
 	case l.AccessLog != nil:
 		return c.fail(field+".accessLog", "only http and https listeners have an access log")
+	case l.Http3:
+		return c.fail(field+".http3", "only https listeners serve HTTP/3")
 	}
 	return nil
 }
@@ -217,6 +226,8 @@ func (c checker) l7Listener(field string, l *weftv1.Listener) error {
 		return c.fail(field+".certificates", "only https listeners have certificates")
 	case l.Protocol == "https" && len(l.Certificates) == 0:
 		return c.fail(field+".certificates", "https listeners need at least one certificate")
+	case l.Protocol == "http" && l.Http3:
+		return c.fail(field+".http3", "only https listeners serve HTTP/3: QUIC always encrypts")
 	}
 	seen := map[string]bool{}
 	for j, name := range l.Certificates {

@@ -89,10 +89,11 @@ func parseNodePort(node, service, hostPort string) (p NodePort, ok bool) {
 // ListenerPorts checks that no listener of lb takes a port a node itself
 // listens on, on the VIP or on every address (a wildcard bind), over the same
 // transport: tcp, http and https listeners clash with the TCP services,
-// udp listeners with the UDP ones. Such a listener could never bind, or its
-// traffic would reach the node's own service. The ports come from the node
-// table and the node's configuration, which this package does not see; lb
-// must have passed LoadBalancer.
+// udp listeners and https listeners with http3 with the UDP ones. Such a
+// listener could never bind, or its traffic would reach the node's own
+// service. The ports come from the node table and the node's
+// configuration, which this package does not see; lb must have passed
+// LoadBalancer.
 func ListenerPorts(lb *weftv1.LoadBalancer, ports []NodePort) error {
 	c := checker{kind: kindLoadBalancer, name: lb.GetMetadata().GetName()}
 	// A VIP still to be taken from an address pool (empty) is checked
@@ -107,7 +108,9 @@ func ListenerPorts(lb *weftv1.LoadBalancer, ports []NodePort) error {
 	}
 	for i, l := range lb.GetSpec().GetListeners() {
 		for _, p := range ports {
-			if uint32(p.Addr.Port()) != l.GetPort() || !slices.Contains(serviceTransports[p.Service], transport(l.GetProtocol())) {
+			if uint32(p.Addr.Port()) != l.GetPort() || !slices.ContainsFunc(transports(l), func(tr string) bool {
+				return slices.Contains(serviceTransports[p.Service], tr)
+			}) {
 				continue
 			}
 			switch {

@@ -169,6 +169,16 @@ func TestInvalid(t *testing.T) {
 			s.Listeners = append(s.Listeners, &weftv1.Listener{Name: "udp-53", Port: 54, Protocol: "udp", Pool: "dns"}, &weftv1.Listener{Port: 53, Protocol: "udp", Pool: "dns"})
 		}), "spec.listeners[3].name", `duplicate listener name "udp-53"`},
 		{"port used twice over tcp", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].Port = 80 }), "spec.listeners[1].port", "80/tcp is already used by spec.listeners[0]"},
+		{"http3 port used over udp", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners[1].Http3 = true
+			s.Listeners = append(s.Listeners, &weftv1.Listener{Port: 443, Protocol: "udp", Pool: "dns"})
+		}), "spec.listeners[2].port", "443/udp is already used by spec.listeners[1]"},
+		{"http3 on http", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners = append(s.Listeners, &weftv1.Listener{Port: 8080, Protocol: "http", Pool: "web", Http3: true})
+		}), "spec.listeners[2].http3", "only https listeners serve HTTP/3: QUIC always encrypts"},
+		{"http3 on udp", lb(func(s *weftv1.LoadBalancerSpec) {
+			s.Listeners = append(s.Listeners, &weftv1.Listener{Port: 443, Protocol: "udp", Pool: "dns", Http3: true})
+		}), "spec.listeners[2].http3", "only https listeners serve HTTP/3"},
 		{"bad mode", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].Mode = "nat" }), "spec.listeners[0].mode", `"nat" is not valid (fullnat, dsr or tunnel)`},
 		{"bad scheduler", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[0].Scheduler = "rr" }), "spec.listeners[0].scheduler", "(maglev or source-hash)"},
 		{"mode on https", lb(func(s *weftv1.LoadBalancerSpec) { s.Listeners[1].Mode = "dsr" }), "spec.listeners[1].mode", "only tcp and udp listeners have a mode"},

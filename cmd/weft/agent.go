@@ -149,6 +149,7 @@ func newAgentCmd() *cobra.Command {
 	f.BoolVar(&cfg.DNSAnycast, "dns-anycast", false, "announce the --dns-addr address over BGP like a VIP and make it local (anycast DNS; needs --bgp-asn)")
 	f.IntVar(&cfg.DNSRateLimit, "dns-rate-limit", 0, "UDP DNS responses per second per client /24 (/56) before rate limiting (0: 200; negative: off)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", node.DefaultMetricsAddr, "serve Prometheus metrics on http://HOST:PORT/metrics, no token asked (\"\": off)")
+	f.Uint16Var(&cfg.QUICServerID, "quic-server-id", 0, "this node's id in the connection IDs of its HTTP/3 connections, distinct per node (1-65535; 0: derived from --name)")
 	f.DurationVar(&cfg.TicketRotation, "tls-ticket-rotation", node.DefaultTicketRotation, "how often the leader rotates the cluster's TLS session-ticket keys (3 are kept)")
 	f.BoolVar(&dev, "dev", false, "run a single node on loopback with a temporary data dir")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -282,7 +282,11 @@ type Listener struct {
 	ForwardFragments bool `protobuf:"varint,13,opt,name=forward_fragments,json=forwardFragments,proto3" json:"forward_fragments,omitempty"`
 	// AccessLog writes a JSON line per request of an http or https listener
 	// to each node's access log (`weft agent --access-log`).
-	AccessLog     *AccessLog `protobuf:"bytes,14,opt,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	AccessLog *AccessLog `protobuf:"bytes,14,opt,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	// Http3 is for https listeners: also serve HTTP/3 (QUIC) on UDP at the
+	// same port, with the same certificates, rules and pools, advertised to
+	// HTTP/1.1 and HTTP/2 clients with an Alt-Svc header. Off by default.
+	Http3         bool `protobuf:"varint,15,opt,name=http3,proto3" json:"http3,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -413,6 +417,13 @@ func (x *Listener) GetAccessLog() *AccessLog {
 		return x.AccessLog
 	}
 	return nil
+}
+
+func (x *Listener) GetHttp3() bool {
+	if x != nil {
+		return x.Http3
+	}
+	return false
 }
 
 // AccessLog turns on the access log of an http or https listener.
@@ -2829,7 +2840,7 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\fprimary_zone\x18\x03 \x01(\tR\vprimaryZone\x12!\n" +
 	"\fbackup_zones\x18\x04 \x03(\tR\vbackupZones\x12/\n" +
 	"\tlisteners\x18\x05 \x03(\v2\x11.weft.v1.ListenerR\tlisteners\x12!\n" +
-	"\faddress_pool\x18\x06 \x01(\tR\vaddressPool\"\xf5\x03\n" +
+	"\faddress_pool\x18\x06 \x01(\tR\vaddressPool\"\x8b\x04\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1a\n" +
@@ -2846,7 +2857,8 @@ const file_weft_v1_resources_proto_rawDesc = "" +
 	"\rnew_flow_rate\x18\f \x01(\rR\vnewFlowRate\x12+\n" +
 	"\x11forward_fragments\x18\r \x01(\bR\x10forwardFragments\x121\n" +
 	"\n" +
-	"access_log\x18\x0e \x01(\v2\x12.weft.v1.AccessLogR\taccessLog\"[\n" +
+	"access_log\x18\x0e \x01(\v2\x12.weft.v1.AccessLogR\taccessLog\x12\x14\n" +
+	"\x05http3\x18\x0f \x01(\bR\x05http3\"[\n" +
 	"\tAccessLog\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12$\n" +
 	"\vsample_rate\x18\x02 \x01(\x01H\x00R\n" +
