@@ -252,7 +252,7 @@ spec:
 	parts := strings.Split(c.adminToken, "_")
 	wrong := strings.Join(parts[:2], "_") + "_" + strings.Repeat("0", len(parts[2]))
 	b.do("log in with a wrong token", chromedp.SendKeys(`#token`, wrong), chromedp.Click(`#login button[type=submit]`))
-	b.waitContains(5*time.Second, `#login-error`, "unauthenticated: api token "+parts[1]+" is not valid")
+	b.waitContains(10*time.Second, `#login-error`, "unauthenticated: api token "+parts[1]+" is not valid")
 	if bar, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`getComputedStyle(document.querySelector('#bar')).display`)); err != nil || bar != "none" {
 		t.Errorf("the navigation bar before login: display %q (%v), want none", bar, err)
 	}
@@ -263,7 +263,7 @@ spec:
 	if loc, err := chromedp.Run(b.ctx, chromedp.Location()); err != nil || strings.Contains(loc, c.adminToken) || !strings.HasSuffix(loc, "/ui/#/lbs") {
 		t.Errorf("location after login %q (%v), want .../ui/#/lbs without the token", loc, err)
 	}
-	b.waitContains(5*time.Second, `#whoami`, "node1", "leader")
+	b.waitContains(10*time.Second, `#whoami`, "node1", "leader")
 	b.waitContains(10*time.Second, `#lbs tr[data-lb="web"]`, "127.0.61.100", "tcp/9000", "2/2 up")
 
 	// Traffic through the VIP until the load balancer's page shows a rate.
@@ -307,7 +307,7 @@ spec:
 
 	// A change: the pool edited as YAML (with its version) takes gamma.
 	b.do("open the pool", chromedp.Click(`a[href="#/pool/web"]`), chromedp.WaitVisible(`#members`))
-	b.waitContains(5*time.Second, fmt.Sprintf(`#members tr[data-member="%s"]`, addrs["alpha"]), "up")
+	b.waitContains(10*time.Second, fmt.Sprintf(`#members tr[data-member="%s"]`, addrs["alpha"]), "up")
 	b.screenshot("pool")
 	b.do("edit the pool", chromedp.Click(`#edit`), chromedp.WaitVisible(`#yaml`))
 	edited, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector('#yaml').value`))
@@ -319,7 +319,12 @@ spec:
 	}
 	host, port, _ := net.SplitHostPort(addrs["gamma"])
 	changed := strings.Replace(edited, "  members:\n", fmt.Sprintf("  members:\n    - address: %s\n      port: %s\n", host, port), 1)
-	b.do("apply the change", b.setValue(`#yaml`, changed), chromedp.Click(`#apply`))
+	b.do("dry-run the change", b.setValue(`#yaml`, changed), chromedp.Click(`#dry-run`))
+	b.waitContains(10*time.Second, `#apply-results`, "Pool", "web", "updated (dry run)")
+	if got, err := cl.LB.GetPool(ctx, connect.NewRequest(&weftv1.GetRequest{Name: "web"})); err != nil || len(got.Msg.GetPool().GetSpec().GetMembers()) != 2 {
+		t.Fatalf("pool after the console's dry run: %v %v, want its 2 members", got.Msg.GetPool(), err)
+	}
+	b.do("apply the change", chromedp.Click(`#apply`))
 	b.waitContains(10*time.Second, `#apply-results`, "Pool", "web", "updated")
 	b.screenshot("apply")
 	got, err := cl.LB.GetPool(ctx, connect.NewRequest(&weftv1.GetRequest{Name: "web"}))
@@ -353,7 +358,7 @@ spec:
 		t.Fatalf("decode of a misspelt field: %v", decodeErr)
 	}
 	b.do("apply a misspelt field", b.setValue(`#yaml`, unknown), chromedp.Click(`#apply`))
-	b.waitText(5*time.Second, `#apply-error`, "the decode error", func(s string) bool {
+	b.waitText(10*time.Second, `#apply-error`, "the decode error", func(s string) bool {
 		return s == "invalid_argument: "+decodeErr.Error()
 	})
 	if imgs, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll('img').length`)); err != nil || imgs != 0 {
@@ -364,10 +369,10 @@ spec:
 	}
 
 	b.do("open the cluster", chromedp.Click(`a[href="#/cluster"]`), chromedp.WaitVisible(`#nodes`))
-	b.waitContains(5*time.Second, `#nodes tr[data-node="node1"]`, "leader", "alive", testVersion)
-	b.waitContains(5*time.Second, `#subsystems`, "dataplane", "health")
-	b.waitContains(5*time.Second, `#bgp-peers tbody`, "127.0.61.254", "64512")
-	b.waitContains(5*time.Second, `#bgp-announced`, "127.0.61.100/32")
+	b.waitContains(10*time.Second, `#nodes tr[data-node="node1"]`, "leader", "alive", testVersion)
+	b.waitContains(10*time.Second, `#subsystems`, "dataplane", "health")
+	b.waitContains(10*time.Second, `#bgp-peers tbody`, "127.0.61.254", "64512")
+	b.waitContains(10*time.Second, `#bgp-announced`, "127.0.61.100/32")
 	b.screenshot("cluster")
 	b.checkNoProblems()
 
