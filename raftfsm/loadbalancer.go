@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	weftv1 "github.com/weftlb/weft/proto/weft/v1"
+	"github.com/weftlb/weft/validate"
 )
 
 var loadBalancerKind = &resourceKind{
@@ -46,16 +47,18 @@ func vipKey(vip string) string {
 	return vip
 }
 
-// addressKey is what two listeners must not share: "vip:port/transport",
-// where http and https listen on tcp. The VIP is canonicalised so that two
-// spellings of one IPv6 address collide.
-func addressKey(vip string, l *weftv1.Listener) string {
+// addressKeys are what two listeners must not share: "vip:port/transport"
+// for each transport the listener runs over (validate.Transports: http and
+// https on tcp, an https listener with http3 on udp too). The VIP is
+// canonicalised so that two spellings of one IPv6 address collide.
+func addressKeys(vip string, l *weftv1.Listener) []string {
 	vip = vipKey(vip)
-	transport := "tcp"
-	if l.GetProtocol() == "udp" {
-		transport = "udp"
+	hostPort := net.JoinHostPort(vip, strconv.FormatUint(uint64(l.GetPort()), 10))
+	var keys []string
+	for _, tr := range validate.Transports(l) {
+		keys = append(keys, hostPort+"/"+tr)
 	}
-	return net.JoinHostPort(vip, strconv.FormatUint(uint64(l.GetPort()), 10)) + "/" + transport
+	return keys
 }
 
 // loadBalancerPools are the pools named by any listener or rule of lb.
@@ -87,7 +90,7 @@ func loadBalancerCertificates(lb *weftv1.LoadBalancer) []string {
 func loadBalancerAddresses(lb *weftv1.LoadBalancer) []string {
 	var addrs []string
 	for _, l := range lb.GetSpec().GetListeners() {
-		addrs = append(addrs, addressKey(lb.GetSpec().GetVip(), l))
+		addrs = append(addrs, addressKeys(lb.GetSpec().GetVip(), l)...)
 	}
 	return addrs
 }
@@ -118,18 +121,19 @@ func checkLoadBalancer(tx *writeTxn, m proto.Message) error {
 			}
 		}
 
-		addr := addressKey(lb.GetSpec().GetVip(), l)
-		if other, ok := own[addr]; ok {
-			return stateErrorf(AlreadyExists, "load balancer %q: listener %q: %s is already used by listener %q", name, ln, addr, other)
-		}
-		own[addr] = ln
-		it, err := tx.txn.Get(tableLoadBalancers, indexAddress, addr)
-		if err != nil {
-			return fmt.Errorf("look up address %s: %w", addr, err)
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			if other := raw.(*weftv1.LoadBalancer).GetMetadata().GetName(); other != name {
-				return stateErrorf(AlreadyExists, "load balancer %q: listener %q: %s is already used by load balancer %q", name, ln, addr, other)
+		for _, addr := range addressKeys(lb.GetSpec().GetVip(), l) {
+			if other, ok := own[addr]; ok {
+				return stateErrorf(AlreadyExists, "load balancer %q: listener %q: %s is already used by listener %q", name, ln, addr, other)
+			}
+			own[addr] = ln
+			it, err := tx.txn.Get(tableLoadBalancers, indexAddress, addr)
+			if err != nil {
+				return fmt.Errorf("look up address %s: %w", addr, err)
+			}
+			for raw := it.Next(); raw != nil; raw = it.Next() {
+				if other := raw.(*weftv1.LoadBalancer).GetMetadata().GetName(); other != name {
+					return stateErrorf(AlreadyExists, "load balancer %q: listener %q: %s is already used by load balancer %q", name, ln, addr, other)
+				}
 			}
 		}
 	}

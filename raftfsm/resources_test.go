@@ -143,6 +143,26 @@ func TestFSM_ApplyResources(t *testing.T) {
 			wantMsg:  `load balancer "lb2": listener "tcp-80": [2001:db8::1]:80/tcp is already used by load balancer "lb1"`,
 		},
 		{
+			name:     "https with http3 takes the udp port from another load balancer",
+			setup:    [][]*weftv1.Resource{{pool("web", 0), lb("lb1", 0, "192.0.2.10", listener("udp", 443, "web"))}},
+			batch:    []*weftv1.Resource{lb("lb2", 0, "192.0.2.10", &weftv1.Listener{Protocol: "https", Port: 443, Pool: "web", Http3: true})},
+			wantKind: AlreadyExists,
+			wantMsg:  `load balancer "lb2": listener "https-443": 192.0.2.10:443/udp is already used by load balancer "lb1"`,
+		},
+		{
+			name:     "udp on the port of another load balancer's http3",
+			setup:    [][]*weftv1.Resource{{pool("web", 0), lb("lb1", 0, "192.0.2.10", &weftv1.Listener{Protocol: "https", Port: 443, Pool: "web", Http3: true})}},
+			batch:    []*weftv1.Resource{lb("lb2", 0, "192.0.2.10", listener("udp", 443, "web"))},
+			wantKind: AlreadyExists,
+			wantMsg:  `load balancer "lb2": listener "udp-443": 192.0.2.10:443/udp is already used by load balancer "lb1"`,
+		},
+		{
+			name:  "udp beside https without http3",
+			setup: [][]*weftv1.Resource{{pool("web", 0), lb("lb1", 0, "192.0.2.10", &weftv1.Listener{Protocol: "https", Port: 443, Pool: "web"})}},
+			batch: []*weftv1.Resource{lb("lb2", 0, "192.0.2.10", listener("udp", 443, "web"))},
+			want:  []ItemResult{{KindLoadBalancer, "lb2", ActionCreated, index}},
+		},
+		{
 			name:  "udp and tcp on one port",
 			setup: [][]*weftv1.Resource{{pool("web", 0), lb("lb1", 0, "192.0.2.10", listener("tcp", 53, "web"))}},
 			batch: []*weftv1.Resource{lb("lb2", 0, "192.0.2.10", listener("udp", 53, "web"))},

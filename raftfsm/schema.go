@@ -32,7 +32,7 @@ const (
 	indexPool = "pool"
 	// indexCertificate on load balancers: every certificate named by a listener.
 	indexCertificate = "certificate"
-	// indexAddress on load balancers: every listener's addressKey.
+	// indexAddress on load balancers: every listener's addressKeys.
 	indexAddress = "address"
 	// indexVIP on load balancers: the VIP, canonical (vipKey).
 	indexVIP = "vip"

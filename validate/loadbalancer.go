@@ -89,7 +89,7 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 		names[l.Name] = i
 		// http and https run over tcp, so they share its port space; an
 		// https listener with http3 takes the udp port too.
-		for _, tr := range transports(l) {
+		for _, tr := range Transports(l) {
 			key := fmt.Sprintf("%d/%s", l.Port, tr)
 			if j, dup := ports[key]; dup {
 				return c.fail(field+".port", "%s is already used by spec.listeners[%d]", key, j)
@@ -106,9 +106,10 @@ func LoadBalancer(lb *weftv1.LoadBalancer) error {
 	return nil
 }
 
-// transports are what a listener runs over: http and https over tcp, an
-// https listener with http3 over udp as well.
-func transports(l *weftv1.Listener) []string {
+// Transports are what a listener runs over: http and https over tcp, an
+// https listener with http3 over udp as well. Two listeners on one VIP
+// must not share a port of a transport.
+func Transports(l *weftv1.Listener) []string {
 	switch {
 	case l.GetProtocol() == "udp":
 		return []string{"udp"}

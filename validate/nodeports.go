@@ -108,7 +108,7 @@ func ListenerPorts(lb *weftv1.LoadBalancer, ports []NodePort) error {
 	}
 	for i, l := range lb.GetSpec().GetListeners() {
 		for _, p := range ports {
-			if uint32(p.Addr.Port()) != l.GetPort() || !slices.ContainsFunc(transports(l), func(tr string) bool {
+			if uint32(p.Addr.Port()) != l.GetPort() || !slices.ContainsFunc(Transports(l), func(tr string) bool {
 				return slices.Contains(serviceTransports[p.Service], tr)
 			}) {
 				continue
