@@ -61,18 +61,14 @@ func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
 		failed(ch, c.entries, err)
 		return
 	}
-	fs, err := d.FlowStats()
+	listeners := l4Listeners(c.state())
+	active, add := activeFlows(listeners, c.counts())
+	fs, err := d.FlowStats(add)
 	if err != nil {
 		failed(ch, c.entries, err)
 		return
 	}
 	fc, err := d.FlowCounters()
-	if err != nil {
-		failed(ch, c.entries, err)
-		return
-	}
-	listeners := l4Listeners(c.state())
-	active, err := activeFlows(d, listeners, c.counts())
 	if err != nil {
 		failed(ch, c.entries, err)
 		return

@@ -60,7 +60,8 @@ func xdpCounters(d *xdp.Dataplane, ls map[l4Service]l4Listener, counts func(data
 	for _, b := range s.Backends {
 		*out.backend(netip.AddrPortFrom(b.Addr, b.Port)) = *traffic(b.Counters)
 	}
-	active, err := activeFlows(d, ls, counts)
+	active, add := activeFlows(ls, counts)
+	err = d.Flows(func(f dataplane.Flow) bool { add(f); return true })
 	for k, n := range active {
 		if t := out.services[k.service]; t != nil {
 			t.ActiveFlows += uint64(n)
@@ -79,15 +80,15 @@ type activeKey struct {
 	member  netip.AddrPort
 }
 
-// activeFlows counts the open flows of the connection tables that counts
-// accepts, by service and member. Open means established and not closing,
-// as IPVS's ActiveConn. A DSR flow names the VIP's port, so its member is
-// found by address among the service's.
-func activeFlows(d *xdp.Dataplane, ls map[l4Service]l4Listener, counts func(dataplane.Flow) bool) (map[activeKey]int, error) {
-	out := map[activeKey]int{}
-	err := d.Flows(func(f dataplane.Flow) bool {
+// activeFlows counts the open flows given to add that counts accepts, by
+// service and member. Open means established and not closing, as IPVS's
+// ActiveConn. A DSR flow names the VIP's port, so its member is found by
+// address among the service's.
+func activeFlows(ls map[l4Service]l4Listener, counts func(dataplane.Flow) bool) (active map[activeKey]int, add func(dataplane.Flow)) {
+	active = map[activeKey]int{}
+	return active, func(f dataplane.Flow) {
 		if !f.Established || f.Closing || !counts(f) {
-			return true
+			return
 		}
 		proto := dataplane.ProtoTCP
 		if f.Proto == 17 {
@@ -100,10 +101,8 @@ func activeFlows(d *xdp.Dataplane, ls map[l4Service]l4Listener, counts func(data
 				break
 			}
 		}
-		out[k]++
-		return true
-	})
-	return out, err
+		active[k]++
+	}
 }
 
 // l4Listener is a tcp or udp listener of the committed state: its load

@@ -279,10 +279,18 @@ func (d *Dataplane) flowIDs(f dataplane.Flow) (svcID, backendID uint32) {
 // Flows calls yield with every live flow of conntrack and of nat_reverse,
 // each once (a FullNAT flow in both is given from conntrack).
 func (d *Dataplane) Flows(yield func(dataplane.Flow) bool) error {
+	return d.scanFlows(yield, nil)
+}
+
+// scanFlows is Flows; with fs, it also counts conntrack's and
+// nat_reverse's entries into fs (yield must then not stop the scan).
+func (d *Dataplane) scanFlows(yield func(dataplane.Flow) bool, fs *FlowStats) error {
 	now := monotonicSeconds()
 	seen := map[lbFlowKey]bool{}
 	cont := true
+	conntrack := TableStats{Name: lbMapConntrack, Capacity: int(d.objs.Conntrack.MaxEntries())}
 	err := batchEach(d.objs.Conntrack, func(k lbFlowKey, v lbCtValue) bool {
+		conntrack.Entries++
 		established, closing := v.Flags&lbCtFlagsCT_ESTABLISHED != 0, v.Flags&lbCtFlagsCT_CLOSING != 0
 		if v.Flags&lbCtFlagsCT_VALID == 0 || expired(k.Proto, established, closing, now, v.LastSeen) {
 			return true
@@ -302,7 +310,12 @@ func (d *Dataplane) Flows(yield func(dataplane.Flow) bool) error {
 	if err != nil || !cont {
 		return err
 	}
-	return batchEach(d.objs.NatReverse, func(k lbFlowKey, v lbNatValue) bool {
+	natReverse := TableStats{Name: lbMapNatReverse, Capacity: int(d.objs.NatReverse.MaxEntries())}
+	err = batchEach(d.objs.NatReverse, func(k lbFlowKey, v lbNatValue) bool {
+		natReverse.Entries++
+		if fs != nil {
+			countNATPort(fs, k, v, now)
+		}
 		replied, closing := v.Flags&lbNatFlagsNAT_REPLIED != 0, v.Flags&lbNatFlagsNAT_CLOSING != 0
 		if expired(k.Proto, replied, closing, now, v.LastSeen) {
 			return true
@@ -318,6 +331,10 @@ func (d *Dataplane) Flows(yield func(dataplane.Flow) bool) error {
 			Established: replied || k.Proto == protoUDP, Closing: closing, Idle: time.Duration(now-v.LastSeen) * time.Second,
 		})
 	})
+	if err == nil && fs != nil {
+		fs.Tables = append(fs.Tables, conntrack, natReverse)
+	}
+	return err
 }
 
 // batchEach calls fn with every entry of m, read in batches, until fn

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/weftlb/weft/dataplane"
 )
 
 // Counters are a service's, a backend's or the program's counters, summed
@@ -175,9 +177,8 @@ func (d *Dataplane) FlowCounters() (FlowCounters, error) {
 	return c, nil
 }
 
-// FlowStats are what the connection tables hold, read by one scan of them
-// (for the metrics endpoint at scrape time). Open flows by service and
-// backend are counted from Flows, which reads each flow's state.
+// FlowStats are what the connection tables hold, counted by the scan
+// that also gives the live flows (Dataplane.FlowStats).
 type FlowStats struct {
 	// Tables are conntrack, ct_new, nat_reverse and nat_new: their
 	// entries, expired ones an LRU has not reused yet included, and sizes.
@@ -193,37 +194,43 @@ type TableStats struct {
 	Entries, Capacity int
 }
 
-// FlowStats scans the connection tables. It costs a batched read of every
-// entry: about as long as the tables are full.
-func (d *Dataplane) FlowStats() (FlowStats, error) {
-	now := monotonicSeconds()
+// FlowStats scans the connection tables once (for the metrics endpoint
+// at scrape time): it counts their entries and gives each every live flow,
+// as Flows does. It costs a batched read of every entry: about as long as
+// the tables are full.
+func (d *Dataplane) FlowStats(each func(dataplane.Flow)) (FlowStats, error) {
 	fs := FlowStats{NATPorts: map[netip.Addr]int{}}
-	for name, m := range map[string]*ebpf.Map{lbMapConntrack: d.objs.Conntrack, lbMapCtNew: d.objs.CtNew} {
-		t := TableStats{Name: name, Capacity: int(m.MaxEntries())}
-		err := batchEach(m, func(lbFlowKey, lbCtValue) bool {
-			t.Entries++
-			return true
-		})
-		if err != nil {
-			return FlowStats{}, err
-		}
-		fs.Tables = append(fs.Tables, t)
+	if err := d.scanFlows(func(f dataplane.Flow) bool { each(f); return true }, &fs); err != nil {
+		return FlowStats{}, err
 	}
-	for name, m := range map[string]*ebpf.Map{lbMapNatReverse: d.objs.NatReverse, lbMapNatNew: d.objs.NatNew} {
-		t := TableStats{Name: name, Capacity: int(m.MaxEntries())}
-		err := batchEach(m, func(k lbFlowKey, v lbNatValue) bool {
-			t.Entries++
-			replied, closing := v.Flags&lbNatFlagsNAT_REPLIED != 0, v.Flags&lbNatFlagsNAT_CLOSING != 0
-			if !expired(k.Proto, replied, closing, now, v.LastSeen) {
-				fs.NATPorts[addrOf(k.Dst)]++
-			}
-			return true
-		})
-		if err != nil {
-			return FlowStats{}, err
-		}
-		fs.Tables = append(fs.Tables, t)
+	now := monotonicSeconds()
+	ctNew := TableStats{Name: lbMapCtNew, Capacity: int(d.objs.CtNew.MaxEntries())}
+	err := batchEach(d.objs.CtNew, func(lbFlowKey, lbCtValue) bool {
+		ctNew.Entries++
+		return true
+	})
+	if err != nil {
+		return FlowStats{}, err
 	}
+	natNew := TableStats{Name: lbMapNatNew, Capacity: int(d.objs.NatNew.MaxEntries())}
+	err = batchEach(d.objs.NatNew, func(k lbFlowKey, v lbNatValue) bool {
+		natNew.Entries++
+		countNATPort(&fs, k, v, now)
+		return true
+	})
+	if err != nil {
+		return FlowStats{}, err
+	}
+	fs.Tables = append(fs.Tables, ctNew, natNew)
 	slices.SortFunc(fs.Tables, func(a, b TableStats) int { return strings.Compare(a.Name, b.Name) })
 	return fs, nil
+}
+
+// countNATPort counts a nat_reverse or nat_new entry's FullNAT source port
+// in fs.NATPorts while it is live.
+func countNATPort(fs *FlowStats, k lbFlowKey, v lbNatValue, now uint32) {
+	replied, closing := v.Flags&lbNatFlagsNAT_REPLIED != 0, v.Flags&lbNatFlagsNAT_CLOSING != 0
+	if !expired(k.Proto, replied, closing, now, v.LastSeen) {
+		fs.NATPorts[addrOf(k.Dst)]++
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+
+	"github.com/weftlb/weft/dataplane"
 )
 
 func TestStats(t *testing.T) {
@@ -104,7 +106,8 @@ func TestFlowStats(t *testing.T) {
 	for _, p := range fullnat {
 		r.run(t, p.with(func(q *packet) { q.syn, q.ack = false, true }).frame(t))
 	}
-	fs, err := d.FlowStats()
+	live := 0
+	fs, err := d.FlowStats(func(dataplane.Flow) { live++ })
 	if err != nil {
 		t.Fatalf("FlowStats: %v", err)
 	}
@@ -117,6 +120,11 @@ func TestFlowStats(t *testing.T) {
 	}
 	if want := map[string]int{"conntrack": n, "ct_new": n, "nat_reverse": n, "nat_new": 0}; !maps.Equal(entries, want) {
 		t.Errorf("table entries %v, want %v", entries, want)
+	}
+	// Each FullNAT flow is given once, from conntrack; each DSR one is new,
+	// in ct_new only.
+	if live != n {
+		t.Errorf("FlowStats gave %d live flows, want %d", live, n)
 	}
 	if len(fs.NATPorts) != 1 || fs.NATPorts[local4] != n {
 		t.Errorf("FullNAT ports in use: got %v, want %d on %v", fs.NATPorts, n, local4)
