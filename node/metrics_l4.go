@@ -89,8 +89,12 @@ func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, c.lnPackets, s.Packets, ln.lb, ln.listener)
 		counter(ch, c.lnBytes, s.Bytes, ln.lb, ln.listener)
 		counter(ch, c.lnNewFlows, s.NewFlows, ln.lb, ln.listener)
+		// A listener's drop reasons appear once they count: 14 zero series
+		// per listener would be most of a large node's output.
 		for _, r := range dropReasons(s.Drops) {
-			counter(ch, c.lnDrops, r.n, ln.lb, ln.listener, r.reason)
+			if r.n != 0 {
+				counter(ch, c.lnDrops, r.n, ln.lb, ln.listener, r.reason)
+			}
 		}
 		gauge(ch, c.lnActive, float64(perListener[k]), ln.lb, ln.listener)
 	}
