@@ -95,8 +95,13 @@ func (c *l7Collector) requestSeries(ch chan<- prometheus.Metric, requests, durat
 	histogram(ch, duration, k.Latency, l7.LatencyBounds, k.LatencySum, labels...)
 }
 
+// statusSeries gives the requests by status class, each class from its
+// first request on: six series per member and route, most of them zero
+// for good, would be a large share of a large node's output.
 func (c *l7Collector) statusSeries(ch chan<- prometheus.Metric, requests *prometheus.Desc, k l7.Counters, labels ...string) {
 	for class, n := range k.Status {
-		counter(ch, requests, n, append(labels, statusClasses[class])...)
+		if n != 0 {
+			counter(ch, requests, n, append(labels, statusClasses[class])...)
+		}
 	}
 }
