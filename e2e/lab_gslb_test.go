@@ -582,9 +582,9 @@ func (r *gslbRig) failover(t *testing.T) {
 	if took > bound {
 		t.Errorf("failover took %v, more than %v", took, bound)
 	}
-	if res := r.dig("all.example.com"); strings.Join(res.addrs(), " ") != usVIP.String() {
-		t.Errorf("all-healthy with eu down: got %v, want us alone", res.addrs())
-	}
+	// The anycast address may bring the next query to another node, whose
+	// view can agree the verdict a moment later: it gets a second.
+	r.waitAnswer("all.example.com", usVIP.String(), time.Second)
 	r.startEU()
 	back := gslbInterval*gslbRise + time.Second
 	took = r.waitAnswer("www.example.com", euVIP.String(), back+5*time.Second)
