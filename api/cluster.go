@@ -96,6 +96,11 @@ func (s *Server) nodes() []*weftv1.Node {
 // an operator (and voter placement) sees each replica's progress.
 func (c *clusterService) Status(ctx context.Context, req *connect.Request[weftv1.StatusRequest]) (*connect.Response[weftv1.StatusResponse], error) {
 	s := c.s
+	if index := req.Msg.GetWaitAppliedIndex(); index > 0 {
+		if err := c.waitApplied(ctx, index); err != nil {
+			return nil, err
+		}
+	}
 	state, term, commit, applied := s.cfg.Replica.Stats()
 	res := &weftv1.StatusResponse{
 		NodeName: s.cfg.NodeName, Term: term, CommitIndex: commit, AppliedIndex: applied, State: state,
@@ -111,6 +116,32 @@ func (c *clusterService) Status(ctx context.Context, req *connect.Request[weftv1
 		}
 	}
 	return connect.NewResponse(res), nil
+}
+
+// maxStatusWait bounds a Status wait whose request has no deadline.
+const maxStatusWait = time.Minute
+
+// waitApplied waits for wait_applied_index: until the node's subsystems
+// have applied index, the request's deadline, or maxStatusWait.
+func (c *clusterService) waitApplied(ctx context.Context, index uint64) error {
+	if c.s.cfg.WaitApplied == nil {
+		return connect.NewError(connect.CodeUnimplemented, fmt.Errorf("wait_applied_index: node %s runs no subsystems to wait for", c.s.cfg.NodeName))
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, maxStatusWait)
+		defer cancel()
+	}
+	err := c.s.cfg.WaitApplied(ctx, index)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("wait_applied_index: node %s has not applied index %d yet", c.s.cfg.NodeName, index))
+	case ctx.Err() != nil:
+		return connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
+	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("wait_applied_index: node %s: %w", c.s.cfg.NodeName, err))
 }
 
 func (c *clusterService) ListNodes(ctx context.Context, req *connect.Request[weftv1.ListNodesRequest]) (*connect.Response[weftv1.ListNodesResponse], error) {

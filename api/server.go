@@ -60,6 +60,10 @@ type Config struct {
 	// Local fills in what only the node itself knows for Status (its
 	// subsystems, health view and gossip membership); nil: nothing.
 	Local func(*weftv1.StatusResponse)
+	// WaitApplied returns once the node's subsystems have applied index,
+	// with an error when one failed to or ctx ended first (Status's
+	// wait_applied_index); nil: Status refuses to wait.
+	WaitApplied func(ctx context.Context, index uint64) error
 	// MaxRequestBytes is the largest request message accepted, on every
 	// protocol; 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int

@@ -116,8 +116,11 @@ spec:
     - {port: 8080, protocol: http, pool: web, accessLog: {enabled: true}}
     - {port: 9000, protocol: tcp, pool: web}
 `, member.IP, member.Port)
-	if _, err := c.weft(n1, manifest, "apply", "-f", "-"); err != nil {
+	// --wait returns once both nodes run the change.
+	if out, err := c.weft(n1, manifest, "apply", "--wait", "-f", "-"); err != nil {
 		t.Fatal(err)
+	} else if !strings.Contains(out, "\napplied on 2 nodes in ") {
+		t.Fatalf("apply --wait printed %q", out)
 	}
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	waitFor(t, 15*time.Second, "both listeners forwarding, the member up", func() error {

@@ -178,7 +178,7 @@ func (a *Agent) open(d dataDir) error {
 	}
 	a.raft = r
 	srv = api.New(api.Config{NodeName: a.id.Name, Replica: r, PeerTLS: peerTLS, Logger: a.cfg.Logger,
-		Local: a.localStatus, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name),
+		Local: a.localStatus, WaitApplied: a.waitApplied, Observed: a.observed, MaxRequestBytes: a.cfg.APIMaxRequestBytes, LocalPorts: a.cfg.listenPorts(a.id.Name),
 		DNSQuery: a.dnsQuery(), LocalStats: a.localStats})
 	a.api = srv
 	if a.cfg.Console {
@@ -438,6 +438,17 @@ func (a *Agent) localStatus(res *weftv1.StatusResponse) {
 	if a.dns != nil {
 		res.Dns = a.dns.status(a.dns.records(a.id.Name))
 	}
+}
+
+// waitApplied returns once the node has started and every subsystem has
+// applied index (reconciler.waitApplied).
+func (a *Agent) waitApplied(ctx context.Context, index uint64) error {
+	select {
+	case <-a.started:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return a.rec.waitApplied(ctx, index)
 }
 
 // observed is this node's health view and gossip membership, for Status

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,7 +24,9 @@ type subsystem struct {
 
 	mu      sync.Mutex
 	applied uint64
-	err     error
+	// err is the last apply's error, of the state at failedIndex.
+	err         error
+	failedIndex uint64
 	// failures counts failed applies; duration times every apply.
 	failures uint64
 	duration latency.Histogram
@@ -39,6 +42,11 @@ type reconciler struct {
 	// wake are other sources of change (the health view): each returns a
 	// channel closed at its next change.
 	wake []func() <-chan struct{}
+
+	// roundMu guards roundDone, closed and replaced at the end of every
+	// round, for waitApplied.
+	roundMu   sync.Mutex
+	roundDone chan struct{}
 }
 
 func (r *reconciler) run(ctx context.Context) {
@@ -71,6 +79,7 @@ func (r *reconciler) run(ctx context.Context) {
 				s.applied = st.Index()
 			} else {
 				s.failures++
+				s.failedIndex = st.Index()
 				if s.err == nil || s.err.Error() != err.Error() {
 					r.log.Error("apply state", "subsystem", s.name, "index", st.Index(), "error", err)
 				}
@@ -79,6 +88,7 @@ func (r *reconciler) run(ctx context.Context) {
 			s.mu.Unlock()
 			failed = failed || err != nil
 		}
+		r.endRound()
 		var retry <-chan time.Time
 		if failed {
 			retry = time.After(retryDelay)
@@ -91,6 +101,70 @@ func (r *reconciler) run(ctx context.Context) {
 		case <-retry:
 		}
 	}
+}
+
+// nextRound returns a channel closed when the round after this call ends.
+func (r *reconciler) nextRound() <-chan struct{} {
+	r.roundMu.Lock()
+	defer r.roundMu.Unlock()
+	if r.roundDone == nil {
+		r.roundDone = make(chan struct{})
+	}
+	return r.roundDone
+}
+
+func (r *reconciler) endRound() {
+	r.roundMu.Lock()
+	defer r.roundMu.Unlock()
+	if r.roundDone != nil {
+		close(r.roundDone)
+		r.roundDone = nil
+	}
+}
+
+// waitApplied returns once every subsystem has applied index or more. It
+// fails when a subsystem's apply of a state at index or later failed (it
+// is retried, but the caller hears at once), or with ctx's error when ctx
+// ends first.
+func (r *reconciler) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		next := r.nextRound()
+		low, err := r.progress(index)
+		if err != nil {
+			return err
+		}
+		if low >= index {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// progress is the lowest index the subsystems have applied, and the
+// error of one whose last apply, of index or a later state, failed.
+func (r *reconciler) progress(index uint64) (uint64, error) {
+	var low uint64
+	for i, s := range r.subs {
+		s.mu.Lock()
+		if i == 0 || s.applied < low {
+			low = s.applied
+		}
+		err := s.err
+		if err != nil && s.failedIndex >= index && s.applied < index {
+			err = fmt.Errorf("%s failed to apply index %d: %w", s.name, s.failedIndex, err)
+		} else {
+			err = nil
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return low, err
+		}
+	}
+	return low, nil
 }
 
 // appliedByOthers is the lowest index the subsystems other than gossip

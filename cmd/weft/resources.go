@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -30,8 +31,9 @@ import (
 
 func newApplyCmd(cf *clientFlags) *cobra.Command {
 	var (
-		files             []string
-		recursive, dryRun bool
+		files                   []string
+		recursive, dryRun, wait bool
+		waitTimeout             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|- ...",
@@ -41,7 +43,9 @@ func newApplyCmd(cf *clientFlags) *cobra.Command {
 -f takes a file, a directory (its *.yaml, *.yml and *.json files in name order; with -R also
 those of its subdirectories) or - for standard input, and may be repeated. --dry-run has the
 leader check everything a real apply checks and print what would change as a diff of each
-resource's YAML, without writing anything.`,
+resource's YAML, without writing anything. --wait returns once every node the cluster holds
+alive has applied the change to all its subsystems (dataplane, proxy, BGP, DNS, ...), and
+fails naming the nodes that have not within --wait-timeout or whose apply failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
@@ -72,6 +76,9 @@ resource's YAML, without writing anything.`,
 					return err
 				}
 			}
+			if wait && !dryRun {
+				return waitApplied(cmd.Context(), out, cf, c, res.Msg.GetIndex(), waitTimeout)
+			}
 			return nil
 		},
 	}
@@ -79,8 +86,67 @@ resource's YAML, without writing anything.`,
 	f.StringSliceVarP(&files, "filename", "f", nil, "file or directory of YAML documents, one resource each, or - for standard input (repeatable)")
 	f.BoolVarP(&recursive, "recursive", "R", false, "read the directories given with -f and their subdirectories")
 	f.BoolVar(&dryRun, "dry-run", false, "check on the leader and print the changes as a diff; write nothing")
+	f.BoolVar(&wait, "wait", false, "return once every live node has applied the change")
+	f.DurationVar(&waitTimeout, "wait-timeout", time.Minute, "how long --wait waits")
 	cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 	return cmd
+}
+
+// waitApplied waits until every node that gossip does not hold dead or
+// gone has applied index (Status with wait_applied_index, asked of each
+// node at its API address), and says how long that took.
+func waitApplied(ctx context.Context, out io.Writer, cf *clientFlags, c *api.Client, index uint64, limit time.Duration) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	nodes, err := c.Cluster.ListNodes(ctx, connect.NewRequest(&weftv1.ListNodesRequest{}))
+	if err != nil {
+		return fmt.Errorf("--wait: list nodes: %w", err)
+	}
+	var (
+		wg              sync.WaitGroup
+		mu              sync.Mutex
+		failed, skipped []string
+		waited          int
+	)
+	for _, n := range nodes.Msg.GetNodes() {
+		name := n.GetMetadata().GetName()
+		if l := n.GetStatus().GetLiveness(); l == "dead" || l == "left" {
+			skipped = append(skipped, fmt.Sprintf("%s (%s)", name, l))
+			continue
+		}
+		waited++
+		wg.Go(func() {
+			err := waitNode(ctx, cf, n.GetSpec().GetApiAddress(), index)
+			if err != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				failed = append(failed, fmt.Sprintf("%s: %v", name, err))
+			}
+		})
+	}
+	wg.Wait()
+	if len(skipped) > 0 {
+		slices.Sort(skipped)
+		fmt.Fprintf(out, "not waited for: %s\n", strings.Join(skipped, ", "))
+	}
+	if len(failed) > 0 {
+		slices.Sort(failed)
+		return fmt.Errorf("--wait: index %d is not applied on every node:\n  %s", index, strings.Join(failed, "\n  "))
+	}
+	fmt.Fprintf(out, "applied on %d nodes in %v\n", waited, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// waitNode asks the node at addr to answer once it has applied index.
+func waitNode(ctx context.Context, cf *clientFlags, addr string, index uint64) error {
+	c, err := api.NewClient(api.ClientConfig{Addr: addr, Token: cf.token, CAFile: cf.caFile})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Cluster.Status(ctx, connect.NewRequest(&weftv1.StatusRequest{WaitAppliedIndex: index}))
+	return err
 }
 
 // manifestExts are the file names a directory given to apply -f is read for.

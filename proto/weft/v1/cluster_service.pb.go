@@ -24,9 +24,15 @@ const (
 )
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When set, the node answers once every one of its subsystems has
+	// applied at least this Raft index (an ItemResult's index, or
+	// StatusResponse.commit_index), or fails with DEADLINE_EXCEEDED when the
+	// request's deadline passes first (at most a minute without one): a
+	// long poll for `weft apply --wait`, in place of polling.
+	WaitAppliedIndex uint64 `protobuf:"varint,1,opt,name=wait_applied_index,json=waitAppliedIndex,proto3" json:"wait_applied_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusRequest) Reset() {
@@ -57,6 +63,13 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_weft_v1_cluster_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StatusRequest) GetWaitAppliedIndex() uint64 {
+	if x != nil {
+		return x.WaitAppliedIndex
+	}
+	return 0
 }
 
 type StatusResponse struct {
@@ -2055,8 +2068,9 @@ var File_weft_v1_cluster_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17weft/v1/flow_sync.proto\x1a\x17weft/v1/resources.proto\"\x0f\n" +
-	"\rStatusRequest\"\xc9\x04\n" +
+	"\x1dweft/v1/cluster_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17weft/v1/flow_sync.proto\x1a\x17weft/v1/resources.proto\"=\n" +
+	"\rStatusRequest\x12,\n" +
+	"\x12wait_applied_index\x18\x01 \x01(\x04R\x10waitAppliedIndex\"\xc9\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vleader_name\x18\x02 \x01(\tR\n" +
