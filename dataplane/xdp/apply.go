@@ -19,7 +19,14 @@ const noBackend = 0xffffffff
 // state is what Apply has written to the maps, so the next Apply can
 // change only what differs.
 type state struct {
-	services  map[serviceKey]*serviceState
+	services map[serviceKey]*serviceState
+	// given are the services of the last Config applied, as given (their
+	// own copies), with their keys and the Config's local addresses; nil
+	// after a failed Apply.
+	given      []Service
+	givenKeys  []serviceKey
+	givenLocal []netip.Addr
+
 	backends  map[backendKey]*backendRef
 	vips      map[netip.Addr]uint32 // services per VIP
 	vipFilter vipFilter
@@ -45,6 +52,8 @@ type serviceState struct {
 	standby  uint32     // the slot of the other table
 	sig      string     // backends and weights the live table was built from
 	backends []backendKey
+	// pos is the service's position in given.
+	pos int
 }
 
 type backendRef struct {
@@ -108,6 +117,14 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	// Until this Apply succeeds, the next one checks every service.
+	prev := d.state.given
+	d.state.given, d.state.givenKeys, d.state.givenLocal = nil, nil, nil
+	defer func() {
+		if err == nil {
+			d.remember(cfg, want, prev)
+		}
+	}()
 	// The tables switched away from are written again only after a
 	// grace period, which runs while nothing waits for it.
 	defer d.startGrace()
@@ -135,7 +152,7 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 		if want.applied == len(d.state.services) {
 			break // every service still applied is wanted (none at all, often)
 		}
-		if _, ok := want.services[k]; ok {
+		if want.wants(k, old) {
 			continue
 		}
 		if err := d.removeService(k); err != nil {
@@ -159,6 +176,23 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 	return d.applyActive()
+}
+
+// remember keeps what a successful Apply was given, for the next one's
+// validate: copies of the services not given as before (prev), with
+// their positions.
+func (d *Dataplane) remember(cfg Config, want desired, prev []Service) {
+	given := make([]Service, len(cfg.Services))
+	for i, s := range cfg.Services {
+		if want.same[i] {
+			given[i] = prev[i]
+			continue
+		}
+		s.Backends = slices.Clone(s.Backends)
+		given[i] = s
+		d.state.services[want.keys[i]].pos = i
+	}
+	d.state.given, d.state.givenKeys, d.state.givenLocal = given, want.keys, slices.Clone(cfg.LocalAddrs)
 }
 
 // sameService reports whether a desired service is the one applied

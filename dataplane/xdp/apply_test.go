@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -166,4 +167,99 @@ func TestApplyDiff(t *testing.T) {
 	if err := d.Apply(ctx, Config{Services: []Service{{VIP: ip("192.0.2.1"), Port: 80, Proto: "tcp", Mode: "fullnat"}}}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("Apply invalid: %v, want ErrInvalidConfig", err)
 	}
+}
+
+// TestApplyGivenAgainMatchesFresh: services given again at their position
+// skip validation (validate's same). Over 400 Applies of random changes
+// (services changed, added, removed, moved, duplicated, backends changed
+// in place by the caller after an Apply, local addresses dropped),
+// Apply succeeds exactly when a full validation does, and what it holds
+// applied is what a full validation of the Config gives.
+func TestApplyGivenAgainMatchesFresh(t *testing.T) {
+	d := newTestDataplane(t, Options{ConnTrackSize: 1024, TableSize: 251, MaxServices: 64, MaxBackends: 256})
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	newService := func() Service {
+		s := Service{VIP: addN(ip("192.0.2.0"), uint32(rng.IntN(4))), Port: uint16(80 + rng.IntN(6)), Proto: "tcp", Mode: ModeFullNAT}
+		if rng.IntN(4) == 0 {
+			s.Proto, s.Mode, s.Fragments = "udp", ModeDSR, rng.IntN(2) == 0
+		}
+		for range 1 + rng.IntN(3) {
+			s.Backends = append(s.Backends, Backend{Addr: addN(ip("10.7.0.0"), uint32(1+rng.IntN(12))), Port: 8080, Weight: uint32(rng.IntN(3))})
+		}
+		return s
+	}
+	cfg := Config{LocalAddrs: []netip.Addr{local4}, Gateway: gwMAC}
+	for range 8 {
+		cfg.Services = append(cfg.Services, newService())
+	}
+	applied, refused, givenAgain := 0, 0, 0
+	for step := range 400 {
+		next := cfg
+		next.Services = slices.Clone(cfg.Services)
+		for range 1 + rng.IntN(2) {
+			n := len(next.Services)
+			switch op := rng.IntN(8); {
+			case op == 0 && n < 30:
+				i := rng.IntN(n + 1)
+				next.Services = slices.Insert(next.Services, i, newService())
+			case op == 1 && n > 1:
+				i := rng.IntN(n)
+				next.Services = slices.Delete(next.Services, i, i+1)
+			case op == 2 && n > 1:
+				i, j := rng.IntN(n), rng.IntN(n)
+				next.Services[i], next.Services[j] = next.Services[j], next.Services[i]
+			case op == 3 && n > 0:
+				i := rng.IntN(n)
+				next.Services[i].Backends = newService().Backends
+			case op == 4 && n > 0:
+				// A copy equal to the service: given again.
+				i := rng.IntN(n)
+				next.Services[i].Backends = slices.Clone(next.Services[i].Backends)
+			case op == 5 && n > 0:
+				// The caller changes a backend in place.
+				i := rng.IntN(n)
+				next.Services[i].Backends[0].Weight = uint32(rng.IntN(3))
+			case op == 6 && n > 0 && rng.IntN(3) == 0:
+				next.Services = append(next.Services, next.Services[rng.IntN(n)]) // listed twice
+			case op == 7:
+				if len(next.LocalAddrs) == 1 && rng.IntN(4) == 0 {
+					next.LocalAddrs = nil
+				} else {
+					next.LocalAddrs = []netip.Addr{local4}
+				}
+			}
+		}
+		fresh, ferr := validate(next, d.limits, nil)
+		if pre, err := validate(next, d.limits, &d.state); err == nil {
+			for _, same := range pre.same {
+				if same {
+					givenAgain++
+				}
+			}
+		}
+		err := d.Apply(ctx, next)
+		if (err == nil) != (ferr == nil) {
+			t.Fatalf("step %d: Apply: %v; a full validation: %v", step, err, ferr)
+		}
+		if err != nil {
+			refused++
+			continue
+		}
+		applied++
+		if len(d.state.services) != len(fresh.services) {
+			t.Fatalf("step %d: %d services applied, want %d", step, len(d.state.services), len(fresh.services))
+		}
+		for k, s := range fresh.services {
+			st := d.state.services[k]
+			if st == nil || !sameService(st.svc, s) {
+				t.Fatalf("step %d: service %s applied as %+v, want %+v", step, k, st, s)
+			}
+		}
+		cfg = next
+	}
+	if applied < 100 || refused < 20 || givenAgain < 1000 {
+		t.Errorf("%d Applies succeeded and %d were refused, %d services were given again: the steps test too little", applied, refused, givenAgain)
+	}
+	t.Logf("%d Applies succeeded, %d refused, %d services given again", applied, refused, givenAgain)
 }
