@@ -575,6 +575,12 @@ func (h *Health) PoolVersion(pool string) uint64 {
 	return h.versions[pool]
 }
 
+// Version changes whenever any pool's PoolVersion does: a caller that
+// derived something from the whole view may keep it while Version stays.
+func (h *Health) Version() uint64 {
+	return h.changes.Load()
+}
+
 // Changed returns a channel closed at the next change of the view; call it
 // again for the one after.
 func (h *Health) Changed() <-chan struct{} {

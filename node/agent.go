@@ -311,7 +311,7 @@ func (a *Agent) startReconciler() error {
 	}, a.rec.appliedByOthers, a.cfg.Logger)
 	a.rec.wake = append(a.rec.wake, a.gossip.changed)
 	healthy := Healthy(allHealthy)
-	var poolVersion func(string) uint64
+	var versions healthVersions
 	if a.cfg.Dataplane != DataplaneNone {
 		// Next hops and local routes are read and written over netlink.
 		nl, err := netlink.NewHandle()
@@ -324,14 +324,14 @@ func (a *Agent) startReconciler() error {
 		a.health = health.New(a.gossip, a.cfg.Logger)
 		a.gossip.health = a.health
 		hs := &healthSubsystem{h: a.health, self: a.id.Name, nodes: a.gossip.checkers}
-		healthy, poolVersion = hs.healthy, a.health.PoolVersion
+		healthy, versions = hs.healthy, healthVersions{pool: a.health.PoolVersion, view: a.health.Version}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "health", apply: hs.apply})
 		a.rec.wake = append(a.rec.wake, a.health.Changed)
 	}
 	switch a.cfg.Dataplane {
 	case DataplaneUserspace:
 		a.dataplane = userspace.New(userspace.Options{TableSize: a.cfg.MaglevTableSize, Logger: a.cfg.Logger})
-		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy, poolVersion: poolVersion}
+		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy, versions: versions}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 	case DataplaneXDP:
 		d, err := xdp.New(xdp.Options{ConnTrackSize: a.cfg.ConntrackEntries, TableSize: a.cfg.MaglevTableSize,
@@ -354,7 +354,7 @@ func (a *Agent) startReconciler() error {
 			}
 			local = []netip.Addr{ap.Addr()}
 		}
-		dp := &dataplaneSubsystem{driver: d, healthy: healthy, poolVersion: poolVersion, iface: a.cfg.Interface, nl: a.nl, local: local}
+		dp := &dataplaneSubsystem{driver: d, healthy: healthy, versions: versions, iface: a.cfg.Interface, nl: a.nl, local: local}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
 		if a.cfg.FlowSync {
 			if err := a.startFlowSync(d); err != nil {
@@ -398,7 +398,7 @@ func (a *Agent) startReconciler() error {
 			routerID = ap.Addr()
 		}
 		b := &bgpSubsystem{speaker: sp, self: a.id.Name, zone: a.id.Zone, prepend: a.cfg.BGP.PrependPerZone,
-			healthy: healthy, poolVersion: poolVersion, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers},
+			healthy: healthy, versions: versions, base: bgp.Config{RouterID: routerID, ASN: a.cfg.BGP.ASN, Peers: a.cfg.bgpPeers},
 			extra: a.dnsAnnouncements()}
 		if a.flowsync != nil {
 			// A (re)starting node announces once it holds its share of

@@ -136,7 +136,7 @@ func servable(pool func(string) *weftv1.Pool, listeners []*weftv1.Listener, heal
 // balancers that changed.
 func (b *bgpSubsystem) announcements(st *raftfsm.State) []bgp.Announcement {
 	var set announcementSet
-	b.lbs.derive(st, b.poolVersion, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) route {
+	b.lbs.derive(st, b.versions, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) route {
 		return lbRoute(lb, pool, b.zone, b.prepend, b.healthy)
 	}, func(a, b route) bool { return reflect.DeepEqual(a, b) }, set.add)
 	return set.out
@@ -173,10 +173,9 @@ type bgpSubsystem struct {
 	zone    string
 	prepend int
 	healthy Healthy
-	// poolVersion tells lbs when healthy's answers for a pool may have
-	// changed (see lbCache.derive).
-	poolVersion func(pool string) uint64
-	lbs         lbCache[route]
+	// versions tell the cache when healthy's answers may have changed.
+	versions healthVersions
+	lbs      lbCache[route]
 	// ready, when set, holds the VIPs' announcements back until it
 	// reports true.
 	ready func() bool

@@ -74,9 +74,8 @@ type dataplaneSubsystem struct {
 	driver  dataplane.Driver
 	local   []netip.Addr
 	healthy Healthy
-	// poolVersion tells the cache when healthy's answers for a pool may
-	// have changed (see lbCache.derive).
-	poolVersion func(pool string) uint64
+	// versions tell the cache when healthy's answers may have changed.
+	versions healthVersions
 	// iface, for XDP, is where next-hop MACs are read from, through nl.
 	iface string
 	nl    *netlink.Handle
@@ -91,7 +90,7 @@ func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error
 	if d.last != nil {
 		cfg.Services = make([]dataplane.Service, 0, len(d.last.Services))
 	}
-	same := d.lbs.derive(st, d.poolVersion, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) []dataplane.Service {
+	same := d.lbs.derive(st, d.versions, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) []dataplane.Service {
 		return lbServices(lb, pool, d.healthy)
 	}, func(a, b []dataplane.Service) bool { return reflect.DeepEqual(a, b) }, func(s []dataplane.Service) {
 		cfg.Services = append(cfg.Services, s...)

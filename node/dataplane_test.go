@@ -111,10 +111,12 @@ func TestDataplaneSubsystemDerivesWhatChanged(t *testing.T) {
 	// A health view of its own: members listed down, a version per pool.
 	down := map[string]bool{}
 	versions := map[string]uint64{}
+	view := uint64(0) // moves with any of versions
 	healthy := func(pool string, m *weftv1.Member) bool { return !down[pool+"/"+m.GetAddress()] }
 	drv := &recordingDriver{}
 	local := []netip.Addr{netip.MustParseAddr("198.18.1.11")}
-	d := &dataplaneSubsystem{driver: drv, healthy: healthy, local: local, poolVersion: func(p string) uint64 { return versions[p] }}
+	d := &dataplaneSubsystem{driver: drv, healthy: healthy, local: local, versions: healthVersions{
+		pool: func(p string) uint64 { return versions[p] }, view: func() uint64 { return view }}}
 	member := func(pool int) string { return benchPool(pool, 1).GetPool().GetSpec().GetMembers()[0].GetAddress() }
 	deleteLB := func() {
 		run(raftfsm.DeleteResourceType, &statev1.DeleteResourceCommand{Kind: raftfsm.KindLoadBalancer, Name: "lb2"})
@@ -132,8 +134,8 @@ func TestDataplaneSubsystemDerivesWhatChanged(t *testing.T) {
 			lb.GetLoadBalancer().Spec.Listeners[0].Port = 81
 			commit(lb)
 		}, true},
-		{"a member down in the view", func() { down["pool2/"+member(2)] = true; versions["pool2"]++ }, true},
-		{"the view's version alone changed", func() { versions["pool0"]++ }, false},
+		{"a member down in the view", func() { down["pool2/"+member(2)] = true; versions["pool2"]++; view++ }, true},
+		{"the view's version alone changed", func() { versions["pool0"]++; view++ }, false},
 		{"a load balancer added", func() { commit(benchPool(3, 2), benchLB(3)) }, true},
 		{"a load balancer removed", deleteLB, true},
 		{"an Apply failed", func() { commit(benchPool(0, 2)); drv.fail = true }, false},

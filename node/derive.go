@@ -16,6 +16,29 @@ import (
 type lbCache[T any] struct {
 	entries map[string]*lbEntry[T]
 	rounds  uint64
+	// order are the values of the last round, in name order, derived at
+	// from; a round with the same state and view yields them again
+	// without looking at any load balancer (rounds woken by gossip and
+	// the neighbor refresh, many per change at 10,000 load balancers).
+	order []T
+	from  derivation
+}
+
+// derivation is what a round derived from: the committed state's index
+// and the health view's version; ok is false before the first round and
+// when the view's version is unknown.
+type derivation struct {
+	index, view uint64
+	ok          bool
+}
+
+// healthVersions tell a subsystem when a Healthy's answers may have
+// changed (health.Health's PoolVersion and Version): pool with the
+// answers for a pool's members, view with any. The zero value: answers
+// never change.
+type healthVersions struct {
+	pool func(pool string) uint64
+	view func() uint64
 }
 
 type lbEntry[T any] struct {
@@ -34,11 +57,22 @@ type poolSeen struct {
 // derive yields each load balancer's value, in name order, calling derive
 // for those whose inputs changed since the last call; it reports whether
 // every value is equal to the one held before (none added or removed).
-// poolVersion, if not nil, changes whenever a Healthy's answer for a
-// member of the pool may have (health.Health.PoolVersion); nil means those
-// answers never change.
-func (c *lbCache[T]) derive(st *raftfsm.State, poolVersion func(string) uint64,
+func (c *lbCache[T]) derive(st *raftfsm.State, hv healthVersions,
 	derive func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) T, equal func(a, b T) bool, yield func(T)) bool {
+	// The view's version is read before any answer, so a change during
+	// the round makes the next one derive again.
+	from := derivation{index: st.Index(), ok: hv.pool == nil || hv.view != nil}
+	if hv.view != nil {
+		from.view = hv.view()
+	}
+	if from.ok && from == c.from {
+		for _, v := range c.order {
+			yield(v)
+		}
+		return true
+	}
+	c.from, c.order = from, c.order[:0]
+	poolVersion := hv.pool
 	rows := st.PoolsByName()
 	pools := make(map[string]poolSeen)
 	seen := func(name string) poolSeen {
@@ -72,6 +106,7 @@ func (c *lbCache[T]) derive(st *raftfsm.State, poolVersion func(string) uint64,
 			e, c.entries[name] = n, n
 		}
 		e.round = c.rounds
+		c.order = append(c.order, e.value)
 		yield(e.value)
 	}
 	for name, e := range c.entries {

@@ -40,8 +40,8 @@ func BenchmarkReconcileChange(b *testing.B) {
 			defer h.Close()
 			// The checks are another node's: this one runs no probe.
 			hs := &healthSubsystem{h: h, self: "node1", nodes: func() []health.NodeInfo { return []health.NodeInfo{{Name: "node2"}} }}
-			dp := &dataplaneSubsystem{driver: nopDriver{}, healthy: hs.healthy, poolVersion: h.PoolVersion, local: []netip.Addr{netip.MustParseAddr("198.18.1.11")}}
-			bgp := &bgpSubsystem{self: "node1", zone: "a", prepend: 2, healthy: hs.healthy, poolVersion: h.PoolVersion}
+			dp := &dataplaneSubsystem{driver: nopDriver{}, healthy: hs.healthy, versions: healthVersions{pool: h.PoolVersion, view: h.Version}, local: []netip.Addr{netip.MustParseAddr("198.18.1.11")}}
+			bgp := &bgpSubsystem{self: "node1", zone: "a", prepend: 2, healthy: hs.healthy, versions: healthVersions{pool: h.PoolVersion, view: h.Version}}
 			ctx := context.Background()
 			var fsmT, healthT, dpT, bgpT time.Duration
 			round := func() {
