@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -135,11 +136,15 @@ func servable(pool func(string) *weftv1.Pool, listeners []*weftv1.Listener, heal
 // b.healthy) for a node not draining, deriving again only the load
 // balancers that changed.
 func (b *bgpSubsystem) announcements(st *raftfsm.State) []bgp.Announcement {
+	if _, held := b.lbs.holds(st, b.versions); held && b.announced != nil {
+		return slices.Clip(b.announced) // callers append to it
+	}
 	var set announcementSet
 	b.lbs.derive(st, b.versions, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) route {
 		return lbRoute(lb, pool, b.zone, b.prepend, b.healthy)
 	}, func(a, b route) bool { return reflect.DeepEqual(a, b) }, set.add)
-	return set.out
+	b.announced = set.out
+	return slices.Clip(set.out)
 }
 
 // bgpStatus is the speaker's state for Status.
@@ -176,6 +181,8 @@ type bgpSubsystem struct {
 	// versions tell the cache when healthy's answers may have changed.
 	versions healthVersions
 	lbs      lbCache[route]
+	// announced are the announcements the values lbs holds give.
+	announced []bgp.Announcement
 	// ready, when set, holds the VIPs' announcements back until it
 	// reports true.
 	ready func() bool

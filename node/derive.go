@@ -54,18 +54,25 @@ type poolSeen struct {
 	health uint64
 }
 
+// holds reports whether the values held were derived from st and the
+// health view as they are, and what they are (from).
+func (c *lbCache[T]) holds(st *raftfsm.State, hv healthVersions) (from derivation, held bool) {
+	// The view's version is read before any answer, so a change during
+	// the round makes the next one derive again.
+	from = derivation{index: st.Index(), ok: hv.pool == nil || hv.view != nil}
+	if hv.view != nil {
+		from.view = hv.view()
+	}
+	return from, from.ok && from == c.from
+}
+
 // derive yields each load balancer's value, in name order, calling derive
 // for those whose inputs changed since the last call; it reports whether
 // every value is equal to the one held before (none added or removed).
 func (c *lbCache[T]) derive(st *raftfsm.State, hv healthVersions,
 	derive func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) T, equal func(a, b T) bool, yield func(T)) bool {
-	// The view's version is read before any answer, so a change during
-	// the round makes the next one derive again.
-	from := derivation{index: st.Index(), ok: hv.pool == nil || hv.view != nil}
-	if hv.view != nil {
-		from.view = hv.view()
-	}
-	if from.ok && from == c.from {
+	from, held := c.holds(st, hv)
+	if held {
 		for _, v := range c.order {
 			yield(v)
 		}
