@@ -373,7 +373,7 @@ func (a *Agent) startReconciler() error {
 	if a.cfg.Dataplane != DataplaneNone {
 		// Nodes with a dataplane serve traffic: the http and https
 		// listeners too.
-		a.l7 = newL7Subsystem(healthy, a.nl, a.cfg.AccessLog, a.cfg.QUICServerID, a.cfg.Logger)
+		a.l7 = newL7Subsystem(healthy, versions, a.nl, a.cfg.AccessLog, a.cfg.QUICServerID, a.cfg.Logger)
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "l7", apply: a.l7.apply})
 	}
 	// DNS (issue 12): the GSLB answers for the committed zones; the anycast

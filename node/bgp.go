@@ -136,15 +136,17 @@ func servable(pool func(string) *weftv1.Pool, listeners []*weftv1.Listener, heal
 // b.healthy) for a node not draining, deriving again only the load
 // balancers that changed.
 func (b *bgpSubsystem) announcements(st *raftfsm.State) []bgp.Announcement {
-	if _, held := b.lbs.holds(st, b.versions); held && b.announced != nil {
-		return slices.Clip(b.announced) // callers append to it
-	}
-	var set announcementSet
-	b.lbs.derive(st, b.versions, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) route {
+	routes, same := b.lbs.derive(st, b.versions, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) route {
 		return lbRoute(lb, pool, b.zone, b.prepend, b.healthy)
-	}, func(a, b route) bool { return reflect.DeepEqual(a, b) }, set.add)
-	b.announced = set.out
-	return slices.Clip(set.out)
+	}, func(a, b route) bool { return reflect.DeepEqual(a, b) })
+	if !same || b.announced == nil {
+		var set announcementSet
+		for _, r := range routes {
+			set.add(r)
+		}
+		b.announced = set.out
+	}
+	return slices.Clip(b.announced) // callers append to it
 }
 
 // bgpStatus is the speaker's state for Status.

@@ -87,19 +87,19 @@ type dataplaneSubsystem struct {
 
 func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
 	cfg := dataplane.Config{LocalAddrs: d.local}
-	same := false
-	if _, held := d.lbs.holds(st, d.versions); held && d.last != nil {
+	lbs, same := d.lbs.derive(st, d.versions, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) []dataplane.Service {
+		return lbServices(lb, pool, d.healthy)
+	}, func(a, b []dataplane.Service) bool { return reflect.DeepEqual(a, b) })
+	if same = same && d.last != nil; same {
 		// What was applied is what the state and view give.
-		cfg.Services, same = d.last.Services, true
+		cfg.Services = d.last.Services
 	} else {
 		if d.last != nil {
 			cfg.Services = make([]dataplane.Service, 0, len(d.last.Services))
 		}
-		same = d.lbs.derive(st, d.versions, func(lb *weftv1.LoadBalancer, pool func(string) *weftv1.Pool) []dataplane.Service {
-			return lbServices(lb, pool, d.healthy)
-		}, func(a, b []dataplane.Service) bool { return reflect.DeepEqual(a, b) }, func(s []dataplane.Service) {
+		for _, s := range lbs {
 			cfg.Services = append(cfg.Services, s...)
-		})
+		}
 	}
 	if d.iface != "" {
 		var err error

@@ -3,8 +3,12 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -183,4 +187,137 @@ func committer(tb testing.TB, f *raftfsm.FSM) func(raftfsm.CommandType, proto.Me
 			tb.Fatal(err)
 		}
 	}
+}
+
+// Random changes, a few per round, to load balancers, pools and the health
+// view: each round applies what dataplaneConfig derives from the whole
+// state, though most rounds derive only what the FSM's changes name
+// (lbCache.patch). With a ring of 8 events some rounds' changes are
+// dropped, and the cache must visit every load balancer instead.
+func TestDataplaneSubsystemRandomChangesMatchFresh(t *testing.T) {
+	for _, ring := range []int{0, 8} {
+		t.Run(fmt.Sprintf("ring-%d", ring), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, uint64(ring)))
+			f := raftfsm.NewFSM(ring)
+			run := committer(t, f)
+			commit := func(rs ...*weftv1.Resource) {
+				run(raftfsm.ApplyResourcesType, &statev1.ApplyResourcesCommand{Resources: rs})
+			}
+			const size = 12
+			members := map[int]int{} // pool -> members
+			lbs := map[int]*weftv1.Resource{}
+			for i := range size {
+				members[i] = 2
+				lbs[i] = benchLB(i)
+				commit(benchPool(i, 2), lbs[i])
+			}
+			down := map[string]bool{}
+			versions := map[string]uint64{}
+			view := uint64(0)
+			healthy := func(pool string, m *weftv1.Member) bool { return !down[pool+"/"+m.GetAddress()] }
+			drv := &recordingDriver{}
+			local := []netip.Addr{netip.MustParseAddr("198.18.1.11")}
+			d := &dataplaneSubsystem{driver: drv, healthy: healthy, local: local, versions: healthVersions{
+				pool: func(p string) uint64 { return versions[p] }, view: func() uint64 { return view }}}
+			used := func(pool int) bool {
+				for _, lb := range lbs {
+					for _, l := range lb.GetLoadBalancer().GetSpec().GetListeners() {
+						if l.GetPool() == fmt.Sprintf("pool%d", pool) {
+							return true
+						}
+					}
+				}
+				return false
+			}
+			some := func(m map[int]int) int { return pick(rng, m) }
+			someLB := func() int { return pick(rng, lbs) }
+			changes := []func(){
+				func() { // members of a pool
+					p := some(members)
+					members[p] = 1 + rng.IntN(4)
+					commit(benchPool(p, members[p]))
+				},
+				func() { // a listener's port
+					if i := someLB(); i >= 0 {
+						lbs[i] = proto.Clone(lbs[i]).(*weftv1.Resource)
+						lbs[i].GetLoadBalancer().Spec.Listeners[0].Port = uint32(80 + rng.IntN(3))
+						commit(lbs[i])
+					}
+				},
+				func() { // a listener moved to another pool, or a second listener
+					if i := someLB(); i >= 0 {
+						lbs[i] = proto.Clone(lbs[i]).(*weftv1.Resource)
+						spec := lbs[i].GetLoadBalancer().Spec
+						pool := fmt.Sprintf("pool%d", some(members))
+						if len(spec.Listeners) == 1 && rng.IntN(2) == 0 {
+							spec.Listeners = append(spec.Listeners, &weftv1.Listener{Port: 443, Protocol: "tcp", Pool: pool})
+						} else {
+							spec.Listeners[len(spec.Listeners)-1].Pool = pool
+						}
+						commit(lbs[i])
+					}
+				},
+				func() { // a load balancer added, with a pool of its own
+					i := size + rng.IntN(3*size)
+					if lbs[i] == nil {
+						members[i] = 1
+						lbs[i] = benchLB(i)
+						commit(benchPool(i, 1), lbs[i])
+					}
+				},
+				func() { // a load balancer removed
+					if i := someLB(); i >= 0 && len(lbs) > 1 {
+						delete(lbs, i)
+						run(raftfsm.DeleteResourceType, &statev1.DeleteResourceCommand{Kind: raftfsm.KindLoadBalancer, Name: fmt.Sprintf("lb%d", i)})
+					}
+				},
+				func() { // a pool no load balancer names removed
+					if p := some(members); !used(p) {
+						delete(members, p)
+						run(raftfsm.DeleteResourceType, &statev1.DeleteResourceCommand{Kind: raftfsm.KindPool, Name: fmt.Sprintf("pool%d", p)})
+					}
+				},
+				func() { // a member goes down or up in the view
+					p := some(members)
+					m := benchPool(p, members[p]).GetPool().GetSpec().GetMembers()[rng.IntN(members[p])].GetAddress()
+					key := fmt.Sprintf("pool%d/%s", p, m)
+					down[key] = !down[key]
+					versions[fmt.Sprintf("pool%d", p)]++
+					view++
+				},
+				func() { // the view's version moves, no answer changes
+					versions[fmt.Sprintf("pool%d", some(members))]++
+					view++
+				},
+			}
+			rounds := 400
+			for round := range rounds {
+				for range 1 + rng.IntN(3) {
+					changes[rng.IntN(len(changes))]()
+				}
+				if err := d.apply(context.Background(), f.State()); err != nil {
+					t.Fatal(err)
+				}
+				want := dataplaneConfig(f.State(), local, healthy)
+				if got := drv.applied[len(drv.applied)-1]; !reflect.DeepEqual(got, want) {
+					t.Fatalf("round %d: applied\n%+v\nwant what dataplaneConfig derives\n%+v", round, got, want)
+				}
+			}
+			// The patch did most rounds (full ones: adds, removals, a
+			// dropped change).
+			if full := int(d.lbs.rounds); full > rounds*3/4 {
+				t.Errorf("%d of %d rounds visited every load balancer", full, rounds)
+			}
+			t.Logf("%d of %d rounds visited every load balancer", d.lbs.rounds, rounds)
+		})
+	}
+}
+
+// pick is one of m's keys, or -1 when m is empty.
+func pick[V any](rng *rand.Rand, m map[int]V) int {
+	if len(m) == 0 {
+		return -1
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	return keys[rng.IntN(len(keys))]
 }

@@ -49,8 +49,8 @@ func l7Config(st *raftfsm.State, healthy Healthy, certs *certCache) (l7.Config, 
 		errs []error
 	)
 	for _, lb := range st.LoadBalancers() {
-		if !slices.ContainsFunc(lb.GetSpec().GetListeners(), isL7) {
-			continue // most, at scale: only the VIP is parsed for nothing
+		if !hasL7(lb) {
+			continue // most, at scale
 		}
 		vip, err := netip.ParseAddr(lb.GetSpec().GetVip())
 		if err != nil {
@@ -237,32 +237,116 @@ func (c *certCache) forget(used map[string]tls.Certificate) {
 type l7Subsystem struct {
 	proxy   *l7.Proxy
 	healthy Healthy
-	certs   certCache
-	vips    *localVIPs
-	last    *l7.Config
+	// versions tell when healthy's answers may have changed.
+	versions healthVersions
+	certs    certCache
+	vips     *localVIPs
+	// last is the Config applied, derived from at (or a later state that
+	// gives the same, unchanged), with the view at from; nil after a
+	// failed Apply.
+	last *l7.Config
+	at   *raftfsm.State
+	from derivation
+	// served, cfgErr and poolVersions are what the derivation of last gave
+	// and saw: its VIPs, its listeners' errors, the health version of each
+	// pool whose members it asked about.
+	served       []netip.Addr
+	cfgErr       error
+	poolVersions map[string]uint64
 	// extraVIPs are made local beside the listeners' VIPs: addresses other
 	// services of the node serve (the anycast DNS address).
 	extraVIPs []netip.Addr
 }
 
-func newL7Subsystem(healthy Healthy, nl routeTable, accessLog io.Writer, quicServerID uint16, log *slog.Logger) *l7Subsystem {
+func newL7Subsystem(healthy Healthy, versions healthVersions, nl routeTable, accessLog io.Writer, quicServerID uint16, log *slog.Logger) *l7Subsystem {
 	return &l7Subsystem{proxy: l7.New(l7.Options{Log: log, AccessLog: accessLog, QUICServerID: quicServerID}),
-		healthy: healthy, vips: &localVIPs{nl: nl}}
+		healthy: healthy, versions: versions, vips: &localVIPs{nl: nl}}
 }
 
 // apply serves the state's http and https listeners, then makes their VIPs
 // local. A listener left out of the Config is reported after the others
 // were applied.
 func (s *l7Subsystem) apply(ctx context.Context, st *raftfsm.State) error {
-	cfg, vips, cfgErr := l7Config(st, s.healthy, &s.certs)
-	if s.last == nil || !reflect.DeepEqual(*s.last, cfg) {
-		if err := s.proxy.Apply(ctx, cfg); err != nil {
-			return errors.Join(err, cfgErr)
+	from := s.versions.at(st)
+	if s.last == nil || !s.unchanged(st, from) {
+		cfg := s.derive(st)
+		if s.last == nil || !reflect.DeepEqual(*s.last, cfg) {
+			if err := s.proxy.Apply(ctx, cfg); err != nil {
+				s.last = nil
+				return errors.Join(err, s.cfgErr)
+			}
+			s.last = &cfg
+			s.certs.forget(cfg.Certificates)
 		}
-		s.last = &cfg
-		s.certs.forget(cfg.Certificates)
 	}
-	return errors.Join(cfgErr, s.vips.set(append(vips, s.extraVIPs...)))
+	s.at, s.from = st, from
+	return errors.Join(s.cfgErr, s.vips.set(slices.Concat(s.served, s.extraVIPs)))
+}
+
+// derive is l7Config of st, keeping what it gave and saw.
+func (s *l7Subsystem) derive(st *raftfsm.State) l7.Config {
+	versions := make(map[string]uint64)
+	healthy := func(pool string, m *weftv1.Member) bool {
+		// The version is read before the pool's first answer, so a change
+		// during the derivation makes the next round derive again.
+		if _, ok := versions[pool]; !ok && s.versions.pool != nil {
+			versions[pool] = s.versions.pool(pool)
+		}
+		return s.healthy(pool, m)
+	}
+	cfg, vips, cfgErr := l7Config(st, healthy, &s.certs)
+	s.served, s.cfgErr, s.poolVersions = vips, cfgErr, versions
+	return cfg
+}
+
+// unchanged reports whether st and the view at from give the Config last
+// derived (from s.at), without deriving it: no change since touched what
+// l7Config reads of an http or https listener. At 10,000 load balancers,
+// of which few are L7, most rounds are such (a tcp pool's change, rounds
+// woken by gossip).
+func (s *l7Subsystem) unchanged(st *raftfsm.State, from derivation) bool {
+	if s.at == nil || !from.ok || !s.from.ok {
+		return false
+	}
+	if from == s.from {
+		return true
+	}
+	if st.Secrets() != s.at.Secrets() { // ticket and cookie keys
+		return false
+	}
+	events, complete := st.Changes(s.at.Index())
+	if !complete {
+		return false
+	}
+	for _, ev := range events {
+		switch raftfsm.KindOf(ev.Resource) {
+		case raftfsm.KindLoadBalancer:
+			// A put's row, or the row before the change.
+			lb := ev.Resource.GetLoadBalancer()
+			if hasL7(lb) || hasL7(s.at.LoadBalancer(lb.GetMetadata().GetName())) {
+				return false
+			}
+		case raftfsm.KindPool:
+			// A listener that failed may name any pool.
+			if _, ok := s.last.Pools[ev.Resource.GetPool().GetMetadata().GetName()]; ok || s.cfgErr != nil {
+				return false
+			}
+		case raftfsm.KindCertificate:
+			return false
+		}
+	}
+	if from.view != s.from.view {
+		for pool, v := range s.poolVersions {
+			if s.versions.pool(pool) != v {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func hasL7(lb *weftv1.LoadBalancer) bool {
+	return slices.ContainsFunc(lb.GetSpec().GetListeners(), isL7)
 }
 
 // close stops the proxy (draining its requests) and removes the VIPs'

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +36,8 @@ import (
 
 func key32(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 
+var l7StateIndex atomic.Uint64
+
 // l7State commits resources and, when keys is set, cluster secrets with two
 // ticket keys (key32(2) newest) and the cookie key key32(9), as Raft would.
 func l7State(t *testing.T, keys bool, rs ...*weftv1.Resource) *raftfsm.State {
@@ -43,7 +47,9 @@ func l7State(t *testing.T, keys bool, rs ...*weftv1.Resource) *raftfsm.State {
 			t.Fatal(err)
 		}
 	}
-	p := &fsmProposer{t: t, fsm: raftfsm.NewFSM(0)}
+	// Each state starts at an index above the last one's, as the states
+	// a subsystem is given do: it keeps what it derived by index.
+	p := &fsmProposer{t: t, fsm: raftfsm.NewFSM(0), index: l7StateIndex.Add(100)}
 	cmds := []struct {
 		t   raftfsm.CommandType
 		msg proto.Message
@@ -398,7 +404,7 @@ func TestL7Subsystem(t *testing.T) {
 		Vip: "127.0.0.1", Listeners: []*weftv1.Listener{{Port: uint32(port), Protocol: "http", Pool: "web"}}}})
 
 	routes := &fakeRoutes{routes: map[netip.Addr]bool{}}
-	s := newL7Subsystem(allHealthy, routes, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := newL7Subsystem(allHealthy, healthVersions{}, routes, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	answers := func(n int) map[string]int {
@@ -444,4 +450,122 @@ func TestL7Subsystem(t *testing.T) {
 	if err := s.close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Random changes to http and tcp load balancers, their pools, the health
+// view and the ticket keys: whenever the subsystem finds a round
+// unchanged (and derives nothing), l7Config of the whole state gives the
+// Config it holds.
+func TestL7SubsystemUnchangedMatchesFresh(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	f := raftfsm.NewFSM(0)
+	run := committer(t, f)
+	commit := func(rs ...*weftv1.Resource) {
+		run(raftfsm.ApplyResourcesType, &statev1.ApplyResourcesCommand{Resources: rs})
+	}
+	run(raftfsm.InitClusterType, &statev1.InitClusterCommand{Secrets: &statev1.ClusterSecrets{ClusterId: "c"}})
+	keys := int64(1)
+	run(raftfsm.RotateTicketKeysType, &statev1.RotateTicketKeysCommand{
+		Key: &statev1.TicketKey{Key: key32(1), CreatedUnixNano: 1}, Keep: 3, CookieKey: key32(9)})
+	const size = 12
+	members := map[int]int{}
+	lbs := map[int]*weftv1.Resource{}
+	// An http load balancer has a rule to the next pool.
+	lbOf := func(i int, http bool, port uint32) *weftv1.Resource {
+		r := benchLB(i)
+		l := r.GetLoadBalancer().Spec.Listeners[0]
+		l.Port = port
+		if http {
+			l.Protocol = "http"
+			l.Rules = []*weftv1.Rule{{PathPrefix: "/a", Pool: fmt.Sprintf("pool%d", (i+1)%size)}}
+		}
+		return r
+	}
+	isHTTP := func(r *weftv1.Resource) bool {
+		return r.GetLoadBalancer().GetSpec().GetListeners()[0].GetProtocol() == "http"
+	}
+	portOf := func(r *weftv1.Resource) uint32 { return r.GetLoadBalancer().GetSpec().GetListeners()[0].GetPort() }
+	for i := range size {
+		members[i] = 2
+		commit(benchPool(i, 2))
+	}
+	for i := range size {
+		lbs[i] = lbOf(i, i%2 == 0, 80)
+		commit(lbs[i])
+	}
+	down := map[string]bool{}
+	versions := map[string]uint64{}
+	view := uint64(0)
+	healthy := func(pool string, m *weftv1.Member) bool { return !down[pool+"/"+m.GetAddress()] }
+	s := &l7Subsystem{healthy: healthy, versions: healthVersions{
+		pool: func(p string) uint64 { return versions[p] }, view: func() uint64 { return view }}}
+	changes := []func(){
+		func() { // members of a pool
+			p := pick(rng, members)
+			members[p] = 1 + rng.IntN(4)
+			commit(benchPool(p, members[p]))
+		},
+		func() { // a listener's port
+			i := pick(rng, lbs)
+			lbs[i] = lbOf(i, isHTTP(lbs[i]), uint32(80+rng.IntN(3)))
+			commit(lbs[i])
+		},
+		func() { // a load balancer turns tcp or http
+			i := pick(rng, lbs)
+			lbs[i] = lbOf(i, !isHTTP(lbs[i]), portOf(lbs[i]))
+			commit(lbs[i])
+		},
+		func() { // a load balancer removed, or added again
+			if i := rng.IntN(size); lbs[i] != nil {
+				delete(lbs, i)
+				run(raftfsm.DeleteResourceType, &statev1.DeleteResourceCommand{Kind: raftfsm.KindLoadBalancer, Name: fmt.Sprintf("lb%d", i)})
+			} else {
+				lbs[i] = lbOf(i, rng.IntN(2) == 0, 80)
+				commit(lbs[i])
+			}
+		},
+		func() { // a member goes down or up in the view
+			p := pick(rng, members)
+			m := benchPool(p, members[p]).GetPool().GetSpec().GetMembers()[rng.IntN(members[p])].GetAddress()
+			down[fmt.Sprintf("pool%d/%s", p, m)] = !down[fmt.Sprintf("pool%d/%s", p, m)]
+			versions[fmt.Sprintf("pool%d", p)]++
+			view++
+		},
+		func() { // the view's version moves, no answer changes
+			versions[fmt.Sprintf("pool%d", pick(rng, members))]++
+			view++
+		},
+		func() { // a new ticket key
+			keys++
+			run(raftfsm.RotateTicketKeysType, &statev1.RotateTicketKeysCommand{
+				Key: &statev1.TicketKey{Key: key32(byte(keys)), CreatedUnixNano: keys}, Keep: 3, PreviousCreatedUnixNano: keys - 1})
+		},
+		func() {}, // nothing: a round woken by gossip
+	}
+	unchanged := 0
+	const rounds = 600
+	for round := range rounds {
+		for range 1 + rng.IntN(2) {
+			changes[rng.IntN(len(changes))]()
+		}
+		st := f.State()
+		from := s.versions.at(st)
+		fresh, _, _ := l7Config(st, healthy, &certCache{})
+		if s.last != nil && s.unchanged(st, from) {
+			unchanged++
+			if !reflect.DeepEqual(*s.last, fresh) {
+				t.Fatalf("round %d: unchanged, but l7Config gives\n%+v\nnot\n%+v", round, fresh, *s.last)
+			}
+		} else {
+			cfg := s.derive(st)
+			s.last = &cfg
+		}
+		s.at, s.from = st, from
+	}
+	// The tcp load balancers' changes, the view's moves alone and the
+	// rounds with nothing new are unchanged.
+	if unchanged < rounds/5 {
+		t.Errorf("%d of %d rounds unchanged", unchanged, rounds)
+	}
+	t.Logf("%d of %d rounds unchanged", unchanged, rounds)
 }

@@ -23,20 +23,23 @@ type Event struct {
 }
 
 // eventRing keeps the most recent events in log order. floor is the highest
-// index for which events may be missing: every event with a greater index is
-// in the ring.
+// index for which events may be missing: every event with a greater index,
+// up to top, the last index added, is in the ring.
 type eventRing struct {
-	buf   []Event
-	start int // position of the oldest event
-	n     int
-	floor uint64
+	buf        []Event
+	start      int // position of the oldest event
+	n          int
+	floor, top uint64
 }
 
 func newEventRing(size int) eventRing {
 	return eventRing{buf: make([]Event, size)}
 }
 
-func (r *eventRing) add(events []Event) {
+// add records the events of the command applied at index (none, for most
+// commands).
+func (r *eventRing) add(index uint64, events []Event) {
+	r.top = index
 	for _, e := range events {
 		if r.n == len(r.buf) {
 			// Other events of the dropped one's index may remain, but that
@@ -54,7 +57,7 @@ func (r *eventRing) add(events []Event) {
 // reset forgets every event: the state was replaced at index.
 func (r *eventRing) reset(index uint64) {
 	clear(r.buf)
-	r.start, r.n, r.floor = 0, 0, index
+	r.start, r.n, r.floor, r.top = 0, 0, index, index
 }
 
 func (r *eventRing) at(i int) Event { return r.buf[(r.start+i)%len(r.buf)] }
@@ -62,16 +65,28 @@ func (r *eventRing) at(i int) Event { return r.buf[(r.start+i)%len(r.buf)] }
 // since returns a copy of the events with Index > from, or reset when some
 // of them were dropped.
 func (r *eventRing) since(from uint64) (events []Event, reset bool) {
-	if from < r.floor {
-		return nil, true
+	if from >= r.top {
+		return nil, false // floor <= top
 	}
-	first := sort.Search(r.n, func(i int) bool { return r.at(i).Index > from })
-	if first == r.n {
+	events, complete := r.between(from, r.top)
+	return events, !complete
+}
+
+// between returns a copy of the events with from < Index <= to, and
+// whether the ring holds all of them: none was dropped, and every index up
+// to to was added.
+func (r *eventRing) between(from, to uint64) (events []Event, complete bool) {
+	if from < r.floor || to > r.top || to < from {
 		return nil, false
 	}
-	events = make([]Event, 0, r.n-first)
-	for i := first; i < r.n; i++ {
+	first := sort.Search(r.n, func(i int) bool { return r.at(i).Index > from })
+	end := sort.Search(r.n, func(i int) bool { return r.at(i).Index > to })
+	if first == end {
+		return nil, true
+	}
+	events = make([]Event, 0, end-first)
+	for i := first; i < end; i++ {
 		events = append(events, r.at(i))
 	}
-	return events, false
+	return events, true
 }

@@ -42,7 +42,7 @@ func NewFSM(eventBuffer int) *FSM {
 
 // State returns an immutable snapshot of the current state.
 func (f *FSM) State() *State {
-	return &State{txn: f.db.Load().Txn(false)}
+	return &State{txn: f.db.Load().Txn(false), fsm: f}
 }
 
 // AppliedIndex is the index of the last log entry the FSM applied (or
@@ -69,6 +69,14 @@ func (f *FSM) Events(from uint64) (events []Event, reset bool, notify <-chan str
 	defer f.mu.Unlock()
 	events, reset = f.ring.since(from)
 	return events, reset, f.changed
+}
+
+// changes are the events with from < Index <= to, and whether all of them
+// are kept.
+func (f *FSM) changes(from, to uint64) ([]Event, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ring.between(from, to)
 }
 
 // handler applies the body of one command type at a log index and returns
@@ -154,7 +162,7 @@ func (f *FSM) write(index uint64, fn func(tx *writeTxn) (any, error)) any {
 
 	f.applied.Store(index)
 	f.mu.Lock()
-	f.ring.add(tx.events)
+	f.ring.add(index, tx.events)
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()

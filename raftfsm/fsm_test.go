@@ -379,6 +379,24 @@ func TestFSM_Events(t *testing.T) {
 		}
 	}
 
+	changes := []struct {
+		from     uint64
+		wantIdx  string
+		complete bool
+	}{
+		{0, "[1 1 3]", true},
+		{2, "[3]", true},
+		{3, "[]", true},
+		{4, "[]", false}, // after the state
+	}
+	st := f.State()
+	for _, tc := range changes {
+		events, complete := st.Changes(tc.from)
+		if got := fmt.Sprint(index(events)); got != tc.wantIdx || complete != tc.complete {
+			t.Errorf("Changes(%d) = %s, complete %v; want %s, complete %v", tc.from, got, complete, tc.wantIdx, tc.complete)
+		}
+	}
+
 	// Two more events overflow the ring of 4: index 1 loses one event.
 	mustApply(t, f, 4, ApplyResourcesType, upsert(pool("d", 0), pool("e", 0)))
 	tests = []struct {
@@ -394,6 +412,33 @@ func TestFSM_Events(t *testing.T) {
 		if got := fmt.Sprint(index(events)); got != tc.wantIdx || reset != tc.wantReset {
 			t.Errorf("after overflow: Events(%d) = %s, reset %v; want %s, reset %v", tc.from, got, reset, tc.wantIdx, tc.wantReset)
 		}
+	}
+	// The state taken before the overflow sees its own changes only.
+	if events, complete := st.Changes(1); fmt.Sprint(index(events)) != "[3]" || !complete {
+		t.Errorf("Changes(1) of the state at 3 = %v, complete %v; want [3], complete", index(events), complete)
+	}
+	if _, complete := st.Changes(0); complete {
+		t.Errorf("Changes(0) after the overflow is complete; index 1 lost an event")
+	}
+}
+
+func TestEventRing_BetweenNotYetAdded(t *testing.T) {
+	r := newEventRing(4)
+	r.add(1, []Event{{Index: 1}})
+	// A state at 2 is visible before its events are added.
+	if _, complete := r.between(0, 2); complete {
+		t.Errorf("between(0, 2) with index 2 not added is complete")
+	}
+	r.add(2, nil)
+	if events, complete := r.between(0, 2); len(events) != 1 || !complete {
+		t.Errorf("between(0, 2) = %v, complete %v; want index 1's event, complete", events, complete)
+	}
+	r.reset(5)
+	if _, complete := r.between(2, 5); complete {
+		t.Errorf("between(2, 5) after a restore at 5 is complete")
+	}
+	if events, complete := r.between(5, 5); len(events) != 0 || !complete {
+		t.Errorf("between(5, 5) after a restore at 5 = %v, complete %v; want none, complete", events, complete)
 	}
 }
 

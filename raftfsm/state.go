@@ -16,6 +16,9 @@ import (
 // other callers: callers must not mutate them (clone first).
 type State struct {
 	txn *memdb.Txn
+	// fsm is the FSM the state was taken from, for Changes; nil for the
+	// states EvaluateResources builds.
+	fsm *FSM
 	// lbs is every load balancer, listed once: each subsystem of a
 	// reconciler round ranges over them (10,000 at scale).
 	lbs struct {
@@ -39,6 +42,19 @@ func (s *State) Index() uint64 {
 		return 0
 	}
 	return raw.(*indexRow).Value
+}
+
+// Changes returns the changes of user resources (Events) after index
+// from, up to the state's own index, oldest first. complete is false when
+// some are not known: the FSM keeps the last EventBuffer events, forgets
+// them at a restore, and may not have recorded the state's own index yet;
+// a state not taken from an FSM knows none. The caller then reads the
+// whole state.
+func (s *State) Changes(from uint64) (events []Event, complete bool) {
+	if s.fsm == nil {
+		return nil, false
+	}
+	return s.fsm.changes(from, s.Index())
 }
 
 // Resource returns the named resource of the given kind (KindPool, ...), or
