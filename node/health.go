@@ -13,36 +13,92 @@ import (
 	"github.com/weftlb/weft/raftfsm"
 )
 
-// healthConfig turns the committed pools and the live checking nodes into
-// the health subsystem's Config (validate has filled every check's
-// defaults). A pool whose row is the one converted before (rows are
-// immutable) is not converted again: cache holds the conversions by pool
-// name, and is brought up to date in place.
-func healthConfig(st *raftfsm.State, self string, nodes []health.NodeInfo, cache map[string]convertedPool) health.Config {
+// convert is pool p as the health subsystem takes it (validate has
+// filled every check's default). A row converted before (rows are
+// immutable) is not converted again: s.pools holds the conversions by pool
+// name.
+func (s *healthSubsystem) convert(name string, p *weftv1.Pool) health.Pool {
+	if c, ok := s.pools[name]; ok && c.row == p {
+		return c.pool
+	}
+	c := convertedPool{row: p, pool: health.Pool{Name: name, Check: checkSpec(p.GetSpec().GetHealthCheck())}}
+	for _, m := range p.GetSpec().GetMembers() {
+		if a, err := memberAddr(m); err == nil {
+			c.pool.Members = append(c.pool.Members, health.Member{Addr: a})
+		}
+	}
+	if s.pools == nil {
+		s.pools = make(map[string]convertedPool)
+	}
+	s.pools[name] = c
+	return c.pool
+}
+
+// config is the Config of the committed pools and DNS records in st and
+// the live checking nodes (sorted by name), and whether it is the one last
+// applied: a round of the same state and nodes (one woken by the health
+// view's own gossip) gives the health subsystem nothing to do.
+func (s *healthSubsystem) config(st *raftfsm.State, nodes []health.NodeInfo) (cfg health.Config, held bool) {
+	if s.at != nil && st.Index() == s.at.Index() && slices.Equal(nodes, s.given) {
+		return health.Config{}, true
+	}
+	if !s.patch(st) {
+		s.full(st)
+	}
+	return health.Config{Self: s.self, Nodes: nodes, Pools: slices.Concat(s.list, dnsHealthPools(st))}, false
+}
+
+// full converts every pool of st into s.list.
+func (s *healthSubsystem) full(st *raftfsm.State) {
 	rows := st.PoolsByName()
-	cfg := health.Config{Self: self, Nodes: nodes, Pools: make([]health.Pool, 0, len(rows))}
+	s.list, s.pos = s.list[:0], make(map[string]int, len(rows))
 	for name, p := range rows {
-		c, ok := cache[name]
-		if !ok || c.row != p {
-			c = convertedPool{row: p, pool: health.Pool{Name: name, Check: checkSpec(p.GetSpec().GetHealthCheck())}}
-			for _, m := range p.GetSpec().GetMembers() {
-				if a, err := memberAddr(m); err == nil {
-					c.pool.Members = append(c.pool.Members, health.Member{Addr: a})
-				}
-			}
-			cache[name] = c
-		}
-		cfg.Pools = append(cfg.Pools, c.pool)
+		s.pos[name] = len(s.list)
+		s.list = append(s.list, s.convert(name, p))
 	}
-	if len(cache) > len(rows) {
-		for name := range cache {
+	if len(s.pools) > len(rows) {
+		for name := range s.pools {
 			if rows[name] == nil {
-				delete(cache, name)
+				delete(s.pools, name)
 			}
 		}
 	}
-	cfg.Pools = append(cfg.Pools, dnsHealthPools(st)...)
-	return cfg
+}
+
+// patch brings s.list from the state last applied to st through the pool
+// changes between them (st.Changes), converting only the pools changed; it
+// reports false when it cannot (no state applied, changes not all kept).
+func (s *healthSubsystem) patch(st *raftfsm.State) bool {
+	if s.at == nil {
+		return false
+	}
+	events, complete := st.Changes(s.at.Index())
+	if !complete {
+		return false
+	}
+	for _, ev := range events {
+		if raftfsm.KindOf(ev.Resource) != raftfsm.KindPool {
+			continue
+		}
+		p := ev.Resource.GetPool()
+		name := p.GetMetadata().GetName()
+		i, ok := s.pos[name]
+		switch {
+		case ev.Type == raftfsm.EventPut && ok:
+			s.list[i] = s.convert(name, p)
+		case ev.Type == raftfsm.EventPut:
+			s.pos[name] = len(s.list)
+			s.list = append(s.list, s.convert(name, p))
+		case ok: // deleted: the last pool takes its place
+			last := len(s.list) - 1
+			s.list[i] = s.list[last]
+			s.pos[s.list[i].Name] = i
+			s.list = s.list[:last]
+			delete(s.pos, name)
+			delete(s.pools, name)
+		}
+	}
+	return true
 }
 
 // convertedPool is a pool row and what healthConfig made of it.
@@ -75,15 +131,29 @@ type healthSubsystem struct {
 	self string
 	// nodes returns the live checking nodes, self included.
 	nodes func() []health.NodeInfo
-	// pools are healthConfig's conversions of the pool rows.
+	// pools are convert's conversions of the pool rows.
 	pools map[string]convertedPool
+	// list are the pools of the state last applied, at, each at its
+	// position (pos) by name; given are the nodes then. at is nil before
+	// the first Apply and after a failed one.
+	list  []health.Pool
+	pos   map[string]int
+	at    *raftfsm.State
+	given []health.NodeInfo
 }
 
 func (s *healthSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
-	if s.pools == nil {
-		s.pools = make(map[string]convertedPool)
+	nodes := slices.SortedFunc(slices.Values(s.nodes()), func(a, b health.NodeInfo) int { return strings.Compare(a.Name, b.Name) })
+	cfg, held := s.config(st, nodes)
+	if held {
+		return nil
 	}
-	return s.h.Apply(ctx, healthConfig(st, s.self, s.nodes(), s.pools))
+	if err := s.h.Apply(ctx, cfg); err != nil {
+		s.at = nil
+		return err
+	}
+	s.at, s.given = st, nodes
+	return nil
 }
 
 // memberHealth reports the agreed view with each member's checkers and
