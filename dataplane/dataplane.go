@@ -70,7 +70,9 @@ const (
 	SchedulerSourceHash = "source-hash"
 )
 
-// Driver is a forwarder the reconciler drives.
+// Driver is a forwarder the reconciler drives. Apply keeps no slice of
+// cfg: once it returns, the caller may write into cfg's arrays again (the
+// reconciler builds each Config in the array of the one before last).
 type Driver interface {
 	Apply(ctx context.Context, cfg Config) error
 	Close() error

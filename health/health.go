@@ -231,7 +231,9 @@ func (e *poolEntry) probe(i int, self string) *probe {
 // to cfg.Self, keeping running probes whose check did not change (with
 // their rise/fall counters), and recomputes the view. Its cost follows the
 // pools that changed: a pool equal to the one applied before, with the same
-// nodes, is not looked at again. An invalid cfg changes nothing.
+// nodes, is not looked at again. An invalid cfg changes nothing. Apply
+// neither writes in cfg.Pools nor keeps it (it keeps the pools' Members,
+// which the caller must not change).
 func (h *Health) Apply(ctx context.Context, cfg Config) error {
 	base := applyBase{self: cfg.Self, nodes: slices.Clone(cfg.Nodes), k: cmp.Or(cfg.CheckersPerMember, DefaultCheckersPerMember)}
 	if base.k < 0 {

@@ -80,9 +80,13 @@ type dataplaneSubsystem struct {
 	iface string
 	nl    *netlink.Handle
 	// last is the Config applied, derived from the services lbs holds; nil
-	// after a failed Apply.
-	last *dataplane.Config
-	lbs  lbCache[[]dataplane.Service]
+	// after a failed Apply. spare is the array of the Config applied
+	// before it, which the next change's services are built in (drivers
+	// keep no slice of a Config): at 10,000 load balancers a new array a
+	// change was a megabyte of garbage.
+	last  *dataplane.Config
+	spare []dataplane.Service
+	lbs   lbCache[[]dataplane.Service]
 }
 
 func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error {
@@ -94,12 +98,11 @@ func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error
 		// What was applied is what the state and view give.
 		cfg.Services = d.last.Services
 	} else {
-		if d.last != nil {
-			cfg.Services = make([]dataplane.Service, 0, len(d.last.Services))
-		}
+		cfg.Services = d.spare[:0]
 		for _, s := range lbs {
 			cfg.Services = append(cfg.Services, s...)
 		}
+		clear(cfg.Services[len(cfg.Services):cap(cfg.Services)]) // no backends held past their use
 	}
 	if d.iface != "" {
 		var err error
@@ -111,7 +114,13 @@ func (d *dataplaneSubsystem) apply(ctx context.Context, st *raftfsm.State) error
 		reflect.DeepEqual(d.last.Gateway, cfg.Gateway) && slices.Equal(d.last.LocalAddrs, cfg.LocalAddrs) {
 		return nil
 	}
-	if err := d.driver.Apply(ctx, cfg); err != nil {
+	err := d.driver.Apply(ctx, cfg)
+	if d.last != nil && !same {
+		d.spare = d.last.Services
+	} else if !same {
+		d.spare = nil // cfg.Services is the spare array: keep no alias of it
+	}
+	if err != nil {
 		d.last = nil
 		return err
 	}

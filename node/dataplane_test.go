@@ -96,6 +96,8 @@ func (r *recordingDriver) Apply(_ context.Context, cfg dataplane.Config) error {
 		r.fail = false
 		return errors.New("apply failed")
 	}
+	// A driver keeps no slice of cfg (dataplane.Driver).
+	cfg.Services = slices.Clone(cfg.Services)
 	r.applied = append(r.applied, cfg)
 	return nil
 }

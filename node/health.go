@@ -45,7 +45,14 @@ func (s *healthSubsystem) config(st *raftfsm.State, nodes []health.NodeInfo) (cf
 	if !s.patch(st) {
 		s.full(st)
 	}
-	return health.Config{Self: s.self, Nodes: nodes, Pools: slices.Concat(s.list, dnsHealthPools(st))}, false
+	// Apply keeps no slice of its Config: s.list is given as it is unless
+	// DNS records add pools (a copy of 10,000 pools per round was most of
+	// the round's garbage).
+	pools := s.list
+	if dns := dnsHealthPools(st); len(dns) > 0 {
+		pools = slices.Concat(s.list, dns)
+	}
+	return health.Config{Self: s.self, Nodes: nodes, Pools: pools}, false
 }
 
 // full converts every pool of st into s.list.

@@ -85,7 +85,8 @@ func TestHealthSubsystemConfigMatchesFresh(t *testing.T) {
 					continue
 				}
 				want, _ := (&healthSubsystem{self: "n1"}).config(st, nodes)
-				slices.SortFunc(cfg.Pools, byName)
+				// cfg.Pools is s.list: sorted in a copy.
+				cfg.Pools = slices.SortedFunc(slices.Values(cfg.Pools), byName)
 				slices.SortFunc(want.Pools, byName)
 				if !reflect.DeepEqual(cfg, want) {
 					t.Fatalf("round %d: config\n%+v\nwant\n%+v", round, cfg, want)

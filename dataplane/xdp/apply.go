@@ -21,11 +21,13 @@ const noBackend = 0xffffffff
 type state struct {
 	services map[serviceKey]*serviceState
 	// given are the services of the last Config applied, as given (their
-	// own copies), with their keys and the Config's local addresses; nil
-	// after a failed Apply.
+	// own copies), with the Config's local addresses; nil after a failed
+	// Apply.
 	given      []Service
-	givenKeys  []serviceKey
 	givenLocal []netip.Addr
+	// keys is the array validate writes the keys of a Config's services
+	// in (desired.keys), reused from one Apply to the next.
+	keys []serviceKey
 
 	backends  map[backendKey]*backendRef
 	vips      map[netip.Addr]uint32 // services per VIP
@@ -119,7 +121,7 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 	}
 	// Until this Apply succeeds, the next one checks every service.
 	prev := d.state.given
-	d.state.given, d.state.givenKeys, d.state.givenLocal = nil, nil, nil
+	d.state.given, d.state.givenLocal = nil, nil
 	defer func() {
 		if err == nil {
 			d.remember(cfg, want, prev)
@@ -182,7 +184,11 @@ func (d *Dataplane) Apply(ctx context.Context, cfg Config) (err error) {
 // validate: copies of the services not given as before (prev), with
 // their positions.
 func (d *Dataplane) remember(cfg Config, want desired, prev []Service) {
-	given := make([]Service, len(cfg.Services))
+	// prev's array is reused: a service given as before is at the same
+	// position in it (a new array a change was a megabyte of garbage at
+	// 10,000 services).
+	given := slices.Grow(prev[:0], len(cfg.Services))[:len(cfg.Services)]
+	clear(prev[min(len(prev), len(given)):])
 	for i, s := range cfg.Services {
 		if want.same[i] {
 			given[i] = prev[i]
@@ -192,7 +198,7 @@ func (d *Dataplane) remember(cfg Config, want desired, prev []Service) {
 		given[i] = s
 		d.state.services[want.keys[i]].pos = i
 	}
-	d.state.given, d.state.givenKeys, d.state.givenLocal = given, want.keys, slices.Clone(cfg.LocalAddrs)
+	d.state.given, d.state.givenLocal = given, slices.Clone(cfg.LocalAddrs)
 }
 
 // sameService reports whether a desired service is the one applied

@@ -83,7 +83,8 @@ type desired struct {
 	// here. services holds the others.
 	same     []bool
 	services map[serviceKey]Service
-	// keys are the key of each service, by position.
+	// keys are the key of each service not the same, by position (the
+	// state's array: read them before the next validate).
 	keys []serviceKey
 	// changed are the keys of the new and changed services, added how many
 	// of them are new.
@@ -116,7 +117,8 @@ func (w desired) samePos(st *serviceState) bool {
 // counted from what is applied, so that the cost grows with what
 // changed. A service given as it was at the same position of the last
 // Config applied costs a comparison and no map operation: at 10,000
-// services the maps were most of an Apply.
+// services the maps were most of an Apply. The keys are written in
+// applied's array (state.keys), the only thing validate changes.
 func validate(cfg Config, lim limits, applied *state) (desired, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
@@ -149,14 +151,15 @@ func validate(cfg Config, lim limits, applied *state) (desired, error) {
 	if applied == nil {
 		applied = &state{}
 	}
-	out := desired{same: make([]bool, len(cfg.Services)), keys: make([]serviceKey, len(cfg.Services)),
-		services: map[serviceKey]Service{}}
+	out := desired{same: make([]bool, len(cfg.Services)), services: map[serviceKey]Service{},
+		keys: slices.Grow(applied.keys[:0], len(cfg.Services))[:len(cfg.Services)]}
+	applied.keys = out.keys
 	// A service that forwards fragments is always checked again: which
 	// one of a VIP's does depends on those before it.
 	if prev := applied.given; slices.Equal(cfg.LocalAddrs, applied.givenLocal) {
 		for i, s := range cfg.Services {
 			if i < len(prev) && !s.Fragments && sameService(s, prev[i]) {
-				out.same[i], out.keys[i] = true, applied.givenKeys[i]
+				out.same[i] = true
 				out.applied++
 			}
 		}
