@@ -14,7 +14,10 @@
 #   DURATION=5 ROUNDS=1 PROXIES="weft nginx" deploy/bench/l7/run.sh
 #   PROFILE=1 deploy/bench/l7/run.sh  # also write a CPU profile of Weft
 #   WEFT_GC=400 deploy/bench/l7/run.sh  # Weft's GOGC (default 100)
-#   WORKLOADS="body tls" deploy/bench/l7/run.sh  # a subset (default: ka close h2 body tls)
+#   WORKLOADS="body tls" deploy/bench/l7/run.sh  # a subset (default: ka close h2 h2c100 body tls)
+#
+# h2, h2c100: h2load over TLS 1.3 (-c 10 -m 10 and -c 100 -m 1, the
+# shapes of issue 16), H2_REQUESTS requests each.
 #
 # body: a 1 GiB download and a 1 GiB upload (curl, HTTP/1.1, one at a
 # time) through each proxy to the sink backend (deploy/bench/l7/sink):
@@ -35,7 +38,7 @@ H2_REQUESTS=${H2_REQUESTS:-60000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXIES=${PROXIES:-"nginx haproxy caddy weft"}
-WORKLOADS=${WORKLOADS:-"ka close h2 body tls"}
+WORKLOADS=${WORKLOADS:-"ka close h2 h2c100 body tls"}
 BODY_BYTES=${BODY_BYTES:-1073741824} # 1 GiB
 TLS_DURATION=${TLS_DURATION:-4}      # seconds per tlsload run
 TLS_CONNS=${TLS_CONNS:-16}
@@ -253,15 +256,19 @@ run_wrk() { # name key url [extra wrk args]
 	CPU[$name.$key.$ROUND]=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d/hz*1e6/n}')
 }
 
-run_h2load() { # name url
-	local name=$1 url=$2 t0 t1 out reqs
+# run_h2load runs h2load over TLS 1.3 with conns connections of streams
+# concurrent streams each; p99 is over every request's time from its
+# request to its response (the log file's third column, in us).
+run_h2load() { # name key url conns streams
+	local name=$1 key=$2 url=$3 t0 t1 out reqs
+	rm -f "$WORK/h2.log" # h2load appends to it
 	t0=$(cpu_ticks "$PROXY_PID")
-	out=$(taskset -c "$LOAD_CPU" h2load -n"$H2_REQUESTS" -c"$CONNS" -m10 --log-file="$WORK/h2.log" "$url")
+	out=$(taskset -c "$LOAD_CPU" h2load -n"$H2_REQUESTS" -c"$4" -m"$5" --log-file="$WORK/h2.log" "$url")
 	t1=$(cpu_ticks "$PROXY_PID")
 	reqs=$(awk '/^requests:/ {print $4}' <<<"$out")
-	RPS[$name.h2.$ROUND]=$(awk '/^finished in/ {printf "%.0f", $4}' <<<"$out")
-	P99[$name.h2.$ROUND]=$(cut -f3 "$WORK/h2.log" | sort -n | awk '{a[NR]=$1} END{printf "%.0f", a[int(NR*0.99)]}')
-	CPU[$name.h2.$ROUND]=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d/hz*1e6/n}')
+	RPS[$name.$key.$ROUND]=$(awk '/^finished in/ {printf "%.0f", $4}' <<<"$out")
+	P99[$name.$key.$ROUND]=$(cut -f3 "$WORK/h2.log" | sort -n | awk '{a[NR]=$1} END{printf "%.0f", a[int(NR*0.99)]}')
+	CPU[$name.$key.$ROUND]=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d/hz*1e6/n}')
 }
 
 # peak_rss_mib is the largest VmHWM of a process and its children (nginx's
@@ -325,7 +332,8 @@ for ROUND in $(seq "$ROUNDS"); do
 		fi
 		has ka && run_wrk "$name" ka "http://127.0.0.1:$HTTP_PORT/"
 		has close && run_wrk "$name" close "http://127.0.0.1:$HTTP_PORT/" -H "Connection: close"
-		has h2 && run_h2load "$name" "https://127.0.0.1:$HTTPS_PORT/"
+		has h2 && run_h2load "$name" h2 "https://127.0.0.1:$HTTPS_PORT/" 10 10
+		has h2c100 && run_h2load "$name" h2c100 "https://127.0.0.1:$HTTPS_PORT/" 100 1
 		if has tls; then
 			for key in "${TLS_KEYS[@]}"; do
 				IFS=- read -r cert version mode <<<"$key"
@@ -350,9 +358,12 @@ median() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
 printf '\nmedians of %s rounds\n%-8s %-22s %10s %6s %10s %6s %12s %6s\n' "$ROUNDS" proxy workload req/s x p99_us x cpu_us/req x
-for key in ka close h2; do
+for key in ka close h2 h2c100; do
 	has "$key" || continue
-	case $key in ka) label="http/1.1 keep-alive";; close) label="http/1.1 conn/request";; h2) label="https http/2 (h2load)";; esac
+	case $key in
+	ka) label="http/1.1 keep-alive";; close) label="http/1.1 conn/request"
+		;; h2) label="h2 -c10 -m10";; h2c100) label="h2 -c100 -m1";;
+	esac
 	for name in $PROXIES; do
 		rps=$(median RPS "$name.$key") p99=$(median P99 "$name.$key") cpu=$(median CPU "$name.$key")
 		printf '%-8s %-22s %10s %6s %10s %6s %12s %6s\n' "$name" "$label" \
