@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,10 +28,9 @@ import (
 // client, each on a new UDP socket, reach both nodes through the router
 // (the XDP program passes the VIP's UDP port to the stack) and are served;
 // the server id in the connection IDs (--quic-server-id) says which node
-// holds each. One connection then moves to a new client port: requests go
-// on on it once a path whose 4-tuple ECMP hashes to the same node is found
-// (a path hashed to the other node fails its probe: the XDP program does
-// not route by connection ID yet).
+// holds each. node1's connection then moves to a new client port that ECMP
+// sends to node2: node2's XDP program hands its datagrams to node1, which
+// its connection ID names, and requests go on.
 func TestLab_HTTP3(t *testing.T) {
 	l := upLab(t, lab.Topology{Prefix: "wefth3", Servers: 2,
 		Nodes: []lab.Node{{Name: "node1", Zone: "a"}, {Name: "node2", Zone: "a"}}},
@@ -139,78 +139,103 @@ spec:
 	}
 	t.Logf("HTTP/3 through the VIP served by both nodes (server ids in the connection IDs: %v)", serverIDs)
 
-	// Migration: node1's connection moves to a new client port. A new
-	// 4-tuple that ECMP hashes to node2 fails its probe; then a new
-	// connection to node1 tries again (each probe takes one of the
-	// connection IDs the server gave, which are few).
+	// Migration: node1's connection moves to a new client port that ECMP
+	// sends to node2. The port is found by opening a connection from it
+	// first (its handshake, in long-header packets, goes where ECMP sends
+	// the 4-tuple, and that node's server id comes back in the connection
+	// IDs). node2 does not know node1's connection: its XDP program hands
+	// the datagrams to node1, whose id their connection ID carries, and
+	// counts them (weft_l4_flow_redirects_total{direction="quic"}).
 	url := "https://" + vip.String() + "/"
 	hc := byNode["node1"]
-	for elsewhere := 0; ; elsewhere++ {
-		if elsewhere == 12 {
-			t.Fatal("12 new client ports in a row probed through the other node")
+	var next *clientPath
+	for tried := 0; next == nil; tried++ {
+		if tried == 16 {
+			t.Fatal("16 new client ports in a row were all sent to node1")
 		}
-		next, err := newClientPath(l)
+		p, err := newClientPath(l)
 		if err != nil {
 			t.Fatal(err)
 		}
-		path, err := hc.conn.AddPath(next.tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err = path.Probe(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		probe, err := p.tr.Dial(ctx, net.UDPAddrFromAddrPort(vip), h3tc, &quic.Config{})
 		cancel()
 		if err != nil {
-			t.Logf("probe from %s: %v (taken to node2, which does not know the connection)", next.conn.LocalAddr(), err)
-			path.Close()
-			next.close()
-			if hc != byNode["node1"] {
-				hc.close()
-			}
-			hc = dialNode(t, l, vip, h3tc, serverIDs, "node1")
+			p.close()
+			t.Fatalf("connection from %s: %v", p.conn.LocalAddr(), err)
+		}
+		probeHC := &h3Client{path: p, conn: probe, hc: &http.Client{Timeout: 5 * time.Second, Transport: (&http3.Transport{}).NewClientConn(probe)}}
+		if _, err := probeHC.get(url); err != nil {
+			t.Fatalf("request from %s: %v", p.conn.LocalAddr(), err)
+		}
+		id, _ := p.serverID()
+		probe.CloseWithError(0, "")
+		if serverIDs[id] != "node2" {
+			t.Logf("client port %s is sent to %s", p.conn.LocalAddr(), serverIDs[id])
+			p.close()
 			continue
 		}
-		if err := path.Switch(); err != nil {
-			t.Fatal(err)
-		}
-		defer next.close()
-		for i := range 5 {
-			if _, err := hc.get(url); err != nil {
-				t.Fatalf("request %d after moving to %s: %v", i, next.conn.LocalAddr(), err)
-			}
-		}
-		if id, ok := next.serverID(); !ok || serverIDs[id] != "node1" {
-			t.Errorf("packets on the new path carry server id %d (%v), want node1's", id, ok)
-		}
-		if err := hc.conn.Context().Err(); err != nil {
-			t.Errorf("connection ended: %v", context.Cause(hc.conn.Context()))
-		}
-		t.Logf("node1's HTTP/3 connection moved from %s to %s and served 5 more requests (%d ports tried before were hashed to node2)",
-			hc.path.conn.LocalAddr(), next.conn.LocalAddr(), elsewhere)
-		hc.conn.CloseWithError(0, "")
-		return
+		next = p
 	}
+	defer next.close()
+	node2 := c.agents[1]
+	before := quicRedirects(t, c, node2)
+	path, err := hc.conn.AddPath(next.tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	err = path.Probe(ctx)
+	cancel()
+	if err != nil {
+		t.Fatalf("probe of node1's connection from %s, a port ECMP sends to node2: %v", next.conn.LocalAddr(), err)
+	}
+	if err := path.Switch(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := hc.get(url); err != nil {
+			t.Fatalf("request %d after moving to %s: %v", i, next.conn.LocalAddr(), err)
+		}
+	}
+	if id, ok := next.serverID(); !ok || serverIDs[id] != "node1" {
+		t.Errorf("packets on the new path carry server id %d (%v), want node1's", id, ok)
+	}
+	if err := hc.conn.Context().Err(); err != nil {
+		t.Errorf("connection ended: %v", context.Cause(hc.conn.Context()))
+	}
+	// The probe, its response's acknowledgement and 5 requests at least.
+	after := quicRedirects(t, c, node2)
+	if after-before < 6 {
+		t.Errorf("node2 handed %d QUIC datagrams to node1 (%d before the move, %d after), want at least 6", after-before, before, after)
+	}
+	t.Logf("node1's HTTP/3 connection moved from %s to %s, which ECMP sends to node2, and served 5 more requests: node2 handed %d datagrams to node1",
+		hc.path.conn.LocalAddr(), next.conn.LocalAddr(), after-before)
+	hc.conn.CloseWithError(0, "")
 }
 
-// dialNode opens HTTP/3 connections from new client sockets until one is
-// served by node, as the server id in its connection IDs says.
-func dialNode(t *testing.T, l *lab.Lab, vip netip.AddrPort, tc *tls.Config, serverIDs map[uint16]string, node string) *h3Client {
+// quicRedirects is a's weft_l4_flow_redirects_total{direction="quic"}: the
+// QUIC datagrams its XDP program handed to the node their connection ID
+// names.
+func quicRedirects(t *testing.T, c *cluster, a *agent) uint64 {
 	t.Helper()
-	for range 16 {
-		hc, err := dialH3(l, vip, tc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := hc.get("https://" + vip.String() + "/"); err != nil {
-			t.Fatal(err)
-		}
-		if id, _ := hc.path.serverID(); serverIDs[id] == node {
-			return hc
-		}
-		hc.close()
+	text, err := c.scrape(a)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("16 HTTP/3 connections missed %s", node)
-	return nil
+	for line := range strings.Lines(text) {
+		if !strings.HasPrefix(line, "weft_l4_flow_redirects_total{") || !strings.Contains(line, `direction="quic"`) {
+			continue
+		}
+		f := strings.Fields(line)
+		n, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("%s: %q: %v", a.name, line, err)
+		}
+		return uint64(n)
+	}
+	t.Fatalf("%s has no weft_l4_flow_redirects_total{direction=\"quic\"}", a.name)
+	return 0
 }
 
 // clientPath is a UDP socket in the lab's client with a QUIC transport on

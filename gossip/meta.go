@@ -35,6 +35,8 @@ type NodeMeta struct {
 	Version string
 	// Flows is set on nodes that keep copies of L4 flows (flow sync).
 	Flows *FlowMeta
+	// QUIC is set on nodes whose L7 proxy serves HTTP/3.
+	QUIC *QUICMeta
 
 	// leaving is set by Leave just before memberlist's leave message, so the
 	// others can tell a departure from a failure.
@@ -50,6 +52,15 @@ type FlowMeta struct {
 	Local []netip.Addr
 }
 
+// QUICMeta is what other nodes need to route a migrated HTTP/3 connection
+// to the node that holds it: the server id in the connection IDs its L7
+// proxy issues (l7/quiccid.go) and, on nodes whose XDP program can be
+// handed datagrams, its MAC on that segment (none: it cannot be).
+type QUICMeta struct {
+	ServerID uint16
+	MAC      net.HardwareAddr
+}
+
 // The encoding is a version byte followed by tag-length-value fields, so a
 // newer node can add fields that older ones skip. Tags are append-only.
 const (
@@ -62,6 +73,7 @@ const (
 	tagApplied = 5 // value: uvarint
 	tagVersion = 6
 	tagFlows   = 7 // value: 6-byte MAC, then 16 bytes per local address
+	tagQUIC    = 8 // value: server id (2 bytes, big endian), then a 6-byte MAC or nothing
 
 	flagDraining = 1 << 0
 	flagLeaving  = 1 << 1
@@ -108,6 +120,12 @@ func (m NodeMeta) MarshalBinary() ([]byte, error) {
 			v = append(v, a16[:]...)
 		}
 		b = appendField(b, tagFlows, v)
+	}
+	if q := m.QUIC; q != nil {
+		if len(q.MAC) != 0 && len(q.MAC) != 6 {
+			return nil, fmt.Errorf("node meta: QUIC MAC %q is not 6 bytes", q.MAC)
+		}
+		b = appendField(b, tagQUIC, append(binary.BigEndian.AppendUint16(nil, q.ServerID), q.MAC...))
 	}
 	if len(b) > MetaMaxSize {
 		return nil, fmt.Errorf("node meta is %d bytes encoded, more than memberlist's limit of %d", len(b), MetaMaxSize)
@@ -183,6 +201,15 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 				f.Local = append(f.Local, netip.AddrFrom16([16]byte(rest[:16])).Unmap())
 			}
 			m.Flows = f
+		case tagQUIC:
+			if len(v) != 2 && len(v) != 8 {
+				return fmt.Errorf("node meta quic: %d bytes", len(v))
+			}
+			q := &QUICMeta{ServerID: binary.BigEndian.Uint16(v)}
+			if len(v) == 8 {
+				q.MAC = slices.Clone(net.HardwareAddr(v[2:]))
+			}
+			m.QUIC = q
 		}
 	}
 	return nil

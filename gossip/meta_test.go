@@ -21,6 +21,9 @@ func TestNodeMetaRoundTrip(t *testing.T) {
 		{"flows", NodeMeta{Zone: "a", Flows: &FlowMeta{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
 			Local: []netip.Addr{netip.MustParseAddr("198.18.1.111"), netip.MustParseAddr("2001:db8::111")}}}},
 		{"flows without local addresses", NodeMeta{Zone: "a", Flows: &FlowMeta{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}},
+		{"quic", NodeMeta{Zone: "a", QUIC: &QUICMeta{ServerID: 0xfe01, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}},
+		{"quic without MAC", NodeMeta{Zone: "a", QUIC: &QUICMeta{ServerID: 7}}},
+		{"quic id 0", NodeMeta{QUIC: &QUICMeta{}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -330,6 +330,9 @@ func (a *Agent) startReconciler() error {
 	}
 	switch a.cfg.Dataplane {
 	case DataplaneUserspace:
+		// No XDP program here can be handed datagrams; the id is told
+		// all the same, so that a node with the same one is found.
+		a.gossip.cfg.Meta.QUIC = &gossip.QUICMeta{ServerID: a.cfg.QUICServerID}
 		a.dataplane = userspace.New(userspace.Options{TableSize: a.cfg.MaglevTableSize, Logger: a.cfg.Logger})
 		dp := &dataplaneSubsystem{driver: a.dataplane, healthy: healthy, versions: versions}
 		a.rec.subs = append(a.rec.subs, &subsystem{name: "dataplane", apply: dp.apply})
@@ -361,6 +364,9 @@ func (a *Agent) startReconciler() error {
 				return err
 			}
 		} else if err := holdLocal(d, a.cfg.Interface, a.cfg.LocalAddrs); err != nil {
+			return err
+		}
+		if err := a.startQUICRouting(d); err != nil {
 			return err
 		}
 		// Next hops are learnt outside Raft: look at the kernel's table again.

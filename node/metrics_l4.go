@@ -46,7 +46,7 @@ func newL4Collector(a *Agent) *l4Collector {
 	c.natPorts = c.desc("weft_l4_fullnat_ports_in_use", "FullNAT source ports of live flows, per local address.", "local")
 	c.syncEvents = c.desc("weft_l4_flow_sync_events_total", "Flows the program reported for flow sync.")
 	c.syncLost = c.desc("weft_l4_flow_sync_lost_total", "Flow sync reports lost to a full ring buffer.")
-	c.redirects = c.desc("weft_l4_flow_redirects_total", "Packets handed to another node: forward (a flow's owner), reply (a local address's holder).", "direction")
+	c.redirects = c.desc("weft_l4_flow_redirects_total", "Packets handed to another node: forward (a flow's owner), reply (a local address's holder), quic (the node a QUIC connection ID names).", "direction")
 	c.arpReplies = c.desc("weft_l4_arp_replies_total", "ARP requests for held FullNAT local addresses answered by the program.")
 	return c
 }
@@ -120,6 +120,7 @@ func (c *l4Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, c.syncLost, fc.SyncLost)
 	counter(ch, c.redirects, fc.RedirectForward, "forward")
 	counter(ch, c.redirects, fc.RedirectReply, "reply")
+	counter(ch, c.redirects, fc.RedirectQUIC, "quic")
 	counter(ch, c.arpReplies, fc.ARPReplies)
 }
 

@@ -163,6 +163,12 @@ _Static_assert(MAX_SERVICES <= 65536, "ct_value.svc_id is 16 bits");
 #define FLOW_HASH_SEED 0x77656674 /* "weft" */
 #define NAT_HASH_SEED 0x6e617470  /* "natp" */
 
+/* QUIC connection IDs the L7 proxy issues (l7/quiccid.go): QUIC_CID_LEN
+ * bytes, the first's top two bits QUIC_CID_VERSION, then the issuing
+ * node's server id in two bytes, big endian. */
+#define QUIC_CID_LEN 8
+#define QUIC_CID_VERSION 1
+
 /* Table entry of a Maglev slot with no backend. */
 #define NO_BACKEND 0xffffffff
 

@@ -213,6 +213,27 @@ struct {
 	__type(value, __u8);
 } own_addrs SEC(".maps");
 
+/* quic_servers: QUIC server id (l7/quiccid.go) of another node -> its MAC
+ * on the shared segment. A short-header datagram to a SVC_QUIC port whose
+ * connection ID names one is handed to that node (quic.h). This node's own
+ * id, and ids two nodes claim, are not in it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PEERS);
+	__type(key, __u32);
+	__type(value, struct peer);
+} quic_servers SEC(".maps");
+
+/* quic_peer_macs: the MACs of quic_servers -> server id. A datagram from
+ * one was handed over already and is never handed on, whatever this
+ * node's view of the ids (no loops between nodes that disagree). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PEERS);
+	__type(key, struct peer_mac);
+	__type(value, __u32);
+} quic_peer_macs SEC(".maps");
+
 /* sync_event_type is never read: a ring buffer has no value type, so this
  * puts struct sync_event in BTF for bpf2go, as lb_drop_max does its enum. */
 volatile const struct sync_event sync_event_type;

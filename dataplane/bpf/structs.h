@@ -43,6 +43,11 @@ enum svc_flags : __u16 {
 	 * a datagram's first fragment carries; the loader also writes it
 	 * under (VIP, port 0, UDP), where fragment() finds it. DSR only. */
 	SVC_FRAGMENTS = 1,
+	/* Not a service of this program: a VIP:port (UDP) where every node's
+	 * L7 proxy serves HTTP/3. The entry has no id nor table; a datagram
+	 * of it goes to the stack, or to the node its QUIC connection ID
+	 * names (quic.h). */
+	SVC_QUIC = 2,
 };
 
 /* svc_value is a service's configuration. */
@@ -232,6 +237,7 @@ struct flow_counters {
 	__u64 redirect_reply;   /* replies handed to a local address's holder */
 	__u64 arp_replies;      /* ARP requests answered for held addresses */
 	__u64 samples_lost;     /* new-flow samples lost: sample_ring was full */
+	__u64 redirect_quic;    /* QUIC datagrams handed to the node their connection ID names */
 };
 
 /* flow_sample is one sampled new flow of a service, for the top clients of

@@ -6,7 +6,9 @@
  * FullNAT or DSR rewrite -> XDP_TX. Replies of FullNAT flows (backend ->
  * local address) are rewritten back to VIP -> client, ICMP errors about
  * tracked flows are sent on (icmp.h), ARP requests for held local
- * addresses answered. Anything else is passed to the stack untouched. */
+ * addresses answered. Datagrams of migrated QUIC connections to an L7
+ * proxy's HTTP/3 port go to the node their connection ID names (quic.h).
+ * Anything else is passed to the stack untouched. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "consts.h"
@@ -18,6 +20,7 @@
 #include "nat.h"
 #include "icmp.h"
 #include "flow.h"
+#include "quic.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -662,6 +665,10 @@ int xdp_lb(struct xdp_md *ctx)
 			.proto = p.key.proto,
 		};
 		svc = bpf_map_lookup_elem(&services, &sk);
+		/* No flow of an L7 proxy's HTTP/3 port is tracked: its entry is
+		 * only ever found here. */
+		if (svc && (svc->flags & SVC_QUIC))
+			return quic_route(&p);
 	}
 	if (svc)
 		return forward(&p, svc, cfg, bytes, ct);

@@ -40,6 +40,7 @@ type state struct {
 	// (Apply), MAC and sync (SetFlowRouting).
 	config  lbLbConfig
 	routing routingState
+	quic    quicState
 	// entriesWritten counts the Maglev table entries written (tests and
 	// benchmarks read it).
 	entriesWritten uint64
@@ -458,6 +459,11 @@ func (d *Dataplane) removeService(k serviceKey) error {
 	d.retire(old.value.Table, old.standby)
 	d.state.tables.spare = append(d.state.tables.spare, old.value.Table, old.standby)
 	d.state.svcIDs.put(old.value.Id)
+	// An HTTP/3 port the service's key hid (a change of listeners
+	// between two rounds) takes its entry back.
+	if d.state.quic.ports[k] {
+		return d.putQUICPort(k)
+	}
 	return nil
 }
 

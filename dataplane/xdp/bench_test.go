@@ -20,7 +20,7 @@ import (
 // allocates the source port and writes the reverse entry. The handshake's
 // last packet is measured with flow reports off and on (the cost of flow
 // sync in the program), and a segment of an unknown flow handed to its
-// owner. New flows are sampled as the agent does by default (one in 16),
+// owner, and datagrams to an L7 proxy's HTTP/3 port. New flows are sampled as the agent does by default (one in 16),
 // the samples read as they come.
 func BenchmarkXDP(b *testing.B) {
 	d := newTestDataplane(b, Options{ConnTrackSize: 1 << 17, SampleEvery: benchSampleEvery})
@@ -51,6 +51,26 @@ func BenchmarkXDP(b *testing.B) {
 			pin(b)
 			other := benchSYN(ip(c.dst), c.src).with(func(q *packet) { q.syn, q.ack = false, true })
 			benchRunAction(b, r, other.frame(b), xdpPass)
+		})
+	}
+	// An L7 proxy's HTTP/3 port (quic.h): a datagram of a connection of
+	// this node passed to the stack, one of another node's handed to it.
+	if err := d.SetQUICRouting(quicRouting()); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		id   uint16
+		act  uint32
+	}{
+		{"quic/own", selfQUIC, xdpPass},
+		{"quic/handed", peerQUIC, xdpTX},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			pin(b)
+			p := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: client4, dst: netip.AddrPortFrom(quicVIP4, 443), proto: "udp",
+				payload: quicShort(1, c.id, 1200)}
+			benchRunAction(b, r, p.frame(b), c.act)
 		})
 	}
 	for _, c := range []struct {

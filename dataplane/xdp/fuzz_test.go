@@ -25,8 +25,13 @@ func FuzzXDP(f *testing.F) {
 	if err := d.Apply(context.Background(), testConfig()); err != nil {
 		f.Fatalf("Apply: %v", err)
 	}
+	if err := d.SetQUICRouting(quicRouting()); err != nil {
+		f.Fatalf("SetQUICRouting: %v", err)
+	}
 	r := runner{d.objs.XdpLb}
 	for _, p := range []packet{
+		{src: client4, dst: netip.AddrPortFrom(quicVIP4, 443), proto: "udp", payload: quicShort(1, peerQUIC, 20)},
+		{src: client6, dst: netip.AddrPortFrom(quicVIP6, 443), proto: "udp", payload: quicLong(peerQUIC)},
 		{src: client4, dst: netip.MustParseAddrPort("192.0.2.1:80"), proto: "tcp", syn: true, payload: "x"},
 		{src: client4, dst: netip.MustParseAddrPort("192.0.2.1:53"), proto: "udp", payload: "x"},
 		{src: client6, dst: netip.MustParseAddrPort("[2001:db8::2]:80"), proto: "tcp", syn: true, vlans: []uint16{7}},
@@ -46,7 +51,8 @@ func FuzzXDP(f *testing.F) {
 	answer := packet{srcMAC: gwMAC, dstMAC: nodeMAC, src: netip.MustParseAddrPort("192.0.2.1:80"), dst: client4, proto: "tcp", ack: true}
 	f.Add(icmpError(f, gwMAC, nodeMAC, ip("198.51.100.1"), ip("192.0.2.1"), 60, quote(f, answer)))
 
-	nextHops := map[string]bool{gwMAC.String(): true, clientMAC.String(): true}
+	// QUIC datagrams are handed to the other nodes.
+	nextHops := map[string]bool{gwMAC.String(): true, clientMAC.String(): true, peerMAC.String(): true, peer2MAC.String(): true}
 	for _, m := range backendMAC {
 		nextHops[m.String()] = true
 	}

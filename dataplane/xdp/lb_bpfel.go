@@ -61,6 +61,7 @@ type lbFlowCounters struct {
 	RedirectReply   uint64
 	ArpReplies      uint64
 	SamplesLost     uint64
+	RedirectQuic    uint64
 }
 
 type lbFlowKey struct {
@@ -227,6 +228,7 @@ type lbSvcFlags uint16
 
 const (
 	lbSvcFlagsSVC_FRAGMENTS lbSvcFlags = 1
+	lbSvcFlagsSVC_QUIC      lbSvcFlags = 2
 )
 
 type lbSvcKey struct {
@@ -311,6 +313,8 @@ const (
 	lbMapOwnAddrs       = "own_addrs"
 	lbMapPeerMacs       = "peer_macs"
 	lbMapPeers          = "peers"
+	lbMapQuicPeerMacs   = "quic_peer_macs"
+	lbMapQuicServers    = "quic_servers"
 	lbMapSampleRing     = "sample_ring"
 	lbMapScratch        = "scratch"
 	lbMapServices       = "services"
@@ -395,6 +399,8 @@ type lbMapSpecs struct {
 	OwnAddrs     *ebpf.MapSpec `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.MapSpec `ebpf:"peer_macs"`
 	Peers        *ebpf.MapSpec `ebpf:"peers"`
+	QuicPeerMacs *ebpf.MapSpec `ebpf:"quic_peer_macs"`
+	QuicServers  *ebpf.MapSpec `ebpf:"quic_servers"`
 	SampleRing   *ebpf.MapSpec `ebpf:"sample_ring"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
@@ -455,6 +461,8 @@ type lbMaps struct {
 	OwnAddrs     *ebpf.Map `ebpf:"own_addrs"`
 	PeerMacs     *ebpf.Map `ebpf:"peer_macs"`
 	Peers        *ebpf.Map `ebpf:"peers"`
+	QuicPeerMacs *ebpf.Map `ebpf:"quic_peer_macs"`
+	QuicServers  *ebpf.Map `ebpf:"quic_servers"`
 	SampleRing   *ebpf.Map `ebpf:"sample_ring"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Services     *ebpf.Map `ebpf:"services"`
@@ -486,6 +494,8 @@ func (m *lbMaps) Close() error {
 		m.OwnAddrs,
 		m.PeerMacs,
 		m.Peers,
+		m.QuicPeerMacs,
+		m.QuicServers,
 		m.SampleRing,
 		m.Scratch,
 		m.Services,

@@ -157,6 +157,7 @@ type FlowCounters struct {
 	RedirectReply   uint64 // replies handed to a local address's holder
 	ARPReplies      uint64 // ARP requests answered for held local addresses
 	SamplesLost     uint64 // new-flow samples lost: the ring was full
+	RedirectQUIC    uint64 // QUIC datagrams handed to the node their connection ID names
 }
 
 // FlowCounters reads the flow counters.
@@ -173,6 +174,7 @@ func (d *Dataplane) FlowCounters() (FlowCounters, error) {
 		c.RedirectReply += s.RedirectReply
 		c.ARPReplies += s.ArpReplies
 		c.SamplesLost += s.SamplesLost
+		c.RedirectQUIC += s.RedirectQuic
 	}
 	return c, nil
 }
