@@ -11,6 +11,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -29,7 +30,73 @@ type h1Conn struct {
 	idleAt time.Time
 	// deadline is the read deadline last set on c; see readDeadline.
 	deadline time.Time
+	body     clBody // the Body of responses parseHead reads
 }
+
+// headInterners intern the strings of member response heads parseHead
+// reads; one is taken per head.
+var headInterners = sync.Pool{New: func() any { return new(interner) }}
+
+// parseHead reads a member's response head with a Content-Length body
+// from c.br with the event loops' parser (the framing rules are
+// http.ReadResponse's, FuzzParseResponse holds them to it), when the head
+// is already buffered: most responses, and it skips net/http's generic
+// header and transfer machinery. Anything else (no head yet, a head it
+// does not take, chunked or unframed bodies, bodyless statuses, HEAD)
+// gives nil with nothing read, for http.ReadResponse.
+func (c *h1Conn) parseHead(r *http.Request) *http.Response {
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	buf, _ := c.br.Peek(c.br.Buffered())
+	end := bytes.Index(buf, crlf2)
+	if end < 0 {
+		return nil
+	}
+	in := headInterners.Get().(*interner)
+	defer headInterners.Put(in)
+	// Sized for a typical head, so neither grows while it is read.
+	resp, h, vals := &http.Response{}, make(http.Header, 8), make([]string, 0, 8)
+	if !in.parseResponse(buf[:end+4], resp, h, &vals) || resp.ContentLength < 0 ||
+		resp.StatusCode < 200 || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+		return nil
+	}
+	c.br.Discard(end + 4)
+	c.body = clBody{br: c.br, n: resp.ContentLength}
+	resp.Body = &c.body
+	if resp.ContentLength == 0 {
+		resp.Body = http.NoBody
+	}
+	return resp
+}
+
+// clBody reads a Content-Length body: a member that ends it short gives
+// io.ErrUnexpectedEOF, as net/http's body does, so it is not taken for a
+// whole one.
+type clBody struct {
+	br *bufio.Reader
+	n  int64 // bytes left
+}
+
+func (b *clBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.br.Read(p)
+	b.n -= int64(n)
+	switch {
+	case b.n == 0:
+		return n, io.EOF
+	case err == io.EOF:
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *clBody) Close() error { return nil }
 
 // readDeadline keeps the member connection's read deadline at least half
 // the response timeout away. The timeout is thus the longest wait for the
@@ -223,9 +290,12 @@ func (p *Proxy) roundTripDirect(r *http.Request, rs *reqState, c *h1Conn) (*http
 			}
 			return nil, err
 		}
-		resp, err := http.ReadResponse(c.br, r)
-		if err != nil {
-			return nil, err
+		resp := c.parseHead(r)
+		if resp == nil {
+			var err error
+			if resp, err = http.ReadResponse(c.br, r); err != nil {
+				return nil, err
+			}
 		}
 		if interim(resp.StatusCode) {
 			continue // interim responses (103) are not relayed on this path

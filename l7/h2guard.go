@@ -44,7 +44,8 @@ const (
 )
 
 // configureHTTP2 makes srv serve HTTP/2 (h2 by ALPN and h2c by prior
-// knowledge, as its Protocols say) with x/net's server behind an h2guard.
+// knowledge, as its Protocols say) with x/net's server behind an h2guard,
+// writing through a batchConn.
 func configureHTTP2(srv *http.Server) error {
 	h2 := &http2.Server{
 		MaxReadFrameSize:          h2MaxFrame,
@@ -63,7 +64,8 @@ func configureHTTP2(srv *http.Server) error {
 		h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs, SawClientPreface: sawPreface})
 	}
 	srv.TLSNextProto["h2"] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-		serve(hs, h2guardTLS{newH2Guard(c, false), c}, h, false)
+		// Above the TLS connection, so a burst is one record.
+		serve(hs, h2guardTLS{newH2Guard(newBatchConn(c), false), c}, h, false)
 	}
 	// net/http hands an h2c connection whose preface it has read over as
 	// a *tls.Conn around a net.Conn with an UnencryptedNetConn method.
@@ -73,7 +75,7 @@ func configureHTTP2(srv *http.Server) error {
 			c.Close()
 			return
 		}
-		serve(hs, newH2Guard(u.UnencryptedNetConn(), true), h, true)
+		serve(hs, newH2Guard(newBatchConn(u.UnencryptedNetConn()), true), h, true)
 	}
 	return nil
 }
