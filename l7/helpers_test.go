@@ -120,7 +120,7 @@ func noRedirectClient() *http.Client {
 }
 
 // selfSigned makes a certificate for names with an ECDSA or RSA key.
-func selfSigned(t *testing.T, rsaKey bool, names ...string) tls.Certificate {
+func selfSigned(t testing.TB, rsaKey bool, names ...string) tls.Certificate {
 	t.Helper()
 	var key any
 	var pub any
