@@ -22,7 +22,7 @@ func rawBackend(b *testing.B) netip.AddrPort {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	const resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 23\r\n\r\nhello from the backend\n"
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 23\r\n\r\nhello from the backend\n")
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -42,7 +42,7 @@ func rawBackend(b *testing.B) netip.AddrPort {
 							break
 						}
 					}
-					if _, err := io.WriteString(c, resp); err != nil {
+					if _, err := c.Write(resp); err != nil {
 						return
 					}
 				}

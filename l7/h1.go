@@ -31,6 +31,23 @@ type h1Conn struct {
 	// deadline is the read deadline last set on c; see readDeadline.
 	deadline time.Time
 	body     clBody // the Body of responses parseHead reads
+	// cut makes a wait for the member's response give up at once; made
+	// once per connection, for the AfterFunc of each request.
+	cut func()
+	hdr http.Header // the Header of responses parseHead reads
+}
+
+func newH1Conn(c net.Conn) *h1Conn {
+	hc := &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	hc.cut = func() { c.SetReadDeadline(time.Unix(1, 0)) }
+	return hc
+}
+
+// respHead holds the response and field values parseHead reads, in the
+// request's state, so that they are not allocations of their own.
+type respHead struct {
+	resp http.Response
+	vals [8]string
 }
 
 // headInterners intern the strings of member response heads parseHead
@@ -43,8 +60,9 @@ var headInterners = sync.Pool{New: func() any { return new(interner) }}
 // is already buffered: most responses, and it skips net/http's generic
 // header and transfer machinery. Anything else (no head yet, a head it
 // does not take, chunked or unframed bodies, bodyless statuses, HEAD)
-// gives nil with nothing read, for http.ReadResponse.
-func (c *h1Conn) parseHead(r *http.Request) *http.Response {
+// gives nil with nothing read, for http.ReadResponse. The response is
+// built in rh.
+func (c *h1Conn) parseHead(r *http.Request, rh *respHead) *http.Response {
 	if r.Method == http.MethodHead {
 		return nil
 	}
@@ -55,8 +73,14 @@ func (c *h1Conn) parseHead(r *http.Request) *http.Response {
 	}
 	in := headInterners.Get().(*interner)
 	defer headInterners.Put(in)
-	// Sized for a typical head, so neither grows while it is read.
-	resp, h, vals := &http.Response{}, make(http.Header, 8), make([]string, 0, 8)
+	// Sized for a typical head, so neither grows while it is read. The
+	// header map is the connection's: the client's header takes the
+	// value slices, not the map, so it serves the next response too,
+	// unless a large head grew it.
+	if len(c.hdr) > 16 || c.hdr == nil {
+		c.hdr = make(http.Header, 8)
+	}
+	resp, h, vals := &rh.resp, c.hdr, rh.vals[:0]
 	if !in.parseResponse(buf[:end+4], resp, h, &vals) || resp.ContentLength < 0 ||
 		resp.StatusCode < 200 || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 		return nil
@@ -173,7 +197,7 @@ func (cp *connPool) dial(ctx context.Context, addr string) (*h1Conn, error) {
 	if err != nil {
 		return nil, &dialError{err}
 	}
-	return &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, nil
+	return newH1Conn(c), nil
 }
 
 func (cp *connPool) isClosed() bool {
@@ -281,7 +305,7 @@ func (p *Proxy) roundTripDirect(r *http.Request, rs *reqState, c *h1Conn) (*http
 	}
 	c.readDeadline(time.Now(), rs.t.timeouts.Response)
 	// A client that leaves cuts the wait for the member.
-	stop := context.AfterFunc(r.Context(), func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(r.Context(), c.cut)
 	defer stop()
 	for {
 		if _, err := c.br.Peek(1); err != nil {
@@ -290,7 +314,7 @@ func (p *Proxy) roundTripDirect(r *http.Request, rs *reqState, c *h1Conn) (*http
 			}
 			return nil, err
 		}
-		resp := c.parseHead(r)
+		resp := c.parseHead(r, &rs.head)
 		if resp == nil {
 			var err error
 			if resp, err = http.ReadResponse(c.br, r); err != nil {

@@ -136,6 +136,7 @@ type reqState struct {
 	upstreamTime time.Duration
 	bytes        int64
 	cw           countingWriter
+	head         respHead // the direct path's member response
 }
 
 type stateKey struct{}
