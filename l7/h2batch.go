@@ -52,11 +52,15 @@ type batchConn struct {
 	flushing bool      // a flusher is running (or about to)
 	closed   bool      // Close was called
 	err      error     // the first write error
+	// flushFn is flush as a func value made once: `go c.flush()` would
+	// allocate a closure per burst.
+	flushFn func()
 }
 
 func newBatchConn(c net.Conn) *batchConn {
 	b := &batchConn{Conn: c}
 	b.cond.L = &b.mu
+	b.flushFn = b.flush
 	return b
 }
 
@@ -83,7 +87,7 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		p = p[m:]
 		if !c.flushing {
 			c.flushing = true
-			go c.flush()
+			go c.flushFn()
 		}
 	}
 	return n, nil
