@@ -31,8 +31,7 @@ type h1Conn struct {
 	// deadline is the read deadline last set on c; see readDeadline.
 	deadline time.Time
 	body     clBody // the Body of responses parseHead reads
-	// cut makes a wait for the member's response give up at once; made
-	// once per connection, for the AfterFunc of each request.
+	// cut makes a wait for the member's response give up at once.
 	cut func()
 	hdr http.Header // the Header of responses parseHead reads
 }
@@ -141,6 +140,64 @@ type connPool struct {
 	mu      sync.Mutex
 	idle    map[string][]*h1Conn
 	closed  bool
+	waits   waitWatch
+}
+
+// waitPoll is how often a waitWatch looks at its clients: the longest a
+// member connection is held for a client that left.
+const waitPoll = 50 * time.Millisecond
+
+// waitWatch cuts the direct path's waits for member responses whose
+// client left (its request's context is done). It polls the contexts
+// every waitPoll from a goroutine that runs while a wait is registered:
+// context.AfterFunc would stop the wait at once, but costs five
+// allocations per request on an HTTP/2 stream's context (its done
+// channel and children map, the AfterFunc context and its stop func);
+// polling Err costs none.
+type waitWatch struct {
+	mu      sync.Mutex
+	waits   map[*h1Conn]context.Context
+	running bool // the poller goroutine
+}
+
+func (w *waitWatch) add(c *h1Conn, ctx context.Context) {
+	w.mu.Lock()
+	if w.waits == nil {
+		w.waits = map[*h1Conn]context.Context{}
+	}
+	w.waits[c] = ctx
+	if !w.running {
+		w.running = true
+		go w.poll()
+	}
+	w.mu.Unlock()
+}
+
+// remove ends c's wait; once it returns, c's wait is not cut.
+func (w *waitWatch) remove(c *h1Conn) {
+	w.mu.Lock()
+	delete(w.waits, c)
+	w.mu.Unlock()
+}
+
+func (w *waitWatch) poll() {
+	t := time.NewTicker(waitPoll)
+	defer t.Stop()
+	for range t.C {
+		w.mu.Lock()
+		if len(w.waits) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		for c, ctx := range w.waits {
+			if ctx.Err() != nil {
+				c.cut()
+				delete(w.waits, c)
+			}
+		}
+		w.mu.Unlock()
+	}
 }
 
 // countIdle adds the pool's idle connections per member to n.
@@ -286,7 +343,7 @@ func (p *Proxy) exchange(r *http.Request, rs *reqState, cp *connPool, m *member)
 				return nil, nil, err
 			}
 		}
-		resp, err := p.roundTripDirect(r, rs, c)
+		resp, err := p.roundTripDirect(r, rs, cp, c)
 		if err == nil {
 			return resp, c, nil
 		}
@@ -298,15 +355,15 @@ func (p *Proxy) exchange(r *http.Request, rs *reqState, cp *connPool, m *member)
 	}
 }
 
-func (p *Proxy) roundTripDirect(r *http.Request, rs *reqState, c *h1Conn) (*http.Response, error) {
+func (p *Proxy) roundTripDirect(r *http.Request, rs *reqState, cp *connPool, c *h1Conn) (*http.Response, error) {
 	writeRequestHead(c.bw, r)
 	if err := c.bw.Flush(); err != nil {
 		return nil, errStale
 	}
 	c.readDeadline(time.Now(), rs.t.timeouts.Response)
 	// A client that leaves cuts the wait for the member.
-	stop := context.AfterFunc(r.Context(), c.cut)
-	defer stop()
+	cp.waits.add(c, r.Context())
+	defer cp.waits.remove(c)
 	for {
 		if _, err := c.br.Peek(1); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err) {

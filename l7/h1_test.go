@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -231,5 +232,64 @@ func TestCLBody(t *testing.T) {
 		if string(got) != tc.want || err != tc.wantErr {
 			t.Errorf("%q with Content-Length %d: read %q, %v; want %q, %v", tc.in, tc.n, got, err, tc.want, tc.wantErr)
 		}
+	}
+}
+
+// TestDirectPathClientLeaves checks that a client leaving cuts the direct
+// path's wait for a member that does not answer: the proxy closes the
+// member connection long before the response timeout.
+func TestDirectPathClientLeaves(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got, closed := make(chan struct{}, 1), make(chan struct{}, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		got <- struct{}{}
+		io.Copy(io.Discard, br) // never answer; returns when the proxy closes
+		closed <- struct{}{}
+	}()
+	addr := freeAddr(t, "127.0.0.1")
+	startProxy(t, Config{
+		Listeners: []Listener{{Name: "h2c", Addr: addr, HTTP2: true, DefaultPool: "p"}},
+		Pools:     map[string]Pool{"p": {Members: []Member{{Addr: mustAddrPort(t, ln.Addr().String()), Weight: 100, Healthy: true}}}},
+	})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr.String()+"/", nil)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the member got no request")
+	}
+	cancel() // the client resets its stream
+	if err := <-errc; err == nil {
+		t.Fatal("request succeeded after its cancellation")
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the proxy still waits on the member 5s after the client left")
 	}
 }
