@@ -1,7 +1,7 @@
 package l7
 
 // QUIC connection IDs that name the node that issued them, so that any node
-// (a future step of the XDP program) can route a packet of a migrated
+// (the XDP program, dataplane/bpf/quic.h) can route a packet of a migrated
 // connection, whose new address and port hash elsewhere, to the node that
 // holds the connection: the idea of Katran's server ids in QUIC CIDs.
 
