@@ -119,6 +119,7 @@ func TestDirectEligibility(t *testing.T) {
 func TestDirectPathResponseHeads(t *testing.T) {
 	answers := map[string]string{
 		"/cl":       "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+		"/cl-plain": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
 		"/empty":    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
 		"/http10":   "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
 		"/close":    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
@@ -181,6 +182,10 @@ func TestDirectPathResponseHeads(t *testing.T) {
 	}{
 		{"/cl", 200, "hello", []string{"1", "2"}},
 		{"/http10", 200, "ok", nil},
+		{"/cl", 200, "hello", []string{"1", "2"}},
+		// The same length on the same member connection: the header map
+		// the connection reuses keeps nothing of the response before.
+		{"/cl-plain", 200, "hello", nil},
 		{"/cl", 200, "hello", []string{"1", "2"}},
 		{"/empty", 404, "", nil},
 		{"/close", 200, "ok", nil},
