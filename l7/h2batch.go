@@ -149,3 +149,15 @@ func (c *batchConn) Close() error {
 	c.mu.Unlock()
 	return c.Conn.Close()
 }
+
+// closeWait closes c and waits for the flusher to write what c holds
+// (within batchCloseGrace) and close Conn: the caller's caller may close
+// Conn itself once this returns.
+func (c *batchConn) closeWait() {
+	c.Close()
+	c.mu.Lock()
+	for c.flushing {
+		c.cond.Wait()
+	}
+	c.mu.Unlock()
+}

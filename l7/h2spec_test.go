@@ -1,20 +1,13 @@
 package l7
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/xml"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"testing"
-
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // h2specPath finds the h2spec binary `make test-tools` installs into the
@@ -113,118 +106,4 @@ func h2specFailures(path string) ([]string, int, error) {
 		}
 	}
 	return failed, total, nil
-}
-
-// TestH2Guard feeds frames through an h2guard and reads what the server
-// would: duplicate settings keep their last value, a block with a
-// connection-specific field ends with the invalid field, others pass as
-// they are.
-func TestH2Guard(t *testing.T) {
-	var in bytes.Buffer
-	in.WriteString(h2Preface)
-	fr := http2.NewFramer(&in, nil)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100},
-		http2.Setting{ID: http2.SettingMaxFrameSize, Val: 20000}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1})
-	var blocks []bytes.Buffer
-	for _, extra := range []hpack.HeaderField{{Name: "x-ok", Value: "1"}, {Name: "connection", Value: "keep-alive"},
-		{Name: "te", Value: "trailers"}, {Name: "te", Value: "gzip"}} {
-		var b bytes.Buffer
-		enc := hpack.NewEncoder(&b)
-		for _, f := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":path", Value: "/"}, extra} {
-			enc.WriteField(f)
-		}
-		blocks = append(blocks, b)
-	}
-	for i, b := range blocks {
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: b.Bytes(), EndHeaders: true, EndStream: true})
-	}
-	fr.WriteData(9, true, []byte("body"))
-
-	client, server := net.Pipe()
-	go func() { client.Write(in.Bytes()); client.Close() }()
-	g := newH2Guard(server, false)
-	preface := make([]byte, len(h2Preface))
-	if _, err := io.ReadFull(g, preface); err != nil || string(preface) != h2Preface {
-		t.Fatalf("preface = %q, %v", preface, err)
-	}
-	out := http2.NewFramer(nil, g)
-	f, err := out.ReadFrame()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var settings []http2.Setting
-	f.(*http2.SettingsFrame).ForeachSetting(func(s http2.Setting) error { settings = append(settings, s); return nil })
-	want := []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1}, {ID: http2.SettingMaxFrameSize, Val: 20000}}
-	if !slices.Equal(settings, want) {
-		t.Errorf("settings = %v, want %v", settings, want)
-	}
-	for i, bad := range []bool{false, true, false, true} {
-		f, err := out.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := f.(*http2.HeadersFrame)
-		if !bytes.Equal(h.HeaderBlockFragment(), blocks[i].Bytes()) || h.HeadersEnded() == bad {
-			t.Errorf("block %d: fragment changed or END_HEADERS = %v", i, h.HeadersEnded())
-		}
-		if bad {
-			f, err := out.ReadFrame()
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, ok := f.(*http2.ContinuationFrame)
-			if !ok || c.StreamID != h.StreamID || !c.HeadersEnded() || !bytes.Equal(c.HeaderBlockFragment(), invalidField) {
-				t.Errorf("block %d: got %v after it, want a CONTINUATION with the invalid field", i, f)
-			}
-		}
-	}
-	if f, err := out.ReadFrame(); err != nil || string(f.(*http2.DataFrame).Data()) != "body" {
-		t.Errorf("DATA frame = %v, %v", f, err)
-	}
-}
-
-// FuzzH2Guard feeds a preface and arbitrary frames through an h2guard:
-// it must not panic or stop short, and what it leaves alone (everything
-// but SETTINGS and header blocks) must pass byte for byte.
-func FuzzH2Guard(f *testing.F) {
-	var seed bytes.Buffer
-	fr := http2.NewFramer(&seed, nil)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 2})
-	var block bytes.Buffer
-	hpack.NewEncoder(&block).WriteField(hpack.HeaderField{Name: "connection", Value: "close"})
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
-	fr.WriteData(1, true, []byte("data"))
-	fr.WritePing(false, [8]byte{1})
-	f.Add(seed.Bytes())
-	f.Fuzz(func(t *testing.T, frames []byte) {
-		in := append([]byte(h2Preface), frames...)
-		client, server := net.Pipe()
-		go func() { client.Write(in); client.Close() }()
-		out, err := io.ReadAll(newH2Guard(server, false))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.HasPrefix(out, []byte(h2Preface)) {
-			t.Fatalf("the preface did not pass")
-		}
-		if !mayChange(frames) && !bytes.Equal(out[len(h2Preface):], frames) {
-			t.Fatalf("frames the guard leaves alone changed:\n in %x\nout %x", frames, out[len(h2Preface):])
-		}
-	})
-}
-
-// mayChange reports whether b holds a frame the guard may rewrite: a
-// SETTINGS, HEADERS or CONTINUATION frame.
-func mayChange(b []byte) bool {
-	for len(b) >= 9 {
-		if t := b[3]; t == frameSettings || t == frameHeaders || t == frameContinuation {
-			return true
-		}
-		n := 9 + (int(b[0])<<16 | int(b[1])<<8 | int(b[2]))
-		if n > len(b) {
-			return false
-		}
-		b = b[n:]
-	}
-	return false
 }
