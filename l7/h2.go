@@ -153,20 +153,25 @@ func (s *h2Server) serve(nc net.Conn, h http.Handler, sawPreface bool, cs *tls.C
 	c.fr.MaxHeaderListSize = c.maxHeader
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(h2TableSize, nil)
 
+	c.run(sawPreface)
+}
+
+// track adds c to the connections a shutdown reaches; false when the
+// server is shutting down already.
+func (s *h2Server) track(c *h2Conn) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.shut {
-		s.mu.Unlock()
-		nc.Close()
-		return
+		return false
 	}
 	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *h2Server) untrack(c *h2Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
-	c.run(sawPreface)
 }
 
 // h2Conn is one client connection.
@@ -263,6 +268,13 @@ func (c *h2Conn) run(sawPreface bool) {
 	)
 	c.fr.WriteWindowUpdate(0, h2ConnWindow-65535)
 	c.wmu.Unlock()
+	// Tracked once its SETTINGS are out, so a shutdown's GOAWAY comes
+	// after them.
+	if c.s.track(c) {
+		defer c.s.untrack(c)
+	} else {
+		c.goAway(http2.ErrCodeNo)
+	}
 	first := true
 	for {
 		f, err := c.fr.ReadFrame()
