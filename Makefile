@@ -19,7 +19,7 @@ GOFLAGS_TEST ?=
 # time keeps them inside two cores.
 TEST_PARALLEL ?= 2
 
-.PHONY: all build test unit-test test-tools k8s-bins test-k8s check-generate generate tools bpf-tools lint bench demo fuzz clean
+.PHONY: all build test unit-test test-tools k8s-bins test-k8s check-generate generate tools bpf-tools cc-tools lint bench demo fuzz clean
 
 all: build
 
@@ -27,7 +27,7 @@ all: build
 # when empty the binary falls back to the Go toolchain's VCS stamp.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 
-build:
+build: cc-tools
 	$(GO) build -ldflags "-X github.com/weftlb/weft/version.version=$(VERSION)" -o $(BIN)/weft ./cmd/weft
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go
@@ -45,6 +45,17 @@ $(BIN)/h2spec:
 bpf-tools:
 	@command -v clang >/dev/null && command -v llvm-strip >/dev/null && [ -e /usr/include/bpf/bpf_helpers.h ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev linux-libc-dev)
+
+# cgo needs a C compiler: l7/internal/osslrsa has libcrypto (dlopened, so
+# no OpenSSL headers) make the RSA signatures of TLS handshakes. Go turns
+# cgo off when it finds no compiler, and the binary then signs with
+# crypto/rsa at about three times the CPU; as root a missing gcc, libc
+# headers or libcrypto.so.3 are installed, as bpf-tools installs clang.
+cc-tools:
+	@if ! command -v gcc >/dev/null || [ ! -e /usr/include/dlfcn.h ] || ! /sbin/ldconfig -p | grep -q 'libcrypto\.so\.3 '; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev libssl3; \
+		else echo "cc-tools: gcc, libc6-dev or libssl3 is missing and this is not root: RSA certificates sign with crypto/rsa" >&2; fi; fi
 
 generate: tools bpf-tools
 	cd proto && $(BIN)/buf lint && $(BIN)/buf generate
@@ -77,7 +88,7 @@ fuzz:
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; done
 
-test: lint check-generate test-tools k8s-bins unit-test fuzz
+test: lint check-generate cc-tools test-tools k8s-bins unit-test fuzz
 
 # k8s-bins builds the etcd and kube-apiserver that the Kubernetes
 # controller's tests (e2e/k8s_test.go, e2e/lab_k8s_test.go) run, from the Go

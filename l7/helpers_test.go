@@ -137,6 +137,12 @@ func selfSigned(t testing.TB, rsaKey bool, names ...string) tls.Certificate {
 		}
 		key, pub = k, &k.PublicKey
 	}
+	return certFor(t, key, pub, names...)
+}
+
+// certFor makes a self-signed certificate for names with a key.
+func certFor(t testing.TB, key, pub any, names ...string) tls.Certificate {
+	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: names[0]},

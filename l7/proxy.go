@@ -6,6 +6,8 @@ package l7
 import (
 	"cmp"
 	"context"
+	"crypto"
+	"crypto/rsa"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -49,6 +51,7 @@ type Proxy struct {
 	memberStates map[memberKey]*memberState
 	routeStats   map[[2]string]*counters
 	lnStats      map[string]*listenerCounters
+	signers      map[*rsa.PrivateKey]crypto.Signer // RSA keys' signers (tls.go)
 }
 
 type memberKey struct{ pool, addr string }
@@ -206,6 +209,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 		memberStates: map[memberKey]*memberState{},
 		routeStats:   map[[2]string]*counters{},
 		lnStats:      map[string]*listenerCounters{},
+		signers:      map[*rsa.PrivateKey]crypto.Signer{},
 	}
 	tables, params, err := c.compile()
 	if err != nil {
@@ -306,6 +310,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg Config) error {
 	p.memberStates = c.memberStates
 	p.routeStats = c.routeStats
 	p.lnStats = c.lnStats
+	p.signers = c.signers
 	return nil
 }
 
@@ -319,6 +324,7 @@ type compiler struct {
 	memberStates map[memberKey]*memberState
 	routeStats   map[[2]string]*counters
 	lnStats      map[string]*listenerCounters
+	signers      map[*rsa.PrivateKey]crypto.Signer
 }
 
 func (c *compiler) compile() ([]*table, []serverParams, error) {
@@ -418,7 +424,7 @@ func (c *compiler) table(l Listener) (*table, error) {
 	t.timeouts, t.limits = withDefaults(l.Timeouts, l.Limits)
 	if l.TLS {
 		t.scheme = "https"
-		tc, err := serverTLS(l, c.cfg)
+		tc, err := serverTLS(l, c.cfg, c.signer)
 		if err != nil {
 			return nil, err
 		}

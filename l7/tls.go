@@ -1,12 +1,17 @@
 package l7
 
 import (
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+
+	"github.com/weftlb/weft/l7/internal/osslrsa"
 )
 
 // certSet chooses a listener's certificate by SNI: exact names first, then
@@ -20,7 +25,9 @@ type certSet struct {
 	all   []*tls.Certificate
 }
 
-func newCertSet(names []string, certs map[string]tls.Certificate) (*certSet, error) {
+// newCertSet compiles a listener's certificates; signer, when not nil,
+// gives the key each certificate's handshakes sign with.
+func newCertSet(names []string, certs map[string]tls.Certificate, signer func(cert string, key crypto.PrivateKey) crypto.PrivateKey) (*certSet, error) {
 	cs := &certSet{exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{}}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("no certificates")
@@ -39,6 +46,9 @@ func newCertSet(names []string, certs map[string]tls.Certificate) (*certSet, err
 				return nil, fmt.Errorf("certificate %q: parse leaf: %w", n, err)
 			}
 			c.Leaf = leaf
+		}
+		if signer != nil {
+			c.PrivateKey = signer(n, c.PrivateKey)
 		}
 		cp := &c
 		cs.all = append(cs.all, cp)
@@ -94,8 +104,8 @@ func (cs *certSet) get(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 // serverTLS builds a listener's TLS config for one Apply. The listener's
 // socket keeps a fixed config whose GetConfigForClient returns the current
 // one, so certificates and ticket keys change without touching the socket.
-func serverTLS(l Listener, cfg *Config) (*tls.Config, error) {
-	cs, err := newCertSet(l.Certificates, cfg.Certificates)
+func serverTLS(l Listener, cfg *Config, signer func(string, crypto.PrivateKey) crypto.PrivateKey) (*tls.Config, error) {
+	cs, err := newCertSet(l.Certificates, cfg.Certificates, signer)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 	}
@@ -111,4 +121,50 @@ func serverTLS(l Listener, cfg *Config) (*tls.Config, error) {
 		tc.SetSessionTicketKeys(cfg.TicketKeys)
 	}
 	return tc, nil
+}
+
+// signer returns the key a certificate's handshakes sign with: for an RSA
+// key, an osslrsa.Signer, whose signatures libcrypto makes in about a third
+// of crypto/rsa's time (the bulk of a full handshake's CPU), made once per
+// key and kept across Applies while a certificate holds the key; other keys,
+// and RSA keys libcrypto does not take, as they are.
+func (c *compiler) signer(cert string, key crypto.PrivateKey) crypto.PrivateKey {
+	rk, ok := key.(*rsa.PrivateKey)
+	if !ok {
+		return key
+	}
+	if s, ok := c.signers[rk]; ok {
+		return s
+	}
+	s, ok := c.p.signers[rk]
+	if !ok {
+		s = c.p.newSigner(cert, rk)
+	}
+	c.signers[rk] = s
+	return s
+}
+
+// logSigner makes the log say once per process which code signs for RSA
+// certificates.
+var logSigner sync.Once
+
+func (p *Proxy) newSigner(cert string, key *rsa.PrivateKey) crypto.Signer {
+	version, err := osslrsa.Load()
+	logSigner.Do(func() {
+		if err != nil {
+			p.log.Info("l7 rsa certificates sign with crypto/rsa", "reason", err)
+		} else {
+			p.log.Info("l7 rsa certificates sign with libcrypto", "version", version)
+		}
+	})
+	if err != nil {
+		return key
+	}
+	s, err := osslrsa.New(key)
+	if err != nil {
+		p.log.Warn("l7 certificate: libcrypto does not take its rsa key; crypto/rsa signs for it",
+			"certificate", cert, "err", err)
+		return key
+	}
+	return s
 }

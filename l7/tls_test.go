@@ -1,7 +1,9 @@
 package l7
 
 import (
+	"bufio"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
@@ -9,8 +11,11 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/weftlb/weft/l7/internal/osslrsa"
 )
 
 func tlsConfig(t *testing.T, name string, certs map[string]tls.Certificate, keys [][32]byte, addr netip.AddrPort) Config {
@@ -180,5 +185,87 @@ func TestListenerSwitchesTLS(t *testing.T) {
 				t.Errorf("step %d: %s served on a %s listener", i, other, scheme)
 			}
 		}
+	}
+}
+
+// TestRSAHandshakesSignWithLibcrypto: full TLS 1.3 and 1.2 handshakes on a
+// listener with only an RSA certificate are signed by libcrypto's signer
+// (osslrsa), one signature each, and verify (the client checks the
+// signature whatever InsecureSkipVerify says); the signer is made once per
+// key and kept while a certificate holds the key. Skipped where libcrypto is
+// not usable, except in CI, where it fails.
+func TestRSAHandshakesSignWithLibcrypto(t *testing.T) {
+	if _, err := osslrsa.Load(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("libcrypto is not usable in CI: %v", err)
+		}
+		t.Skipf("libcrypto is not usable: %v", err)
+	}
+	cert := selfSigned(t, true, "a.example.com")
+	key := cert.PrivateKey.(*rsa.PrivateKey)
+	certs := map[string]tls.Certificate{"rsa": cert}
+	addr := freeAddr(t, "127.0.0.26")
+	cfg := tlsConfig(t, "rsa", certs, nil, addr)
+	p := startProxy(t, cfg)
+	s, ok := p.signers[key].(*osslrsa.Signer)
+	if !ok {
+		t.Fatalf("the RSA key signs with %T, want *osslrsa.Signer", p.signers[key])
+	}
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			before := s.Signatures()
+			conn, err := tls.Dial("tcp", addr.String(), &tls.Config{ServerName: "a.example.com",
+				InsecureSkipVerify: true, MinVersion: v, MaxVersion: v, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer conn.Close()
+			st := conn.ConnectionState()
+			if st.Version != v || st.DidResume {
+				t.Errorf("version %s, resumed %v; want %s, a full handshake", tls.VersionName(st.Version), st.DidResume, tls.VersionName(v))
+			}
+			if _, ok := st.PeerCertificates[0].PublicKey.(*rsa.PublicKey); !ok {
+				t.Fatalf("served a %T certificate, want RSA", st.PeerCertificates[0].PublicKey)
+			}
+			if n := s.Signatures() - before; n != 1 {
+				t.Errorf("libcrypto made %d signatures for the handshake, want 1", n)
+			}
+			io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("request over the connection: %v, %v", resp, err)
+			}
+		})
+	}
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if p.signers[key] != crypto.Signer(s) {
+		t.Error("a second Apply of the same certificate made a new signer")
+	}
+}
+
+// TestRSAKeyLibcryptoRefuses: an RSA key libcrypto does not sign with (six
+// primes: OpenSSL 3 imports the key but its signature fails, which
+// osslrsa.New's self-check finds) is kept as Go's key, and its handshakes
+// work.
+func TestRSAKeyLibcryptoRefuses(t *testing.T) {
+	k, err := rsa.GenerateMultiPrimeKey(rand.Reader, 6, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := certFor(t, k, &k.PublicKey, "a.example.com")
+	addr := freeAddr(t, "127.0.0.26")
+	p := startProxy(t, tlsConfig(t, "rsa6", map[string]tls.Certificate{"rsa6": cert}, nil, addr))
+	if got := p.signers[k]; got != crypto.Signer(k) {
+		t.Errorf("the 6-prime key signs with %T, want Go's *rsa.PrivateKey", got)
+	}
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		conn, err := tls.Dial("tcp", addr.String(), &tls.Config{ServerName: "a.example.com",
+			InsecureSkipVerify: true, MinVersion: v, MaxVersion: v})
+		if err != nil {
+			t.Fatalf("%s: dial: %v", tls.VersionName(v), err)
+		}
+		conn.Close()
 	}
 }

@@ -58,6 +58,8 @@ need() {
 }
 need nginx nginx; need haproxy haproxy; need caddy caddy; need wrk wrk; need h2load nghttp2-client
 need openssl openssl; need taskset util-linux; need go golang
+# cgo: Weft's RSA signatures are libcrypto's (l7/internal/osslrsa).
+need gcc gcc
 
 
 PIDS=()
@@ -212,7 +214,8 @@ CONF
 }
 
 start_weft() {
-	(cd "$ROOT" && go build -o "$WORK/l7bench" ./l7/cmd/l7bench)
+	# With cgo, or the build fails: without it RSA would sign with crypto/rsa.
+	(cd "$ROOT" && CGO_ENABLED=1 go build -o "$WORK/l7bench" ./l7/cmd/l7bench)
 	local prof=()
 	[[ -n "${PROFILE:-}" ]] && prof=(-cpuprofile "${PROFILE_OUT:-/tmp/weft-l7.pprof}")
 	taskset -c "$PROXY_CPU" "$WORK/l7bench" -procs 1 -gc "${WEFT_GC:-100}" -http 127.0.0.1:18084 -https 127.0.0.1:18444 \
