@@ -73,9 +73,11 @@ lint:
 	$(GO) vet ./...
 
 # The patched memberlist (third_party/memberlist/WEFT.md) is a module of its
-# own: its queue tests cover the patch.
+# own: its queue tests cover the patch. osslrsa's C calls run under the race
+# detector too.
 unit-test:
 	$(GO) test -count=1 -timeout 20m -p $(TEST_PARALLEL) $(GOFLAGS_TEST) ./...
+	$(GO) test -count=1 -race ./l7/internal/osslrsa
 	cd third_party/memberlist && $(GO) test -count=1 -run 'TestTransmitLimited|TestLimitedBroadcast' .
 
 # fuzz runs every fuzz target briefly (longer: FUZZTIME=2000000x, or 5m).
