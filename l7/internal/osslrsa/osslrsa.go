@@ -13,6 +13,7 @@ package osslrsa
 
 import (
 	"crypto"
+	"crypto/fips140"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -45,9 +46,16 @@ var lib struct {
 }
 
 // Load opens libcrypto once and reports its version, or why it cannot be
-// used (no cgo, no libcrypto.so.3, a symbol missing).
+// used (no cgo, no libcrypto.so.3, a symbol missing). In Go's FIPS 140-3
+// mode it is not used: signatures stay inside Go's validated module.
 func Load() (version string, err error) {
-	lib.once.Do(func() { lib.version, lib.err = load() })
+	lib.once.Do(func() {
+		if fips140.Enabled() {
+			lib.err = errors.New("Go's FIPS 140-3 mode is on")
+			return
+		}
+		lib.version, lib.err = load()
+	})
 	return lib.version, lib.err
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"sync"
@@ -210,6 +211,22 @@ func TestKeysFreed(t *testing.T) {
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestNotInFIPSMode runs the test binary again with GODEBUG=fips140=on:
+// there Load must refuse, so signatures stay in Go's FIPS module.
+func TestNotInFIPSMode(t *testing.T) {
+	if os.Getenv("OSSLRSA_FIPS_CHILD") == "1" {
+		if _, err := Load(); err == nil {
+			t.Fatal("Load succeeded in FIPS 140-3 mode")
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestNotInFIPSMode$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "OSSLRSA_FIPS_CHILD=1", "GODEBUG=fips140=on")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child in FIPS mode: %v\n%s", err, out)
 	}
 }
 
