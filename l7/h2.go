@@ -65,9 +65,8 @@ const (
 	// (and discards) before it closes, so that the client reads the
 	// GOAWAY before a reset could take it.
 	h2GoAwayGrace = time.Second
-	// h2Pending is the most of a response body a stream holds back
-	// before it sends DATA, so that the last DATA frame carries
-	// END_STREAM.
+	// h2Pending is the most of a response body's end that a stream
+	// holds back, so that its DATA frame carries END_STREAM.
 	h2Pending = 16 << 10
 	// h2MaxWindow is the largest flow-control window (RFC 9113 6.9.1).
 	h2MaxWindow = 1<<31 - 1
@@ -83,15 +82,22 @@ var (
 // h2Server is the HTTP/2 side of one http.Server: its connections, which
 // its Shutdown asks to go away.
 type h2Server struct {
-	hs    *http.Server
-	mu    sync.Mutex
-	conns map[*h2Conn]struct{}
-	shut  bool
+	hs      *http.Server
+	workers workerPool // the goroutines its streams' handlers run on
+	mu      sync.Mutex
+	conns   map[*h2Conn]struct{}
+	shut    bool
 }
 
 // configureHTTP2 makes srv serve HTTP/2 (h2 by ALPN and h2c by prior
 // knowledge, as its Protocols say) with an h2Server.
 func configureHTTP2(srv *http.Server) error {
+	newH2Server(srv)
+	return nil
+}
+
+// newH2Server is configureHTTP2's server, for tests to look into.
+func newH2Server(srv *http.Server) *h2Server {
 	s := &h2Server{hs: srv, conns: map[*h2Conn]struct{}{}}
 	srv.RegisterOnShutdown(s.shutdown)
 	if srv.TLSNextProto == nil {
@@ -112,7 +118,7 @@ func configureHTTP2(srv *http.Server) error {
 		}
 		s.serve(u.UnencryptedNetConn(), h, true, nil)
 	}
-	return nil
+	return s
 }
 
 // shutdown sends every connection a GOAWAY: each closes once its streams
@@ -242,7 +248,9 @@ type h2Stream struct {
 	bodyOK        bool
 	needsContinue bool
 	trailers      []string // names declared in the response's Trailer
-	pending       *[]byte  // body bytes held back, from h2Bufs
+	respLen       int64    // the response's Content-Length, -1 if none
+	written       int64    // body bytes the handler wrote
+	pending       *[]byte  // the body's last bytes, held back; from h2Bufs
 }
 
 // h2Bufs holds streams' pending buffers between responses.
@@ -580,7 +588,9 @@ func (c *h2Conn) closeLocked(st *h2Stream, err error) {
 	c.recvDebt += st.body.fail(err)
 	st.cancel()
 	st.cond.Broadcast()
-	c.idleLocked()
+	if len(c.streams) == 0 {
+		c.idleLocked()
+	}
 }
 
 // discard takes n bytes of DATA nobody reads from the connection's window
@@ -752,9 +762,11 @@ func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	st.sendWin = c.peerWin
 	c.streams[id] = st
 	c.handlers++
-	c.idleLocked()
+	if len(c.streams) == 1 {
+		c.idleLocked()
+	}
 	c.mu.Unlock()
-	go c.runHandler(st, r, f.Truncated)
+	c.s.workers.run(h2Job{c: c, st: st, r: r, truncated: f.Truncated})
 	return nil
 }
 
@@ -961,6 +973,84 @@ func lowerName(k string) string {
 	return k
 }
 
+// h2Job is a stream's request, for a worker.
+type h2Job struct {
+	c         *h2Conn
+	st        *h2Stream
+	r         *http.Request
+	truncated bool
+}
+
+// workerIdle is how long a worker waits for its next job before it ends.
+const workerIdle = 10 * time.Second
+
+// workerPool runs jobs on goroutines that wait for the next once done,
+// the most recently parked first: a new goroutine's stack grows by copying
+// to the depth of the proxy's handler (about 5% of the h2 path's CPU), a
+// parked one's has grown already. Workers idle for workerIdle end, so an
+// idle proxy holds none for long.
+type workerPool struct {
+	mu       sync.Mutex
+	idle     []*worker // oldest first
+	cleaning bool      // a clean is scheduled
+}
+
+type worker struct {
+	jobs   chan h2Job // one at a time; a zero job ends the worker
+	parked time.Time
+}
+
+func (p *workerPool) run(j h2Job) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		w.jobs <- j
+		return
+	}
+	p.mu.Unlock()
+	w := &worker{jobs: make(chan h2Job, 1)}
+	go w.loop(p, j)
+}
+
+func (w *worker) loop(p *workerPool, j h2Job) {
+	for j.c != nil {
+		j.c.runHandler(j.st, j.r, j.truncated)
+		p.park(w)
+		j = <-w.jobs
+	}
+}
+
+func (p *workerPool) park(w *worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w.parked = time.Now()
+	p.idle = append(p.idle, w)
+	if !p.cleaning {
+		p.cleaning = true
+		time.AfterFunc(workerIdle, p.clean)
+	}
+}
+
+// clean ends the workers parked for workerIdle or longer.
+func (p *workerPool) clean() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cut := time.Now().Add(-workerIdle)
+	n := 0
+	for n < len(p.idle) && !p.idle[n].parked.After(cut) {
+		p.idle[n].jobs <- h2Job{}
+		n++
+	}
+	p.idle = append(p.idle[:0], p.idle[n:]...)
+	p.cleaning = len(p.idle) > 0
+	if p.cleaning {
+		time.AfterFunc(workerIdle, p.clean)
+	}
+}
+
 // runHandler serves a stream's request and ends its response.
 func (c *h2Conn) runHandler(st *h2Stream, r *http.Request, truncated bool) {
 	defer c.handlerDone(st)
@@ -1022,10 +1112,10 @@ func (b *h2Body) Read(p []byte) (int, error) {
 	st := b.st
 	c := st.c
 	if st.needsContinue {
+		// Read may run in another goroutine than the handler (a
+		// transport's), so the 100 carries no field of the handler's.
 		st.needsContinue = false
-		if !st.wroteHeader {
-			st.interim(http.StatusContinue)
-		}
+		st.writeHead(http.StatusContinue, nil, false)
 	}
 	c.mu.Lock()
 	for b.off == len(b.buf) && b.err == nil {
@@ -1087,12 +1177,18 @@ func (st *h2Stream) WriteHeader(code int) {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
-		st.interim(code)
+		st.writeHead(code, st.header, false) // 1xx: interim, more follow
 		return
 	}
 	st.wroteHeader = true
 	st.status = code
 	st.bodyOK = !st.head && bodyAllowed(code)
+	st.respLen = -1
+	if v := st.header["Content-Length"]; len(v) == 1 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
+			st.respLen = n
+		}
+	}
 	for _, v := range st.header["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
 			if k = textproto.TrimString(k); k != "" {
@@ -1118,11 +1214,6 @@ func bodyAllowed(code int) bool {
 	return code != http.StatusNoContent && code != http.StatusNotModified
 }
 
-// interim sends a 1xx response head.
-func (st *h2Stream) interim(code int) {
-	st.writeHead(code, st.header, false)
-}
-
 func (st *h2Stream) Write(p []byte) (int, error) {
 	if !st.wroteHeader {
 		st.WriteHeader(http.StatusOK)
@@ -1136,19 +1227,17 @@ func (st *h2Stream) Write(p []byte) (int, error) {
 	if st.ended {
 		return 0, errStreamClosed
 	}
-	if st.pending == nil {
+	st.written += int64(len(p))
+	if st.written == st.respLen && len(p) <= h2Pending && st.pending == nil {
+		// The body's last bytes, as its Content-Length says: held for
+		// finish, so that their DATA frame ends the stream. Nothing
+		// else is held: a handler may wait after any other write.
 		st.pending = h2Bufs.Get().(*[]byte)
-	}
-	if len(*st.pending)+len(p) <= h2Pending {
 		*st.pending = append(*st.pending, p...)
 		return len(p), nil
 	}
 	if err := st.flushPending(false); err != nil {
 		return 0, err
-	}
-	if len(p) <= h2Pending {
-		*st.pending = append(*st.pending, p...)
-		return len(p), nil
 	}
 	if err := st.c.writeData(st, p, false); err != nil {
 		return 0, err

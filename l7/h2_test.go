@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -58,13 +59,27 @@ func (hc *h2Client) request(id uint32, path string, end bool, fields ...hpack.He
 	}
 }
 
-// response reads frames until stream id ends: its head's fields and its
-// body. Frames of other streams are skipped; a RST_STREAM of id fails.
+// response reads frames until stream id ends: the fields of its final
+// head (past any 1xx) and its body. Frames of other streams are skipped; a RST_STREAM of id
+// fails.
 func (hc *h2Client) response(id uint32) (map[string][]string, string) {
 	hc.t.Helper()
-	hc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	fields := map[string][]string{}
+	fields, end := hc.head(id)
+	for s := fields[":status"]; !end && len(s) == 1 && len(s[0]) == 3 && s[0][0] == '1'; s = fields[":status"] {
+		fields, end = hc.head(id) // interim (1xx)
+	}
 	var body strings.Builder
+	for !end {
+		end = hc.data(id, &body)
+	}
+	return fields, body.String()
+}
+
+// head reads frames until a header block of stream id: its fields, and
+// whether it ended the stream.
+func (hc *h2Client) head(id uint32) (map[string][]string, bool) {
+	hc.t.Helper()
+	hc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
 		f, err := hc.fr.ReadFrame()
 		if err != nil {
@@ -75,17 +90,37 @@ func (hc *h2Client) response(id uint32) (map[string][]string, string) {
 		}
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
+			fields := map[string][]string{}
 			for _, hf := range f.Fields {
 				fields[hf.Name] = append(fields[hf.Name], hf.Value)
 			}
-			if f.StreamEnded() {
-				return fields, body.String()
-			}
+			return fields, f.StreamEnded()
+		case *http2.RSTStreamFrame:
+			hc.t.Fatalf("stream %d reset: %v", id, f.ErrCode)
+		default:
+			hc.t.Fatalf("stream %d: %v before its head", id, f.Header())
+		}
+	}
+}
+
+// data reads one DATA or trailers frame of stream id into body; true when
+// it ended the stream.
+func (hc *h2Client) data(id uint32, body *strings.Builder) bool {
+	hc.t.Helper()
+	for {
+		f, err := hc.fr.ReadFrame()
+		if err != nil {
+			hc.t.Fatalf("stream %d: %v", id, err)
+		}
+		if f.Header().StreamID != id {
+			continue
+		}
+		switch f := f.(type) {
 		case *http2.DataFrame:
 			body.Write(f.Data())
-			if f.StreamEnded() {
-				return fields, body.String()
-			}
+			return f.StreamEnded()
+		case *http2.MetaHeadersFrame:
+			return f.StreamEnded()
 		case *http2.RSTStreamFrame:
 			hc.t.Fatalf("stream %d reset: %v", id, f.ErrCode)
 		}
@@ -122,24 +157,48 @@ func TestH2RequestHead(t *testing.T) {
 	}
 }
 
-// TestH2ResetFlood opens streams and resets each at once (the "rapid
-// reset" of CVE-2023-44487) on a server whose handler holds each request
-// whatever its context says: the server never runs more handlers than
-// the streams a connection may have open, refuses the streams past that,
-// and serves the connection again once the handlers return.
-func TestH2ResetFlood(t *testing.T) {
-	var now, peak atomic.Int64
-	release := make(chan struct{})
-	srv := &http.Server{Protocols: new(http.Protocols), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := now.Add(1)
-		defer now.Add(-1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+// TestH2BodyNotHeldBack has a member send the first half of a body with
+// a Content-Length and wait for the client to see it: the proxy must not
+// hold those bytes back for the rest (only the body's end waits, to carry
+// END_STREAM).
+func TestH2BodyNotHeldBack(t *testing.T) {
+	seen := make(chan struct{})
+	b := startBackend(t, "m", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "hello")
+		w.(http.Flusher).Flush()
+		select {
+		case <-seen:
+		case <-time.After(10 * time.Second):
 		}
-		if r.URL.Path == "/hold" {
-			<-release
-		}
-		io.WriteString(w, "ok")
-	})}
+		io.WriteString(w, "world")
+	}))
+	addr := freeAddr(t, "127.0.0.12")
+	startProxy(t, Config{
+		Pools:     map[string]Pool{"p": {Members: []Member{b.member()}}},
+		Listeners: []Listener{{Name: "h2c", Addr: addr, HTTP2: true, DefaultPool: "p"}},
+	})
+	hc := dialH2C(t, addr.String())
+	hc.request(1, "/", true)
+	if f, end := hc.head(1); end || f[":status"][0] != "200" {
+		t.Fatalf("head %v, end %v", f, end)
+	}
+	var body strings.Builder
+	hc.c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if end := hc.data(1, &body); end || body.String() != "hello" {
+		t.Fatalf("first DATA %q (end %v), want \"hello\" before the rest is sent", body.String(), end)
+	}
+	close(seen)
+	if end := hc.data(1, &body); !end || body.String() != "helloworld" {
+		t.Errorf("body %q (end %v), want \"helloworld\" ending the stream", body.String(), end)
+	}
+}
+
+// startH2Server serves h on h2c with the HTTP/2 server alone (no proxy
+// in front) and returns its address.
+func startH2Server(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := &http.Server{Protocols: new(http.Protocols), Handler: h}
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	if err := configureHTTP2(srv); err != nil {
 		t.Fatal(err)
@@ -149,8 +208,60 @@ func TestH2ResetFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	defer srv.Close()
-	hc := dialH2C(t, ln.Addr().String())
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// TestH2ExpectContinue sends a request with Expect: 100-continue and
+// holds its body back until the server's 100 comes, which the server
+// sends when the handler reads the body.
+func TestH2ExpectContinue(t *testing.T) {
+	addr := startH2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	hc := dialH2C(t, addr)
+	hc.hbuf.Reset()
+	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "h2.test"}, {Name: ":path", Value: "/"}, {Name: "expect", Value: "100-continue"},
+		{Name: "content-length", Value: "4"}} {
+		hc.henc.WriteField(f)
+	}
+	if err := hc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hc.hbuf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	interim, _ := hc.head(1)
+	if s := interim[":status"]; len(s) != 1 || s[0] != "100" {
+		t.Fatalf("first head %v, want :status 100", interim)
+	}
+	if err := hc.fr.WriteData(1, true, []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	fields, body := hc.response(1)
+	if fields[":status"][0] != "200" || body != "data" {
+		t.Errorf("response = %v %q", fields, body)
+	}
+}
+
+// TestH2ResetFlood opens streams and resets each at once (the "rapid
+// reset" of CVE-2023-44487) on a server whose handler holds each request
+// whatever its context says: the server never runs more handlers than
+// the streams a connection may have open, refuses the streams past that,
+// and serves the connection again once the handlers return.
+func TestH2ResetFlood(t *testing.T) {
+	var now, peak atomic.Int64
+	release := make(chan struct{})
+	addr := startH2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := now.Add(1)
+		defer now.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	hc := dialH2C(t, addr)
 	// The server's frames are read as they come, so its writes never
 	// wait on this client.
 	var refused atomic.Int64
@@ -305,4 +416,81 @@ func FuzzH2Conn(f *testing.F) {
 			t.Fatalf("%d handlers still running after the connection ended", n)
 		}
 	})
+}
+
+// TestH2WorkersReused serves two rounds of five requests held until all
+// five are in their handlers: the second round runs on the five
+// goroutines the first parked, and a clean past their idle time ends them.
+func TestH2WorkersReused(t *testing.T) {
+	const n = 5
+	var in atomic.Int64
+	gate := make(chan struct{})
+	srv := &http.Server{Protocols: new(http.Protocols), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if in.Add(1) == n {
+			close(gate)
+		}
+		<-gate
+		io.WriteString(w, "ok")
+	})}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	s := newH2Server(srv)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	hc := dialH2C(t, ln.Addr().String())
+	idle := func() int {
+		s.workers.mu.Lock()
+		defer s.workers.mu.Unlock()
+		return len(s.workers.idle)
+	}
+	waitIdle := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); idle() != want && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		if got := idle(); got != want {
+			t.Fatalf("%d workers parked, want %d", got, want)
+		}
+	}
+	id := uint32(1)
+	for round := range 2 {
+		in.Store(0)
+		if round > 0 {
+			gate = make(chan struct{})
+		}
+		first := id
+		for range n {
+			hc.request(id, "/", true)
+			id += 2
+		}
+		// The answers come in any order.
+		hc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for ended := 0; ended < n; {
+			f, err := hc.fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if f.Header().StreamID >= first && f.Header().Flags.Has(http2.FlagDataEndStream) {
+				ended++
+			}
+		}
+		waitIdle(n) // a second round on new goroutines would leave 2n
+	}
+	g := runtime.NumGoroutine()
+	s.workers.mu.Lock()
+	for _, w := range s.workers.idle {
+		w.parked = w.parked.Add(-workerIdle)
+	}
+	s.workers.mu.Unlock()
+	s.workers.clean()
+	waitIdle(0)
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > g-n && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if got := runtime.NumGoroutine(); got > g-n {
+		t.Errorf("%d goroutines after the clean, want at most %d", got, g-n)
+	}
 }
