@@ -1018,6 +1018,7 @@ func (p *workerPool) run(j h2Job) {
 func (w *worker) loop(p *workerPool, j h2Job) {
 	for j.c != nil {
 		j.c.runHandler(j.st, j.r, j.truncated)
+		j = h2Job{} // a parked worker keeps no connection or request alive
 		p.park(w)
 		j = <-w.jobs
 	}
@@ -1044,7 +1045,7 @@ func (p *workerPool) clean() {
 		p.idle[n].jobs <- h2Job{}
 		n++
 	}
-	p.idle = append(p.idle[:0], p.idle[n:]...)
+	p.idle = slices.Delete(p.idle, 0, n)
 	p.cleaning = len(p.idle) > 0
 	if p.cleaning {
 		time.AfterFunc(workerIdle, p.clean)
