@@ -75,11 +75,9 @@ func (hc *h2Client) response(id uint32) (map[string][]string, string) {
 	return fields, body.String()
 }
 
-// head reads frames until a header block of stream id: its fields, and
-// whether it ended the stream.
-func (hc *h2Client) head(id uint32) (map[string][]string, bool) {
+// next reads frames until one of stream id; a RST_STREAM of it fails.
+func (hc *h2Client) next(id uint32) http2.Frame {
 	hc.t.Helper()
-	hc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
 		f, err := hc.fr.ReadFrame()
 		if err != nil {
@@ -88,41 +86,41 @@ func (hc *h2Client) head(id uint32) (map[string][]string, bool) {
 		if f.Header().StreamID != id {
 			continue
 		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			fields := map[string][]string{}
-			for _, hf := range f.Fields {
-				fields[hf.Name] = append(fields[hf.Name], hf.Value)
-			}
-			return fields, f.StreamEnded()
-		case *http2.RSTStreamFrame:
-			hc.t.Fatalf("stream %d reset: %v", id, f.ErrCode)
-		default:
-			hc.t.Fatalf("stream %d: %v before its head", id, f.Header())
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			hc.t.Fatalf("stream %d reset: %v", id, r.ErrCode)
 		}
+		return f
 	}
 }
 
-// data reads one DATA or trailers frame of stream id into body; true when
-// it ended the stream.
+// head reads stream id's next header block: its fields, and whether it
+// ended the stream.
+func (hc *h2Client) head(id uint32) (map[string][]string, bool) {
+	hc.t.Helper()
+	hc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	next := hc.next(id)
+	f, ok := next.(*http2.MetaHeadersFrame)
+	if !ok {
+		hc.t.Fatalf("stream %d: %v before its head", id, next.Header())
+	}
+	fields := map[string][]string{}
+	for _, hf := range f.Fields {
+		fields[hf.Name] = append(fields[hf.Name], hf.Value)
+	}
+	return fields, f.StreamEnded()
+}
+
+// data reads stream id's next DATA (into body) or trailers frame; true
+// when it ended the stream.
 func (hc *h2Client) data(id uint32, body *strings.Builder) bool {
 	hc.t.Helper()
 	for {
-		f, err := hc.fr.ReadFrame()
-		if err != nil {
-			hc.t.Fatalf("stream %d: %v", id, err)
-		}
-		if f.Header().StreamID != id {
-			continue
-		}
-		switch f := f.(type) {
+		switch f := hc.next(id).(type) {
 		case *http2.DataFrame:
 			body.Write(f.Data())
 			return f.StreamEnded()
 		case *http2.MetaHeadersFrame:
 			return f.StreamEnded()
-		case *http2.RSTStreamFrame:
-			hc.t.Fatalf("stream %d reset: %v", id, f.ErrCode)
 		}
 	}
 }
