@@ -144,7 +144,7 @@ func (s *h2Server) serve(nc net.Conn, h http.Handler, sawPreface bool, cs *tls.C
 		maxHeader = http.DefaultMaxHeaderBytes
 	}
 	c := &h2Conn{
-		s: s, h: h, nc: nc, bc: newBatchConn(nc), ctx: ctx, tls: cs,
+		s: s, h: h, nc: nc, bc: newBatchConn(nc, s.hs.IdleTimeout), ctx: ctx, tls: cs,
 		remote:    nc.RemoteAddr().String(),
 		maxHeader: uint32(maxHeader) + 32*10, // RFC 7541 4.1's 32 per field, for ten
 		streams:   map[uint32]*h2Stream{},

@@ -192,6 +192,42 @@ func TestH2BodyNotHeldBack(t *testing.T) {
 	}
 }
 
+// TestH2StalledClient opens a window of 2^31-1 bytes, asks for an endless
+// body and reads nothing: once the server's writes take no byte for the
+// listener's idle timeout the connection ends, and with it the member's
+// request.
+func TestH2StalledClient(t *testing.T) {
+	done := make(chan struct{})
+	b := startBackend(t, "m", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	addr := freeAddr(t, "127.0.0.12")
+	startProxy(t, Config{
+		Pools: map[string]Pool{"p": {Members: []Member{b.member()}}},
+		Listeners: []Listener{{Name: "h2c", Addr: addr, HTTP2: true, DefaultPool: "p",
+			Timeouts: Timeouts{Idle: 300 * time.Millisecond}}},
+	})
+	hc := dialH2C(t, addr.String())
+	if err := hc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2MaxWindow}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hc.fr.WriteWindowUpdate(0, h2MaxWindow-65535); err != nil {
+		t.Fatal(err)
+	}
+	hc.request(1, "/", true)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the member still sends 10s after the client stopped reading")
+	}
+}
+
 // startH2Server serves h on h2c with the HTTP/2 server alone (no proxy
 // in front) and returns its address.
 func startH2Server(t *testing.T, h http.Handler) string {

@@ -55,10 +55,14 @@ type batchConn struct {
 	// flushFn is flush as a func value made once: `go c.flush()` would
 	// allocate a closure per burst.
 	flushFn func()
+	stall   time.Duration
 }
 
-func newBatchConn(c net.Conn) *batchConn {
-	b := &batchConn{Conn: c}
+// newBatchConn batches writes to c. A write of the flusher's that takes
+// no byte for stall (when not 0) fails, which ends the connection: a
+// client that stops reading holds nothing for longer.
+func newBatchConn(c net.Conn, stall time.Duration) *batchConn {
+	b := &batchConn{Conn: c, stall: stall}
 	b.cond.L = &b.mu
 	b.flushFn = b.flush
 	return b
@@ -111,6 +115,10 @@ func (c *batchConn) flush() {
 		}
 		c.buf = nil
 		c.cond.Broadcast()
+		if c.stall > 0 && !c.closed {
+			// Under mu, so that Close's grace, set after, wins.
+			c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+		}
 		c.mu.Unlock()
 
 		_, err := c.Conn.Write(*b)

@@ -42,7 +42,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // reaches the peer without any further call on the conn.
 func TestBatchConnLoneWrite(t *testing.T) {
 	a, b := tcpPair(t)
-	c := newBatchConn(a)
+	c := newBatchConn(a, 0)
 	for i, msg := range []string{"x", "a second lone write"} {
 		if _, err := c.Write([]byte(msg)); err != nil {
 			t.Fatal(err)
@@ -62,7 +62,7 @@ func TestBatchConnLoneWrite(t *testing.T) {
 // the peer, then the end of the stream.
 func TestBatchConnCloseFlushes(t *testing.T) {
 	a, b := tcpPair(t)
-	c := newBatchConn(a)
+	c := newBatchConn(a, 0)
 	want := bytes.Repeat([]byte("goaway "), 3*batchLimit/7)
 	go func() {
 		c.Write(want)
@@ -130,7 +130,7 @@ func TestBatchConnOrder(t *testing.T) {
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		r := &recConn{}
-		c := newBatchConn(r)
+		c := newBatchConn(r, 0)
 		var want []byte
 		for i := range 200 {
 			n := rng.IntN(2000)
@@ -167,7 +167,7 @@ func TestBatchConnOrder(t *testing.T) {
 func TestBatchConnCoalesces(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	r := &recConn{}
-	c := newBatchConn(r)
+	c := newBatchConn(r, 0)
 	const frames = 10
 	for range frames {
 		c.Write(make([]byte, 100))
@@ -188,7 +188,7 @@ func TestBatchConnCoalesces(t *testing.T) {
 // and closes the conn.
 func TestBatchConnWriteError(t *testing.T) {
 	r := &recConn{err: errors.New("broken pipe")}
-	c := newBatchConn(r)
+	c := newBatchConn(r, 0)
 	var err error
 	waitFor(t, "the write error", func() bool {
 		_, err = c.Write([]byte("frame"))
